@@ -1,0 +1,1 @@
+"""The physical world in SimPy: drive, reservoir, catheter, battery, clock, faults, patient."""

@@ -1,0 +1,1 @@
+"""What runs inside the pump: command handling, therapy scheduling, limits, alarms, event log."""

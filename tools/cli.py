@@ -1,0 +1,63 @@
+"""`itpump` entry point: one sub-command per module under tools/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# Each module named here exposes `register(subparsers)`, which adds its sub-parser and sets
+# `func(args) -> int` as the default. Order is the order shown in --help.
+SUBCOMMAND_MODULES = (
+    "tools.simulate",
+    "tools.profiles",
+)
+
+
+class UsageError(Exception):
+    """Bad user input detected after parsing; printed without a traceback, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `itpump` parser with every sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="itpump",
+        description=(
+            "Emulator of an implanted programmable intrathecal drug pump: simulated therapy, "
+            "pharmacokinetics and a serial telemetry harness for clinician-programmer tests."
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `itpump`; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        status: int = args.func(args)
+    except UsageError as exc:
+        print(f"itpump {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
