@@ -1,0 +1,164 @@
+"""Device profiles: one TOML file per pump model, validated into a `DeviceProfile`.
+
+Shipped profiles live in `emulator/profiles/`. Users add their own by passing a file path, or by
+putting `*.toml` files in a directory named by the ITPUMP_PROFILE_PATH environment variable
+(several directories separated by the OS path separator).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from firmware_stubs.config import FirmwareConfig
+
+SHIPPED_PROFILE_DIR = Path(__file__).with_name("profiles")
+PROFILE_PATH_ENV = "ITPUMP_PROFILE_PATH"
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be found or does not validate."""
+
+
+class Mechanism(StrEnum):
+    """How the drive moves drug: motor strokes or accumulator pulses."""
+
+    PERISTALTIC = "peristaltic"
+    VALVE_GATED = "valve_gated"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatteryProfile(_Strict):
+    """Primary cell and the charge the pump draws from it."""
+
+    service_life_years: float = Field(gt=0, le=30)
+    eri_to_eos_days: float = Field(gt=0, le=365)
+    capacity_mah: float = Field(gt=0)
+    idle_current_ua: float = Field(ge=0)
+    charge_per_ml_mah: float = Field(ge=0)
+    telemetry_current_ma: float = Field(ge=0)
+    eri_remaining_pct: float = Field(gt=0, lt=100)
+
+
+class TelemetryProfile(_Strict):
+    """Link characteristics of the telemetry head."""
+
+    baud: int = Field(gt=0, le=1_000_000)
+    turnaround_ms: float = Field(ge=0, le=1000)
+    allow_unauthenticated: bool = False
+
+
+class DeviceProfile(_Strict):
+    """Everything model-specific about a pump; see docs/architecture.md for each field's role."""
+
+    model: str = Field(min_length=1, max_length=32)
+    description: str = ""
+    mechanism: Mechanism
+    reservoir_capacity_ml: float = Field(gt=0, le=100)
+    min_rate_ml_per_day: float = Field(ge=0)
+    max_rate_ml_per_day: float = Field(gt=0, le=100)
+    minimum_rate_mode_ml_per_day: float = Field(ge=0)
+    stroke_volume_ul: float = Field(gt=0, le=100)
+    flow_error_systematic_pct: float = Field(ge=-50, le=50)
+    flow_error_random_cv_pct: float = Field(ge=0, le=20)
+    flow_error_block_strokes: int = Field(ge=1, le=10_000_000)
+    internal_path_volume_ml: float = Field(ge=0, le=5)
+    low_reservoir_alarm_default_ml: float = Field(ge=0)
+    empty_reservoir_alarm_ml: float = Field(ge=0)
+    flex_max_steps: int = Field(ge=1, le=48)
+    event_log_capacity: int = Field(ge=16, le=1_000_000)
+    serial_prefix: str = Field(min_length=1, max_length=8)
+    mri_valve_shutoff_ul: float | None = Field(default=None, gt=0)
+    battery: BatteryProfile
+    telemetry: TelemetryProfile
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> DeviceProfile:
+        if self.min_rate_ml_per_day >= self.max_rate_ml_per_day:
+            raise ValueError("min_rate_ml_per_day must be below max_rate_ml_per_day")
+        if self.low_reservoir_alarm_default_ml >= self.reservoir_capacity_ml:
+            raise ValueError("low_reservoir_alarm_default_ml must be below reservoir_capacity_ml")
+        if self.empty_reservoir_alarm_ml > self.low_reservoir_alarm_default_ml:
+            raise ValueError("empty_reservoir_alarm_ml must not exceed the low-reservoir default")
+        return self
+
+    def firmware_config(self) -> FirmwareConfig:
+        """The subset of the profile that the pump's firmware is built with."""
+        return FirmwareConfig(
+            model=self.model,
+            reservoir_capacity_ml=self.reservoir_capacity_ml,
+            min_rate_ml_per_day=self.min_rate_ml_per_day,
+            max_rate_ml_per_day=self.max_rate_ml_per_day,
+            minimum_rate_mode_ml_per_day=self.minimum_rate_mode_ml_per_day,
+            stroke_volume_ml=self.stroke_volume_ul / 1000.0,
+            internal_path_volume_ml=self.internal_path_volume_ml,
+            low_reservoir_alarm_default_ml=self.low_reservoir_alarm_default_ml,
+            empty_reservoir_alarm_ml=self.empty_reservoir_alarm_ml,
+            flex_max_steps=self.flex_max_steps,
+            event_log_capacity=self.event_log_capacity,
+            service_life_s=self.battery.service_life_years * 365.25 * 86400.0,
+            eri_to_eos_s=self.battery.eri_to_eos_days * 86400.0,
+            battery_capacity_mah=self.battery.capacity_mah,
+            idle_current_ma=self.battery.idle_current_ua / 1000.0,
+            charge_per_ml_mah=self.battery.charge_per_ml_mah,
+            eri_remaining_fraction=self.battery.eri_remaining_pct / 100.0,
+        )
+
+
+def _search_dirs() -> list[Path]:
+    extra = os.environ.get(PROFILE_PATH_ENV, "")
+    return [Path(p) for p in extra.split(os.pathsep) if p] + [SHIPPED_PROFILE_DIR]
+
+
+def available_profiles() -> dict[str, Path]:
+    """Profile name -> file, user directories first so a user file can shadow a shipped one."""
+    found: dict[str, Path] = {}
+    for directory in _search_dirs():
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def load_profile_file(path: Path) -> DeviceProfile:
+    """Read and validate one profile file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {path}: not valid TOML: {exc}") from exc
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(f"profile {path}:\n{format_validation_error(exc)}") from exc
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """Load a profile by name (see `available_profiles`) or by path to a TOML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.exists():
+        return load_profile_file(candidate)
+    profiles = available_profiles()
+    if name_or_path not in profiles:
+        known = ", ".join(sorted(profiles))
+        raise ProfileError(f"unknown profile {name_or_path!r}; known profiles: {known}")
+    return load_profile_file(profiles[name_or_path])
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: dotted field path, what is allowed, what was given."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {prefix}{loc}: {err['msg']}{shown}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The pump's physical parts: drive mechanism, reservoir, fluid path, battery."""

@@ -1,0 +1,71 @@
+"""Pump tubing plus catheter: a first-in first-out column of drug parcels.
+
+Liquid is incompressible, so pushing a volume in at the pump end pushes the same volume out
+at the catheter tip. After a concentration change the old drug keeps leaving the tip until
+the whole path has been flushed, which is why bridge boluses exist.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+_MERGE_REL = 1e-12
+
+
+@dataclass(slots=True)
+class Parcel:
+    """A slug of liquid of uniform concentration."""
+
+    volume_ml: float
+    conc_mcg_per_ml: float
+
+
+class FluidPath:
+    """FIFO of parcels with a fixed total volume."""
+
+    def __init__(self, volume_ml: float, initial_conc_mcg_per_ml: float = 0.0) -> None:
+        self.volume_ml = volume_ml
+        self._parcels: deque[Parcel] = deque()
+        if volume_ml > 0:
+            self._parcels.append(Parcel(volume_ml, initial_conc_mcg_per_ml))
+
+    @property
+    def mass_mcg(self) -> float:
+        """Drug held in the path."""
+        return sum(p.volume_ml * p.conc_mcg_per_ml for p in self._parcels)
+
+    @property
+    def tip_conc_mcg_per_ml(self) -> float:
+        """Concentration of the liquid about to leave the tip."""
+        return self._parcels[0].conc_mcg_per_ml if self._parcels else 0.0
+
+    def parcels(self) -> list[Parcel]:
+        """Parcels from tip to pump end (copies)."""
+        return [Parcel(p.volume_ml, p.conc_mcg_per_ml) for p in self._parcels]
+
+    def push(self, volume_ml: float, conc_mcg_per_ml: float) -> list[Parcel]:
+        """Push `volume_ml` in at the pump end; returns what left the tip, in exit order."""
+        if volume_ml <= 0:
+            return []
+        if self.volume_ml <= 0:
+            return [Parcel(volume_ml, conc_mcg_per_ml)]
+        tail = self._parcels[-1] if self._parcels else None
+        if tail is not None and abs(tail.conc_mcg_per_ml - conc_mcg_per_ml) <= _MERGE_REL * max(
+            tail.conc_mcg_per_ml, conc_mcg_per_ml
+        ):
+            tail.volume_ml += volume_ml
+        else:
+            self._parcels.append(Parcel(volume_ml, conc_mcg_per_ml))
+        out: list[Parcel] = []
+        excess = volume_ml
+        while excess > 0 and self._parcels:
+            head = self._parcels[0]
+            if head.volume_ml <= excess:
+                out.append(self._parcels.popleft())
+                excess -= head.volume_ml
+            else:
+                head.volume_ml -= excess
+                out.append(Parcel(excess, head.conc_mcg_per_ml))
+                excess = 0.0
+        return out

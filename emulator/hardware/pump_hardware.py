@@ -1,0 +1,285 @@
+"""The physical pump: reservoir, drive, fluid path and battery, advanced in closed form.
+
+`advance_to(t_h)` moves the world from the last update to `t_h` under the current drive
+command and faults. Inside that gap flows are constant except where a stroke-volume block ends,
+the reservoir runs dry or a parcel boundary reaches the tip; each of those splits the gap into
+sub-segments with exact times, so the tip mass-rate history handed to listeners is piecewise
+constant and exact. Nothing here knows about the firmware.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from emulator.device_profile import DeviceProfile, Mechanism
+from emulator.faults import Fault, FaultKind
+from emulator.hardware.battery import Battery
+from emulator.hardware.fluid_path import FluidPath
+from emulator.hardware.stroke_model import StrokeVolumeModel
+
+_EPS_H = 1e-12
+
+
+class HardwareListener(Protocol):
+    """Receives the truth as it happens (recorder, PK coupling)."""
+
+    def on_tip_segment(
+        self, t0_h: float, t1_h: float, csf_mcg_per_h: float, tissue_mcg_per_h: float
+    ) -> None:
+        """Drug left the tip (to CSF) or the path (to tissue) at constant rates over [t0, t1]."""
+
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
+        """An instantaneous amount reached tissue (pocket fill)."""
+
+    def on_breakpoint(self, t_h: float) -> None:
+        """Rates may change after `t_h`: a good moment to sample state."""
+
+
+@dataclass(frozen=True, slots=True)
+class MassLedger:
+    """Where every microgram that entered the pump is now."""
+
+    filled_mcg: float
+    in_reservoir_mcg: float
+    in_path_mcg: float
+    to_csf_mcg: float
+    to_tissue_mcg: float
+    aspirated_mcg: float
+
+    @property
+    def imbalance_mcg(self) -> float:
+        """filled - (everything accounted for); zero up to rounding."""
+        return self.filled_mcg - (
+            self.in_reservoir_mcg
+            + self.in_path_mcg
+            + self.to_csf_mcg
+            + self.to_tissue_mcg
+            + self.aspirated_mcg
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RefillOutcome:
+    """What physically happened at a refill."""
+
+    aspirated_ml: float
+    added_to_reservoir_ml: float
+    injected_to_pocket_ml: float
+
+
+class PumpHardware:
+    """Reservoir + drive + fluid path + battery. Times in simulated hours."""
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        catheter_volume_ml: float,
+        seed: int,
+        listener: HardwareListener | None = None,
+        battery_initial_fraction: float = 1.0,
+    ) -> None:
+        self.profile = profile
+        self.listener = listener
+        self.strokes = StrokeVolumeModel(
+            profile.stroke_volume_ul / 1000.0,
+            profile.flow_error_systematic_pct / 100.0,
+            profile.flow_error_random_cv_pct / 100.0,
+            profile.flow_error_block_strokes,
+            seed,
+        )
+        self.path = FluidPath(catheter_volume_ml + profile.internal_path_volume_ml)
+        self.battery = Battery(profile.battery, battery_initial_fraction)
+        self.reservoir_ml = 0.0
+        self.reservoir_conc_mcg_per_ml = 0.0
+        self.stroke_position = 0.0  # cumulative strokes since manufacture (fractional)
+        self.stroke_rate_per_h = 0.0
+        self.faults: dict[FaultKind, Fault] = {}
+        self.valve_budget_ml = math.inf  # valve-gated MRI: volume left before the valve shuts
+        self.t_h = 0.0
+        self._filled_mcg = 0.0
+        self._aspirated_mcg = 0.0
+        self._csf_mcg = 0.0
+        self._tissue_mcg = 0.0
+
+    # -------------------------------------------------------------- state
+    @property
+    def dead(self) -> bool:
+        """No power: nothing moves and the firmware does not run."""
+        return FaultKind.BATTERY_DEAD in self.faults or self.battery.remaining_fraction <= 0.0
+
+    @property
+    def motor_stalled(self) -> bool:
+        """Drive cannot turn (stall fault, or MRI on a motor-driven pump)."""
+        if FaultKind.MOTOR_STALL in self.faults:
+            return True
+        return FaultKind.MRI in self.faults and self.profile.mechanism is Mechanism.PERISTALTIC
+
+    def ledger(self) -> MassLedger:
+        """Mass balance at the last update."""
+        return MassLedger(
+            self._filled_mcg,
+            self.reservoir_ml * self.reservoir_conc_mcg_per_ml,
+            self.path.mass_mcg,
+            self._csf_mcg,
+            self._tissue_mcg,
+            self._aspirated_mcg,
+        )
+
+    # -------------------------------------------------------------- actions
+    def set_stroke_rate(self, t_h: float, strokes_per_h: float) -> None:
+        """New drive command from the firmware, effective at `t_h`."""
+        self.advance_to(t_h)
+        self.stroke_rate_per_h = max(strokes_per_h, 0.0)
+
+    def refill(
+        self, t_h: float, add_ml: float, conc_mcg_per_ml: float, aspirate_ml: float | None = None
+    ) -> RefillOutcome:
+        """Aspirate the residual (all of it by default), then inject `add_ml` through the septum.
+
+        With a pocket-fill fault armed, the injection misses the septum and lands in tissue.
+        """
+        self.advance_to(t_h)
+        take = self.reservoir_ml if aspirate_ml is None else min(aspirate_ml, self.reservoir_ml)
+        self._aspirated_mcg += take * self.reservoir_conc_mcg_per_ml
+        self.reservoir_ml -= take
+        self._filled_mcg += add_ml * conc_mcg_per_ml
+        if self.faults.pop(FaultKind.POCKET_FILL, None) is not None:
+            self._tissue_mcg += add_ml * conc_mcg_per_ml
+            if self.listener is not None:
+                self.listener.on_tissue_bolus(t_h, add_ml * conc_mcg_per_ml)
+            outcome = RefillOutcome(take, 0.0, add_ml)
+        else:
+            space = self.profile.reservoir_capacity_ml - self.reservoir_ml
+            if add_ml > space + 1e-9:
+                raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
+            total = self.reservoir_ml + add_ml
+            self.reservoir_conc_mcg_per_ml = (
+                (self.reservoir_ml * self.reservoir_conc_mcg_per_ml + add_ml * conc_mcg_per_ml)
+                / total
+                if total > 0
+                else 0.0
+            )
+            self.reservoir_ml = total
+            outcome = RefillOutcome(take, add_ml, 0.0)
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
+        return outcome
+
+    def inject(self, t_h: float, fault: Fault) -> None:
+        """Start a fault at `t_h` (replaces one of the same kind)."""
+        self.advance_to(t_h)
+        self.faults[fault.kind] = fault
+        if fault.kind is FaultKind.BATTERY_DROP:
+            self.battery.set_remaining_fraction(fault.value / 100.0)
+            del self.faults[fault.kind]  # a one-off event, not a lasting condition
+        if fault.kind is FaultKind.MRI and self.profile.mechanism is Mechanism.VALVE_GATED:
+            self.valve_budget_ml = (self.profile.mri_valve_shutoff_ul or 10.0) / 1000.0
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
+
+    def clear(self, t_h: float, kind: FaultKind) -> bool:
+        """End a fault at `t_h`; returns whether it was active."""
+        self.advance_to(t_h)
+        removed = self.faults.pop(kind, None) is not None
+        if kind is FaultKind.MRI:
+            self.valve_budget_ml = math.inf  # valve reset by the clinician after the scan
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
+        return removed
+
+    def add_telemetry_time(self, seconds: float) -> None:
+        """Charge drawn by a telemetry session."""
+        self.battery.draw_telemetry(seconds)
+
+    # -------------------------------------------------------------- closed-form evolution
+    def _flow_multiplier(self) -> float:
+        mult = 1.0
+        bias = self.faults.get(FaultKind.FLOW_BIAS)
+        if bias is not None:
+            mult *= 1.0 + bias.value / 100.0
+        occlusion = self.faults.get(FaultKind.OCCLUSION)
+        if occlusion is not None:
+            mult *= 1.0 - occlusion.value
+        return mult
+
+    def _tissue_fraction(self) -> float:
+        if FaultKind.DISCONNECTION in self.faults:
+            return 1.0
+        leak = self.faults.get(FaultKind.LEAK)
+        return leak.value if leak is not None else 0.0
+
+    def advance_to(self, t_h: float) -> None:
+        """Evolve everything from the last update to `t_h`."""
+        if t_h <= self.t_h + _EPS_H:
+            return
+        t0 = self.t_h
+        self.battery.draw_idle(t_h - t0)
+        rate = 0.0 if (self.motor_stalled or self.dead) else self.stroke_rate_per_h
+        if rate <= 0.0:
+            self.t_h = t_h
+            return
+        nominal_ml = rate * (t_h - t0) * self.strokes.stroke_volume_ml
+        self.battery.draw_drive(nominal_ml)
+        multiplier = self._flow_multiplier()
+        tissue_frac = self._tissue_fraction()
+        block_len = self.strokes.block_strokes
+        t = t0
+        while t < t_h - _EPS_H:
+            s = self.stroke_position
+            k = self.strokes.block_of(s)
+            t_block_end = t + ((k + 1) * block_len - s) / rate
+            sub_end = min(t_h, t_block_end)
+            flow_ml_per_h = (
+                rate * self.strokes.stroke_volume_ml * self.strokes.factor(k) * multiplier
+            )
+            flow_ml_per_h = min(flow_ml_per_h, self._valve_limit(flow_ml_per_h))
+            if flow_ml_per_h > 0 and self.reservoir_ml > 0:
+                t_dry = t + self.reservoir_ml / flow_ml_per_h
+                t_valve = t + self.valve_budget_ml / flow_ml_per_h
+                sub_end = min(sub_end, t_dry, t_valve)
+                self._move(t, sub_end, flow_ml_per_h, tissue_frac)
+            self.stroke_position = s + rate * (sub_end - t)
+            if sub_end >= t_block_end - _EPS_H:
+                # Land exactly on the block boundary so rounding never re-enters the old block.
+                self.stroke_position = max(self.stroke_position, float((k + 1) * block_len))
+            t = sub_end
+            if self.reservoir_ml <= 0 or self.valve_budget_ml <= 0:
+                self.stroke_position += rate * (t_h - t)
+                break
+        self.t_h = t_h
+
+    def _valve_limit(self, flow_ml_per_h: float) -> float:
+        return 0.0 if self.valve_budget_ml <= 0 else flow_ml_per_h
+
+    def _move(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
+        dt = t1 - t0
+        volume = min(flow_ml_per_h * dt, self.reservoir_ml)
+        if t1 >= t0 + self.reservoir_ml / flow_ml_per_h - _EPS_H:
+            volume = self.reservoir_ml  # ran dry in this sub-segment: take the last drop exactly
+        conc = self.reservoir_conc_mcg_per_ml
+        self.reservoir_ml -= volume
+        if self.reservoir_ml <= 1e-15:
+            self.reservoir_ml = 0.0
+        if math.isfinite(self.valve_budget_ml):
+            self.valve_budget_ml = max(self.valve_budget_ml - volume, 0.0)
+        tissue_rate = tissue_frac * flow_ml_per_h * conc
+        self._tissue_mcg += tissue_frac * volume * conc
+        into_path = (1.0 - tissue_frac) * volume
+        listener = self.listener
+        if into_path <= 0:
+            if listener is not None:
+                listener.on_tip_segment(t0, t1, 0.0, tissue_rate)
+                listener.on_breakpoint(t1)
+            return
+        path_flow = into_path / dt
+        t = t0
+        for parcel in self.path.push(into_path, conc):
+            mass = parcel.volume_ml * parcel.conc_mcg_per_ml
+            self._csf_mcg += mass
+            seg_end = t + parcel.volume_ml / path_flow
+            if listener is not None:
+                listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, tissue_rate)
+                listener.on_breakpoint(seg_end)
+            t = seg_end

@@ -1,0 +1,31 @@
+"""Build-time constants of the firmware for one pump model (set from the device profile)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareConfig:
+    """What the firmware knows about its own hardware; never the true state of it."""
+
+    model: str
+    reservoir_capacity_ml: float
+    min_rate_ml_per_day: float
+    max_rate_ml_per_day: float
+    minimum_rate_mode_ml_per_day: float
+    stroke_volume_ml: float
+    internal_path_volume_ml: float
+    low_reservoir_alarm_default_ml: float
+    empty_reservoir_alarm_ml: float
+    flex_max_steps: int
+    event_log_capacity: int
+    service_life_s: float
+    eri_to_eos_s: float
+    battery_capacity_mah: float
+    idle_current_ma: float
+    charge_per_ml_mah: float
+    eri_remaining_fraction: float
+    firmware_version: str = "1.0.0"
+    # Self-test period: battery measurement and memory check happen at least this often.
+    self_test_interval_s: float = 86400.0

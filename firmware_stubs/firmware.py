@@ -1,0 +1,809 @@
+"""The pump firmware: therapy scheduler, dose limits, alarms and event log over the HAL.
+
+It is a reactive program, like firmware on a small RTOS: the host calls `service()` when the
+deadline it last published arrives, and calls a command method when a telemetry command (or an
+interrupt such as a motor stall) comes in. Between those calls nothing happens, so the firmware
+keeps its reservoir estimate in closed form: estimate(t) = estimate(t0) - commanded rate x (t-t0).
+It only ever knows what it commanded, never the true reservoir volume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
+from firmware_stubs.config import FirmwareConfig
+from firmware_stubs.errors import Refusal, check_range
+from firmware_stubs.event_log import EventCode, EventLog, LogEntry
+from firmware_stubs.hal import Hal
+from firmware_stubs.therapy import (
+    CatheterSettings,
+    DrugSettings,
+    TherapyMode,
+    TherapyProgram,
+    basal_at,
+    mean_daily_dose_mcg,
+    validate_program,
+)
+from protocol.codes import ResultCode
+
+log = logging.getLogger(__name__)
+
+_EPS_S = 1e-6
+_DAY_S = 86400.0
+_MAX_CONC_MCG_PER_ML = 100_000.0
+
+
+class BolusKind(StrEnum):
+    """Why extra drug is being delivered."""
+
+    CLINICIAN = "clinician"
+    PATIENT = "patient"
+    PERIODIC = "periodic"
+    PRIMING = "priming"
+    BRIDGE = "bridge"
+
+
+class TherapyState(StrEnum):
+    """What the pump is doing, as reported at interrogation."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    BOLUS = "bolus"
+    PRIMING = "priming"
+    BRIDGING = "bridging"
+    MINIMUM_RATE = "minimum_rate"
+    DISABLED = "disabled"
+
+
+_KIND_CODE = {kind: i for i, kind in enumerate(BolusKind, start=1)}
+
+
+@dataclass(slots=True)
+class _DoseBolus:
+    kind: BolusKind
+    dose_mcg: float
+    rate_mcg_per_h: float
+    start_s: float
+    end_s: float
+    resume_after: bool = True
+
+
+@dataclass(slots=True)
+class _VolumeOperation:
+    """Priming or bridge bolus: a volume pushed at a fixed rate instead of the basal program."""
+
+    kind: BolusKind
+    remaining_ml: float
+    rate_ml_per_h: float
+    dose_conc_mcg_per_ml: float  # 0 for priming: filling the catheter is not a patient dose
+
+
+@dataclass(frozen=True, slots=True)
+class PumpIdentity:
+    """Answer to identify."""
+
+    serial: str
+    model: str
+    firmware_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class PumpStatus:
+    """Everything the firmware reports at interrogation (its beliefs, not the truth)."""
+
+    rtc_s: float
+    patient_id: str
+    drug: DrugSettings
+    catheter: CatheterSettings
+    reservoir_estimate_ml: float
+    reservoir_capacity_ml: float
+    low_reservoir_threshold_ml: float
+    therapy_state: TherapyState
+    program: TherapyProgram
+    commanded_rate_ml_per_day: float
+    dose_last_24h_mcg: float
+    patient_boluses_last_24h: int
+    alarms: tuple[ActiveAlarm, ...]
+    projected_low_reservoir_rtc_s: float | None
+    projected_eri_rtc_s: float | None
+    battery_remaining_fraction: float
+    eri: bool
+    eos: bool
+
+
+@dataclass(slots=True)
+class _Persistent:
+    """What survives a power cycle (mirrored to NVM on every change)."""
+
+    serial: str
+    program: TherapyProgram = field(default_factory=TherapyProgram.stopped)
+    drug: DrugSettings = field(default_factory=DrugSettings)
+    catheter: CatheterSettings = field(default_factory=CatheterSettings)
+    patient_id: str = ""
+    low_reservoir_threshold_ml: float = 2.0
+    reservoir_estimate_ml: float = 0.0
+    therapy_running: bool = True
+    eri_at_s: float | None = None
+    disabled: str = ""  # "" or why delivery is impossible
+
+
+class Firmware:
+    """The pump's program. All times are HAL monotonic seconds unless named `rtc`."""
+
+    def __init__(self, cfg: FirmwareConfig, hal: Hal, serial: str) -> None:
+        self.cfg = cfg
+        self.hal = hal
+        self.log = EventLog(cfg.event_log_capacity, hal.nvm)
+        self.alarms = AlarmManager(self.log)
+        self._p = _Persistent(
+            serial=serial, low_reservoir_threshold_ml=cfg.low_reservoir_alarm_default_ml
+        )
+        self._boluses: list[_DoseBolus] = []
+        self._volume_op: _VolumeOperation | None = None
+        self._minimum_rate_mode = False
+        self._stalled = False
+        self._program_anchor_s = 0.0
+        self._next_periodic_s = math.inf
+        self._patient_bolus_starts: deque[float] = deque()
+        self._dose_history: deque[tuple[float, float, float]] = deque()  # (t0, t1, mcg)
+        self._last_settle_s = hal.monotonic_s()
+        self._last_self_test_s = self._last_settle_s
+        self._rate_ml_per_h = 0.0
+        self.next_deadline_s = math.inf
+        self._save()
+        self.log.add(hal.rtc_s(), EventCode.POWER_ON)
+        self.service()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def commanded_rate_ml_per_h(self) -> float:
+        """Rate the drive is commanded to deliver now."""
+        return self._rate_ml_per_h
+
+    def reservoir_estimate_ml(self) -> float:
+        """The firmware's reservoir estimate at the current time (closed form, no state change)."""
+        dt = self.hal.monotonic_s() - self._last_settle_s
+        moving = 0.0 if self._stalled else self._rate_ml_per_h
+        return max(self._p.reservoir_estimate_ml - moving * dt / 3600.0, 0.0)
+
+    def identify(self) -> PumpIdentity:
+        """Serial number, model and firmware version."""
+        return PumpIdentity(self._p.serial, self.cfg.model, self.cfg.firmware_version)
+
+    def status(self) -> PumpStatus:
+        """Full status for interrogation."""
+        self._settle()
+        now = self.hal.monotonic_s()
+        rtc = self.hal.rtc_s()
+        return PumpStatus(
+            rtc_s=rtc,
+            patient_id=self._p.patient_id,
+            drug=self._p.drug,
+            catheter=self._p.catheter,
+            reservoir_estimate_ml=max(self._p.reservoir_estimate_ml, 0.0),
+            reservoir_capacity_ml=self.cfg.reservoir_capacity_ml,
+            low_reservoir_threshold_ml=self._p.low_reservoir_threshold_ml,
+            therapy_state=self.therapy_state(),
+            program=self._p.program,
+            commanded_rate_ml_per_day=self._rate_ml_per_h * 24.0,
+            dose_last_24h_mcg=self._dose_last_24h_mcg(now),
+            patient_boluses_last_24h=self._patient_boluses_last_24h(now),
+            alarms=tuple(self.alarms.active()),
+            projected_low_reservoir_rtc_s=self._projected_low_reservoir_rtc_s(rtc),
+            projected_eri_rtc_s=self._projected_eri_rtc_s(now, rtc),
+            battery_remaining_fraction=self.hal.battery_remaining_fraction(),
+            eri=self.alarms.is_active(AlarmId.ELECTIVE_REPLACEMENT),
+            eos=self.alarms.is_active(AlarmId.END_OF_SERVICE),
+        )
+
+    def therapy_state(self) -> TherapyState:
+        """Summary state for display."""
+        if self._p.disabled:
+            return TherapyState.DISABLED
+        if self._volume_op is not None:
+            return (
+                TherapyState.PRIMING
+                if self._volume_op.kind is BolusKind.PRIMING
+                else TherapyState.BRIDGING
+            )
+        if any(b.kind is not BolusKind.PERIODIC for b in self._boluses):
+            return TherapyState.BOLUS
+        if not self._p.therapy_running:
+            return TherapyState.STOPPED
+        if self._minimum_rate_mode:
+            return TherapyState.MINIMUM_RATE
+        return TherapyState.RUNNING
+
+    def read_log(self, page: int, page_size: int = 16) -> tuple[list[LogEntry], int]:
+        """One page of the log, newest first, and the number of pages."""
+        pages = max(1, math.ceil(len(self.log) / page_size))
+        if not 0 <= page < pages:
+            raise Refusal(ResultCode.LOG_PAGE_OUT_OF_RANGE, f"page={page} outside 0..{pages - 1}")
+        return self.log.page(page, page_size), pages
+
+    # ------------------------------------------------------------------ commands
+    def set_clock(self, epoch_s: float) -> None:
+        """Set the real-time clock (flex schedules follow it; delivery accounting does not)."""
+        check_range("epoch_s", epoch_s, 946_684_800, 4_102_444_800, "s")  # 2000..2100
+        self._settle()
+        old = self.hal.rtc_s()
+        self.hal.set_rtc(epoch_s)
+        self.log.add(epoch_s, EventCode.CLOCK_SET, old, epoch_s)
+        self.service()
+
+    def set_patient_id(self, patient_id: str) -> None:
+        """Record the patient identifier."""
+        if not 0 < len(patient_id) <= 20 or not patient_id.isprintable():
+            raise Refusal(ResultCode.OUT_OF_RANGE, "patient_id must be 1..20 printable characters")
+        self._p.patient_id = patient_id
+        self.log.add(self.hal.rtc_s(), EventCode.PATIENT_ID_SET)
+        self._save()
+
+    def set_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
+        """Record the implanted catheter (used for priming and bridge volumes)."""
+        check_range("length_cm", length_cm, 1.0, 200.0, "cm")
+        check_range("volume_ul_per_cm", volume_ul_per_cm, 0.1, 20.0, "uL/cm")
+        self._p.catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
+        self._save()
+
+    def set_low_reservoir_threshold(self, threshold_ml: float) -> None:
+        """Program the low-reservoir alarm volume."""
+        check_range(
+            "low_reservoir_ml",
+            threshold_ml,
+            self.cfg.empty_reservoir_alarm_ml,
+            self.cfg.reservoir_capacity_ml / 2,
+            "mL",
+        )
+        self._settle()
+        self._p.low_reservoir_threshold_ml = threshold_ml
+        if self._p.reservoir_estimate_ml > threshold_ml + 1e-12:
+            self.alarms.clear(AlarmId.LOW_RESERVOIR, self.hal.rtc_s())
+        self.log.add(self.hal.rtc_s(), EventCode.ALARM_THRESHOLD_SET, threshold_ml)
+        self.service()
+
+    def acknowledge_alarm(self, alarm: AlarmId | None = None) -> int:
+        """Silence one alarm or all; returns how many were acknowledged."""
+        return self.alarms.acknowledge(alarm, self.hal.rtc_s())
+
+    def program(self, program: TherapyProgram) -> None:
+        """Validate and commit a therapy program atomically."""
+        self._require_enabled()
+        validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
+        self._settle()
+        now = self.hal.monotonic_s()
+        self._p.program = program
+        self._program_anchor_s = now
+        self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
+        self._next_periodic_s = (
+            now + program.periodic.first_offset_min * 60.0
+            if program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None
+            else math.inf
+        )
+        self.log.add(
+            self.hal.rtc_s(),
+            EventCode.PROGRAM_CHANGED,
+            list(TherapyMode).index(program.mode),
+            mean_daily_dose_mcg(program),
+        )
+        self.service()
+
+    def refill(
+        self,
+        volume_ml: float,
+        drug: str,
+        concentration_mcg_per_ml: float,
+        aspirated_ml: float | None = None,
+        bridge: bool = True,
+    ) -> None:
+        """Record a refill: the reservoir now holds `volume_ml` of the given drug.
+
+        `aspirated_ml` is the residual the clinician withdrew and measured; a difference from
+        the estimate is logged (the only way a real pump learns it over- or under-infused).
+        A concentration change starts a bridge bolus when `bridge` is true.
+        """
+        self._require_enabled()
+        if volume_ml > self.cfg.reservoir_capacity_ml:
+            raise Refusal(
+                ResultCode.RESERVOIR_CAPACITY_EXCEEDED,
+                f"volume_ml={volume_ml:g} exceeds reservoir capacity "
+                f"{self.cfg.reservoir_capacity_ml:g} mL",
+            )
+        check_range("volume_ml", volume_ml, 0.1, self.cfg.reservoir_capacity_ml, "mL")
+        check_range(
+            "concentration_mcg_per_ml",
+            concentration_mcg_per_ml,
+            0.1,
+            _MAX_CONC_MCG_PER_ML,
+            "mcg/mL",
+        )
+        if not 0 < len(drug) <= 20 or not drug.isprintable():
+            raise Refusal(ResultCode.OUT_OF_RANGE, "drug must be 1..20 printable characters")
+        if aspirated_ml is not None:
+            check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
+        validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)
+        self._settle()
+        now = self.hal.monotonic_s()
+        rtc = self.hal.rtc_s()
+        old = self._p.drug
+        expected_ml = max(self._p.reservoir_estimate_ml, 0.0)
+        old_rate_ml_per_h = (
+            self._basal_mcg_per_h(rtc) / old.concentration_mcg_per_ml
+            if old.concentration_mcg_per_ml > 0
+            else 0.0
+        )
+        self._p.reservoir_estimate_ml = volume_ml
+        self._p.drug = DrugSettings(drug, concentration_mcg_per_ml)
+        self._minimum_rate_mode = False
+        self.log.add(
+            rtc,
+            EventCode.REFILL,
+            volume_ml,
+            concentration_mcg_per_ml,
+            -1.0 if aspirated_ml is None else aspirated_ml,
+            expected_ml,
+        )
+        if (
+            aspirated_ml is not None
+            and abs(aspirated_ml - expected_ml) > self.cfg_refill_tolerance_ml
+        ):
+            self.log.add(rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml)
+        for alarm in (AlarmId.LOW_RESERVOIR, AlarmId.EMPTY_RESERVOIR):
+            self.alarms.clear(alarm, rtc)
+        changed = old.concentration_mcg_per_ml > 0 and not math.isclose(
+            old.concentration_mcg_per_ml, concentration_mcg_per_ml
+        )
+        if changed:
+            self.log.add(
+                rtc,
+                EventCode.CONCENTRATION_CHANGED,
+                old.concentration_mcg_per_ml,
+                concentration_mcg_per_ml,
+            )
+        if changed and bridge and old_rate_ml_per_h > 0 and self._path_volume_ml() > 0:
+            rate = min(
+                max(old_rate_ml_per_h, self.cfg.min_rate_ml_per_day / 24.0),
+                self.cfg.max_rate_ml_per_day / 24.0,
+            )
+            self._start_volume_op(
+                now, BolusKind.BRIDGE, self._path_volume_ml(), rate, old.concentration_mcg_per_ml
+            )
+        self.service()
+
+    @property
+    def cfg_refill_tolerance_ml(self) -> float:
+        """Difference between expected and aspirated residual that gets logged."""
+        return max(1.0, 0.05 * self.cfg.reservoir_capacity_ml)
+
+    def prime(self, volume_ml: float | None = None) -> float:
+        """Priming bolus: fill catheter and pump tubing at the maximum rate. Returns the volume."""
+        self._require_enabled()
+        if self._p.drug.concentration_mcg_per_ml <= 0:
+            raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill before priming")
+        volume = self._path_volume_ml() if volume_ml is None else volume_ml
+        if volume_ml is None and self._p.catheter.volume_ml <= 0:
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                "catheter not programmed: set length_cm and volume_ul_per_cm first",
+            )
+        check_range("volume_ml", volume, 0.001, 5.0, "mL")
+        self._settle()
+        self._cancel_boluses(resume=True)
+        self._start_volume_op(
+            self.hal.monotonic_s(),
+            BolusKind.PRIMING,
+            volume,
+            self.cfg.max_rate_ml_per_day / 24.0,
+            0.0,
+        )
+        self.service()
+        return volume
+
+    def bridge_bolus(
+        self, volume_ml: float | None = None, old_concentration_mcg_per_ml: float | None = None
+    ) -> float:
+        """Explicit bridge bolus: push the path volume at the old-drug equivalent rate."""
+        self._require_enabled()
+        conc_old = old_concentration_mcg_per_ml or self._p.drug.concentration_mcg_per_ml
+        check_range("old_concentration_mcg_per_ml", conc_old, 0.1, _MAX_CONC_MCG_PER_ML, "mcg/mL")
+        volume = self._path_volume_ml() if volume_ml is None else volume_ml
+        check_range("volume_ml", volume, 0.001, 5.0, "mL")
+        self._settle()
+        rate = self._basal_mcg_per_h(self.hal.rtc_s()) / conc_old
+        rate = min(
+            max(rate, self.cfg.min_rate_ml_per_day / 24.0), self.cfg.max_rate_ml_per_day / 24.0
+        )
+        if rate <= 0:
+            raise Refusal(ResultCode.INVALID_STATE, "no basal rate to bridge at")
+        self._start_volume_op(self.hal.monotonic_s(), BolusKind.BRIDGE, volume, rate, conc_old)
+        self.service()
+        return volume
+
+    def clinician_bolus(
+        self, dose_mcg: float, duration_min: float, resume_after: bool = True
+    ) -> None:
+        """Single bolus on top of the basal; with `resume_after` false, therapy stops after it."""
+        self._require_enabled()
+        self._require_no_volume_op()
+        conc = self._require_drug()
+        check_range("dose_mcg", dose_mcg, 1e-3, self._p.program.max_daily_dose_mcg or 1e5, "mcg")
+        check_range("duration_min", duration_min, 1.0, 1440.0, "min")
+        self._settle()
+        now = self.hal.monotonic_s()
+        self._check_bolus_fits(now, dose_mcg, duration_min, conc, "dose_mcg")
+        self._start_bolus(now, BolusKind.CLINICIAN, dose_mcg, duration_min, resume_after)
+        self.service()
+
+    def patient_bolus(self) -> None:
+        """Patient-activated bolus request: lockout, daily count and daily dose enforced."""
+        try:
+            self._require_enabled()
+            pb = self._p.program.patient_bolus
+            if pb is None:
+                raise Refusal(
+                    ResultCode.NOT_SUPPORTED, "patient bolus is not enabled in the program"
+                )
+            if not self._p.therapy_running:
+                raise Refusal(ResultCode.INVALID_STATE, "therapy is stopped")
+            self._require_no_volume_op()
+            conc = self._require_drug()
+            self._settle()
+            now = self.hal.monotonic_s()
+            if self._patient_bolus_starts:
+                wait_s = self._patient_bolus_starts[-1] + pb.lockout_min * 60.0 - now
+                if wait_s > _EPS_S:
+                    raise Refusal(
+                        ResultCode.LOCKOUT_ACTIVE,
+                        f"lockout_min={pb.lockout_min:g}: next request allowed in "
+                        f"{wait_s / 60.0:.1f} min",
+                    )
+            if self._patient_boluses_last_24h(now) >= pb.max_per_day:
+                raise Refusal(
+                    ResultCode.PATIENT_BOLUS_DAILY_MAX,
+                    f"max_per_day={pb.max_per_day} patient boluses already given in 24 h",
+                )
+            self._check_bolus_fits(
+                now, pb.dose_mcg, pb.duration_min, conc, "patient_bolus.dose_mcg"
+            )
+        except Refusal as refusal:
+            self.log.add(self.hal.rtc_s(), EventCode.PATIENT_BOLUS_DENIED, int(refusal.code))
+            raise
+        self._patient_bolus_starts.append(now)
+        self._start_bolus(now, BolusKind.PATIENT, pb.dose_mcg, pb.duration_min, True)
+        self.service()
+
+    def cancel_bolus(self) -> int:
+        """Cancel every bolus and priming/bridge in progress; returns how many."""
+        self._settle()
+        count = self._cancel_boluses(resume=True)
+        self.service()
+        return count
+
+    def stop_therapy(self) -> None:
+        """Stop all delivery until resumed."""
+        self._settle()
+        self._cancel_boluses(resume=True)
+        self._p.therapy_running = False
+        self.log.add(self.hal.rtc_s(), EventCode.THERAPY_STOPPED)
+        self.service()
+
+    def resume_therapy(self) -> None:
+        """Resume the programmed therapy."""
+        self._require_enabled()
+        if self._p.therapy_running:
+            raise Refusal(ResultCode.INVALID_STATE, "therapy is already running")
+        self._settle()
+        self._p.therapy_running = True
+        self.log.add(self.hal.rtc_s(), EventCode.THERAPY_RESUMED)
+        self.service()
+
+    # ------------------------------------------------------------------ interrupts
+    def on_motor_stall(self) -> None:
+        """Drive position sensor reports a stall."""
+        self._settle()
+        self._stalled = True
+        rtc = self.hal.rtc_s()
+        self.log.add(rtc, EventCode.MOTOR_STALL)
+        self._raise(AlarmId.MOTOR_STALL, rtc)
+        self.service()
+
+    def on_motor_recovered(self) -> None:
+        """Drive moves again; the stall alarm stays until the condition is reviewed (acked)."""
+        self._settle()
+        self._stalled = False
+        rtc = self.hal.rtc_s()
+        self.log.add(rtc, EventCode.MOTOR_RECOVERED)
+        self.alarms.clear(AlarmId.MOTOR_STALL, rtc)
+        self.service()
+
+    # ------------------------------------------------------------------ scheduler
+    def service(self) -> float:
+        """Bring the firmware up to the current time; returns the next deadline (monotonic s)."""
+        self._settle()
+        now = self.hal.monotonic_s()
+        rtc = self.hal.rtc_s()
+        self._finish_due(now, rtc)
+        if now - self._last_self_test_s >= self.cfg.self_test_interval_s - _EPS_S:
+            self._self_test(now, rtc)
+        self._check_reservoir(rtc)
+        self._apply_rate(rtc)
+        self.next_deadline_s = self._next_deadline(now, rtc)
+        return self.next_deadline_s
+
+    def _settle(self) -> None:
+        now = self.hal.monotonic_s()
+        dt = now - self._last_settle_s
+        if dt <= 0:
+            return
+        self._last_settle_s = now
+        if self._stalled or self._rate_ml_per_h <= 0:
+            return
+        volume_ml = self._rate_ml_per_h * dt / 3600.0
+        self._p.reservoir_estimate_ml -= volume_ml
+        op = self._volume_op
+        if op is not None:
+            op.remaining_ml -= volume_ml
+            dose = volume_ml * op.dose_conc_mcg_per_ml
+        else:
+            dose = volume_ml * self._p.drug.concentration_mcg_per_ml
+        if dose > 0:
+            self._dose_history.append((now - dt, now, dose))
+        self.hal.nvm.write("reservoir_estimate_ml", self._p.reservoir_estimate_ml)
+
+    def _finish_due(self, now: float, rtc: float) -> None:
+        op = self._volume_op
+        if op is not None and op.remaining_ml <= 1e-12:
+            self._volume_op = None
+            self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[op.kind])
+        for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
+            self._boluses.remove(bolus)
+            self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[bolus.kind], bolus.dose_mcg)
+            if not bolus.resume_after:
+                self._p.therapy_running = False
+                self.log.add(rtc, EventCode.THERAPY_STOPPED)
+        program = self._p.program
+        if self._next_periodic_s <= now + _EPS_S and program.periodic is not None:
+            if self._p.therapy_running and not self._p.disabled and self._volume_op is None:
+                self._start_bolus(
+                    now,
+                    BolusKind.PERIODIC,
+                    program.periodic.dose_mcg,
+                    program.periodic.duration_min,
+                    True,
+                )
+            self._next_periodic_s += program.periodic.interval_min * 60.0
+        if (
+            self._p.eri_at_s is not None
+            and not self._p.disabled
+            and now >= self._p.eri_at_s + self.cfg.eri_to_eos_s - _EPS_S
+        ):
+            self._end_of_service(rtc)
+
+    def _self_test(self, now: float, rtc: float) -> None:
+        self._last_self_test_s = now
+        if not self.hal.nvm.integrity_ok() and not self.alarms.is_active(AlarmId.MEMORY_ERROR):
+            self.log.add(rtc, EventCode.MEMORY_ERROR)
+            self._raise(AlarmId.MEMORY_ERROR, rtc)
+            self._disable("memory error")
+        remaining = self.hal.battery_remaining_fraction()
+        if remaining <= 0.0 and not self._p.disabled:
+            self._end_of_service(rtc)
+        age_limit_s = self.cfg.service_life_s - self.cfg.eri_to_eos_s
+        if self._p.eri_at_s is None and (
+            remaining <= self.cfg.eri_remaining_fraction or now >= age_limit_s - _EPS_S
+        ):
+            self._p.eri_at_s = now
+            self._raise(AlarmId.ELECTIVE_REPLACEMENT, rtc)
+            self._save()
+
+    def run_self_test(self) -> None:
+        """Run the periodic self-test now (battery and memory), e.g. after a battery fault."""
+        self._settle()
+        self._self_test(self.hal.monotonic_s(), self.hal.rtc_s())
+        self.service()
+
+    def _check_reservoir(self, rtc: float) -> None:
+        est = self._p.reservoir_estimate_ml
+        if est <= self._p.low_reservoir_threshold_ml + 1e-9:
+            self._raise(AlarmId.LOW_RESERVOIR, rtc)
+        if est <= self.cfg.empty_reservoir_alarm_ml + 1e-9 and not self._minimum_rate_mode:
+            self._raise(AlarmId.EMPTY_RESERVOIR, rtc)
+            self._minimum_rate_mode = True
+            self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
+
+    def _basal_mcg_per_h(self, rtc: float) -> float:
+        return basal_at(self._p.program, rtc).dose_mcg_per_day / 24.0
+
+    def _apply_rate(self, rtc: float) -> None:
+        conc = self._p.drug.concentration_mcg_per_ml
+        rate = 0.0
+        if self._p.disabled:
+            rate = 0.0
+        elif self._volume_op is not None:
+            rate = self._volume_op.rate_ml_per_h
+        elif conc > 0:
+            mcg_per_h = sum(b.rate_mcg_per_h for b in self._boluses)
+            if self._p.therapy_running:
+                if self._minimum_rate_mode:
+                    rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
+                    mcg_per_h = 0.0
+                else:
+                    mcg_per_h += self._basal_mcg_per_h(rtc)
+            rate += mcg_per_h / conc
+        if rate != self._rate_ml_per_h:
+            self._rate_ml_per_h = rate
+            self.hal.set_stroke_rate(rate / self.cfg.stroke_volume_ml)
+
+    def _next_deadline(self, now: float, rtc: float) -> float:
+        deadline = self._last_self_test_s + self.cfg.self_test_interval_s
+        if self._p.disabled:
+            return deadline
+        rate = 0.0 if self._stalled else self._rate_ml_per_h
+        if self._volume_op is not None and rate > 0:
+            deadline = min(deadline, now + self._volume_op.remaining_ml / rate * 3600.0)
+        for bolus in self._boluses:
+            deadline = min(deadline, bolus.end_s)
+        deadline = min(deadline, self._next_periodic_s)
+        if self._p.program.mode is TherapyMode.FLEX:
+            deadline = min(deadline, now + basal_at(self._p.program, rtc).until_rtc_s - rtc)
+        if rate > 0:
+            est = self._p.reservoir_estimate_ml
+            for threshold, alarm in (
+                (self._p.low_reservoir_threshold_ml, AlarmId.LOW_RESERVOIR),
+                (self.cfg.empty_reservoir_alarm_ml, AlarmId.EMPTY_RESERVOIR),
+            ):
+                if est > threshold and not self.alarms.is_active(alarm):
+                    deadline = min(deadline, now + (est - threshold) / rate * 3600.0)
+        if self._p.eri_at_s is not None:
+            deadline = min(deadline, self._p.eri_at_s + self.cfg.eri_to_eos_s)
+        return max(deadline, now)
+
+    # ------------------------------------------------------------------ helpers
+    def _raise(self, alarm: AlarmId, rtc: float) -> None:
+        active = self.alarms.raise_(alarm, rtc)
+        if active is not None:
+            log.info("alarm %s raised", alarm.name)
+            self.hal.sound(active.tone)
+            self._save()
+
+    def _disable(self, why: str) -> None:
+        self._p.disabled = why
+        self._boluses.clear()
+        self._volume_op = None
+        self._save()
+
+    def _end_of_service(self, rtc: float) -> None:
+        self.log.add(rtc, EventCode.END_OF_SERVICE)
+        self._raise(AlarmId.END_OF_SERVICE, rtc)
+        self._disable("end of service")
+
+    def _require_enabled(self) -> None:
+        if self._p.disabled:
+            raise Refusal(ResultCode.THERAPY_DISABLED, f"delivery disabled: {self._p.disabled}")
+
+    def _require_no_volume_op(self) -> None:
+        if self._volume_op is not None:
+            raise Refusal(
+                ResultCode.INVALID_STATE, f"{self._volume_op.kind.value} bolus in progress"
+            )
+
+    def _require_drug(self) -> float:
+        conc = self._p.drug.concentration_mcg_per_ml
+        if conc <= 0:
+            raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill first")
+        return conc
+
+    def _path_volume_ml(self) -> float:
+        return self._p.catheter.volume_ml + self.cfg.internal_path_volume_ml
+
+    def _start_bolus(
+        self, now: float, kind: BolusKind, dose_mcg: float, duration_min: float, resume_after: bool
+    ) -> None:
+        duration_s = duration_min * 60.0
+        self._boluses.append(
+            _DoseBolus(
+                kind, dose_mcg, dose_mcg / duration_s * 3600.0, now, now + duration_s, resume_after
+            )
+        )
+        self.log.add(
+            self.hal.rtc_s(), EventCode.BOLUS_STARTED, _KIND_CODE[kind], dose_mcg, duration_min
+        )
+
+    def _start_volume_op(
+        self, now: float, kind: BolusKind, volume_ml: float, rate_ml_per_h: float, dose_conc: float
+    ) -> None:
+        self._volume_op = _VolumeOperation(kind, volume_ml, rate_ml_per_h, dose_conc)
+        self.log.add(
+            self.hal.rtc_s(),
+            EventCode.BOLUS_STARTED,
+            _KIND_CODE[kind],
+            volume_ml,
+            volume_ml / rate_ml_per_h * 60.0,
+        )
+
+    def _cancel_boluses(self, resume: bool) -> int:
+        rtc = self.hal.rtc_s()
+        cancelled: list[BolusKind] = [
+            b.kind for b in self._boluses if b.kind is not BolusKind.PERIODIC
+        ]
+        self._boluses = [b for b in self._boluses if b.kind is BolusKind.PERIODIC]
+        if self._volume_op is not None:
+            cancelled.append(self._volume_op.kind)
+            self._volume_op = None
+        for kind in cancelled:
+            self.log.add(rtc, EventCode.BOLUS_CANCELLED, _KIND_CODE[kind])
+        return len(cancelled)
+
+    def _check_bolus_fits(
+        self, now: float, dose_mcg: float, duration_min: float, conc: float, field_name: str
+    ) -> None:
+        basal = self._basal_mcg_per_h(self.hal.rtc_s()) if self._p.therapy_running else 0.0
+        extra = sum(b.rate_mcg_per_h for b in self._boluses)
+        total_ml_per_day = (basal + extra + dose_mcg / duration_min * 60.0) / conc * 24.0
+        if total_ml_per_day > self.cfg.max_rate_ml_per_day + 1e-9:
+            raise Refusal(
+                ResultCode.RATE_OUT_OF_RANGE,
+                f"{field_name}={dose_mcg:g} over {duration_min:g} min needs "
+                f"{total_ml_per_day:.4g} mL/day; max {self.cfg.max_rate_ml_per_day:g}",
+            )
+        limit = self._p.program.max_daily_dose_mcg
+        pending = sum(b.rate_mcg_per_h * (b.end_s - now) / 3600.0 for b in self._boluses)
+        delivered = self._dose_last_24h_mcg(now)
+        if limit > 0 and delivered + pending + dose_mcg > limit * (1 + 1e-9):
+            raise Refusal(
+                ResultCode.DAILY_DOSE_EXCEEDED,
+                f"{field_name}={dose_mcg:g}: {delivered:.4g} mcg delivered and "
+                f"{pending:.4g} mcg pending in 24 h; max_daily_dose_mcg is {limit:g}",
+            )
+
+    def _dose_last_24h_mcg(self, now: float) -> float:
+        start = now - _DAY_S
+        hist = self._dose_history
+        while hist and hist[0][1] <= start:
+            hist.popleft()
+        total = 0.0
+        for t0, t1, dose in hist:
+            if t0 >= start:
+                total += dose
+            else:
+                total += dose * (t1 - start) / (t1 - t0)
+        return total
+
+    def _patient_boluses_last_24h(self, now: float) -> int:
+        starts = self._patient_bolus_starts
+        while starts and starts[0] <= now - _DAY_S:
+            starts.popleft()
+        return len(starts)
+
+    def _projected_low_reservoir_rtc_s(self, rtc: float) -> float | None:
+        conc = self._p.drug.concentration_mcg_per_ml
+        daily_ml = mean_daily_dose_mcg(self._p.program) / conc if conc > 0 else 0.0
+        margin = self._p.reservoir_estimate_ml - self._p.low_reservoir_threshold_ml
+        if daily_ml <= 0 or margin <= 0 or not self._p.therapy_running or self._p.disabled:
+            return None
+        return rtc + margin / daily_ml * _DAY_S
+
+    def _projected_eri_rtc_s(self, now: float, rtc: float) -> float | None:
+        if self._p.eri_at_s is not None or self._p.disabled:
+            return None
+        conc = self._p.drug.concentration_mcg_per_ml
+        daily_ml = mean_daily_dose_mcg(self._p.program) / conc if conc > 0 else 0.0
+        drain_mah_per_s = (
+            self.cfg.idle_current_ma + daily_ml / 24.0 * self.cfg.charge_per_ml_mah
+        ) / 3600.0
+        usable_mah = (
+            self.hal.battery_remaining_fraction() - self.cfg.eri_remaining_fraction
+        ) * self.cfg.battery_capacity_mah
+        by_charge_s = usable_mah / drain_mah_per_s if drain_mah_per_s > 0 else math.inf
+        by_age_s = self.cfg.service_life_s - self.cfg.eri_to_eos_s - now
+        return rtc + max(0.0, min(by_charge_s, by_age_s))
+
+    def _save(self) -> None:
+        # Immutable snapshot: the NVM driver may keep the object as it is.
+        self.hal.nvm.write("persistent", replace(self._p))
