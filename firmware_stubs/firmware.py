@@ -609,6 +609,8 @@ class Firmware:
         self.service()
 
     def _check_reservoir(self, rtc: float) -> None:
+        if self._p.drug.concentration_mcg_per_ml <= 0:
+            return  # never filled (as shipped): nothing to warn about
         est = self._p.reservoir_estimate_ml
         if est <= self._p.low_reservoir_threshold_ml + 1e-9:
             self._raise(AlarmId.LOW_RESERVOIR, rtc)
@@ -688,6 +690,8 @@ class Firmware:
             raise Refusal(ResultCode.THERAPY_DISABLED, f"delivery disabled: {self._p.disabled}")
 
     def _require_no_volume_op(self) -> None:
+        if self._minimum_rate_mode:
+            raise Refusal(ResultCode.INVALID_STATE, "reservoir empty (minimum-rate mode): refill")
         if self._volume_op is not None:
             raise Refusal(
                 ResultCode.INVALID_STATE, f"{self._volume_op.kind.value} bolus in progress"

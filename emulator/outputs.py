@@ -1,0 +1,259 @@
+"""What a scenario run leaves on disk: timeseries.csv, summary.json, report.png."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emulator.recorder import FloatArray
+from emulator.runner import RunResult
+from firmware_stubs.alarms import AlarmId
+
+_ALARM_BITS = {int(a): a.name.lower() for a in AlarmId}
+
+
+def sample_times_h(result: RunResult) -> FloatArray:
+    """Evenly spaced output times from 0 to the scenario end inclusive."""
+    end = result.scenario.end_h
+    step = result.scenario.scenario.sample_interval
+    n = math.floor(end / step + 1e-9)
+    times = np.arange(n + 1, dtype=np.float64) * step
+    if times[-1] < end - 1e-9:
+        times = np.append(times, end)
+    return times
+
+
+def timeseries(result: RunResult, times_h: FloatArray | None = None) -> dict[str, FloatArray]:
+    """Resampled run history (truth and firmware estimate side by side)."""
+    recorder = result.pump.recorder
+    assert recorder is not None, "run was made without a recorder"
+    return recorder.grid(sample_times_h(result) if times_h is None else times_h)
+
+
+def alarm_names(mask: float) -> str:
+    """Bitmask of active alarms -> 'low_reservoir|motor_stall'."""
+    bits = int(mask)
+    return "|".join(name for bit, name in _ALARM_BITS.items() if bits & (1 << bit))
+
+
+def write_timeseries_csv(path: Path, result: RunResult, columns: dict[str, FloatArray]) -> None:
+    """One row per sample; times as hours and as UTC wall-clock."""
+    start = result.scenario.scenario.start
+    names = [n for n in columns if n not in ("time_h", "alarm_mask")]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["time_h", "time_utc", *names, "alarms"])
+        times = columns["time_h"]
+        for i, t in enumerate(times):
+            stamp = (start + dt.timedelta(hours=float(t))).strftime("%Y-%m-%dT%H:%M:%SZ")
+            writer.writerow(
+                [
+                    f"{t:.6g}",
+                    stamp,
+                    *(f"{columns[n][i]:.9g}" for n in names),
+                    alarm_names(columns["alarm_mask"][i]),
+                ]
+            )
+
+
+def first_truly_empty_h(result: RunResult) -> float | None:
+    """First time the true reservoir volume reached zero after holding drug."""
+    recorder = result.pump.recorder
+    assert recorder is not None
+    had_drug = False
+    for t, v in zip(recorder.truth_t_h, recorder.truth_reservoir_ml, strict=True):
+        if v > 0:
+            had_drug = True
+        elif had_drug:
+            return t
+    return None
+
+
+def first_alarm_h(result: RunResult, alarm: str) -> float | None:
+    """First time an alarm was raised."""
+    recorder = result.pump.recorder
+    assert recorder is not None
+    return next((a.t_h for a in recorder.alarm_transitions if a.alarm == alarm and a.raised), None)
+
+
+def summary(result: RunResult) -> dict[str, Any]:
+    """Machine-readable summary of a run."""
+    pump = result.pump
+    truth = pump.truth()
+    ledger = truth.ledger
+    status = pump.firmware.status()
+    recorder = pump.recorder
+    assert recorder is not None
+    start = result.scenario.scenario.start
+
+    def stamp(t_h: float | None) -> str | None:
+        if t_h is None:
+            return None
+        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    filled = ledger.filled_mcg
+    empty_h = first_truly_empty_h(result)
+    low_h = first_alarm_h(result, "low_reservoir")
+    return {
+        "scenario": result.scenario.scenario.name,
+        "description": result.scenario.scenario.description,
+        "profile": result.profile.model,
+        "serial": pump.serial,
+        "seed": result.seed,
+        "start_utc": stamp(0.0),
+        "duration_h": result.scenario.end_h,
+        "wall_time_s": round(result.wall_s, 4),
+        "simpy_events": result.env.events_processed,
+        "mass_balance_mcg": {
+            "filled": filled,
+            "in_reservoir": ledger.in_reservoir_mcg,
+            "in_catheter_and_tubing": ledger.in_path_mcg,
+            "delivered_to_csf": ledger.to_csf_mcg,
+            "lost_to_tissue": ledger.to_tissue_mcg,
+            "aspirated_at_refill": ledger.aspirated_mcg,
+            "relative_imbalance": abs(ledger.imbalance_mcg) / filled if filled else 0.0,
+        },
+        "final": {
+            "reservoir_true_ml": truth.reservoir_ml,
+            "reservoir_estimated_ml": status.reservoir_estimate_ml,
+            "therapy_state": status.therapy_state.value,
+            "battery_remaining_pct": 100 * truth.battery_remaining_fraction,
+            "active_alarms": [a.alarm.name.lower() for a in status.alarms],
+            "active_faults": list(truth.faults),
+        },
+        "reservoir_truly_empty_h": empty_h,
+        "reservoir_truly_empty_utc": stamp(empty_h),
+        "first_low_reservoir_alarm_h": low_h,
+        "emptied_before_low_reservoir_alarm": empty_h is not None
+        and (low_h is None or empty_h < low_h),
+        "alarms": [
+            {
+                "t_h": a.t_h,
+                "utc": stamp(a.t_h),
+                "alarm": a.alarm,
+                "event": "raised" if a.raised else "cleared",
+            }
+            for a in recorder.alarm_transitions
+        ],
+        "actions_performed": sum(1 for o in result.outcomes if o.accepted),
+        "refusals": [
+            {"t_h": o.t_h, "action": o.index, "type": o.type, "code": o.code, "detail": o.detail}
+            for o in result.refusals
+        ],
+    }
+
+
+def write_summary_json(path: Path, data: dict[str, Any]) -> None:
+    """Pretty JSON, stable key order."""
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_report_png(path: Path, result: RunResult, columns: dict[str, FloatArray]) -> None:
+    """Reservoir truth vs estimate, daily dose, alarm timeline (and PK if present)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_days = columns["time_h"] / 24.0
+    has_pk = "csf_lumbar_ng_per_ml" in columns
+    nrows = 4 if has_pk else 3
+    fig, axes = plt.subplots(
+        nrows,
+        1,
+        figsize=(11, 2.6 * nrows + 1),
+        sharex=True,
+        gridspec_kw={"height_ratios": [3, 2, 1] + ([3] if has_pk else [])},
+    )
+    ax = axes[0]
+    ax.plot(t_days, columns["reservoir_true_ml"], label="true volume", color="tab:blue")
+    ax.plot(
+        t_days,
+        columns["reservoir_estimated_ml"],
+        label="pump estimate",
+        color="tab:orange",
+        linestyle="--",
+    )
+    threshold = result.pump.firmware.status().low_reservoir_threshold_ml
+    ax.axhline(
+        threshold,
+        color="grey",
+        linewidth=0.8,
+        linestyle=":",
+        label=f"low-reservoir alarm {threshold:g} mL",
+    )
+    ax.set_ylabel("reservoir (mL)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"{result.scenario.scenario.name} - {result.profile.model}, seed {result.seed}")
+
+    ax = axes[1]
+    days = np.arange(0, math.ceil(result.scenario.end_h / 24.0) + 1) * 24.0
+    recorder = result.pump.recorder
+    assert recorder is not None
+    t, csf, tissue = recorder.cumulative_points()
+    if len(t):
+        cum_csf = np.interp(days, t, csf, left=0.0)
+        cum_tis = np.interp(days, t, tissue, left=0.0)
+        ax.bar(
+            days[:-1] / 24.0,
+            np.diff(cum_csf),
+            width=0.9,
+            align="edge",
+            label="to CSF (catheter tip)",
+            color="tab:green",
+        )
+        if cum_tis[-1] > 0:
+            ax.bar(
+                days[:-1] / 24.0,
+                np.diff(cum_tis),
+                width=0.9,
+                align="edge",
+                bottom=np.diff(cum_csf),
+                label="to tissue",
+                color="tab:red",
+            )
+    ax.set_ylabel("true dose (mcg/day)")
+    ax.legend(loc="upper right", fontsize=8)
+
+    ax = axes[2]
+    names = [a.name.lower() for a in AlarmId]
+    for row, name in enumerate(names):
+        bit = next(b for b, n in _ALARM_BITS.items() if n == name)
+        active = (columns["alarm_mask"].astype(np.int64) >> bit) & 1
+        ax.fill_between(
+            t_days,
+            row - 0.4,
+            row + 0.4,
+            where=active.astype(bool),
+            step="post",
+            color="tab:red"
+            if name in ("empty_reservoir", "end_of_service", "motor_stall", "memory_error")
+            else "tab:orange",
+        )
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.set_ylabel("alarms")
+
+    if has_pk:
+        ax = axes[3]
+        for key, label in (
+            ("csf_lumbar_ng_per_ml", "CSF lumbar"),
+            ("csf_cisternal_ng_per_ml", "CSF cisternal"),
+            ("effect_ng_per_ml", "effect site"),
+            ("plasma_ng_per_ml", "plasma"),
+        ):
+            if key in columns:
+                ax.plot(t_days, columns[key], label=label)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_ylabel("conc. (ng/mL)")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("day")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,272 @@
+"""One emulated pump: the hardware model and the firmware, coupled through a HAL in SimPy.
+
+The firmware publishes its next deadline; the pump arms a single SimPy timeout for it. Commands
+and fault injections run at the current simulated time and re-arm the timer. Simulated time is
+in hours (`env.now`); the firmware sees seconds through the HAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import simpy
+
+from emulator.device_profile import DeviceProfile
+from emulator.faults import Fault, FaultKind
+from emulator.hardware.pump_hardware import MassLedger, PumpHardware, RefillOutcome
+from emulator.recorder import Recorder
+from firmware_stubs.alarms import AlarmId
+from firmware_stubs.firmware import Firmware
+from firmware_stubs.hal import Tone
+from firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_ALARM_NAMES = {int(a): a.name.lower() for a in AlarmId}
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes (for benchmarks and reports)."""
+
+    def __init__(self, initial_time: float = 0.0) -> None:
+        super().__init__(initial_time)
+        self.events_processed = 0
+
+    def step(self) -> None:
+        """Process one event."""
+        self.events_processed += 1
+        super().step()
+
+
+@dataclass(frozen=True, slots=True)
+class Truth:
+    """What really is, at one instant (read by the rig, never sent over telemetry)."""
+
+    t_h: float
+    reservoir_ml: float
+    reservoir_conc_mcg_per_ml: float
+    path_volume_ml: float
+    path_mass_mcg: float
+    tip_conc_mcg_per_ml: float
+    battery_remaining_fraction: float
+    stroke_position: float
+    faults: tuple[str, ...]
+    ledger: MassLedger
+
+
+class _EmulatorHal:
+    """The HAL the firmware runs on, implemented over the hardware model and SimPy clock."""
+
+    def __init__(self, pump: EmulatedPump, start_epoch_s: float, nvm: NonVolatileMemory) -> None:
+        self._pump = pump
+        self._rtc_offset_s = start_epoch_s
+        self.nvm = nvm
+        self.tones: list[tuple[float, Tone]] = []
+
+    def monotonic_s(self) -> float:
+        return self._pump.env.now * 3600.0
+
+    def rtc_s(self) -> float:
+        return self._rtc_offset_s + self._pump.env.now * 3600.0
+
+    def set_rtc(self, epoch_s: float) -> None:
+        self._rtc_offset_s = epoch_s - self._pump.env.now * 3600.0
+
+    def set_stroke_rate(self, strokes_per_h: float) -> None:
+        self._pump.hardware.set_stroke_rate(self._pump.env.now, strokes_per_h)
+
+    def motor_stalled(self) -> bool:
+        return self._pump.hardware.motor_stalled
+
+    def battery_remaining_fraction(self) -> float:
+        return self._pump.hardware.battery.remaining_fraction
+
+    def sound(self, tone: Tone) -> None:
+        self.tones.append((self._pump.env.now, tone))
+
+
+class EmulatedPump:
+    """Hardware + firmware + recorder for one implanted pump."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        profile: DeviceProfile,
+        *,
+        serial: str,
+        seed: int,
+        start_epoch_s: float,
+        catheter_volume_ml: float,
+        battery_initial_fraction: float = 1.0,
+        record: bool = True,
+    ) -> None:
+        self.env = env
+        self.profile = profile
+        self.serial = serial
+        self.recorder: Recorder | None = Recorder() if record else None
+        self.hardware = PumpHardware(
+            profile,
+            catheter_volume_ml,
+            seed,
+            listener=self,
+            battery_initial_fraction=battery_initial_fraction,
+        )
+        self.hardware.t_h = env.now
+        self.nvm = InMemoryNvm()
+        self.hal = _EmulatorHal(self, start_epoch_s, self.nvm)
+        self.firmware = Firmware(profile.firmware_config(), self.hal, serial)
+        self._armed_deadline_h = math.nan
+        self._timer_generation = 0
+        self._was_stalled = False
+        self._after()
+
+    # ------------------------------------------------------------------ listener
+    def on_tip_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
+        """Hardware listener: forward to the recorder."""
+        if self.recorder is not None and t1_h > t0_h:
+            self.recorder.add_segment(t0_h, t1_h, csf, tissue)
+
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
+        """Hardware listener: pocket fill."""
+        if self.recorder is not None:
+            self.recorder.add_tissue_bolus(t_h, mass_mcg)
+
+    def on_breakpoint(self, t_h: float) -> None:
+        """Hardware listener: sample the truth."""
+        if self.recorder is not None:
+            hw = self.hardware
+            self.recorder.add_truth(t_h, hw.reservoir_ml, hw.battery.remaining_fraction)
+
+    # ------------------------------------------------------------------ running
+    def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Run a firmware command at the current simulated time (refusals propagate)."""
+        if self.hardware.dead:
+            raise PumpSilentError(f"pump {self.serial} has no power")
+        self._sync()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._after()
+
+    def refill(
+        self,
+        add_ml: float,
+        drug: str,
+        conc_mcg_per_ml: float,
+        *,
+        bridge: bool = True,
+        aspirate_ml: float | None = None,
+    ) -> RefillOutcome:
+        """A clinic refill: aspirate, inject through the septum, tell the firmware.
+
+        The firmware is told first so that a refusal (e.g. too much volume) leaves the
+        reservoir untouched, as a clinician would not inject a refused refill.
+        """
+        self._sync()
+        hw = self.hardware
+        measured = hw.reservoir_ml if aspirate_ml is None else min(aspirate_ml, hw.reservoir_ml)
+        self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, measured, bridge)
+        outcome = hw.refill(self.env.now, add_ml, conc_mcg_per_ml, aspirate_ml)
+        self._after()
+        return outcome
+
+    def inject(self, fault: Fault) -> None:
+        """Start a hardware fault now."""
+        self._sync()
+        self.hardware.inject(self.env.now, fault)
+        if fault.kind is FaultKind.MEMORY_ERROR:
+            self.nvm.corrupt()
+        if (
+            fault.kind in (FaultKind.MEMORY_ERROR, FaultKind.BATTERY_DROP)
+            and not self.hardware.dead
+        ):
+            self.firmware.run_self_test()  # the firmware notices at its next check: do it now
+        self._after()
+
+    def clear(self, kind: FaultKind) -> bool:
+        """End a hardware fault now."""
+        self._sync()
+        removed = self.hardware.clear(self.env.now, kind)
+        self._after()
+        return removed
+
+    def truth(self) -> Truth:
+        """The true state now."""
+        self._sync()
+        hw = self.hardware
+        return Truth(
+            t_h=self.env.now,
+            reservoir_ml=hw.reservoir_ml,
+            reservoir_conc_mcg_per_ml=hw.reservoir_conc_mcg_per_ml,
+            path_volume_ml=hw.path.volume_ml,
+            path_mass_mcg=hw.path.mass_mcg,
+            tip_conc_mcg_per_ml=hw.path.tip_conc_mcg_per_ml,
+            battery_remaining_fraction=hw.battery.remaining_fraction,
+            stroke_position=hw.stroke_position,
+            faults=tuple(sorted(k.value for k in hw.faults)),
+            ledger=hw.ledger(),
+        )
+
+    def _sync(self) -> None:
+        self.hardware.advance_to(self.env.now)
+        self._record()
+
+    def _after(self) -> None:
+        hw = self.hardware
+        hw.advance_to(self.env.now)
+        if not hw.dead:
+            stalled = hw.motor_stalled
+            if stalled != self._was_stalled:
+                self._was_stalled = stalled
+                if stalled:
+                    self.firmware.on_motor_stall()
+                else:
+                    self.firmware.on_motor_recovered()
+        self._record()
+        self._arm()
+
+    def _record(self) -> None:
+        if self.recorder is None:
+            return
+        hw = self.hardware
+        now = self.env.now
+        self.recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
+        mask = 0
+        for alarm in self.firmware.alarms.active():
+            mask |= 1 << int(alarm.alarm)
+        self.recorder.add_firmware(
+            now,
+            self.firmware.reservoir_estimate_ml(),
+            self.firmware.commanded_rate_ml_per_h * 24.0,
+            mask,
+            _ALARM_NAMES,
+        )
+
+    def _arm(self) -> None:
+        if self.hardware.dead:
+            return
+        deadline_h = self.firmware.next_deadline_s / 3600.0
+        if deadline_h == self._armed_deadline_h or not math.isfinite(deadline_h):
+            return
+        self._armed_deadline_h = deadline_h
+        self._timer_generation += 1
+        generation = self._timer_generation
+        timeout = self.env.timeout(max(deadline_h - self.env.now, 0.0))
+        timeout.callbacks.append(lambda _event: self._on_timer(generation))
+
+    def _on_timer(self, generation: int) -> None:
+        if generation != self._timer_generation or self.hardware.dead:
+            return  # superseded by a later deadline
+        self._armed_deadline_h = math.nan
+        self._sync()
+        self.firmware.service()
+        self._after()
+
+
+class PumpSilentError(RuntimeError):
+    """The pump does not answer (dead battery)."""

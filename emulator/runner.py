@@ -1,0 +1,233 @@
+"""Run a scenario headless: build the pump, play the timed actions, collect the history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import simpy
+
+from emulator.device_profile import DeviceProfile, load_profile
+from emulator.faults import Fault, FaultKind
+from emulator.pump import CountingEnvironment, EmulatedPump, PumpSilentError
+from emulator.scenario import (
+    Action,
+    AlarmThresholdAction,
+    BolusAction,
+    BridgeBolusAction,
+    ClearFaultAction,
+    FaultAction,
+    PatientBolusAction,
+    PrimeAction,
+    ProgramAction,
+    RefillAction,
+    RunUntilAction,
+    Scenario,
+    SetClockAction,
+    SimpleAction,
+)
+from firmware_stubs.errors import Refusal
+from firmware_stubs.therapy import (
+    FlexPeriod,
+    FlexStep,
+    PatientBolusSettings,
+    PeriodicBolus,
+    TherapyMode,
+    TherapyProgram,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """What happened when an action ran."""
+
+    t_h: float
+    index: int  # 1-based position in the file
+    type: str
+    accepted: bool
+    code: str = "OK"
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class RunResult:
+    """Everything a run produced."""
+
+    scenario: Scenario
+    profile: DeviceProfile
+    seed: int
+    env: CountingEnvironment
+    pump: EmulatedPump
+    outcomes: list[ActionOutcome] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def refusals(self) -> list[ActionOutcome]:
+        """Actions the pump refused or could not hear."""
+        return [o for o in self.outcomes if not o.accepted]
+
+
+def expand_actions(scenario: Scenario) -> list[tuple[float, int, Action]]:
+    """(time, 1-based index, action) for every occurrence before the end, in time order."""
+    end = scenario.end_h
+    timed: list[tuple[float, int, Action]] = []
+    for i, action in enumerate(scenario.actions, start=1):
+        if isinstance(action, RunUntilAction):
+            continue
+        if action.every is None:
+            if action.at <= end:
+                timed.append((action.at, i, action))
+            continue
+        last = min(end, action.until if action.until is not None else end)
+        count = math.floor((last - action.at) / action.every + 1e-9) + 1
+        timed.extend((action.at + k * action.every, i, action) for k in range(max(count, 0)))
+    timed.sort(key=lambda item: (item[0], item[1]))
+    return timed
+
+
+def build_program(action: ProgramAction) -> TherapyProgram:
+    """Scenario program table -> firmware therapy program."""
+    periodic = None
+    if action.periodic is not None:
+        periodic = PeriodicBolus(
+            action.periodic.dose_mcg,
+            action.periodic.duration_min,
+            action.periodic.interval * 60.0,
+            action.periodic.first_offset * 60.0,
+        )
+    pb = action.patient_bolus
+    return TherapyProgram(
+        mode=TherapyMode(action.mode),
+        max_daily_dose_mcg=action.max_daily_dose_mcg,
+        dose_mcg_per_day=action.dose_mcg_per_day,
+        flex_period=FlexPeriod(action.period),
+        flex_steps=tuple(FlexStep(s.start, s.dose_mcg_per_day) for s in action.steps),
+        periodic=periodic,
+        patient_bolus=None
+        if pb is None
+        else PatientBolusSettings(pb.dose_mcg, pb.duration_min, pb.lockout_min, pb.max_per_day),
+    )
+
+
+def _perform(pump: EmulatedPump, action: Action) -> None:
+    fw = pump.firmware
+    if isinstance(action, RefillAction):
+        pump.refill(
+            action.volume_ml,
+            action.drug,
+            action.concentration_mcg_per_ml,
+            bridge=action.bridge,
+            aspirate_ml=action.aspirate_ml,
+        )
+    elif isinstance(action, PrimeAction):
+        pump.call(fw.prime, action.volume_ml)
+    elif isinstance(action, ProgramAction):
+        pump.call(fw.program, build_program(action))
+    elif isinstance(action, BolusAction):
+        pump.call(fw.clinician_bolus, action.dose_mcg, action.duration_min, action.then == "resume")
+    elif isinstance(action, BridgeBolusAction):
+        pump.call(fw.bridge_bolus, action.volume_ml, action.old_concentration_mcg_per_ml)
+    elif isinstance(action, PatientBolusAction):
+        pump.call(fw.patient_bolus)
+    elif isinstance(action, FaultAction):
+        pump.inject(Fault.make(action.kind, action.value))
+    elif isinstance(action, ClearFaultAction):
+        pump.clear(FaultKind(action.kind))
+    elif isinstance(action, AlarmThresholdAction):
+        pump.call(fw.set_low_reservoir_threshold, action.low_reservoir_ml)
+    elif isinstance(action, SetClockAction):
+        pump.call(fw.set_clock, action.time.timestamp())
+    elif isinstance(action, SimpleAction):
+        command = {
+            "stop": fw.stop_therapy,
+            "resume": fw.resume_therapy,
+            "cancel_bolus": fw.cancel_bolus,
+            "acknowledge_alarms": fw.acknowledge_alarm,
+        }[action.type]
+        pump.call(command)
+
+
+class ScenarioRun:
+    """A scenario set up and ready to run (or step) in simulated time."""
+
+    def __init__(
+        self, scenario: Scenario, seed: int | None = None, profile: DeviceProfile | None = None
+    ) -> None:
+        self.scenario = scenario
+        self.seed = scenario.scenario.seed if seed is None else seed
+        self.profile = profile or load_profile(scenario.scenario.profile)
+        header = scenario.scenario
+        start = header.start if header.start.tzinfo else header.start.replace(tzinfo=dt.UTC)
+        self.start_epoch_s = start.timestamp()
+        self.env = CountingEnvironment()
+        implant = scenario.implant
+        serial = header.serial or f"{self.profile.serial_prefix}-{self.seed % 1_000_000:06d}"
+        self.pump = EmulatedPump(
+            self.env,
+            self.profile,
+            serial=serial,
+            seed=self.seed,
+            start_epoch_s=self.start_epoch_s,
+            catheter_volume_ml=implant.catheter_length_cm
+            * implant.catheter_volume_ul_per_cm
+            / 1000,
+            battery_initial_fraction=implant.battery_remaining_pct / 100.0,
+        )
+        fw = self.pump.firmware
+        # Implant programming: what the clinician enters before the first refill.
+        self.pump.call(fw.set_patient_id, scenario.patient.id)
+        self.pump.call(
+            fw.set_catheter, implant.catheter_length_cm, implant.catheter_volume_ul_per_cm
+        )
+        self.result = RunResult(scenario, self.profile, self.seed, self.env, self.pump)
+        self.env.process(self._play(expand_actions(scenario)))
+
+    def _play(self, timed: list[tuple[float, int, Action]]) -> simpy.events.ProcessGenerator:
+        for t_h, index, action in timed:
+            if t_h > self.env.now:
+                yield self.env.timeout(t_h - self.env.now)
+            try:
+                _perform(self.pump, action)
+                outcome = ActionOutcome(self.env.now, index, action.type, True)
+            except Refusal as refusal:
+                outcome = ActionOutcome(
+                    self.env.now, index, action.type, False, refusal.code.name, refusal.detail
+                )
+                log.info(
+                    "t=%.3f h action #%d %s refused: %s", self.env.now, index, action.type, refusal
+                )
+            except PumpSilentError as silent:
+                outcome = ActionOutcome(
+                    self.env.now, index, action.type, False, "NO_ANSWER", str(silent)
+                )
+            self.result.outcomes.append(outcome)
+
+    def run(self, progress: Callable[[float], None] | None = None) -> RunResult:
+        """Run to the scenario end; `progress` gets the simulated hours done after each chunk."""
+        end = self.scenario.end_h
+        started = time.perf_counter()
+        if progress is None:
+            self.env.run(until=end)
+        else:
+            chunk = max(end / 100.0, 1.0)
+            t = 0.0
+            while t < end:
+                t = min(t + chunk, end)
+                self.env.run(until=t)
+                progress(t)
+        self.pump.truth()  # bring the hardware and the recorder up to the end time
+        self.result.wall_s += time.perf_counter() - started
+        return self.result
+
+
+def run_scenario(
+    scenario: Scenario, seed: int | None = None, progress: Callable[[float], None] | None = None
+) -> RunResult:
+    """Build and run a scenario to its end."""
+    return ScenarioRun(scenario, seed).run(progress)

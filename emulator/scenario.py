@@ -1,0 +1,369 @@
+"""Scenario files: a pump, an implant and a list of timed actions, in TOML.
+
+The schema is documented in docs/scenarios.md. Validation is complete before anything runs;
+a bad file gets one line per problem naming the action, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from emulator.faults import Fault, FaultKind
+
+SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
+DEFAULT_SCENARIO = "baclofen-180d"
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
+_UNIT_H = {"w": 168.0, "d": 24.0, "h": 1.0, "m": 1 / 60, "s": 1 / 3600}
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be read or does not validate."""
+
+
+def parse_duration_h(value: object) -> float:
+    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
+    text = value.strip().lower()
+    if text == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    for match in _DURATION_RE.finditer(text):
+        if text[pos : match.start()].strip():
+            break
+        total += float(match.group(1)) * _UNIT_H[match.group(2)]
+        pos = match.end()
+    if pos == 0 or text[pos:].strip():
+        raise ValueError(
+            f"{value!r} is not a duration; use numbers with units w, d, h, m, s, e.g. '1d 8h'"
+        )
+    return total
+
+
+def parse_time_of_period_min(value: object) -> int:
+    """'08:00' (daily) or 'tue 08:00' (weekly, Monday first) -> minutes from period start."""
+    if not isinstance(value, str):
+        raise ValueError("expected 'HH:MM' or 'ddd HH:MM' (e.g. 'tue 08:00')")
+    text = value.strip().lower()
+    day = 0
+    if text[:3] in _DAYS:
+        day = _DAYS.index(text[:3])
+        text = text[3:].strip()
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError(f"{value!r} is not a time; expected 'HH:MM' or 'ddd HH:MM'")
+    return day * 1440 + int(match.group(1)) * 60 + int(match.group(2))
+
+
+DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0)]
+PeriodMin = Annotated[int, BeforeValidator(parse_time_of_period_min)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioHeader(_Model):
+    """[scenario] table."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    profile: str = "peristaltic-20"
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    start: dt.datetime = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+    duration: DurationH | None = None
+    sample_interval: DurationH = Field(default=1.0, gt=0)
+    serial: str | None = None
+
+
+class Implant(_Model):
+    """[implant] table: what the surgeon put in."""
+
+    catheter_length_cm: float = Field(default=110.0, gt=0, le=200)
+    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0, le=20)
+    battery_remaining_pct: float = Field(default=100.0, gt=0, le=100)
+
+
+class Patient(_Model):
+    """[patient] table."""
+
+    id: str = Field(default="PATIENT-001", min_length=1, max_length=20)
+    weight_kg: float = Field(default=70.0, gt=0, le=300)
+
+
+class FlexStepSpec(_Model):
+    """One step of a flex pattern."""
+
+    start: PeriodMin
+    dose_mcg_per_day: float = Field(gt=0)
+
+
+class PeriodicSpec(_Model):
+    """Periodic bolus settings."""
+
+    dose_mcg: float = Field(gt=0)
+    duration_min: float = Field(gt=0)
+    interval: DurationH = Field(gt=0)
+    first_offset: DurationH = 0.0
+
+
+class PatientBolusSpec(_Model):
+    """Patient-activated bolus settings."""
+
+    dose_mcg: float = Field(gt=0)
+    duration_min: float = Field(gt=0)
+    lockout_min: float = Field(gt=0)
+    max_per_day: int = Field(ge=1)
+
+
+class _Timed(_Model):
+    at: DurationH
+    every: DurationH | None = Field(default=None, gt=0)
+    until: DurationH | None = None
+
+    @model_validator(mode="after")
+    def _repeat_fields(self) -> _Timed:
+        if self.until is not None and self.every is None:
+            raise ValueError("'until' needs 'every'")
+        return self
+
+
+class RefillAction(_Timed):
+    """Aspirate the residual and fill the reservoir; tell the pump."""
+
+    type: Literal["refill"]
+    volume_ml: float = Field(gt=0)
+    drug: str = Field(default="baclofen", min_length=1, max_length=20)
+    concentration_mcg_per_ml: float = Field(gt=0)
+    bridge: bool = True
+    aspirate_ml: float | None = Field(default=None, ge=0)
+
+
+class PrimeAction(_Timed):
+    """Priming bolus: fill the catheter after implant or catheter revision."""
+
+    type: Literal["prime"]
+    volume_ml: float | None = Field(default=None, gt=0)
+
+
+class ProgramAction(_Timed):
+    """Program a therapy (validated and committed in one step)."""
+
+    type: Literal["program"]
+    mode: Literal["stopped", "continuous", "flex", "periodic_bolus"]
+    max_daily_dose_mcg: float = Field(default=0.0, ge=0)
+    dose_mcg_per_day: float = Field(default=0.0, ge=0)
+    period: Literal["daily", "weekly"] = "daily"
+    steps: list[FlexStepSpec] = Field(default_factory=list)
+    periodic: PeriodicSpec | None = None
+    patient_bolus: PatientBolusSpec | None = None
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> ProgramAction:
+        if self.mode == "flex" and not self.steps:
+            raise ValueError("mode 'flex' needs 'steps'")
+        if self.mode == "periodic_bolus" and self.periodic is None:
+            raise ValueError("mode 'periodic_bolus' needs a 'periodic' table")
+        if self.mode == "continuous" and self.dose_mcg_per_day <= 0:
+            raise ValueError("mode 'continuous' needs dose_mcg_per_day > 0")
+        return self
+
+
+class BolusAction(_Timed):
+    """Clinician bolus."""
+
+    type: Literal["bolus"]
+    dose_mcg: float = Field(gt=0)
+    duration_min: float = Field(gt=0)
+    then: Literal["resume", "stop"] = "resume"
+
+
+class BridgeBolusAction(_Timed):
+    """Explicit bridge bolus at the old-drug equivalent rate."""
+
+    type: Literal["bridge_bolus"]
+    old_concentration_mcg_per_ml: float = Field(gt=0)
+    volume_ml: float | None = Field(default=None, gt=0)
+
+
+class PatientBolusAction(_Timed):
+    """The patient presses the button."""
+
+    type: Literal["patient_bolus"]
+
+
+class FaultAction(_Timed):
+    """Inject a hardware fault (see emulator/faults.py for kinds and parameters)."""
+
+    type: Literal["fault"]
+    kind: str
+    value: float | None = None
+
+    @model_validator(mode="after")
+    def _known_fault(self) -> FaultAction:
+        Fault.make(self.kind, self.value)  # FaultError is a ValueError: reported per field
+        return self
+
+
+class ClearFaultAction(_Timed):
+    """End a hardware fault."""
+
+    type: Literal["clear_fault"]
+    kind: str
+
+    @model_validator(mode="after")
+    def _known_fault(self) -> ClearFaultAction:
+        try:
+            FaultKind(self.kind)
+        except ValueError:
+            allowed = ", ".join(k.value for k in FaultKind)
+            raise ValueError(f"unknown fault kind {self.kind!r}; allowed: {allowed}") from None
+        return self
+
+
+class SimpleAction(_Timed):
+    """Commands without parameters."""
+
+    type: Literal["stop", "resume", "cancel_bolus", "acknowledge_alarms"]
+
+
+class AlarmThresholdAction(_Timed):
+    """Program the low-reservoir alarm."""
+
+    type: Literal["set_alarm_threshold"]
+    low_reservoir_ml: float = Field(gt=0)
+
+
+class SetClockAction(_Timed):
+    """Set the pump clock (e.g. a daylight-saving or wrong-clock test)."""
+
+    type: Literal["set_clock"]
+    time: dt.datetime
+
+
+class RunUntilAction(_Model):
+    """End of the scenario."""
+
+    type: Literal["run_until"]
+    at: DurationH
+
+
+Action = Annotated[
+    RefillAction
+    | PrimeAction
+    | ProgramAction
+    | BolusAction
+    | BridgeBolusAction
+    | PatientBolusAction
+    | FaultAction
+    | ClearFaultAction
+    | SimpleAction
+    | AlarmThresholdAction
+    | SetClockAction
+    | RunUntilAction,
+    Field(discriminator="type"),
+]
+
+
+class Scenario(_Model):
+    """A whole scenario file."""
+
+    scenario: ScenarioHeader
+    patient: Patient = Patient()
+    implant: Implant = Implant()
+    actions: list[Action] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_end(self) -> Scenario:
+        if self.end_h <= 0:
+            raise ValueError("set scenario.duration or add a 'run_until' action")
+        return self
+
+    @property
+    def end_h(self) -> float:
+        """When the run stops: the earlier of duration and the first run_until."""
+        ends = [a.at for a in self.actions if isinstance(a, RunUntilAction)]
+        if self.scenario.duration is not None:
+            ends.append(self.scenario.duration)
+        return min(ends) if ends else 0.0
+
+
+def _describe_loc(loc: tuple[int | str, ...], data: object) -> str:
+    if len(loc) >= 2 and loc[0] == "actions" and isinstance(loc[1], int):
+        index = loc[1]
+        kind = "?"
+        at = ""
+        if isinstance(data, dict):
+            actions = data.get("actions")
+            if (
+                isinstance(actions, list)
+                and index < len(actions)
+                and isinstance(actions[index], dict)
+            ):
+                kind = str(actions[index].get("type", "?"))
+                at = f" at {actions[index].get('at', '?')}"
+        rest = (
+            [str(p) for p in loc[3:]]
+            if len(loc) > 2 and loc[2] == kind
+            else [str(p) for p in loc[2:]]
+        )
+        field = ".".join(rest) or "(the action)"
+        return f"action #{index + 1} ({kind}{at}): {field}"
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scenario:
+    """Validate a scenario mapping; errors list action number, field and what is allowed."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            given = err.get("input")
+            shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {_describe_loc(tuple(err['loc']), data)}: {msg}{shown}")
+        raise ScenarioError(f"{source}: invalid scenario\n" + "\n".join(lines)) from exc
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load a shipped scenario by name or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.exists() and path.suffix != ".toml":
+        shipped = SHIPPED_SCENARIO_DIR / f"{name_or_path}.toml"
+        if not shipped.exists():
+            known = ", ".join(shipped_scenarios())
+            raise ScenarioError(f"no scenario file {name_or_path!r}; shipped scenarios: {known}")
+        path = shipped
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_scenario(data, str(path))
+
+
+def shipped_scenarios() -> list[str]:
+    """Names of the scenarios shipped with the package."""
+    return sorted(p.stem for p in SHIPPED_SCENARIO_DIR.glob("*.toml"))

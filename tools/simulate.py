@@ -1,0 +1,136 @@
+"""`itpump simulate`: run a therapy scenario headless and write its outputs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emulator.device_profile import ProfileError
+from emulator.outputs import (
+    summary,
+    timeseries,
+    write_report_png,
+    write_summary_json,
+    write_timeseries_csv,
+)
+from emulator.runner import ScenarioRun
+from emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, shipped_scenarios
+from tools.cli import UsageError
+
+EPILOG = """\
+SCENARIO is a TOML file (schema: docs/scenarios.md) or the name of a shipped scenario:
+  {names}
+Outputs in --out DIR: timeseries.csv (truth vs pump estimate at every sample),
+summary.json (mass balance, alarms, refusals) and report.png.
+Exit status: 0 run completed, 2 bad input (nothing written).
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `simulate` sub-command."""
+    parser = sub.add_parser(
+        "simulate",
+        help="run a therapy scenario headless (months in seconds)",
+        description="Run a therapy scenario in simulated time and write timeseries, summary "
+        "and report.",
+        epilog=EPILOG.format(names=", ".join(shipped_scenarios())),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default=DEFAULT_SCENARIO,
+        help=f"scenario file or shipped name (default: {DEFAULT_SCENARIO})",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="output directory, created if missing (default: ./out)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: the scenario's own seed)"
+    )
+    parser.add_argument("--no-plot", action="store_true", help="skip report.png")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (it is also hidden when stderr is not a terminal)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the summary as JSON instead of a human-readable digest",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the scenario and write outputs."""
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
+    try:
+        scenario = load_scenario(args.scenario)
+        sim = ScenarioRun(scenario, args.seed)
+    except (ScenarioError, ProfileError) as exc:
+        raise UsageError(str(exc)) from None
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=round(scenario.end_h / 24.0, 2), unit="day", desc=scenario.scenario.name)
+
+        def progress(t_h: float) -> None:
+            bar.update(round(t_h / 24.0, 2) - bar.n)
+
+        result = sim.run(progress)
+        bar.close()
+    else:
+        result = sim.run()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    columns = timeseries(result)
+    write_timeseries_csv(out / "timeseries.csv", result, columns)
+    data = summary(result)
+    write_summary_json(out / "summary.json", data)
+    if not args.no_plot:
+        write_report_png(out / "report.png", result, columns)
+    if args.json:
+        import json
+
+        print(json.dumps(data, indent=2))
+        return 0
+    mb = data["mass_balance_mcg"]
+    print(
+        f"{data['scenario']}: {data['duration_h'] / 24:g} days of {data['profile']} "
+        f"(serial {data['serial']}, seed {data['seed']}) in {data['wall_time_s']:.2f} s, "
+        f"{data['simpy_events']} SimPy events"
+    )
+    print(
+        f"  drug filled {mb['filled']:.1f} mcg: to CSF {mb['delivered_to_csf']:.1f}, "
+        f"to tissue {mb['lost_to_tissue']:.1f}, aspirated {mb['aspirated_at_refill']:.1f}, "
+        f"in pump {mb['in_reservoir'] + mb['in_catheter_and_tubing']:.1f} "
+        f"(imbalance {mb['relative_imbalance']:.1e})"
+    )
+    final = data["final"]
+    print(
+        f"  reservoir at end: true {final['reservoir_true_ml']:.3f} mL, pump estimate "
+        f"{final['reservoir_estimated_ml']:.3f} mL; alarms: "
+        f"{', '.join(final['active_alarms']) or 'none'}"
+    )
+    if data["emptied_before_low_reservoir_alarm"]:
+        print(
+            f"  WARNING: reservoir truly empty at {data['reservoir_truly_empty_utc']} "
+            "before any low-reservoir alarm"
+        )
+    shown = 5
+    for refusal in data["refusals"][:shown]:
+        print(
+            f"  refused: action #{refusal['action']} {refusal['type']} at "
+            f"{refusal['t_h']:.2f} h: {refusal['code']}: {refusal['detail']}"
+        )
+    if len(data["refusals"]) > shown:
+        print(f"  ... and {len(data['refusals']) - shown} more refusals (see summary.json)")
+    print(f"  outputs in {out}/")
+    return 0
