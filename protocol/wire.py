@@ -29,6 +29,7 @@ __all__ = [
     "FlagSpec",
     "IntSpec",
     "ListSpec",
+    "OptionalSpec",
     "Spec",
     "StringSpec",
     "StructSpec",
@@ -43,6 +44,7 @@ __all__ = [
     "i32",
     "list_of",
     "nested",
+    "optional",
     "spec_of",
     "string",
     "tail_bytes",
@@ -58,7 +60,15 @@ class WireError(ValueError):
     """A payload or a field value violates its wire specification."""
 
 
-_INT_FORMATS = {(1, False): "B", (2, False): "H", (4, False): "I", (1, True): "b", (4, True): "i"}
+_INT_FORMATS = {
+    (1, False): "B",
+    (2, False): "H",
+    (4, False): "I",
+    (8, False): "Q",
+    (1, True): "b",
+    (4, True): "i",
+    (8, True): "q",
+}
 
 
 class Spec:
@@ -80,10 +90,14 @@ class Spec:
         """Convert a value unpacked by :mod:`struct` into the field's Python value."""
         return raw
 
+    def to_raw(self, value: Any) -> Any:
+        """Convert the field's Python value into what :mod:`struct` packs."""
+        return value
+
     def encode(self, value: Any, out: bytearray) -> None:
         """Append the encoding of ``value`` (used for variable-size fields)."""
         assert self.struct_format is not None
-        out += struct.pack(">" + self.struct_format, value)
+        out += struct.pack(">" + self.struct_format, self.to_raw(value))
 
     def decode(self, buf: bytes, offset: int) -> tuple[Any, int]:
         """Decode one value at ``offset``; returns the value and the offset after it."""
@@ -130,8 +144,10 @@ class IntSpec(Spec):
     lo: int | None = None
     hi: int | None = None
     signed: bool = False
-    #: meaning of special values for the documentation, e.g. ``{0: "none"}``
+    #: meaning of special values for the documentation, e.g. ``((0, "now"),)``
     special: tuple[tuple[int, str], ...] = ()
+    #: raw value that stands for ``None`` in Python (an absent date, "all alarms" ...)
+    none_value: int | None = None
 
     def __post_init__(self) -> None:
         bits = 8 * self.size
@@ -140,6 +156,7 @@ class IntSpec(Spec):
         object.__setattr__(self, "lo", type_lo if self.lo is None else self.lo)
         object.__setattr__(self, "hi", type_hi if self.hi is None else self.hi)
         assert type_lo <= self.min <= self.max <= type_hi, self
+        assert self.none_value is None or type_lo <= self.none_value <= type_hi, self
 
     @property
     def min(self) -> int:
@@ -158,19 +175,30 @@ class IntSpec(Spec):
         return _INT_FORMATS[(self.size, self.signed)]
 
     def validate(self, value: object, name: str) -> None:
+        if value is None and self.none_value is not None:
+            return
         if not _is_int(value):
             raise WireError(f"{name}: expected an integer, got {type(value).__name__}")
         assert isinstance(value, int)
-        if not self.min <= value <= self.max:
+        if not self.min <= value <= self.max or value == self.none_value:
             raise WireError(f"{name}={value} outside {self.range_text()}")
+
+    def from_raw(self, raw: Any) -> Any:
+        return None if raw == self.none_value else raw
+
+    def to_raw(self, value: Any) -> Any:
+        return self.none_value if value is None else value
 
     def type_text(self) -> str:
         return f"{'i' if self.signed else 'u'}{8 * self.size}"
 
     def range_text(self) -> str:
         text = f"{self.min}..{self.max}"
-        if self.special:
-            text += "; " + ", ".join(f"{v} = {meaning}" for v, meaning in self.special)
+        notes = list(self.special)
+        if self.none_value is not None:
+            notes.append((self.none_value, "none"))
+        if notes:
+            text += "; " + ", ".join(f"{v} = {meaning}" for v, meaning in notes)
         return text
 
 
@@ -419,6 +447,43 @@ class StructSpec(Spec):
 
 
 @dataclasses.dataclass(frozen=True)
+class OptionalSpec(Spec):
+    """A presence byte (0 absent, 1 present) followed, when present, by a nested record."""
+
+    cls: type[WireStruct]
+    doc: str = ""
+
+    def validate(self, value: object, name: str) -> None:
+        if value is not None and not isinstance(value, self.cls):
+            raise WireError(f"{name}: expected {self.cls.__name__} or None")
+
+    def encode(self, value: Any, out: bytearray) -> None:
+        if value is None:
+            out.append(0)
+        else:
+            out.append(1)
+            _encode_into(value, out)
+
+    def decode(self, buf: bytes, offset: int) -> tuple[Any, int]:
+        present = buf[offset]
+        if present == 0:
+            return None, offset + 1
+        if present != 1:
+            raise WireError(f"presence byte {present} is neither 0 nor 1")
+        return _decode_from(self.cls, buf, offset + 1)
+
+    @property
+    def max_size(self) -> int:
+        return 1 + struct_max_size(self.cls)
+
+    def type_text(self) -> str:
+        return f"u8 present + {self.cls.__name__}"
+
+    def range_text(self) -> str:
+        return f"0 = absent (nothing follows), 1 = a {self.cls.__name__} follows"
+
+
+@dataclasses.dataclass(frozen=True)
 class ListSpec(Spec):
     """A u8 item count followed by the items."""
 
@@ -519,10 +584,11 @@ def u8(
     lo: int | None = None,
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
+    none_value: int | None = None,
     default: Any = _MISSING,
 ) -> Any:
-    """An unsigned 8-bit integer field."""
-    return _field(IntSpec(1, doc, unit, lo, hi, special=special), default)
+    """An unsigned 8-bit integer field (``None`` allowed when ``none_value`` is set)."""
+    return _field(IntSpec(1, doc, unit, lo, hi, special=special, none_value=none_value), default)
 
 
 def u16(
@@ -532,10 +598,11 @@ def u16(
     lo: int | None = None,
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
+    none_value: int | None = None,
     default: Any = _MISSING,
 ) -> Any:
-    """An unsigned 16-bit integer field."""
-    return _field(IntSpec(2, doc, unit, lo, hi, special=special), default)
+    """An unsigned 16-bit integer field (``None`` allowed when ``none_value`` is set)."""
+    return _field(IntSpec(2, doc, unit, lo, hi, special=special, none_value=none_value), default)
 
 
 def u32(
@@ -545,15 +612,21 @@ def u32(
     lo: int | None = None,
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
+    none_value: int | None = None,
     default: Any = _MISSING,
 ) -> Any:
-    """An unsigned 32-bit integer field."""
-    return _field(IntSpec(4, doc, unit, lo, hi, special=special), default)
+    """An unsigned 32-bit integer field (``None`` allowed when ``none_value`` is set)."""
+    return _field(IntSpec(4, doc, unit, lo, hi, special=special, none_value=none_value), default)
 
 
 def i32(doc: str, *, unit: str = "", default: Any = _MISSING) -> Any:
     """A signed 32-bit integer field (two's complement)."""
     return _field(IntSpec(4, doc, unit, signed=True), default)
+
+
+def optional(cls: type[WireStruct], doc: str, *, default: Any = _MISSING) -> Any:
+    """A record that may be absent (``None``), preceded by a presence byte."""
+    return _field(OptionalSpec(cls, doc), default)
 
 
 def boolean(doc: str, *, default: Any = _MISSING) -> Any:
@@ -616,6 +689,7 @@ def union(members: tuple[type[WireStruct], ...], doc: str, *, default: Any = _MI
         u16,
         u32,
         i32,
+        optional,
         boolean,
         enum8,
         flags32,
@@ -651,7 +725,8 @@ class _Run:
 
     packer: struct.Struct
     names: tuple[str, ...]
-    converters: tuple[Callable[[Any], Any] | None, ...]
+    converters: tuple[Callable[[Any], Any] | None, ...]  # raw -> value, None: identity
+    encoders: tuple[Callable[[Any], Any] | None, ...]  # value -> raw, None: identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,10 +755,18 @@ def _compile(cls: type[WireStruct]) -> tuple[_Step, ...]:
     def flush() -> None:
         if run:
             fmt = ">" + "".join(spec.struct_format or "" for _, spec in run)
+            # Plain integers need no conversion either way: skip the call on the hot path.
+            plain = [isinstance(spec, IntSpec) and spec.none_value is None for _, spec in run]
             converters = tuple(
-                None if type(spec).from_raw is Spec.from_raw else spec.from_raw for _, spec in run
+                None if is_plain or type(spec).from_raw is Spec.from_raw else spec.from_raw
+                for (_, spec), is_plain in zip(run, plain, strict=True)
             )
-            steps.append(_Run(struct.Struct(fmt), tuple(n for n, _ in run), converters))
+            encoders = tuple(
+                None if is_plain or type(spec).to_raw is Spec.to_raw else spec.to_raw
+                for (_, spec), is_plain in zip(run, plain, strict=True)
+            )
+            names = tuple(n for n, _ in run)
+            steps.append(_Run(struct.Struct(fmt), names, converters, encoders))
             run.clear()
 
     fields = dataclasses.fields(cls)
@@ -703,7 +786,12 @@ def _compile(cls: type[WireStruct]) -> tuple[_Step, ...]:
 def _encode_into(obj: WireStruct, out: bytearray) -> None:
     for step in _plan(type(obj)):
         if isinstance(step, _Run):
-            out += step.packer.pack(*[getattr(obj, name) for name in step.names])
+            out += step.packer.pack(
+                *[
+                    getattr(obj, name) if enc is None else enc(getattr(obj, name))
+                    for name, enc in zip(step.names, step.encoders, strict=True)
+                ]
+            )
         else:
             step.spec.encode(getattr(obj, step.name), out)
 

@@ -1,0 +1,108 @@
+"""Authentication primitives: handshake transcript, proofs, session key and frame MACs.
+
+Everything is HMAC-SHA256 from the standard library. With the per-pump key ``K``::
+
+    T         = role (u8) | session_id (u32 BE) | Np (16 bytes) | Nc (16 bytes)
+                | len(serial) (u8) | serial (UTF-8)
+    proof_P   = HMAC-SHA256(K, "itpump/v1/programmer-proof" | T)      programmer -> pump
+    proof_D   = HMAC-SHA256(K, "itpump/v1/pump-proof" | T)            pump -> programmer
+    K_session = HMAC-SHA256(K, "itpump/v1/session-key" | T)
+    MAC       = HMAC-SHA256(K_session, header | payload | counter)[:8]
+
+Binding the role, the session id, both nonces and the serial number into ``T`` means a proof
+recorded in one handshake is worthless in any other, and a proof cannot be moved to another
+pump. The two proofs and the session key use distinct labels, so none can stand in for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from collections.abc import Callable
+
+__all__ = [
+    "LABEL_PROGRAMMER_PROOF",
+    "LABEL_PUMP_PROOF",
+    "LABEL_SESSION_KEY",
+    "MAC_SIZE",
+    "MIN_KEY_SIZE",
+    "NonceSource",
+    "compute_mac",
+    "programmer_proof",
+    "pump_proof",
+    "seeded_nonce_source",
+    "session_key",
+    "transcript",
+    "verify_mac",
+    "verify_proof",
+]
+
+#: A callable returning ``n`` unpredictable bytes, e.g. ``os.urandom`` or
+#: ``random.Random(seed).randbytes`` for reproducible tests and simulations.
+NonceSource = Callable[[int], bytes]
+
+LABEL_PROGRAMMER_PROOF = b"itpump/v1/programmer-proof"
+LABEL_PUMP_PROOF = b"itpump/v1/pump-proof"
+LABEL_SESSION_KEY = b"itpump/v1/session-key"
+# 64 bits: an online forger gets one try per frame over a slow link, so 2**64 tries are out of
+# reach, while 8 bytes keep small commands small.
+MAC_SIZE = 8
+MIN_KEY_SIZE = 16
+
+
+def transcript(
+    role: int, session_id: int, programmer_nonce: bytes, pump_nonce: bytes, serial: str
+) -> bytes:
+    """The handshake transcript ``T`` that both proofs and the session key are bound to."""
+    serial_raw = serial.encode("utf-8")
+    return (
+        bytes([role])
+        + session_id.to_bytes(4, "big")
+        + programmer_nonce
+        + pump_nonce
+        + bytes([len(serial_raw)])
+        + serial_raw
+    )
+
+
+def _hmac(key: bytes, label: bytes, data: bytes) -> bytes:
+    return hmac.new(key, label + data, hashlib.sha256).digest()
+
+
+def programmer_proof(key: bytes, transcript_bytes: bytes) -> bytes:
+    """What the programmer sends in AUTH_PROOF."""
+    return _hmac(key, LABEL_PROGRAMMER_PROOF, transcript_bytes)
+
+
+def pump_proof(key: bytes, transcript_bytes: bytes) -> bytes:
+    """What the pump answers in AUTH_PROOF's response."""
+    return _hmac(key, LABEL_PUMP_PROOF, transcript_bytes)
+
+
+def session_key(key: bytes, transcript_bytes: bytes) -> bytes:
+    """The 32-byte key that MACs every frame of the session."""
+    return _hmac(key, LABEL_SESSION_KEY, transcript_bytes)
+
+
+def verify_proof(expected: bytes, received: bytes) -> bool:
+    """Constant-time comparison of two proofs."""
+    return hmac.compare_digest(expected, received)
+
+
+def compute_mac(key: bytes, signed: bytes) -> bytes:
+    """Truncated HMAC-SHA256 of the header, payload and counter of a frame."""
+    return hmac.new(key, signed, hashlib.sha256).digest()[:MAC_SIZE]
+
+
+def verify_mac(key: bytes, signed: bytes, mac: bytes) -> bool:
+    """Whether ``mac`` authenticates ``signed`` (constant time)."""
+    return hmac.compare_digest(compute_mac(key, signed), mac)
+
+
+def seeded_nonce_source(seed: int) -> NonceSource:
+    """A reproducible nonce source for tests, examples and seeded simulations.
+
+    Not for real devices: anyone who knows the seed can predict every nonce.
+    """
+    return random.Random(seed).randbytes

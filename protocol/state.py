@@ -1,0 +1,198 @@
+"""The session state machines, as explicit transition tables (the h11 way).
+
+Two small machines per side, kept apart because they change for different reasons:
+
+* the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE;
+* the *session* machine: authentication handshake and the active session.
+
+:mod:`protocol.connection` drives them; any transition not in a table is a bug in the
+caller's use of the API and raises :class:`LocalProtocolError`. Frames from the peer never
+raise: bad input is answered or dropped before a transition is attempted.
+
+The pure rules on sequence numbers and counters are here too, so that they can be tested and
+read on their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum, auto
+from typing import Generic, TypeVar
+
+__all__ = [
+    "SEQ_WINDOW",
+    "HandshakeEvent",
+    "HandshakeState",
+    "LocalProtocolError",
+    "PumpSessionEvent",
+    "PumpSessionState",
+    "RequestEvent",
+    "RequestState",
+    "SeqVerdict",
+    "StateMachine",
+    "classify_seq",
+    "counter_is_fresh",
+]
+
+
+class LocalProtocolError(RuntimeError):
+    """The caller used a connection object in a way the protocol does not allow."""
+
+
+S = TypeVar("S", bound=Enum)
+E = TypeVar("E", bound=Enum)
+
+
+class StateMachine(Generic[S, E]):
+    """A current state and a table of allowed ``(state, event) -> new state`` transitions."""
+
+    def __init__(self, name: str, initial: S, transitions: Mapping[tuple[S, E], S]) -> None:
+        self.name = name
+        self.state = initial
+        self._transitions = transitions
+
+    def can(self, event: E) -> bool:
+        """Whether ``event`` is allowed in the current state."""
+        return (self.state, event) in self._transitions
+
+    def fire(self, event: E) -> S:
+        """Apply ``event``; raises :class:`LocalProtocolError` if it is not allowed now."""
+        try:
+            self.state = self._transitions[(self.state, event)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"{self.name}: {event.name} not allowed in state {self.state.name}"
+            ) from None
+        return self.state
+
+
+# --- request (both sides) -------------------------------------------------------------------
+
+
+class RequestState(Enum):
+    """Stop-and-wait: at most one request outstanding."""
+
+    IDLE = auto()
+    AWAITING_RESPONSE = auto()
+
+
+class RequestEvent(Enum):
+    """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE."""
+
+    SEND = auto()
+    RESPONSE = auto()
+    GIVE_UP = auto()
+
+
+REQUEST_TRANSITIONS: Mapping[tuple[RequestState, RequestEvent], RequestState] = {
+    (RequestState.IDLE, RequestEvent.SEND): RequestState.AWAITING_RESPONSE,
+    (RequestState.AWAITING_RESPONSE, RequestEvent.RESPONSE): RequestState.IDLE,
+    (RequestState.AWAITING_RESPONSE, RequestEvent.GIVE_UP): RequestState.IDLE,
+}
+
+
+# --- pump session -----------------------------------------------------------------------------
+
+
+class PumpSessionState(Enum):
+    """Whether a session is active and whether a challenge is outstanding.
+
+    An outstanding challenge does not end the active session: an unauthenticated AUTH_BEGIN
+    must not be enough to throw a clinician out.
+    """
+
+    NONE = auto()
+    CHALLENGED = auto()
+    ACTIVE = auto()
+    ACTIVE_CHALLENGED = auto()
+
+
+class PumpSessionEvent(Enum):
+    """CHALLENGE: AUTH_BEGIN answered. PROOF_OK / PROOF_BAD: AUTH_PROOF checked. END."""
+
+    CHALLENGE = auto()
+    PROOF_OK = auto()
+    PROOF_BAD = auto()
+    END = auto()
+
+
+_PS, _PE = PumpSessionState, PumpSessionEvent
+PUMP_SESSION_TRANSITIONS: Mapping[tuple[PumpSessionState, PumpSessionEvent], PumpSessionState] = {
+    (_PS.NONE, _PE.CHALLENGE): _PS.CHALLENGED,
+    (_PS.CHALLENGED, _PE.CHALLENGE): _PS.CHALLENGED,  # a new challenge replaces the old one
+    (_PS.CHALLENGED, _PE.PROOF_OK): _PS.ACTIVE,
+    (_PS.CHALLENGED, _PE.PROOF_BAD): _PS.NONE,  # one attempt per challenge
+    (_PS.ACTIVE, _PE.CHALLENGE): _PS.ACTIVE_CHALLENGED,
+    (_PS.ACTIVE_CHALLENGED, _PE.CHALLENGE): _PS.ACTIVE_CHALLENGED,
+    (_PS.ACTIVE_CHALLENGED, _PE.PROOF_OK): _PS.ACTIVE,  # the new session replaces the old
+    (_PS.ACTIVE_CHALLENGED, _PE.PROOF_BAD): _PS.ACTIVE,
+    (_PS.NONE, _PE.END): _PS.NONE,
+    (_PS.CHALLENGED, _PE.END): _PS.NONE,
+    (_PS.ACTIVE, _PE.END): _PS.NONE,
+    (_PS.ACTIVE_CHALLENGED, _PE.END): _PS.NONE,
+}
+
+
+# --- programmer handshake ---------------------------------------------------------------------
+
+
+class HandshakeState(Enum):
+    """Programmer side of the authentication handshake."""
+
+    IDLE = auto()
+    BEGIN_SENT = auto()  # AUTH_BEGIN built, waiting for the challenge
+    CHALLENGED = auto()  # challenge received, AUTH_PROOF may be built
+    PROOF_SENT = auto()  # AUTH_PROOF built, waiting for the pump's proof
+
+
+class HandshakeEvent(Enum):
+    """Steps of the handshake as the programmer sees them."""
+
+    BEGIN = auto()
+    CHALLENGE = auto()
+    PROVE = auto()
+    DONE = auto()  # success
+    FAIL = auto()  # refusal, timeout or a wrong pump proof
+
+
+_HS, _HE = HandshakeState, HandshakeEvent
+HANDSHAKE_TRANSITIONS: Mapping[tuple[HandshakeState, HandshakeEvent], HandshakeState] = {
+    **{(state, _HE.BEGIN): _HS.BEGIN_SENT for state in _HS},  # starting over is always allowed
+    (_HS.BEGIN_SENT, _HE.CHALLENGE): _HS.CHALLENGED,
+    (_HS.CHALLENGED, _HE.PROVE): _HS.PROOF_SENT,
+    (_HS.PROOF_SENT, _HE.DONE): _HS.IDLE,
+    **{(state, _HE.FAIL): _HS.IDLE for state in _HS},
+}
+
+
+# --- sequence numbers and counters ------------------------------------------------------------
+
+#: How far ahead of the last accepted sequence number a new request may be. A programmer that
+#: gave up on requests (lost on the link) skips their numbers; 32 tolerates that many.
+SEQ_WINDOW = 32
+SEQ_MODULUS = 1 << 16
+
+
+class SeqVerdict(Enum):
+    """How a request's sequence number relates to the last accepted one."""
+
+    NEW = auto()
+    DUPLICATE = auto()  # same number as the last accepted request
+    OUT_OF_WINDOW = auto()
+
+
+def classify_seq(last_seq: int | None, seq: int, window: int = SEQ_WINDOW) -> SeqVerdict:
+    """Classify ``seq`` against the last accepted sequence number (``None``: none yet)."""
+    if last_seq is None:
+        return SeqVerdict.NEW
+    ahead = (seq - last_seq) % SEQ_MODULUS
+    if ahead == 0:
+        return SeqVerdict.DUPLICATE
+    if ahead <= window:
+        return SeqVerdict.NEW
+    return SeqVerdict.OUT_OF_WINDOW
+
+
+def counter_is_fresh(last_counter: int, counter: int) -> bool:
+    """A MAC counter must be strictly above the last accepted one of the session."""
+    return counter > last_counter
