@@ -1,0 +1,969 @@
+"""Sans-IO connections for both ends of the telemetry link.
+
+Neither class reads a clock, opens a port or starts a thread. Bytes go in with
+``receive_data()``, typed events come out of ``next_event()``, and ``send()`` turns a typed
+message into the bytes to write. The programmer side also gets the current time from its
+caller (``now_s``) to decide when to retransmit.
+
+Pump side, in a runtime loop::
+
+    pump.receive_data(chunk)
+    while (event := pump.next_event()) is not None:
+        if isinstance(event, RequestReceived):
+            response = firmware_handler(event.request, event.role)   # ResponseBody or Refusal
+            port.write(pump.send(response))
+        elif isinstance(event, (AutoReply, ResentResponse)):
+            port.write(event.data)      # answered by the protocol layer itself
+        # SessionStarted / SessionEnded: notifications (log them, drop a pending program)
+
+Programmer side::
+
+    port.write(prog.send(InterrogateRequest(), now_s=clock()))
+    ... prog.receive_data(port.read()); event = prog.next_event()
+    ... if clock() >= prog.deadline_s: port.write(prog.poll(clock()))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+
+from protocol import auth
+from protocol.auth import NonceSource
+from protocol.codes import ResultCode
+from protocol.framing import MAX_BODY_SIZE, Deframer, FramingStats, encode_frame
+from protocol.header import (
+    MAX_COUNTER,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    Header,
+    HeaderError,
+    Packet,
+    build_body,
+    parse_body,
+    parse_header,
+)
+from protocol.messages import (
+    MESSAGES,
+    NONCE_SIZE,
+    RESPONSE_BIT,
+    Ack,
+    AuthBeginRequest,
+    AuthBeginResponse,
+    AuthProofRequest,
+    AuthProofResponse,
+    Capability,
+    EndSessionRequest,
+    IdentifyRequest,
+    IdentifyResponse,
+    MessageInfo,
+    MessageType,
+    Refusal,
+    Request,
+    Response,
+    ResponseBody,
+    Role,
+    decode_response,
+    encode_response,
+    role_allows,
+)
+from protocol.state import (
+    HANDSHAKE_TRANSITIONS,
+    PUMP_SESSION_TRANSITIONS,
+    REQUEST_TRANSITIONS,
+    SEQ_MODULUS,
+    HandshakeEvent,
+    HandshakeState,
+    LocalProtocolError,
+    PumpSessionEvent,
+    PumpSessionState,
+    RequestEvent,
+    RequestState,
+    SeqVerdict,
+    StateMachine,
+    classify_seq,
+    counter_is_fresh,
+)
+from protocol.wire import WireError
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_TIMEOUT_S",
+    "AutoReply",
+    "LinkStats",
+    "ProgrammerConnection",
+    "ProgrammerEvent",
+    "PumpAuthenticationFailed",
+    "PumpConnection",
+    "PumpEvent",
+    "PumpIdentity",
+    "RequestReceived",
+    "RequestTimedOut",
+    "ResentResponse",
+    "ResponseReceived",
+    "SessionEnded",
+    "SessionInfo",
+    "SessionStarted",
+]
+
+_log = logging.getLogger(__name__)
+
+#: First response timeout. At the profiles' 19 200 baud the largest request and response
+#: (about 1 KiB each) take 2 x 0.54 s on the wire; typical exchanges take a few tens of ms.
+DEFAULT_TIMEOUT_S = 1.0
+DEFAULT_BACKOFF = 2.0  # each retransmission waits twice as long as the previous attempt
+DEFAULT_MAX_ATTEMPTS = 4  # first transmission + 3 retransmissions: 1 + 2 + 4 + 8 = 15 s
+DEFAULT_IDLE_TIMEOUT_S = 300
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """Pump side: a request that passed every protocol check; answer it with ``send()``."""
+
+    request: Request
+    seq: int
+    role: Role
+    session_id: int  # 0 on an unauthenticated link (``allow_unauthenticated``)
+    authenticated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AutoReply:
+    """Pump side: the protocol layer answered by itself; write ``data`` to the link.
+
+    Used for IDENTIFY, AUTH_BEGIN, AUTH_PROOF and END_SESSION, and for every refusal decided
+    by the protocol layer (bad MAC, replay, wrong role, malformed ...). ``request`` is
+    ``None`` when the request could not be decoded.
+    """
+
+    data: bytes
+    msg_type: int
+    seq: int
+    response: Response
+    request: Request | None = None
+
+    @property
+    def result(self) -> ResultCode:
+        """OK, or the reason for the refusal."""
+        return self.response.result if isinstance(self.response, Refusal) else ResultCode.OK
+
+
+@dataclass(frozen=True, slots=True)
+class ResentResponse:
+    """Pump side: a retransmitted request; ``data`` is the cached answer, nothing was redone."""
+
+    data: bytes
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """Pump side notification: an authenticated session began (after its AutoReply)."""
+
+    session_id: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """Pump side notification: the session ended (END_SESSION, replaced, idle, link lost)."""
+
+    session_id: int
+    reason: str
+
+
+PumpEvent = RequestReceived | AutoReply | ResentResponse | SessionStarted | SessionEnded
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseReceived:
+    """Programmer side: the answer to the outstanding request."""
+
+    request: Request
+    response: Response
+    seq: int
+    attempts: int  # 1 = answered at the first transmission
+
+    @property
+    def ok(self) -> bool:
+        """Whether the request was accepted."""
+        return not isinstance(self.response, Refusal)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTimedOut:
+    """Programmer side: no valid answer after every attempt; the request may or may not
+    have been carried out (interrogate to find out)."""
+
+    request: Request
+    seq: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PumpAuthenticationFailed:
+    """Programmer side: the pump accepted our proof but its own proof is wrong.
+
+    Whoever answered does not know the pump key: no session is installed.
+    """
+
+    request: Request
+    response: AuthProofResponse
+
+
+ProgrammerEvent = ResponseReceived | RequestTimedOut | PumpAuthenticationFailed
+
+
+# --- shared -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LinkStats:
+    """Counters of one connection, for diagnostics (framing counters included)."""
+
+    framing: FramingStats
+    frames_in: int = 0  # frame bodies that passed the CRC
+    frames_out: int = 0
+    dropped: int = 0  # CRC-valid bodies ignored: too short, wrong direction, stale, bad MAC
+    duplicates: int = 0  # pump: retransmissions answered from the cache
+    retransmissions: int = 0  # programmer: frames sent again
+    timeouts: int = 0  # programmer: requests given up
+    refusals: Counter[ResultCode] = field(default_factory=Counter)  # protocol-level
+
+    def as_dict(self) -> dict[str, object]:
+        """The counters as plain data (for logs and JSON output)."""
+        out: dict[str, object] = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("framing", "refusals")
+        }
+        out["framing"] = self.framing.as_dict()
+        out["refusals"] = {code.name: n for code, n in self.refusals.items()}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class PumpIdentity:
+    """What a pump says about itself in IDENTIFY (from its device profile and firmware)."""
+
+    serial: str
+    model: str
+    firmware_version: str
+    capabilities: Capability
+    max_flex_steps: int
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: int
+    role: Role
+    key: bytes
+    counter: int = 0  # pump: last accepted; programmer: last used
+
+
+@dataclass(frozen=True, slots=True)
+class _Challenge:
+    role: Role
+    session_id: int
+    programmer_nonce: bytes
+    pump_nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """Who sent an accepted request, and how to authenticate the answer."""
+
+    role: Role
+    session: _Session | None
+    counter: int | None
+
+
+def _response_frame(
+    request_header: Header,
+    response: Response,
+    session_key: bytes | None,
+    counter: int | None,
+) -> bytes:
+    version = request_header.version if request_header.version in SUPPORTED_VERSIONS else 1
+    header = Header(
+        version,
+        (request_header.msg_type | RESPONSE_BIT) & 0xFF,
+        0,
+        request_header.seq,
+        request_header.session_id,
+    )
+    body = build_body(header, encode_response(response), session_key=session_key, counter=counter)
+    return encode_frame(body)
+
+
+# --- pump -------------------------------------------------------------------------------------
+
+
+class PumpConnection:
+    """The pump's end of the link: it only ever answers.
+
+    ``key`` is this pump's secret (at least 16 bytes); ``nonce_source`` provides challenge
+    nonces and session ids (``os.urandom`` on a device, a seeded source in simulations).
+    With ``allow_unauthenticated`` the pump also obeys commands sent outside any session, as
+    the CLINICIAN role, to test programmers written for older devices.
+    """
+
+    def __init__(
+        self,
+        identity: PumpIdentity,
+        key: bytes,
+        nonce_source: NonceSource,
+        *,
+        allow_unauthenticated: bool = False,
+        idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S,
+        max_body_size: int = MAX_BODY_SIZE,
+    ) -> None:
+        if len(key) < auth.MIN_KEY_SIZE:
+            raise ValueError(f"pump key must be at least {auth.MIN_KEY_SIZE} bytes")
+        self.identity = identity
+        self.allow_unauthenticated = allow_unauthenticated
+        self.idle_timeout_s = idle_timeout_s
+        self._key = key
+        self._nonces = nonce_source
+        self._deframer = Deframer(max_body_size)
+        self.stats = LinkStats(self._deframer.stats)
+        self._events: deque[PumpEvent] = deque()
+        self._request = StateMachine("pump request", RequestState.IDLE, REQUEST_TRANSITIONS)
+        self._session_sm = StateMachine(
+            "pump session", PumpSessionState.NONE, PUMP_SESSION_TRANSITIONS
+        )
+        self._session: _Session | None = None
+        self._challenge: _Challenge | None = None
+        self._version = PROTOCOL_VERSION
+        self._last_seq: int | None = None
+        self._last_request_body: bytes | None = None
+        self._last_response: bytes | None = None
+        self._pending: tuple[Header, MessageInfo, _Context] | None = None
+
+    # -- public API
+
+    @property
+    def session_id(self) -> int | None:
+        """Id of the active session, if any."""
+        return None if self._session is None else self._session.session_id
+
+    @property
+    def role(self) -> Role | None:
+        """Role of the active session, if any."""
+        return None if self._session is None else self._session.role
+
+    @property
+    def session_state(self) -> PumpSessionState:
+        """State of the session machine."""
+        return self._session_sm.state
+
+    @property
+    def version(self) -> int:
+        """Protocol version negotiated by the last IDENTIFY."""
+        return self._version
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the link, in any chunking."""
+        self._deframer.receive_data(data)
+
+    def next_event(self) -> PumpEvent | None:
+        """The next event, or ``None`` when more bytes are needed.
+
+        After a :class:`RequestReceived`, call :meth:`send` before asking for the next event.
+        """
+        if self._request.state is RequestState.AWAITING_RESPONSE:
+            raise LocalProtocolError("answer the pending request with send() first")
+        while not self._events:
+            body = self._deframer.next_frame()
+            if body is None:
+                return None
+            self.stats.frames_in += 1
+            self._handle(body)
+        return self._events.popleft()
+
+    def send(self, response: Response) -> bytes:
+        """Encode the firmware's answer to the pending :class:`RequestReceived`."""
+        if self._pending is None:
+            raise LocalProtocolError("no request is waiting for a response")
+        header, info, ctx = self._pending
+        if not isinstance(response, (Refusal, info.response)):
+            raise LocalProtocolError(
+                f"{type(response).__name__} does not answer {info.code.name}; "
+                f"expected {info.response.__name__} or Refusal"
+            )
+        frame = self._answer(header, response, ctx)
+        self._pending = None
+        self._request.fire(RequestEvent.RESPONSE)
+        return frame
+
+    def end_session(self, reason: str = "ended by the pump") -> None:
+        """End the active session (idle timeout, telemetry link lost, ...)."""
+        self._challenge = None
+        self._session_sm.fire(PumpSessionEvent.END)
+        if self._session is not None:
+            self._events.append(SessionEnded(self._session.session_id, reason))
+            self._session = None
+
+    def link_lost(self) -> None:
+        """The telemetry head was lifted: forget partial frames and end the session."""
+        self._deframer.reset()
+        self.end_session("telemetry link lost")
+
+    # -- processing of one frame body
+
+    def _handle(self, body: bytes) -> None:
+        try:
+            header = parse_header(body)
+        except HeaderError as exc:
+            self._drop(str(exc))
+            return
+        if header.is_response:
+            # A response reaching the pump is an echo or another pump: answering it could
+            # start an endless exchange, so it is ignored.
+            self._drop("response frame received by the pump")
+            return
+        if body == self._last_request_body and self._last_response is not None:
+            self.stats.duplicates += 1
+            self._events.append(ResentResponse(self._last_response, header.seq))
+            return
+        expected_version = 1 if header.msg_type == MessageType.IDENTIFY else self._version
+        if header.version != expected_version:
+            self._refuse(
+                header,
+                ResultCode.UNSUPPORTED_VERSION,
+                f"version={header.version}; this message needs version {expected_version} "
+                f"(pump speaks {', '.join(map(str, SUPPORTED_VERSIONS))})",
+            )
+            return
+        try:
+            packet = parse_body(body)
+        except HeaderError as exc:
+            self._refuse(header, ResultCode.MALFORMED, str(exc))
+            return
+        info = self._info(header.msg_type)
+        if info is None:
+            self._refuse(header, ResultCode.UNKNOWN_MESSAGE, f"type=0x{header.msg_type:02X}")
+            return
+        ctx = self._authorise(packet, info)
+        if ctx is None:
+            return
+        if info.code is not MessageType.IDENTIFY:
+            verdict = classify_seq(self._last_seq, header.seq)
+            if verdict is not SeqVerdict.NEW:
+                last = self._last_seq if self._last_seq is not None else 0
+                self._refuse(
+                    header,
+                    ResultCode.SEQUENCE_ERROR,
+                    f"seq={header.seq} {verdict.name.lower()}; last accepted {last}",
+                    ctx,
+                )
+                return
+        try:
+            request = info.request.decode(packet.payload)
+        except WireError as exc:
+            self._refuse(header, ResultCode.MALFORMED, f"{info.code.name}: {exc}", ctx)
+            return
+        if not role_allows(ctx.role, request):
+            self._refuse(
+                header,
+                ResultCode.ROLE_FORBIDDEN,
+                f"{info.code.name} not allowed for role {ctx.role.name}",
+                ctx,
+            )
+            return
+        # Accepted: from here on the request counts, and a retransmission of these exact
+        # bytes gets the cached answer instead of being carried out again.
+        self._last_seq = header.seq
+        self._last_request_body = body
+        if ctx.session is not None and ctx.counter is not None:
+            ctx.session.counter = ctx.counter
+        self._dispatch(header, info, ctx, request)
+
+    @staticmethod
+    def _info(msg_type: int) -> MessageInfo | None:
+        try:
+            return MESSAGES[MessageType(msg_type)]
+        except ValueError:
+            return None
+
+    def _authorise(self, packet: Packet, info: MessageInfo) -> _Context | None:
+        """Check session, MAC and counter; returns the sender's context or refuses."""
+        header = packet.header
+        if not info.needs_session:
+            if header.has_mac:
+                self._refuse(header, ResultCode.MALFORMED, f"{info.code.name} never carries a MAC")
+                return None
+            return _Context(Role.CLINICIAN, None, None)
+        session = self._session
+        if header.has_mac:
+            assert packet.mac is not None
+            assert packet.counter is not None
+            if session is None or header.session_id != session.session_id:
+                self._refuse(
+                    header, ResultCode.NOT_AUTHENTICATED, f"no session {header.session_id}"
+                )
+                return None
+            if not auth.verify_mac(session.key, packet.signed, packet.mac):
+                self._refuse(header, ResultCode.BAD_MAC, "MAC does not verify")
+                return None
+            if not counter_is_fresh(session.counter, packet.counter):
+                self._refuse(
+                    header,
+                    ResultCode.REPLAYED,
+                    f"counter={packet.counter}; must be above {session.counter}",
+                )
+                return None
+            return _Context(session.role, session, packet.counter)
+        if self.allow_unauthenticated and header.session_id == 0:
+            return _Context(Role.CLINICIAN, None, None)
+        if session is not None and header.session_id == session.session_id:
+            self._refuse(header, ResultCode.BAD_MAC, "MAC missing")
+        else:
+            self._refuse(header, ResultCode.NOT_AUTHENTICATED, f"{info.code.name} needs a session")
+        return None
+
+    def _dispatch(self, header: Header, info: MessageInfo, ctx: _Context, request: Request) -> None:
+        if isinstance(request, IdentifyRequest):
+            self._identify(header, request)
+        elif isinstance(request, AuthBeginRequest):
+            self._auth_begin(header, request)
+        elif isinstance(request, AuthProofRequest):
+            self._auth_proof(header, request)
+        elif isinstance(request, EndSessionRequest):
+            self._auto(header, Ack(), ctx, request)
+            if ctx.session is not None:
+                self.end_session("ended by the programmer")
+        else:
+            self._pending = (header, info, ctx)
+            self._request.fire(RequestEvent.SEND)
+            self._events.append(
+                RequestReceived(
+                    request,
+                    header.seq,
+                    ctx.role,
+                    0 if ctx.session is None else ctx.session.session_id,
+                    ctx.session is not None,
+                )
+            )
+
+    def _identify(self, header: Header, request: IdentifyRequest) -> None:
+        common = set(request.versions) & set(SUPPORTED_VERSIONS)
+        if not common:
+            self._auto(
+                header,
+                Refusal.make(
+                    ResultCode.UNSUPPORTED_VERSION,
+                    f"versions={list(request.versions)}; pump speaks {list(SUPPORTED_VERSIONS)}",
+                ),
+                None,
+                request,
+            )
+            return
+        self._version = max(common)
+        ident = self.identity
+        response = IdentifyResponse(
+            selected_version=self._version,
+            capabilities=ident.capabilities,
+            auth_required=not self.allow_unauthenticated,
+            max_body_bytes=self._deframer.max_body_size,
+            max_flex_steps=ident.max_flex_steps,
+            versions=SUPPORTED_VERSIONS,
+            serial=ident.serial,
+            model=ident.model,
+            firmware_version=ident.firmware_version,
+        )
+        self._auto(header, response, None, request)
+
+    def _auth_begin(self, header: Header, request: AuthBeginRequest) -> None:
+        session_id = 0
+        while session_id == 0 or session_id == self.session_id:
+            session_id = int.from_bytes(self._nonces(4), "big")
+        challenge = _Challenge(
+            request.role, session_id, request.programmer_nonce, self._nonces(NONCE_SIZE)
+        )
+        self._challenge = challenge
+        self._session_sm.fire(PumpSessionEvent.CHALLENGE)
+        self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), None, request)
+
+    def _auth_proof(self, header: Header, request: AuthProofRequest) -> None:
+        challenge = self._challenge
+        if challenge is None:
+            self._auto(
+                header,
+                Refusal.make(ResultCode.AUTH_FAILED, "no challenge outstanding: AUTH_BEGIN first"),
+                None,
+                request,
+            )
+            return
+        self._challenge = None  # one attempt per challenge, right or wrong
+        transcript = auth.transcript(
+            challenge.role,
+            challenge.session_id,
+            challenge.programmer_nonce,
+            challenge.pump_nonce,
+            self.identity.serial,
+        )
+        if header.session_id != challenge.session_id or not auth.verify_proof(
+            auth.programmer_proof(self._key, transcript), request.proof
+        ):
+            self._session_sm.fire(PumpSessionEvent.PROOF_BAD)
+            self._auto(
+                header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), None, request
+            )
+            return
+        previous = self._session
+        self._session_sm.fire(PumpSessionEvent.PROOF_OK)
+        self._session = _Session(
+            challenge.session_id, challenge.role, auth.session_key(self._key, transcript)
+        )
+        response = AuthProofResponse(auth.pump_proof(self._key, transcript), self.idle_timeout_s)
+        self._auto(header, response, None, request)
+        if previous is not None:
+            self._events.append(SessionEnded(previous.session_id, "replaced by a new session"))
+        self._events.append(SessionStarted(challenge.session_id, challenge.role))
+
+    # -- answers
+
+    def _answer(self, header: Header, response: Response, ctx: _Context | None) -> bytes:
+        """Frame an answer to an accepted request and cache it for retransmissions."""
+        key = counter = None
+        if ctx is not None and ctx.session is not None and ctx.counter is not None:
+            key, counter = ctx.session.key, ctx.counter
+        frame = _response_frame(header, response, key, counter)
+        self._last_response = frame
+        self.stats.frames_out += 1
+        return frame
+
+    def _auto(
+        self, header: Header, response: Response, ctx: _Context | None, request: Request
+    ) -> None:
+        frame = self._answer(header, response, ctx)
+        self._events.append(AutoReply(frame, header.msg_type, header.seq, response, request))
+
+    def _refuse(
+        self, header: Header, code: ResultCode, detail: str, ctx: _Context | None = None
+    ) -> None:
+        """Refuse at the protocol level: nothing changes, nothing is cached."""
+        _log.debug(
+            "refusing seq %d type 0x%02X: %s %s", header.seq, header.msg_type, code.name, detail
+        )
+        self.stats.refusals[code] += 1
+        refusal = Refusal.make(code, detail)
+        # The answer is authenticated only when the request's own MAC verified.
+        key = counter = None
+        if ctx is not None and ctx.session is not None and ctx.counter is not None:
+            key, counter = ctx.session.key, ctx.counter
+        frame = _response_frame(header, refusal, key, counter)
+        self.stats.frames_out += 1
+        self._events.append(AutoReply(frame, header.msg_type, header.seq, refusal))
+
+    def _drop(self, why: str) -> None:
+        self.stats.dropped += 1
+        _log.debug("dropping frame: %s", why)
+
+
+# --- programmer -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """The programmer's view of its authenticated session."""
+
+    session_id: int
+    role: Role
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    request: Request
+    seq: int
+    frame: bytes
+    deadline_s: float
+    session_key: bytes | None
+    counter: int | None
+    attempts: int = 1
+
+
+class ProgrammerConnection:
+    """The programmer's end of the link: builds requests, matches answers, retransmits.
+
+    Stop-and-wait: one request at a time. Sequence numbers, the session id, the MAC counter
+    and MACs are filled in here; the caller passes the current time to :meth:`send` and
+    :meth:`poll` so that timeouts need no clock.
+    """
+
+    def __init__(
+        self,
+        nonce_source: NonceSource,
+        *,
+        key: bytes | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        backoff: float = DEFAULT_BACKOFF,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        first_seq: int = 1,
+        max_body_size: int = MAX_BODY_SIZE,
+    ) -> None:
+        if timeout_s <= 0 or backoff < 1 or max_attempts < 1:
+            raise ValueError("timeout_s > 0, backoff >= 1 and max_attempts >= 1 are required")
+        self._nonces = nonce_source
+        self._key = key
+        self.timeout_s = timeout_s
+        self.backoff = backoff
+        self.max_attempts = max_attempts
+        self._deframer = Deframer(max_body_size)
+        self.stats = LinkStats(self._deframer.stats)
+        self._events: deque[ProgrammerEvent] = deque()
+        self._request = StateMachine("programmer request", RequestState.IDLE, REQUEST_TRANSITIONS)
+        self._handshake = StateMachine("handshake", HandshakeState.IDLE, HANDSHAKE_TRANSITIONS)
+        self._next_seq = first_seq % SEQ_MODULUS
+        self._version = PROTOCOL_VERSION
+        self._pump: IdentifyResponse | None = None
+        self._session: _Session | None = None
+        self._outstanding: _Outstanding | None = None
+        # handshake material
+        self._hs_role: Role | None = None
+        self._hs_nonce = b""
+        self._hs_session_id = 0
+        self._hs_pump_nonce = b""
+        self._hs_transcript = b""
+        self._hs_key = b""
+
+    # -- properties
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is outstanding."""
+        return self._outstanding is not None
+
+    @property
+    def deadline_s(self) -> float | None:
+        """When :meth:`poll` must be called next, or ``None`` with nothing outstanding."""
+        return None if self._outstanding is None else self._outstanding.deadline_s
+
+    @property
+    def pump(self) -> IdentifyResponse | None:
+        """The pump's answer to the last successful IDENTIFY."""
+        return self._pump
+
+    @property
+    def version(self) -> int:
+        """Protocol version used in headers (selected by IDENTIFY)."""
+        return self._version
+
+    @property
+    def session(self) -> SessionInfo | None:
+        """The authenticated session, if any."""
+        s = self._session
+        return None if s is None else SessionInfo(s.session_id, s.role)
+
+    @property
+    def handshake_state(self) -> HandshakeState:
+        """Where the authentication handshake stands."""
+        return self._handshake.state
+
+    # -- building requests
+
+    def auth_begin(self, role: Role) -> AuthBeginRequest:
+        """An AUTH_BEGIN for ``role`` with a fresh nonce (send it with :meth:`send`)."""
+        return AuthBeginRequest(role, self._nonces(NONCE_SIZE))
+
+    def auth_proof(self, key: bytes | None = None) -> AuthProofRequest:
+        """The AUTH_PROOF answering the challenge just received.
+
+        ``key`` is the pump's key (default: the one given to the constructor); the pump's
+        serial number comes from the last IDENTIFY.
+        """
+        if self._handshake.state is not HandshakeState.CHALLENGED or self._hs_role is None:
+            raise LocalProtocolError("no challenge received: send AUTH_BEGIN first")
+        if self._pump is None:
+            raise LocalProtocolError("IDENTIFY first: the pump serial is part of the proof")
+        pump_key = key if key is not None else self._key
+        if pump_key is None:
+            raise LocalProtocolError("no pump key")
+        self._hs_key = pump_key
+        self._hs_transcript = auth.transcript(
+            self._hs_role,
+            self._hs_session_id,
+            self._hs_nonce,
+            self._hs_pump_nonce,
+            self._pump.serial,
+        )
+        return AuthProofRequest(auth.programmer_proof(pump_key, self._hs_transcript))
+
+    def send(self, request: Request, now_s: float) -> bytes:
+        """Frame ``request`` (sequence number, session, MAC) and start its timer.
+
+        Requests that need a session are authenticated when one is active, and sent plainly
+        otherwise (a pump with ``allow_unauthenticated`` accepts them, others refuse).
+        """
+        if self._outstanding is not None:
+            raise LocalProtocolError("a request is outstanding: wait for its response or timeout")
+        info = MESSAGES[request.TYPE]
+        if isinstance(request, AuthProofRequest) and not self._handshake.can(HandshakeEvent.PROVE):
+            raise LocalProtocolError("AUTH_PROOF without a challenge")
+        seq = self._next_seq
+        version = 1 if isinstance(request, IdentifyRequest) else self._version
+        session_id = 0
+        key = counter = None
+        if isinstance(request, AuthProofRequest):
+            session_id = self._hs_session_id
+        elif info.needs_session and self._session is not None:
+            if self._session.counter >= MAX_COUNTER:
+                raise LocalProtocolError("MAC counter exhausted: authenticate again")
+            session_id = self._session.session_id
+            key, counter = self._session.key, self._session.counter + 1
+        body = build_body(
+            Header(version, request.TYPE, 0, seq, session_id),
+            request.encode(),
+            session_key=key,
+            counter=counter,
+        )
+        frame = encode_frame(body)  # raises before any state changes if the body is too big
+        # commit
+        if isinstance(request, AuthBeginRequest):
+            self._handshake.fire(HandshakeEvent.BEGIN)
+            self._hs_role = request.role
+            self._hs_nonce = request.programmer_nonce
+        elif isinstance(request, AuthProofRequest):
+            self._handshake.fire(HandshakeEvent.PROVE)
+        if counter is not None:
+            assert self._session is not None
+            self._session.counter = counter
+        self._next_seq = (seq + 1) % SEQ_MODULUS
+        self._request.fire(RequestEvent.SEND)
+        self._outstanding = _Outstanding(request, seq, frame, now_s + self.timeout_s, key, counter)
+        self.stats.frames_out += 1
+        return frame
+
+    def poll(self, now_s: float) -> bytes:
+        """Bytes to retransmit if the response timer has expired, else ``b""``.
+
+        After the last attempt the request is given up and a :class:`RequestTimedOut`
+        event is queued.
+        """
+        out = self._outstanding
+        if out is None or now_s < out.deadline_s:
+            return b""
+        if out.attempts < self.max_attempts:
+            out.attempts += 1
+            out.deadline_s = now_s + self.timeout_s * self.backoff ** (out.attempts - 1)
+            self.stats.retransmissions += 1
+            self.stats.frames_out += 1
+            # Byte-identical, so the pump recognises it and answers from its cache.
+            return out.frame
+        self._outstanding = None
+        self._request.fire(RequestEvent.GIVE_UP)
+        self.stats.timeouts += 1
+        if isinstance(out.request, AuthBeginRequest | AuthProofRequest):
+            self._handshake.fire(HandshakeEvent.FAIL)
+        self._events.append(RequestTimedOut(out.request, out.seq, out.attempts))
+        return b""
+
+    def forget_session(self) -> None:
+        """Drop the session locally (e.g. the pump answered NOT_AUTHENTICATED)."""
+        self._session = None
+
+    # -- receiving
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the link, in any chunking."""
+        self._deframer.receive_data(data)
+
+    def next_event(self) -> ProgrammerEvent | None:
+        """The next event, or ``None`` when more bytes (or a :meth:`poll`) are needed."""
+        while not self._events:
+            body = self._deframer.next_frame()
+            if body is None:
+                return None
+            self.stats.frames_in += 1
+            self._handle(body)
+        return self._events.popleft()
+
+    def _drop(self, why: str) -> None:
+        self.stats.dropped += 1
+        _log.debug("dropping response: %s", why)
+
+    def _handle(self, body: bytes) -> None:
+        out = self._outstanding
+        try:
+            packet = parse_body(body)
+        except HeaderError as exc:
+            self._drop(str(exc))
+            return
+        header = packet.header
+        if not header.is_response:
+            self._drop("request frame received by the programmer (echo?)")
+            return
+        if (
+            out is None
+            or header.seq != out.seq
+            or header.msg_type != out.request.TYPE | RESPONSE_BIT
+        ):
+            self._drop(f"stale or unexpected response seq={header.seq}")
+            return
+        try:
+            response = decode_response(out.request.TYPE, packet.payload)
+        except WireError as exc:
+            self._drop(f"malformed response: {exc}")
+            return
+        if not self._authentic(packet, out, response):
+            return
+        self._outstanding = None
+        self._request.fire(RequestEvent.RESPONSE)
+        self._after_response(out, response)
+
+    def _authentic(self, packet: Packet, out: _Outstanding, response: Response) -> bool:
+        if packet.header.has_mac:
+            assert packet.mac is not None
+            if out.session_key is None or packet.counter != out.counter:
+                self._drop("MAC on a response to an unauthenticated request")
+                return False
+            if not auth.verify_mac(out.session_key, packet.signed, packet.mac):
+                self._drop("response MAC does not verify")
+                return False
+            return True
+        if out.session_key is not None and not isinstance(response, Refusal):
+            # A success answer to an authenticated command must be authenticated itself;
+            # unauthenticated refusals are accepted (they change nothing).
+            self._drop("unauthenticated success response in a session")
+            return False
+        return True
+
+    def _after_response(self, out: _Outstanding, response: Response) -> None:
+        request = out.request
+        event = ResponseReceived(request, response, out.seq, out.attempts)
+        if isinstance(response, IdentifyResponse):
+            self._pump = response
+            self._version = response.selected_version
+        elif isinstance(request, AuthBeginRequest):
+            if isinstance(response, AuthBeginResponse):
+                self._handshake.fire(HandshakeEvent.CHALLENGE)
+                self._hs_session_id = response.session_id
+                self._hs_pump_nonce = response.pump_nonce
+            else:
+                self._handshake.fire(HandshakeEvent.FAIL)
+        elif isinstance(request, AuthProofRequest):
+            if isinstance(response, AuthProofResponse):
+                expected = auth.pump_proof(self._hs_key, self._hs_transcript)
+                if not auth.verify_proof(expected, response.pump_proof):
+                    self._handshake.fire(HandshakeEvent.FAIL)
+                    self._events.append(PumpAuthenticationFailed(request, response))
+                    return
+                assert self._hs_role is not None
+                self._handshake.fire(HandshakeEvent.DONE)
+                self._session = _Session(
+                    self._hs_session_id,
+                    self._hs_role,
+                    auth.session_key(self._hs_key, self._hs_transcript),
+                )
+            else:
+                self._handshake.fire(HandshakeEvent.FAIL)
+        elif isinstance(request, EndSessionRequest) and isinstance(response, ResponseBody):
+            self._session = None
+        self._events.append(event)
