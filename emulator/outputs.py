@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from emulator.recorder import FloatArray
+from emulator.recorder import FloatArray, interp_right
 from emulator.runner import RunResult
 from firmware_stubs.alarms import AlarmId
 
@@ -198,8 +198,8 @@ def write_report_png(path: Path, result: RunResult, columns: dict[str, FloatArra
     assert recorder is not None
     t, csf, tissue = recorder.cumulative_points()
     if len(t):
-        cum_csf = np.interp(days, t, csf, left=0.0)
-        cum_tis = np.interp(days, t, tissue, left=0.0)
+        cum_csf = interp_right(days, t, csf, left=0.0)
+        cum_tis = interp_right(days, t, tissue, left=0.0)
         ax.bar(
             days[:-1] / 24.0,
             np.diff(cum_csf),

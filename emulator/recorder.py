@@ -23,6 +23,28 @@ class AlarmTransition:
     raised: bool
 
 
+def interp_right(
+    x: FloatArray,
+    xp: FloatArray | list[float],
+    fp: FloatArray | list[float],
+    left: float | None = None,
+) -> FloatArray:
+    """Linear interpolation that tolerates repeated `xp` (a jump): at and after a repeated
+    point it takes the last value there. (np.interp needs strictly increasing `xp`.)"""
+    xp_a = np.asarray(xp, dtype=np.float64)
+    fp_a = np.asarray(fp, dtype=np.float64)
+    i = np.searchsorted(xp_a, x, side="right") - 1
+    before = i < 0
+    i = np.clip(i, 0, len(xp_a) - 1)
+    j = np.minimum(i + 1, len(xp_a) - 1)
+    span = xp_a[j] - xp_a[i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(span > 0, (x - xp_a[i]) / span, 0.0)
+    out: FloatArray = fp_a[i] + np.clip(frac, 0.0, 1.0) * (fp_a[j] - fp_a[i])
+    out[before] = fp_a[0] if left is None else left
+    return out
+
+
 class Recorder:
     """Append-only columns; `grid()` turns them into evenly spaced samples."""
 
@@ -109,9 +131,10 @@ class Recorder:
         d_tis = np.concatenate(
             [np.zeros_like(t0), tissue, np.zeros(nb), np.asarray(self.tissue_bolus_mcg)]
         )
-        # Order ties: segment start, segment end, before-jump, after-jump.
+        # Order ties so the cumulative curve is right on both sides of a shared time: a segment
+        # that ends there, then a jump (before, after), then a segment that starts there.
         kind = np.concatenate(
-            [np.zeros_like(t0), np.ones_like(t1), np.full(nb, 2.0), np.full(nb, 3.0)]
+            [np.full(len(t0), 3.0), np.zeros_like(t1), np.full(nb, 1.0), np.full(nb, 2.0)]
         )
         order = np.lexsort((kind, times))
         return times[order], np.cumsum(d_csf[order]), np.cumsum(d_tis[order])
@@ -119,19 +142,19 @@ class Recorder:
     def grid(self, times_h: FloatArray) -> dict[str, FloatArray]:
         """Columns sampled at `times_h` (exact: linear or step between recorded points)."""
         out: dict[str, FloatArray] = {"time_h": times_h}
-        out["reservoir_true_ml"] = np.interp(times_h, self.truth_t_h, self.truth_reservoir_ml)
-        out["battery_remaining_pct"] = 100.0 * np.interp(
+        out["reservoir_true_ml"] = interp_right(times_h, self.truth_t_h, self.truth_reservoir_ml)
+        out["battery_remaining_pct"] = 100.0 * interp_right(
             times_h, self.truth_t_h, self.truth_battery_fraction
         )
-        out["reservoir_estimated_ml"] = np.interp(times_h, self.fw_t_h, self.fw_reservoir_ml)
+        out["reservoir_estimated_ml"] = interp_right(times_h, self.fw_t_h, self.fw_reservoir_ml)
         idx = np.searchsorted(self.fw_t_h, times_h, side="right") - 1
         idx = np.clip(idx, 0, len(self.fw_t_h) - 1)
         out["rate_ml_per_day"] = np.asarray(self.fw_rate_ml_per_day)[idx]
         out["alarm_mask"] = np.asarray(self.fw_alarm_mask, dtype=np.float64)[idx]
         t, csf, tissue = self.cumulative_points()
         if len(t):
-            out["delivered_csf_mcg"] = np.interp(times_h, t, csf, left=0.0)
-            out["delivered_tissue_mcg"] = np.interp(times_h, t, tissue, left=0.0)
+            out["delivered_csf_mcg"] = interp_right(times_h, t, csf, left=0.0)
+            out["delivered_tissue_mcg"] = interp_right(times_h, t, tissue, left=0.0)
         else:
             out["delivered_csf_mcg"] = np.zeros_like(times_h)
             out["delivered_tissue_mcg"] = np.zeros_like(times_h)

@@ -534,6 +534,7 @@ class Firmware:
         self._check_reservoir(rtc)
         self._apply_rate(rtc)
         self.next_deadline_s = self._next_deadline(now, rtc)
+        self._save()
         return self.next_deadline_s
 
     def _settle(self) -> None:
@@ -554,7 +555,6 @@ class Firmware:
             dose = volume_ml * self._p.drug.concentration_mcg_per_ml
         if dose > 0:
             self._dose_history.append((now - dt, now, dose))
-        self.hal.nvm.write("reservoir_estimate_ml", self._p.reservoir_estimate_ml)
 
     def _finish_due(self, now: float, rtc: float) -> None:
         op = self._volume_op

@@ -13,6 +13,9 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from emulator.device_profile import DeviceProfile, Mechanism
 from emulator.faults import Fault, FaultKind
 from emulator.hardware.battery import Battery
@@ -20,6 +23,7 @@ from emulator.hardware.fluid_path import FluidPath
 from emulator.hardware.stroke_model import StrokeVolumeModel
 
 _EPS_H = 1e-12
+FloatArray = NDArray[np.float64]
 
 
 class HardwareListener(Protocol):
@@ -98,6 +102,10 @@ class PumpHardware:
         self.faults: dict[FaultKind, Fault] = {}
         self.valve_budget_ml = math.inf  # valve-gated MRI: volume left before the valve shuts
         self.t_h = 0.0
+        # Stroke position is linear in time between these points (constant rate or stalled):
+        # enough to regenerate every stroke of any window afterwards.
+        self.stroke_track_t_h: list[float] = [0.0]
+        self.stroke_track_pos: list[float] = [0.0]
         self._filled_mcg = 0.0
         self._aspirated_mcg = 0.0
         self._csf_mcg = 0.0
@@ -219,6 +227,7 @@ class PumpHardware:
         rate = 0.0 if (self.motor_stalled or self.dead) else self.stroke_rate_per_h
         if rate <= 0.0:
             self.t_h = t_h
+            self._track()
             return
         nominal_ml = rate * (t_h - t0) * self.strokes.stroke_volume_ml
         self.battery.draw_drive(nominal_ml)
@@ -249,6 +258,39 @@ class PumpHardware:
                 self.stroke_position += rate * (t_h - t)
                 break
         self.t_h = t_h
+        self._track()
+
+    def _track(self) -> None:
+        if (
+            self.stroke_track_pos[-1] == self.stroke_position
+            and len(self.stroke_track_t_h) > 1
+            and self.stroke_track_pos[-2] == self.stroke_position
+        ):
+            self.stroke_track_t_h[-1] = self.t_h  # still stalled: extend the flat piece
+            return
+        self.stroke_track_t_h.append(self.t_h)
+        self.stroke_track_pos.append(self.stroke_position)
+
+    def strokes_in_window(self, t0_h: float, t1_h: float) -> tuple[FloatArray, FloatArray]:
+        """Every stroke (pulse) completed in [t0_h, t1_h): its time and mechanism volume.
+
+        Generated from the same stroke-volume model as the closed-form flow, so summing the
+        volumes reproduces the delivered volume (faults that divert flow are not applied).
+        """
+        track_t = np.asarray(self.stroke_track_t_h)
+        track_s = np.asarray(self.stroke_track_pos)
+        s0, s1 = np.interp([t0_h, t1_h], track_t, track_s)
+        first = math.floor(s0) + 1 if s0 != math.floor(s0) or s0 == 0 else int(s0)
+        first = max(first, 1)
+        last = math.ceil(s1) - 1 if s1 == math.ceil(s1) else math.floor(s1)
+        count = max(last - first + 1, 0)
+        positions = np.arange(first, first + count, dtype=np.float64)
+        # Stroke n completes when the position reaches n; the track is non-decreasing.
+        # Of points sharing a position (a stalled stretch) keep the last: the rise starts there.
+        rising = np.concatenate([np.diff(track_s) > 0, [True]])
+        times = np.interp(positions, track_s[rising], track_t[rising])
+        volumes = self.strokes.stroke_volumes_ml(first - 1, count)
+        return times, volumes
 
     def _valve_limit(self, flow_ml_per_h: float) -> float:
         return 0.0 if self.valve_budget_ml <= 0 else flow_ml_per_h

@@ -1,0 +1,122 @@
+"""Scenario files, their error messages, and the simulate / profiles commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emulator.device_profile import PROFILE_PATH_ENV, available_profiles, load_profile
+from emulator.runner import expand_actions
+from emulator.scenario import (
+    ScenarioError,
+    load_scenario,
+    parse_duration_h,
+    parse_scenario,
+    shipped_scenarios,
+)
+from tools.cli import main
+
+BASE = {
+    "scenario": {"name": "t", "duration": "2d"},
+    "actions": [
+        {"at": "0h", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 500},
+    ],
+}
+
+
+def with_action(action: dict[str, object]) -> dict[str, object]:
+    data = json.loads(json.dumps(BASE))
+    data["actions"].append(action)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("text", "hours"),
+    [("90d", 2160.0), ("1d 8h", 32.0), ("30m", 0.5), ("2w", 336.0), ("0", 0.0), (1.5, 1.5)],
+)
+def test_durations(text: object, hours: float) -> None:
+    assert parse_duration_h(text) == pytest.approx(hours)
+
+
+@pytest.mark.parametrize("bad", ["ninety days", "5x", "1d junk", True])
+def test_bad_durations_are_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration_h(bad)
+
+
+def test_error_names_action_field_and_allowed_values() -> None:
+    data = with_action({"at": "1h", "type": "program", "mode": "continuous",
+                        "dose_mcg_per_day": -5})
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(data, "x.toml")
+    message = str(info.value)
+    assert "action #2 (program at 1h): dose_mcg_per_day" in message
+    assert "greater than or equal to 0" in message
+
+
+def test_unknown_action_type_lists_allowed_types() -> None:
+    with pytest.raises(ScenarioError, match=r"action #2 .*'refill'.*'prime'"):
+        parse_scenario(with_action({"at": "1h", "type": "explode"}))
+
+
+def test_unknown_fault_kind_is_caught_before_running() -> None:
+    with pytest.raises(ScenarioError, match="unknown fault kind 'gremlin'; allowed: motor_stall"):
+        parse_scenario(with_action({"at": "1h", "type": "fault", "kind": "gremlin"}))
+
+
+def test_repeating_actions_expand_until_the_end() -> None:
+    scenario = parse_scenario(with_action({"at": "1h", "every": "12h", "type": "patient_bolus"}))
+    times = [t for t, _, a in expand_actions(scenario) if a.type == "patient_bolus"]
+    assert times == [1.0, 13.0, 25.0, 37.0]
+
+
+def test_every_shipped_scenario_loads() -> None:
+    names = shipped_scenarios()
+    assert {"baclofen-180d", "over-infusion", "concentration-change", "motor-stall"} <= set(names)
+    for name in names:
+        assert load_scenario(name).end_h > 0
+
+
+def test_user_profile_directory_is_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).parents[1] / "emulator/profiles/peristaltic-20.toml").read_text()
+    (tmp_path / "my-pump.toml").write_text(text.replace('model = "peristaltic-20"',
+                                                        'model = "my-pump"'))
+    monkeypatch.setenv(PROFILE_PATH_ENV, str(tmp_path))
+    assert "my-pump" in available_profiles()
+    assert load_profile("my-pump").model == "my-pump"
+
+
+def test_simulate_writes_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["simulate", "motor-stall", "--out", str(tmp_path), "--seed", "3"])
+    assert status == 0
+    header = (tmp_path / "timeseries.csv").read_text().splitlines()[0].split(",")
+    assert {"time_h", "time_utc", "reservoir_true_ml", "reservoir_estimated_ml",
+            "rate_ml_per_day", "delivered_csf_mcg", "alarms"} <= set(header)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["seed"] == 3
+    assert summary["mass_balance_mcg"]["relative_imbalance"] < 1e-9
+    assert any(a["alarm"] == "motor_stall" and a["event"] == "raised" for a in summary["alarms"])
+    assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "motor-stall: 20 days" in capsys.readouterr().out
+
+
+def test_simulate_bad_file_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nname = "x"\nduration = "1d"\n[[actions]]\nat = "1h"\n'
+                   'type = "refill"\nvolume_ml = -1\nconcentration_mcg_per_ml = 500\n')
+    out = tmp_path / "out"
+    assert main(["simulate", str(bad), "--out", str(out)]) == 2
+    assert not out.exists()
+    assert "action #1 (refill at 1h): volume_ml" in capsys.readouterr().err
+
+
+def test_profiles_lists_both_mechanisms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profiles", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["mechanism"] for r in rows} == {"peristaltic", "valve_gated"}
+    assert main(["profiles", "nonexistent"]) == 2
+    assert "known profiles" in capsys.readouterr().err
