@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from emulator.recorder import FloatArray, interp_right
 from emulator.runner import RunResult
@@ -29,7 +30,7 @@ def sample_times_h(result: RunResult) -> FloatArray:
     return times
 
 
-def timeseries(result: RunResult, times_h: FloatArray | None = None) -> dict[str, FloatArray]:
+def timeseries(result: RunResult, times_h: npt.ArrayLike | None = None) -> dict[str, FloatArray]:
     """Resampled run history (truth and firmware estimate side by side)."""
     recorder = result.pump.recorder
     assert recorder is not None, "run was made without a recorder"

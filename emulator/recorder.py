@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
@@ -24,13 +25,11 @@ class AlarmTransition:
 
 
 def interp_right(
-    x: FloatArray,
-    xp: FloatArray | list[float],
-    fp: FloatArray | list[float],
-    left: float | None = None,
+    x_in: npt.ArrayLike, xp: npt.ArrayLike, fp: npt.ArrayLike, left: float | None = None
 ) -> FloatArray:
     """Linear interpolation that tolerates repeated `xp` (a jump): at and after a repeated
     point it takes the last value there. (np.interp needs strictly increasing `xp`.)"""
+    x = np.asarray(x_in, dtype=np.float64)
     xp_a = np.asarray(xp, dtype=np.float64)
     fp_a = np.asarray(fp, dtype=np.float64)
     i = np.searchsorted(xp_a, x, side="right") - 1
@@ -139,8 +138,9 @@ class Recorder:
         order = np.lexsort((kind, times))
         return times[order], np.cumsum(d_csf[order]), np.cumsum(d_tis[order])
 
-    def grid(self, times_h: FloatArray) -> dict[str, FloatArray]:
-        """Columns sampled at `times_h` (exact: linear or step between recorded points)."""
+    def grid(self, times_in_h: npt.ArrayLike) -> dict[str, FloatArray]:
+        """Columns sampled at `times_in_h` (exact: linear or step between recorded points)."""
+        times_h = np.asarray(times_in_h, dtype=np.float64)
         out: dict[str, FloatArray] = {"time_h": times_h}
         out["reservoir_true_ml"] = interp_right(times_h, self.truth_t_h, self.truth_reservoir_ml)
         out["battery_remaining_pct"] = 100.0 * interp_right(

@@ -21,7 +21,10 @@ class Tone(StrEnum):
 class Hal(Protocol):
     """Timers, drive, battery gauge, buzzer and non-volatile memory as seen from firmware."""
 
-    nvm: NonVolatileMemory
+    @property
+    def nvm(self) -> NonVolatileMemory:
+        """The non-volatile memory driver."""
+        ...
 
     def monotonic_s(self) -> float:
         """Seconds since power-on from the crystal timer; never jumps."""

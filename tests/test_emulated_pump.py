@@ -13,7 +13,7 @@ from emulator.runner import run_scenario
 from emulator.scenario import load_scenario
 from firmware_stubs.alarms import AlarmId
 from firmware_stubs.errors import Refusal
-from tests.pump_helpers import CATHETER_ML, continuous, make_pump
+from tests.pump_helpers import continuous, make_pump
 
 
 def test_priming_fills_the_catheter_before_drug_reaches_the_tip() -> None:
@@ -94,7 +94,7 @@ def test_valve_gated_mri_shuts_the_valve_after_ten_microlitres() -> None:
 
 
 def test_battery_drop_raises_eri_at_once() -> None:
-    env, pump = make_pump()
+    _env, pump = make_pump()
     pump.inject(Fault.make("battery_drop", 5.0))
     assert pump.firmware.alarms.is_active(AlarmId.ELECTIVE_REPLACEMENT)
 
@@ -107,7 +107,7 @@ def test_fault_parameters_are_validated() -> None:
 
 
 def test_refused_refill_leaves_the_reservoir_untouched() -> None:
-    env, pump = make_pump()
+    _env, pump = make_pump()
     before = pump.truth()
     with pytest.raises(Refusal):
         pump.refill(50.0, "baclofen", 500.0)
@@ -124,7 +124,8 @@ def test_stroke_window_matches_closed_form_delivery() -> None:
     delivered = start - pump.truth().reservoir_ml
     times, volumes = pump.hardware.strokes_in_window(5.0, 30.0)
     assert np.all(np.diff(times) > 0)
-    assert times[0] >= 5.0 and times[-1] < 30.0
+    assert times[0] >= 5.0
+    assert times[-1] < 30.0
     # The window cuts at most one stroke at each end.
     assert volumes.sum() == pytest.approx(delivered, abs=2 * 0.002 * 1.1)
 
@@ -133,10 +134,14 @@ def test_over_infusion_scenario_empties_before_the_alarm() -> None:
     result = run_scenario(load_scenario("over-infusion"))
     recorder = result.pump.recorder
     assert recorder is not None
-    empty_at = next(t for t, v in zip(recorder.truth_t_h, recorder.truth_reservoir_ml,
-                                      strict=True) if v == 0.0 and t > 1)
-    low_at = next(a.t_h for a in recorder.alarm_transitions
-                  if a.alarm == "low_reservoir" and a.raised)
+    empty_at = next(
+        t
+        for t, v in zip(recorder.truth_t_h, recorder.truth_reservoir_ml, strict=True)
+        if v == 0.0 and t > 1
+    )
+    low_at = next(
+        a.t_h for a in recorder.alarm_transitions if a.alarm == "low_reservoir" and a.raised
+    )
     # 20 mL, priming takes 0.486 mL (commanded) / 0.559 mL (true), then 0.3 mL/day commanded
     # and 0.345 mL/day true: dry at ~56.4 days, estimate reaches 2 mL at ~58.4 days.
     assert empty_at / 24 == pytest.approx((20 - 0.486 * 1.15) / 0.345, rel=0.01)

@@ -54,21 +54,37 @@ def snapshot(fw: Firmware) -> tuple[object, ...]:
     [
         (continuous(20000.0, 30000.0), ResultCode.RATE_OUT_OF_RANGE, "dose_mcg_per_day"),
         (continuous(300.0, 200.0), ResultCode.DAILY_DOSE_EXCEEDED, "max_daily_dose_mcg"),
-        (TherapyProgram(mode=TherapyMode.FLEX, max_daily_dose_mcg=5000,
-                        flex_steps=tuple(FlexStep(i * 60, 100) for i in range(11))),
-         ResultCode.TOO_MANY_STEPS, "flex_steps"),
-        (TherapyProgram(mode=TherapyMode.FLEX, max_daily_dose_mcg=5000,
-                        flex_steps=(FlexStep(0, 100), FlexStep(0, 200))),
-         ResultCode.OUT_OF_RANGE, "flex_steps[1].start_min"),
-        (dataclasses.replace(continuous(200.0, 400.0),
-                             patient_bolus=PatientBolusSettings(50, 10, 60, 5)),
-         ResultCode.DAILY_DOSE_EXCEEDED, "patient boluses"),
+        (
+            TherapyProgram(
+                mode=TherapyMode.FLEX,
+                max_daily_dose_mcg=5000,
+                flex_steps=tuple(FlexStep(i * 60, 100) for i in range(11)),
+            ),
+            ResultCode.TOO_MANY_STEPS,
+            "flex_steps",
+        ),
+        (
+            TherapyProgram(
+                mode=TherapyMode.FLEX,
+                max_daily_dose_mcg=5000,
+                flex_steps=(FlexStep(0, 100), FlexStep(0, 200)),
+            ),
+            ResultCode.OUT_OF_RANGE,
+            "flex_steps[1].start_min",
+        ),
+        (
+            dataclasses.replace(
+                continuous(200.0, 400.0), patient_bolus=PatientBolusSettings(50, 10, 60, 5)
+            ),
+            ResultCode.DAILY_DOSE_EXCEEDED,
+            "patient boluses",
+        ),
     ],
 )
 def test_invalid_programs_are_refused_with_field_and_change_nothing(
     program: TherapyProgram, code: ResultCode, field: str
 ) -> None:
-    hal, fw = filled_firmware()
+    _hal, fw = filled_firmware()
     fw.program(continuous(100.0, 500.0))
     before = snapshot(fw)
     with pytest.raises(Refusal) as info:
@@ -95,9 +111,11 @@ def test_refill_over_capacity_is_refused() -> None:
 
 
 def test_flex_schedule_follows_time_of_day() -> None:
-    program = TherapyProgram(mode=TherapyMode.FLEX, max_daily_dose_mcg=1000,
-                             flex_steps=(FlexStep(0, 100), FlexStep(8 * 60, 300),
-                                         FlexStep(20 * 60, 200)))
+    program = TherapyProgram(
+        mode=TherapyMode.FLEX,
+        max_daily_dose_mcg=1000,
+        flex_steps=(FlexStep(0, 100), FlexStep(8 * 60, 300), FlexStep(20 * 60, 200)),
+    )
     midnight = 1_767_571_200.0  # 2026-01-05 00:00 UTC
     assert basal_at(program, midnight + 7.5 * 3600).dose_mcg_per_day == 100
     seg = basal_at(program, midnight + 9 * 3600)
@@ -107,9 +125,12 @@ def test_flex_schedule_follows_time_of_day() -> None:
 
 
 def test_weekly_flex_starts_monday() -> None:
-    program = TherapyProgram(mode=TherapyMode.FLEX, flex_period=FlexPeriod.WEEKLY,
-                             max_daily_dose_mcg=1000,
-                             flex_steps=(FlexStep(0, 100), FlexStep(5 * 1440, 200)))
+    program = TherapyProgram(
+        mode=TherapyMode.FLEX,
+        flex_period=FlexPeriod.WEEKLY,
+        max_daily_dose_mcg=1000,
+        flex_steps=(FlexStep(0, 100), FlexStep(5 * 1440, 200)),
+    )
     monday = 1_767_571_200.0  # 2026-01-05 was a Monday
     assert basal_at(program, monday + 4.9 * 86400).dose_mcg_per_day == 100
     assert basal_at(program, monday + 5.1 * 86400).dose_mcg_per_day == 200
@@ -118,16 +139,19 @@ def test_weekly_flex_starts_monday() -> None:
 
 def test_max_24h_dose_finds_worst_window_across_midnight() -> None:
     # 600 mcg/day from 18:00 to 06:00, 0.1 otherwise: the worst 24 h window is 12 h at 600.
-    program = TherapyProgram(mode=TherapyMode.FLEX, max_daily_dose_mcg=1000,
-                             flex_steps=(FlexStep(0, 600), FlexStep(360, 100),
-                                         FlexStep(1080, 600)))
+    program = TherapyProgram(
+        mode=TherapyMode.FLEX,
+        max_daily_dose_mcg=1000,
+        flex_steps=(FlexStep(0, 600), FlexStep(360, 100), FlexStep(1080, 600)),
+    )
     assert max_24h_dose_mcg(program) == pytest.approx(600 * 12 / 24 + 100 * 12 / 24)
 
 
 def test_patient_bolus_lockout_and_daily_maximum() -> None:
     hal, fw = filled_firmware()
-    program = dataclasses.replace(continuous(200.0, 400.0),
-                                  patient_bolus=PatientBolusSettings(25, 10, 120, 2))
+    program = dataclasses.replace(
+        continuous(200.0, 400.0), patient_bolus=PatientBolusSettings(25, 10, 120, 2)
+    )
     fw.program(program)
     fw.patient_bolus()
     advance(hal, fw, hal.t_s + 60 * 60)
@@ -141,8 +165,10 @@ def test_patient_bolus_lockout_and_daily_maximum() -> None:
         fw.patient_bolus()
     assert info.value.code is ResultCode.PATIENT_BOLUS_DAILY_MAX
     denied = [e for e in fw.log.entries() if e.code is EventCode.PATIENT_BOLUS_DENIED]
-    assert [int(e.args[0]) for e in denied] == [ResultCode.LOCKOUT_ACTIVE,
-                                                ResultCode.PATIENT_BOLUS_DAILY_MAX]
+    assert [int(e.args[0]) for e in denied] == [
+        ResultCode.LOCKOUT_ACTIVE,
+        ResultCode.PATIENT_BOLUS_DAILY_MAX,
+    ]
     advance(hal, fw, hal.t_s + 86400)
     fw.patient_bolus()  # the rolling 24 h window has moved on
 
@@ -168,7 +194,8 @@ def test_estimate_falls_with_commanded_rate_and_low_alarm_fires_on_time() -> Non
     assert projected == pytest.approx(START_EPOCH_S + 3 * 86400, abs=1.0)
     advance(hal, fw, 3 * 86400 + 1)
     low = [a for a in fw.alarms.active() if a.alarm is AlarmId.LOW_RESERVOIR]
-    assert low and low[0].raised_rtc_s == pytest.approx(START_EPOCH_S + 3 * 86400, abs=1e-3)
+    assert low
+    assert low[0].raised_rtc_s == pytest.approx(START_EPOCH_S + 3 * 86400, abs=1e-3)
     assert Tone.NON_CRITICAL_SINGLE_1S in hal.tones
 
 
@@ -220,7 +247,7 @@ def test_memory_error_disables_therapy() -> None:
 
 
 def test_event_log_is_bounded_and_pages_newest_first() -> None:
-    hal, fw = filled_firmware()
+    _hal, fw = filled_firmware()
     for i in range(CFG.event_log_capacity + 50):
         fw.set_patient_id(f"P{i}")
     assert len(fw.log) == CFG.event_log_capacity
@@ -255,9 +282,14 @@ def test_stall_stops_the_estimate_and_raises_critical_alarm() -> None:
 
 
 def test_clock_set_moves_flex_schedule_but_not_delivery_accounting() -> None:
-    hal, fw = filled_firmware()
-    fw.program(TherapyProgram(mode=TherapyMode.FLEX, max_daily_dose_mcg=1000,
-                              flex_steps=(FlexStep(0, 100), FlexStep(720, 400))))
+    _hal, fw = filled_firmware()
+    fw.program(
+        TherapyProgram(
+            mode=TherapyMode.FLEX,
+            max_daily_dose_mcg=1000,
+            flex_steps=(FlexStep(0, 100), FlexStep(720, 400)),
+        )
+    )
     est = fw.status().reservoir_estimate_ml
     fw.set_clock(START_EPOCH_S + 6 * 3600)  # jump from 08:00 to 14:00
     assert fw.status().reservoir_estimate_ml == est

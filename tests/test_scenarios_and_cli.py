@@ -27,8 +27,10 @@ BASE = {
 
 
 def with_action(action: dict[str, object]) -> dict[str, object]:
-    data = json.loads(json.dumps(BASE))
-    data["actions"].append(action)
+    data: dict[str, object] = json.loads(json.dumps(BASE))
+    actions = data["actions"]
+    assert isinstance(actions, list)
+    actions.append(action)
     return data
 
 
@@ -47,8 +49,9 @@ def test_bad_durations_are_rejected(bad: object) -> None:
 
 
 def test_error_names_action_field_and_allowed_values() -> None:
-    data = with_action({"at": "1h", "type": "program", "mode": "continuous",
-                        "dose_mcg_per_day": -5})
+    data = with_action(
+        {"at": "1h", "type": "program", "mode": "continuous", "dose_mcg_per_day": -5}
+    )
     with pytest.raises(ScenarioError) as info:
         parse_scenario(data, "x.toml")
     message = str(info.value)
@@ -79,10 +82,13 @@ def test_every_shipped_scenario_loads() -> None:
         assert load_scenario(name).end_h > 0
 
 
-def test_user_profile_directory_is_searched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_profile_directory_is_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     text = (Path(__file__).parents[1] / "emulator/profiles/peristaltic-20.toml").read_text()
-    (tmp_path / "my-pump.toml").write_text(text.replace('model = "peristaltic-20"',
-                                                        'model = "my-pump"'))
+    (tmp_path / "my-pump.toml").write_text(
+        text.replace('model = "peristaltic-20"', 'model = "my-pump"')
+    )
     monkeypatch.setenv(PROFILE_PATH_ENV, str(tmp_path))
     assert "my-pump" in available_profiles()
     assert load_profile("my-pump").model == "my-pump"
@@ -92,8 +98,15 @@ def test_simulate_writes_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     status = main(["simulate", "motor-stall", "--out", str(tmp_path), "--seed", "3"])
     assert status == 0
     header = (tmp_path / "timeseries.csv").read_text().splitlines()[0].split(",")
-    assert {"time_h", "time_utc", "reservoir_true_ml", "reservoir_estimated_ml",
-            "rate_ml_per_day", "delivered_csf_mcg", "alarms"} <= set(header)
+    assert {
+        "time_h",
+        "time_utc",
+        "reservoir_true_ml",
+        "reservoir_estimated_ml",
+        "rate_ml_per_day",
+        "delivered_csf_mcg",
+        "alarms",
+    } <= set(header)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seed"] == 3
     assert summary["mass_balance_mcg"]["relative_imbalance"] < 1e-9
@@ -106,8 +119,10 @@ def test_simulate_bad_file_exits_2_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[scenario]\nname = "x"\nduration = "1d"\n[[actions]]\nat = "1h"\n'
-                   'type = "refill"\nvolume_ml = -1\nconcentration_mcg_per_ml = 500\n')
+    bad.write_text(
+        '[scenario]\nname = "x"\nduration = "1d"\n[[actions]]\nat = "1h"\n'
+        'type = "refill"\nvolume_ml = -1\nconcentration_mcg_per_ml = 500\n'
+    )
     out = tmp_path / "out"
     assert main(["simulate", str(bad), "--out", str(out)]) == 2
     assert not out.exists()
