@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from emulator.patient import concentration_columns
 from emulator.recorder import FloatArray, interp_right
 from emulator.runner import RunResult
 from firmware_stubs.alarms import AlarmId
@@ -34,7 +35,10 @@ def timeseries(result: RunResult, times_h: npt.ArrayLike | None = None) -> dict[
     """Resampled run history (truth and firmware estimate side by side)."""
     recorder = result.pump.recorder
     assert recorder is not None, "run was made without a recorder"
-    return recorder.grid(sample_times_h(result) if times_h is None else times_h)
+    times = sample_times_h(result) if times_h is None else np.asarray(times_h, dtype=np.float64)
+    columns = recorder.grid(times)
+    columns.update(concentration_columns(result.pk_model, recorder, times))
+    return columns
 
 
 def alarm_names(mask: float) -> str:

@@ -18,6 +18,8 @@ import simpy
 from emulator.device_profile import DeviceProfile
 from emulator.faults import Fault, FaultKind
 from emulator.hardware.pump_hardware import MassLedger, PumpHardware, RefillOutcome
+from emulator.patient import LivePatient
+from emulator.pk import Concentrations
 from emulator.recorder import Recorder
 from firmware_stubs.alarms import AlarmId
 from firmware_stubs.firmware import Firmware
@@ -104,11 +106,13 @@ class EmulatedPump:
         catheter_volume_ml: float,
         battery_initial_fraction: float = 1.0,
         record: bool = True,
+        patient: LivePatient | None = None,
     ) -> None:
         self.env = env
         self.profile = profile
         self.serial = serial
         self.recorder: Recorder | None = Recorder() if record else None
+        self.patient = patient  # fed the drug leaving the tip as the simulation runs
         self.hardware = PumpHardware(
             profile,
             catheter_volume_ml,
@@ -128,13 +132,19 @@ class EmulatedPump:
     # ------------------------------------------------------------------ listener
     def on_tip_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
         """Hardware listener: forward to the recorder."""
-        if self.recorder is not None and t1_h > t0_h:
+        if t1_h <= t0_h:
+            return
+        if self.recorder is not None:
             self.recorder.add_segment(t0_h, t1_h, csf, tissue)
+        if self.patient is not None:
+            self.patient.on_segment(t0_h, t1_h, csf, tissue)
 
     def on_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
         """Hardware listener: pocket fill."""
         if self.recorder is not None:
             self.recorder.add_tissue_bolus(t_h, mass_mcg)
+        if self.patient is not None:
+            self.patient.on_bolus(t_h, mass_mcg)
 
     def on_breakpoint(self, t_h: float) -> None:
         """Hardware listener: sample the truth."""
@@ -211,6 +221,13 @@ class EmulatedPump:
             faults=tuple(sorted(k.value for k in hw.faults)),
             ledger=hw.ledger(),
         )
+
+    def concentrations(self) -> Concentrations | None:
+        """The patient's true concentrations now (None when no patient model is attached)."""
+        if self.patient is None:
+            return None
+        self._sync()
+        return self.patient.at(self.env.now)
 
     def _sync(self) -> None:
         self.hardware.advance_to(self.env.now)

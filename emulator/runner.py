@@ -13,6 +13,8 @@ import simpy
 
 from emulator.device_profile import DeviceProfile, load_profile
 from emulator.faults import Fault, FaultKind
+from emulator.patient import LivePatient
+from emulator.pk import PKModel
 from emulator.pump import CountingEnvironment, EmulatedPump, PumpSilentError
 from emulator.scenario import (
     Action,
@@ -64,6 +66,7 @@ class RunResult:
     seed: int
     env: CountingEnvironment
     pump: EmulatedPump
+    pk_model: PKModel
     outcomes: list[ActionOutcome] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -157,8 +160,15 @@ class ScenarioRun:
     """A scenario set up and ready to run (or step) in simulated time."""
 
     def __init__(
-        self, scenario: Scenario, seed: int | None = None, profile: DeviceProfile | None = None
+        self,
+        scenario: Scenario,
+        seed: int | None = None,
+        profile: DeviceProfile | None = None,
+        *,
+        live_pk: bool = False,
     ) -> None:
+        """Build the pump; `live_pk` also feeds the PK model as the run goes (for rig queries;
+        outputs are computed from the recorded history either way)."""
         self.scenario = scenario
         self.seed = scenario.scenario.seed if seed is None else seed
         self.profile = profile or load_profile(scenario.scenario.profile)
@@ -166,6 +176,8 @@ class ScenarioRun:
         start = header.start if header.start.tzinfo else header.start.replace(tzinfo=dt.UTC)
         self.start_epoch_s = start.timestamp()
         self.env = CountingEnvironment()
+        # The label model (baclofen) stands for any drug name in the reservoir.
+        self.pk_model = PKModel.baclofen_default(weight_kg=scenario.patient.weight_kg)
         implant = scenario.implant
         serial = header.serial or f"{self.profile.serial_prefix}-{self.seed % 1_000_000:06d}"
         self.pump = EmulatedPump(
@@ -178,6 +190,7 @@ class ScenarioRun:
             * implant.catheter_volume_ul_per_cm
             / 1000,
             battery_initial_fraction=implant.battery_remaining_pct / 100.0,
+            patient=LivePatient(self.pk_model) if live_pk else None,
         )
         fw = self.pump.firmware
         # Implant programming: what the clinician enters before the first refill.
@@ -185,7 +198,9 @@ class ScenarioRun:
         self.pump.call(
             fw.set_catheter, implant.catheter_length_cm, implant.catheter_volume_ul_per_cm
         )
-        self.result = RunResult(scenario, self.profile, self.seed, self.env, self.pump)
+        self.result = RunResult(
+            scenario, self.profile, self.seed, self.env, self.pump, self.pk_model
+        )
         self.env.process(self._play(expand_actions(scenario)))
 
     def _play(self, timed: list[tuple[float, int, Action]]) -> simpy.events.ProcessGenerator:

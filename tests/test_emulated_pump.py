@@ -225,3 +225,43 @@ def test_mass_is_conserved_in_random_scenarios(
     ledger = pump.truth().ledger
     assert abs(ledger.imbalance_mcg) <= 1e-9 * ledger.filled_mcg
     assert min(ledger.in_reservoir_mcg, ledger.to_csf_mcg, ledger.to_tissue_mcg) >= 0.0
+
+
+def test_pk_follows_the_drug_at_the_tip_live_and_on_the_grid() -> None:
+    from emulator.runner import ScenarioRun
+
+    run = ScenarioRun(load_scenario("withdrawal-occlusion"), live_pk=True)
+    result = run.run()
+    columns = timeseries(result, np.array([6.5 * 24, 7 * 24, 8 * 24, 10 * 24]))
+    lumbar = columns["csf_lumbar_ng_per_ml"]
+    # 300 mcg/day into CL 30 mL/h: steady state 300/24/30*1000 = 417 ng/mL (label-derived).
+    assert lumbar[0] == pytest.approx(417.0, rel=0.05)
+    assert columns["csf_cisternal_ng_per_ml"][0] == pytest.approx(lumbar[0] / 4, rel=0.05)
+    # Occlusion at day 7: withdrawal, CSF falls with the 1.51 h half-life.
+    assert lumbar[2] < 0.01 * lumbar[0]
+    live = result.pump.concentrations()
+    assert live is not None
+    assert live.csf_lumbar_ng_per_ml == pytest.approx(lumbar[3], rel=1e-6, abs=1e-12)
+    assert live.effect_ng_per_ml == pytest.approx(columns["effect_ng_per_ml"][3], rel=1e-6)
+
+
+def test_resampled_truth_is_linear_between_events() -> None:
+    env, pump = make_pump(prime=False)
+    env.run(until=1.0)
+    # 1 mL/day from t = 1 h; the drug front reaches the tip ~11.7 h later, between samples.
+    pump.call(pump.firmware.program, continuous(500.0))
+    env.run(until=23.0)
+    columns = timeseries_for(pump, np.array([2.0, 7.0, 13.0]))
+    drops = -np.diff(columns["reservoir_true_ml"])
+    assert drops == pytest.approx([5 / 24, 6 / 24], rel=0.05)
+    est = -np.diff(columns["reservoir_estimated_ml"])
+    assert est == pytest.approx([5 / 24, 6 / 24], rel=1e-9)
+
+
+def timeseries_for(pump: object, times_h: np.ndarray) -> dict[str, np.ndarray]:
+    from emulator.pump import EmulatedPump
+
+    assert isinstance(pump, EmulatedPump)
+    pump.truth()
+    assert pump.recorder is not None
+    return pump.recorder.grid(times_h)

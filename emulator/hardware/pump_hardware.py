@@ -323,5 +323,7 @@ class PumpHardware:
             seg_end = t + parcel.volume_ml / path_flow
             if listener is not None:
                 listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, tissue_rate)
-                listener.on_breakpoint(seg_end)
             t = seg_end
+        if listener is not None:
+            # Reservoir and ledger are now consistent at t1 (not at the parcel edges above).
+            listener.on_breakpoint(t1)

@@ -1,0 +1,91 @@
+"""The patient side of an emulated pump: drug leaving the catheter becomes concentrations.
+
+Two views of the same exact PK solution (emulator/pk):
+- `LivePatient` is fed tip segments as the simulation runs (for the rig's truth queries);
+- `concentration_columns` evaluates a whole recorded run on an output grid in one vectorised
+  call (for timeseries.csv and the report).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from emulator.pk import Concentrations, PKModel, PKState
+from emulator.recorder import FloatArray, Recorder
+
+CONCENTRATION_COLUMNS = (
+    "csf_lumbar_ng_per_ml",
+    "csf_cisternal_ng_per_ml",
+    "plasma_ng_per_ml",
+    "effect_ng_per_ml",
+)
+
+
+class LivePatient:
+    """Incremental PK state, advanced by each tip segment the hardware reports."""
+
+    def __init__(self, model: PKModel, t0_h: float = 0.0) -> None:
+        self.model = model
+        self.state: PKState = model.initial_state(t0_h)
+
+    def _advance_to(self, t_h: float) -> None:
+        if t_h > self.state.time_h:
+            self.state = self.model.advance(self.state, t_h - self.state.time_h, 0.0, 0.0)
+
+    def on_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
+        """Drug left the tip at `csf` mcg/h (and reached tissue at `tissue` mcg/h) on [t0, t1]."""
+        self._advance_to(t0_h)
+        self.state = self.model.advance(self.state, t1_h - t0_h, csf, tissue)
+
+    def on_bolus(self, t_h: float, tissue_mcg: float) -> None:
+        """An instantaneous amount reached tissue."""
+        self._advance_to(t_h)
+        self.state = self.model.add_bolus(self.state, tissue_mcg=tissue_mcg)
+
+    def at(self, t_h: float) -> Concentrations:
+        """Concentrations at `t_h` (no input after the last reported segment)."""
+        state = self.state
+        if t_h > state.time_h:
+            state = self.model.advance(state, t_h - state.time_h, 0.0, 0.0)
+        return self.model.concentrations(state)
+
+
+def contiguous_segments(recorder: Recorder) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Recorded tip segments (with gaps of no flow) as back-to-back segment starts and rates."""
+    t0 = np.asarray(recorder.seg_t0_h)
+    t1 = np.asarray(recorder.seg_t1_h)
+    csf = np.asarray(recorder.seg_csf_mcg_per_h)
+    tissue = np.asarray(recorder.seg_tissue_mcg_per_h)
+    if len(t0) == 0:
+        return np.zeros(1), np.zeros(1), np.zeros(1)
+    # After each segment, a zero-rate segment that the next start (or nothing) supersedes.
+    starts = np.empty(2 * len(t0))
+    starts[0::2] = t0
+    starts[1::2] = t1
+    rates_csf = np.zeros_like(starts)
+    rates_csf[0::2] = csf
+    rates_tis = np.zeros_like(starts)
+    rates_tis[0::2] = tissue
+    # Drop zero-length gaps (a segment ending where the next begins).
+    keep = np.ones(len(starts), dtype=bool)
+    keep[1:-1:2] = t1[:-1] < t0[1:]
+    return starts[keep], rates_csf[keep], rates_tis[keep]
+
+
+def concentration_columns(
+    model: PKModel, recorder: Recorder, times_h: npt.ArrayLike
+) -> dict[str, FloatArray]:
+    """CSF lumbar / cisternal, plasma and effect-site concentrations at `times_h`."""
+    starts, csf, tissue = contiguous_segments(recorder)
+    prediction = model.predict(
+        starts,
+        csf,
+        tissue,
+        bolus_t_h=np.asarray(recorder.tissue_bolus_t_h),
+        bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
+        bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_mcg),
+        times_h=np.asarray(times_h, dtype=np.float64),
+    )
+    values = prediction.as_dict()
+    return {name: values[name] for name in CONCENTRATION_COLUMNS}
