@@ -22,9 +22,11 @@ from emulator.patient import LivePatient
 from emulator.pk import Concentrations
 from emulator.recorder import Recorder
 from firmware_stubs.alarms import AlarmId
+from firmware_stubs.errors import Refusal
 from firmware_stubs.firmware import Firmware
 from firmware_stubs.hal import Tone
 from firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
+from protocol.codes import ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,14 @@ class EmulatedPump:
         self._sync()
         hw = self.hardware
         measured = hw.reservoir_ml if aspirate_ml is None else min(aspirate_ml, hw.reservoir_ml)
+        space_ml = self.profile.reservoir_capacity_ml - (hw.reservoir_ml - measured)
+        if add_ml > space_ml + 1e-9:
+            # The septum would resist: the clinician cannot inject more than the free space.
+            raise Refusal(
+                ResultCode.RESERVOIR_CAPACITY_EXCEEDED,
+                f"volume_ml={add_ml:g} exceeds the {space_ml:.3g} mL free after aspirating "
+                f"{measured:.3g} mL",
+            )
         self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, measured, bridge)
         outcome = hw.refill(self.env.now, add_ml, conc_mcg_per_ml, aspirate_ml)
         self._after()

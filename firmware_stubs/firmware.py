@@ -280,6 +280,10 @@ class Firmware:
         now = self.hal.monotonic_s()
         self._p.program = program
         self._program_anchor_s = now
+        if program.mode is not TherapyMode.STOPPED and not self._p.therapy_running:
+            # Committing a delivering program starts it, as a clinician expects.
+            self._p.therapy_running = True
+            self.log.add(self.hal.rtc_s(), EventCode.THERAPY_RESUMED)
         self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
         self._next_periodic_s = (
             now + program.periodic.first_offset_min * 60.0

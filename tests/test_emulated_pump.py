@@ -265,3 +265,17 @@ def timeseries_for(pump: object, times_h: np.ndarray) -> dict[str, np.ndarray]:
     pump.truth()
     assert pump.recorder is not None
     return pump.recorder.grid(times_h)
+
+
+def test_partial_aspiration_cannot_overfill_the_reservoir() -> None:
+    env, pump = make_pump()
+    env.run(until=5.0)
+    before = pump.truth()
+    with pytest.raises(Refusal) as info:
+        pump.refill(15.0, "baclofen", 500.0, aspirate_ml=1.0)
+    assert "free after aspirating" in info.value.detail
+    after = pump.truth()
+    assert (after.reservoir_ml, after.ledger) == (before.reservoir_ml, before.ledger)
+    assert pump.firmware.status().reservoir_estimate_ml == pytest.approx(
+        before.reservoir_ml, abs=0.01
+    )

@@ -295,3 +295,12 @@ def test_clock_set_moves_flex_schedule_but_not_delivery_accounting() -> None:
     assert fw.status().reservoir_estimate_ml == est
     assert fw.commanded_rate_ml_per_h == pytest.approx(400 / 500 / 24)
     assert fw.log.entries()[-1].code is EventCode.CLOCK_SET
+
+
+def test_committing_a_program_starts_stopped_therapy() -> None:
+    _, fw = filled_firmware()
+    fw.stop_therapy()
+    assert fw.commanded_rate_ml_per_h == 0
+    fw.program(continuous(240.0, 500.0))
+    assert fw.therapy_state() is TherapyState.RUNNING
+    assert fw.commanded_rate_ml_per_h == pytest.approx(240 / 500 / 24)
