@@ -260,11 +260,25 @@ class PumpIdentity:
 
 
 @dataclass(slots=True)
+class _Scope:
+    """Sequence window and retransmission cache of one scope: the link, or one session.
+
+    Keeping them per scope means that frames outside a session (IDENTIFY, AUTH_BEGIN from
+    anyone in range) can neither shift a session's window nor evict its cached answer.
+    """
+
+    last_seq: int | None = None  # None: the next sequence number is accepted as it is
+    last_body: bytes | None = None
+    last_response: bytes | None = None
+
+
+@dataclass(slots=True)
 class _Session:
     session_id: int
     role: Role
     key: bytes
     counter: int = 0  # pump: last accepted; programmer: last used
+    scope: _Scope = field(default_factory=_Scope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,11 +291,17 @@ class _Challenge:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    """Who sent an accepted request, and how to authenticate the answer."""
+    """Who sent an accepted request, and how to authenticate and cache the answer."""
 
     role: Role
     session: _Session | None
     counter: int | None
+    scope: _Scope
+
+    @property
+    def mac_key(self) -> bytes | None:
+        """Session key for the answer's MAC: only when the request's own MAC verified."""
+        return None if self.session is None or self.counter is None else self.session.key
 
 
 def _response_frame(
@@ -341,9 +361,7 @@ class PumpConnection:
         self._session: _Session | None = None
         self._challenge: _Challenge | None = None
         self._version = PROTOCOL_VERSION
-        self._last_seq: int | None = None
-        self._last_request_body: bytes | None = None
-        self._last_response: bytes | None = None
+        self._link = _Scope()  # requests outside any session
         self._pending: tuple[Header, MessageInfo, _Context] | None = None
 
     # -- public API
@@ -428,10 +446,11 @@ class PumpConnection:
             # start an endless exchange, so it is ignored.
             self._drop("response frame received by the pump")
             return
-        if body == self._last_request_body and self._last_response is not None:
-            self.stats.duplicates += 1
-            self._events.append(ResentResponse(self._last_response, header.seq))
-            return
+        for scope in self._scopes():
+            if body == scope.last_body and scope.last_response is not None:
+                self.stats.duplicates += 1
+                self._events.append(ResentResponse(scope.last_response, header.seq))
+                return
         expected_version = 1 if header.msg_type == MessageType.IDENTIFY else self._version
         if header.version != expected_version:
             self._refuse(
@@ -453,10 +472,10 @@ class PumpConnection:
         ctx = self._authorise(packet, info)
         if ctx is None:
             return
-        if info.code is not MessageType.IDENTIFY:
-            verdict = classify_seq(self._last_seq, header.seq)
+        if info.needs_session:
+            verdict = classify_seq(ctx.scope.last_seq, header.seq)
             if verdict is not SeqVerdict.NEW:
-                last = self._last_seq if self._last_seq is not None else 0
+                last = ctx.scope.last_seq if ctx.scope.last_seq is not None else 0
                 self._refuse(
                     header,
                     ResultCode.SEQUENCE_ERROR,
@@ -479,11 +498,18 @@ class PumpConnection:
             return
         # Accepted: from here on the request counts, and a retransmission of these exact
         # bytes gets the cached answer instead of being carried out again.
-        self._last_seq = header.seq
-        self._last_request_body = body
+        ctx.scope.last_body = body
+        ctx.scope.last_response = None
+        if info.needs_session:
+            ctx.scope.last_seq = header.seq
         if ctx.session is not None and ctx.counter is not None:
             ctx.session.counter = ctx.counter
         self._dispatch(header, info, ctx, request)
+
+    def _scopes(self) -> tuple[_Scope, ...]:
+        if self._session is None:
+            return (self._link,)
+        return (self._session.scope, self._link)
 
     @staticmethod
     def _info(msg_type: int) -> MessageInfo | None:
@@ -499,7 +525,7 @@ class PumpConnection:
             if header.has_mac:
                 self._refuse(header, ResultCode.MALFORMED, f"{info.code.name} never carries a MAC")
                 return None
-            return _Context(Role.CLINICIAN, None, None)
+            return _Context(Role.CLINICIAN, None, None, self._link)
         session = self._session
         if header.has_mac:
             assert packet.mac is not None
@@ -519,9 +545,9 @@ class PumpConnection:
                     f"counter={packet.counter}; must be above {session.counter}",
                 )
                 return None
-            return _Context(session.role, session, packet.counter)
+            return _Context(session.role, session, packet.counter, session.scope)
         if self.allow_unauthenticated and header.session_id == 0:
-            return _Context(Role.CLINICIAN, None, None)
+            return _Context(Role.CLINICIAN, None, None, self._link)
         if session is not None and header.session_id == session.session_id:
             self._refuse(header, ResultCode.BAD_MAC, "MAC missing")
         else:
@@ -530,14 +556,22 @@ class PumpConnection:
 
     def _dispatch(self, header: Header, info: MessageInfo, ctx: _Context, request: Request) -> None:
         if isinstance(request, IdentifyRequest):
-            self._identify(header, request)
+            # IDENTIFY is how a programmer resynchronises after SEQUENCE_ERROR: the next
+            # sequence number is accepted whatever it is (counters still stop replays).
+            for scope in self._scopes():
+                scope.last_seq = None
+            self._identify(header, request, ctx)
         elif isinstance(request, AuthBeginRequest):
-            self._auth_begin(header, request)
+            self._auth_begin(header, request, ctx)
         elif isinstance(request, AuthProofRequest):
-            self._auth_proof(header, request)
+            self._auth_proof(header, request, ctx)
         elif isinstance(request, EndSessionRequest):
             self._auto(header, Ack(), ctx, request)
             if ctx.session is not None:
+                # The session's cache goes with it; keep the answer where a retransmitted
+                # END_SESSION will still find it.
+                self._link.last_body = ctx.session.scope.last_body
+                self._link.last_response = ctx.session.scope.last_response
                 self.end_session("ended by the programmer")
         else:
             self._pending = (header, info, ctx)
@@ -552,7 +586,7 @@ class PumpConnection:
                 )
             )
 
-    def _identify(self, header: Header, request: IdentifyRequest) -> None:
+    def _identify(self, header: Header, request: IdentifyRequest, ctx: _Context) -> None:
         common = set(request.versions) & set(SUPPORTED_VERSIONS)
         if not common:
             self._auto(
@@ -561,7 +595,7 @@ class PumpConnection:
                     ResultCode.UNSUPPORTED_VERSION,
                     f"versions={list(request.versions)}; pump speaks {list(SUPPORTED_VERSIONS)}",
                 ),
-                None,
+                ctx,
                 request,
             )
             return
@@ -578,9 +612,9 @@ class PumpConnection:
             model=ident.model,
             firmware_version=ident.firmware_version,
         )
-        self._auto(header, response, None, request)
+        self._auto(header, response, ctx, request)
 
-    def _auth_begin(self, header: Header, request: AuthBeginRequest) -> None:
+    def _auth_begin(self, header: Header, request: AuthBeginRequest, ctx: _Context) -> None:
         session_id = 0
         while session_id == 0 or session_id == self.session_id:
             session_id = int.from_bytes(self._nonces(4), "big")
@@ -589,15 +623,15 @@ class PumpConnection:
         )
         self._challenge = challenge
         self._session_sm.fire(PumpSessionEvent.CHALLENGE)
-        self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), None, request)
+        self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), ctx, request)
 
-    def _auth_proof(self, header: Header, request: AuthProofRequest) -> None:
+    def _auth_proof(self, header: Header, request: AuthProofRequest, ctx: _Context) -> None:
         challenge = self._challenge
         if challenge is None:
             self._auto(
                 header,
                 Refusal.make(ResultCode.AUTH_FAILED, "no challenge outstanding: AUTH_BEGIN first"),
-                None,
+                ctx,
                 request,
             )
             return
@@ -613,9 +647,7 @@ class PumpConnection:
             auth.programmer_proof(self._key, transcript), request.proof
         ):
             self._session_sm.fire(PumpSessionEvent.PROOF_BAD)
-            self._auto(
-                header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), None, request
-            )
+            self._auto(header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), ctx, request)
             return
         previous = self._session
         self._session_sm.fire(PumpSessionEvent.PROOF_OK)
@@ -623,26 +655,21 @@ class PumpConnection:
             challenge.session_id, challenge.role, auth.session_key(self._key, transcript)
         )
         response = AuthProofResponse(auth.pump_proof(self._key, transcript), self.idle_timeout_s)
-        self._auto(header, response, None, request)
+        self._auto(header, response, ctx, request)
         if previous is not None:
             self._events.append(SessionEnded(previous.session_id, "replaced by a new session"))
         self._events.append(SessionStarted(challenge.session_id, challenge.role))
 
     # -- answers
 
-    def _answer(self, header: Header, response: Response, ctx: _Context | None) -> bytes:
+    def _answer(self, header: Header, response: Response, ctx: _Context) -> bytes:
         """Frame an answer to an accepted request and cache it for retransmissions."""
-        key = counter = None
-        if ctx is not None and ctx.session is not None and ctx.counter is not None:
-            key, counter = ctx.session.key, ctx.counter
-        frame = _response_frame(header, response, key, counter)
-        self._last_response = frame
+        frame = _response_frame(header, response, ctx.mac_key, ctx.counter)
+        ctx.scope.last_response = frame
         self.stats.frames_out += 1
         return frame
 
-    def _auto(
-        self, header: Header, response: Response, ctx: _Context | None, request: Request
-    ) -> None:
+    def _auto(self, header: Header, response: Response, ctx: _Context, request: Request) -> None:
         frame = self._answer(header, response, ctx)
         self._events.append(AutoReply(frame, header.msg_type, header.seq, response, request))
 
@@ -656,10 +683,12 @@ class PumpConnection:
         self.stats.refusals[code] += 1
         refusal = Refusal.make(code, detail)
         # The answer is authenticated only when the request's own MAC verified.
-        key = counter = None
-        if ctx is not None and ctx.session is not None and ctx.counter is not None:
-            key, counter = ctx.session.key, ctx.counter
-        frame = _response_frame(header, refusal, key, counter)
+        frame = _response_frame(
+            header,
+            refusal,
+            None if ctx is None else ctx.mac_key,
+            None if ctx is None else ctx.counter,
+        )
         self.stats.frames_out += 1
         self._events.append(AutoReply(frame, header.msg_type, header.seq, refusal))
 
@@ -796,18 +825,23 @@ class ProgrammerConnection:
         )
         return AuthProofRequest(auth.programmer_proof(pump_key, self._hs_transcript))
 
-    def send(self, request: Request, now_s: float) -> bytes:
+    def send(self, request: Request, now_s: float, *, seq: int | None = None) -> bytes:
         """Frame ``request`` (sequence number, session, MAC) and start its timer.
 
         Requests that need a session are authenticated when one is active, and sent plainly
         otherwise (a pump with ``allow_unauthenticated`` accepts them, others refuse).
+        ``seq`` overrides the next sequence number (to test a pump's window handling);
+        numbering continues after it.
         """
         if self._outstanding is not None:
             raise LocalProtocolError("a request is outstanding: wait for its response or timeout")
         info = MESSAGES[request.TYPE]
         if isinstance(request, AuthProofRequest) and not self._handshake.can(HandshakeEvent.PROVE):
             raise LocalProtocolError("AUTH_PROOF without a challenge")
-        seq = self._next_seq
+        if seq is None:
+            seq = self._next_seq
+        elif not 0 <= seq < SEQ_MODULUS:
+            raise ValueError(f"seq must be 0..{SEQ_MODULUS - 1}")
         version = 1 if isinstance(request, IdentifyRequest) else self._version
         session_id = 0
         key = counter = None
