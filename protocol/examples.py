@@ -1,0 +1,439 @@
+"""Hex examples of real frames for ``docs/protocol.md``, produced by running the protocol.
+
+A pump and a programmer with a fixed key and seeded nonce sources hold a short clinic
+conversation through :class:`~protocol.connection.PumpConnection` and
+:class:`~protocol.connection.ProgrammerConnection`; every frame is recorded and annotated.
+The output is byte-exact from run to run, so a test can regenerate it and fail when the
+document drifted from the code.
+
+Usage::
+
+    python -m protocol.examples --write   # refresh every generated region of the document
+    python -m protocol.examples --check   # exit status 1 if the document is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from enum import Enum
+from pathlib import Path
+
+from protocol import auth
+from protocol import messages as m
+from protocol.auth import seeded_nonce_source
+from protocol.codes import ResultCode
+from protocol.connection import (
+    AutoReply,
+    ProgrammerConnection,
+    PumpConnection,
+    PumpIdentity,
+    RequestReceived,
+    ResentResponse,
+    ResponseReceived,
+)
+from protocol.docgen import enum_tables, message_tables, result_code_table
+from protocol.framing import crc16_ccitt_false, decode_frame
+from protocol.header import parse_body
+from protocol.transfer import ProgramReceiver, program_digest, transfer_requests
+
+__all__ = [
+    "DOC_PATH",
+    "EXAMPLE_KEY",
+    "EXAMPLE_PUMP",
+    "check_document",
+    "examples_markdown",
+    "generated_regions",
+    "main",
+    "update_document",
+]
+
+_log = logging.getLogger(__name__)
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+EXAMPLE_KEY = bytes(range(32))  # 00 01 02 ... 1f: for examples only, obviously
+PUMP_SEED = 1
+PROGRAMMER_SEED = 2
+EXAMPLE_PUMP = PumpIdentity(
+    serial="PP20-000042",
+    model="peristaltic-20",
+    firmware_version="1.0.0",
+    capabilities=m.Capability.FLEX
+    | m.Capability.PERIODIC_BOLUS
+    | m.Capability.PATIENT_BOLUS
+    | m.Capability.BRIDGE_BOLUS
+    | m.Capability.PRIMING_BOLUS
+    | m.Capability.CLINICIAN_BOLUS,
+    max_flex_steps=10,
+)
+_T0 = 1_767_261_600  # 2026-01-01T10:00:00Z, the pump clock in the examples
+
+EXAMPLE_PROGRAM = m.TherapyProgram(
+    max_daily_dose_ng=600_000,
+    concentration_ng_per_ml=2_000_000,
+    catheter_length_mm=1100,
+    catheter_volume_nl_per_cm=2600,
+    patient_bolus=m.PatientBolusSettings(
+        dose_ng=25_000, duration_min=10, lockout_min=180, max_per_day=4
+    ),
+    mode=m.ContinuousMode(dose_ng_per_day=450_000),
+    drug_name="baclofen",
+    patient_id="P-0001",
+)
+_STATUS = m.InterrogateResponse(
+    time_s=_T0,
+    therapy_state=m.TherapyState.RUNNING,
+    reservoir_volume_nl=3_250_000,
+    reservoir_capacity_nl=20_000_000,
+    low_reservoir_threshold_nl=2_000_000,
+    rate_nl_per_day=200_000,
+    dose_24h_ng=400_000,
+    patient_boluses_24h=1,
+    battery_per_mille=870,
+    battery_eri=False,
+    battery_eos=False,
+    projected_low_reservoir_s=_T0 + 6 * 86_400 + 7_200,
+    projected_eri_s=_T0 + 3 * 365 * 86_400,
+    program=m.TherapyProgram(
+        max_daily_dose_ng=600_000,
+        concentration_ng_per_ml=2_000_000,
+        catheter_length_mm=1100,
+        catheter_volume_nl_per_cm=2600,
+        patient_bolus=None,
+        mode=m.ContinuousMode(dose_ng_per_day=400_000),
+        drug_name="baclofen",
+        patient_id="P-0001",
+    ),
+    alarms=(
+        m.Alarm(
+            alarm_id=m.AlarmId.LOW_RESERVOIR,
+            severity=m.AlarmSeverity.NON_CRITICAL,
+            raised_at_s=_T0 - 3_600,
+            acknowledged=False,
+        ),
+    ),
+)
+_BOLUS_REFUSAL = m.Refusal.make(
+    ResultCode.DAILY_DOSE_EXCEEDED,
+    "dose_mcg=900 would bring the 24 h dose to 1300 mcg; max_daily_dose_mcg is 600",
+)
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _hex(data: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+def _hex_lines(label: str, data: bytes, per_line: int = 24) -> list[str]:
+    if not data:
+        return [f"{label:<8}(none)"]
+    chunks = [data[i : i + per_line] for i in range(0, len(data), per_line)]
+    return [f"{label if i == 0 else '':<8}{_hex(chunk)}" for i, chunk in enumerate(chunks)]
+
+
+def describe(value: object) -> str:
+    """A compact, deterministic rendering of a message (enums by name, bytes in hex)."""
+    if isinstance(value, Enum):
+        return str(value.name)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(describe(v) for v in value) + "]"
+    if is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(f"{f.name}={describe(getattr(value, f.name))}" for f in fields(value))
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def _frame_block(direction: str, frame: bytes, message: object) -> list[str]:
+    body = decode_frame(frame)
+    packet = parse_body(body)
+    h = packet.header
+    name = m.MessageType(h.msg_type & ~m.RESPONSE_BIT).name
+    kind = "response" if h.is_response else "request"
+    lines = [f"{direction} {name} {kind}, {len(frame)} bytes on the wire:", ""]
+    lines.append("```text")
+    lines += _hex_lines("wire", frame)
+    lines.append(
+        f"{'header':<8}{_hex(body[:9])}    version {h.version}, type 0x{h.msg_type:02x}, "
+        f"flags 0x{h.flags:02x}, seq {h.seq}, session 0x{h.session_id:08x}"
+    )
+    lines += _hex_lines("payload", packet.payload)
+    if packet.counter is not None and packet.mac is not None:
+        lines.append(f"{'counter':<8}{_hex(packet.counter.to_bytes(4, 'big'))}    {packet.counter}")
+        lines.append(f"{'mac':<8}{_hex(packet.mac)}")
+    lines.append(f"{'crc':<8}{crc16_ccitt_false(body):04x}")
+    for i, text in enumerate(textwrap.wrap(describe(message), 90, break_long_words=True)):
+        lines.append(f"{'decoded' if i == 0 else '':<8}{text}")
+    lines.append("```")
+    lines.append("")
+    return lines
+
+
+# --- the conversation -------------------------------------------------------------------------
+
+
+@dataclass
+class _Clinic:
+    pump: PumpConnection
+    prog: ProgrammerConnection
+    receiver: ProgramReceiver
+    override: m.Response | None = None
+    last_request_frame: bytes = b""
+
+    def firmware(self, request: m.Request) -> m.Response:
+        """A stand-in for the firmware command handler, with fixed answers."""
+        if self.override is not None:
+            response, self.override = self.override, None
+            return response
+        r = self.receiver
+        if isinstance(request, m.InterrogateRequest):
+            return _STATUS
+        if isinstance(request, m.ProgramBeginRequest):
+            return r.begin(request)
+        if isinstance(request, m.ProgramDataRequest):
+            return r.data(request)
+        if isinstance(request, m.ProgramVerifyRequest):
+            program = r.assemble()
+            return program if isinstance(program, m.Refusal) else r.mark_verified(program)
+        if isinstance(request, m.ProgramCommitRequest):
+            committed = r.commit(request)
+            return committed if isinstance(committed, m.Refusal) else m.Ack()
+        return m.Ack()
+
+    def pump_answer(self, frame: bytes) -> tuple[bytes, m.Response]:
+        self.pump.receive_data(frame)
+        answers: list[tuple[bytes, m.Response]] = []
+        while (event := self.pump.next_event()) is not None:
+            if isinstance(event, RequestReceived):
+                response = self.firmware(event.request)
+                answers.append((self.pump.send(response), response))
+            elif isinstance(event, AutoReply):
+                answers.append((event.data, event.response))
+            elif isinstance(event, ResentResponse):
+                raise AssertionError("examples never retransmit")
+            # SessionStarted / SessionEnded: notifications only
+        assert len(answers) == 1, answers
+        return answers[0]
+
+    def exchange(self, request: m.Request) -> tuple[list[str], m.Response]:
+        frame = self.prog.send(request, 0.0)
+        self.last_request_frame = frame
+        answer, _ = self.pump_answer(frame)
+        self.prog.receive_data(answer)
+        event = self.prog.next_event()
+        assert isinstance(event, ResponseReceived), event
+        # Show what the programmer decoded, not what the firmware handed over.
+        lines = _frame_block("Programmer to pump:", frame, request)
+        lines += _frame_block("Pump to programmer:", answer, event.response)
+        return lines, event.response
+
+
+def examples_markdown() -> str:
+    """The examples section of the specification (deterministic)."""
+    prog_nonces = seeded_nonce_source(PROGRAMMER_SEED)
+    clinic = _Clinic(
+        pump=PumpConnection(EXAMPLE_PUMP, EXAMPLE_KEY, seeded_nonce_source(PUMP_SEED)),
+        prog=ProgrammerConnection(prog_nonces, key=EXAMPLE_KEY),
+        receiver=ProgramReceiver(),
+    )
+    out: list[str] = [
+        "All examples come from one conversation between a pump (serial number "
+        f"`{EXAMPLE_PUMP.serial}`) and a programmer that share the key K = bytes 0x00..0x1f "
+        f"(`{EXAMPLE_KEY.hex()}`); nonces come from seeded generators. Each frame is shown "
+        "as sent on the wire (flags, stuffing and CRC included), then split into header, "
+        "payload, MAC trailer and CRC, all before stuffing. Where a `7d` appears in the wire "
+        "bytes, it escapes a `7d` or `7e` of the body.",
+        "",
+    ]
+
+    def section(title: str, text: str, request: m.Request) -> m.Response:
+        out.extend([f"### {title}", "", text, ""])
+        lines, response = clinic.exchange(request)
+        out.extend(lines)
+        return response
+
+    section(
+        "Identify",
+        "The programmer speaks version 1 only; the pump selects it and reports its features.",
+        m.IdentifyRequest(versions=(1,)),
+    )
+    begin = clinic.prog.auth_begin(m.Role.CLINICIAN)
+    challenge = section(
+        "Authenticate: AUTH_BEGIN",
+        "The programmer asks for the CLINICIAN role with its nonce Np; the pump answers "
+        "with a session id and its nonce Nc.",
+        begin,
+    )
+    assert isinstance(challenge, m.AuthBeginResponse)
+    transcript = auth.transcript(
+        begin.role,
+        challenge.session_id,
+        begin.programmer_nonce,
+        challenge.pump_nonce,
+        EXAMPLE_PUMP.serial,
+    )
+    out += [
+        "The transcript T and the values derived from it with the pump key K:",
+        "",
+        "```text",
+        *_hex_lines("T", transcript, 32),
+        *_hex_lines("proof_P", auth.programmer_proof(EXAMPLE_KEY, transcript), 32),
+        *_hex_lines("proof_D", auth.pump_proof(EXAMPLE_KEY, transcript), 32),
+        *_hex_lines("K_sess", auth.session_key(EXAMPLE_KEY, transcript), 32),
+        "```",
+        "",
+    ]
+    section(
+        "Authenticate: AUTH_PROOF",
+        "The header carries the offered session id; the pump checks proof_P and answers "
+        "with proof_D, which the programmer checks in turn.",
+        clinic.prog.auth_proof(),
+    )
+    interrogate = m.InterrogateRequest()
+    section(
+        "Interrogate",
+        "The first command of the session: MAC flag set, counter 1. The answer carries the "
+        "same counter and its own MAC.",
+        interrogate,
+    )
+    replay_frame = clinic.last_request_frame
+
+    encoded = EXAMPLE_PROGRAM.encode()
+    out += [
+        "### Program transfer",
+        "",
+        "The program to send, encoded as a TherapyProgram record "
+        f"({len(encoded)} bytes), and its SHA-256 digest:",
+        "",
+        "```text",
+        *_hex_lines("program", encoded, 32),
+        *_hex_lines("sha256", program_digest(encoded), 32),
+        *[
+            f"{'decoded' if i == 0 else '':<8}{t}"
+            for i, t in enumerate(textwrap.wrap(describe(EXAMPLE_PROGRAM), 90))
+        ],
+        "```",
+        "",
+        "It travels in 32-byte chunks: BEGIN, DATA, DATA, VERIFY (the pump echoes digest and",
+        "decoded program; nothing has changed yet), then COMMIT.",
+        "",
+    ]
+    for request in [*transfer_requests(EXAMPLE_PROGRAM, chunk_bytes=32), None]:
+        if request is None:
+            request = m.ProgramCommitRequest(program_digest(encoded))
+        out.append(f"#### {m.MessageType(request.TYPE).name}")
+        out.append("")
+        lines, response = clinic.exchange(request)
+        assert not isinstance(response, m.Refusal), response
+        out.extend(lines)
+
+    clinic.override = _BOLUS_REFUSAL
+    section(
+        "A refusal from the firmware",
+        "A clinician bolus that would exceed the maximum daily dose. Refusals carry the "
+        "result code and a detail naming the field and the limit, and no body.",
+        m.BolusRequest(m.ClinicianBolus(dose_ng=900_000, duration_min=30, then_resume=True)),
+    )
+    out += [
+        "### A refusal from the protocol layer",
+        "",
+        "The INTERROGATE frame recorded above, replayed later in the session: its MAC is",
+        "still valid but its counter is not above the last accepted one. The refusal is not",
+        "authenticated (the request's counter is stale) and nothing reaches the firmware.",
+        "",
+    ]
+    answer, response = clinic.pump_answer(replay_frame)
+    out += _frame_block("Replayed frame:", replay_frame, interrogate)
+    out += _frame_block("Pump to programmer:", answer, response)
+    section(
+        "End the session",
+        "The answer is still authenticated with the session key; then the pump forgets it.",
+        m.EndSessionRequest(),
+    )
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --- document regions -------------------------------------------------------------------------
+
+_REGION = re.compile(
+    r"(<!-- BEGIN GENERATED: (?P<name>[a-z-]+) -->\n)"
+    r"(?P<body>.*?)"
+    r"(<!-- END GENERATED: (?P=name) -->)",
+    re.DOTALL,
+)
+
+
+def generated_regions() -> dict[str, Callable[[], str]]:
+    """Renderers of every generated region of the document, by marker name."""
+    return {
+        "result-codes": result_code_table,
+        "enums": enum_tables,
+        "messages": message_tables,
+        "examples": examples_markdown,
+    }
+
+
+def update_document(text: str) -> str:
+    """``text`` with every generated region re-rendered; raises if a region is missing."""
+    renderers = generated_regions()
+    found: set[str] = set()
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("name")
+        if name not in renderers:
+            raise ValueError(f"unknown generated region {name!r}")
+        found.add(name)
+        return match.group(1) + "\n" + renderers[name]().rstrip("\n") + "\n\n" + match.group(4)
+
+    updated = _REGION.sub(replace, text)
+    missing = set(renderers) - found
+    if missing:
+        raise ValueError(f"document lacks generated regions: {sorted(missing)}")
+    return updated
+
+
+def check_document(path: Path = DOC_PATH) -> bool:
+    """Whether the document's generated regions match the code."""
+    text = path.read_text(encoding="utf-8")
+    return update_document(text) == text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``--write`` refreshes the document, ``--check`` verifies it."""
+    parser = argparse.ArgumentParser(
+        prog="python -m protocol.examples",
+        description="Regenerate the code-derived parts of the protocol specification.",
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", action="store_true", help="update the document in place")
+    group.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
+    parser.add_argument("--doc", type=Path, default=DOC_PATH, help="path of protocol.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    text = args.doc.read_text(encoding="utf-8")
+    updated = update_document(text)
+    if args.check:
+        if updated != text:
+            _log.error("%s is out of date: run python -m protocol.examples --write", args.doc)
+            return 1
+        _log.info("%s is up to date", args.doc)
+        return 0
+    if updated != text:
+        args.doc.write_text(updated, encoding="utf-8")
+        _log.info("updated %s", args.doc)
+    else:
+        _log.info("%s already up to date", args.doc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
