@@ -107,6 +107,7 @@ __all__ = [
     "SessionEnded",
     "SessionInfo",
     "SessionStarted",
+    "recommended_timeout_s",
 ]
 
 _log = logging.getLogger(__name__)
@@ -117,6 +118,18 @@ DEFAULT_TIMEOUT_S = 1.0
 DEFAULT_BACKOFF = 2.0  # each retransmission waits twice as long as the previous attempt
 DEFAULT_MAX_ATTEMPTS = 4  # first transmission + 3 retransmissions: 1 + 2 + 4 + 8 = 15 s
 DEFAULT_IDLE_TIMEOUT_S = 300
+# A response frame is at most about 1100 bytes on the wire (1 KiB body, a little stuffing).
+_LONGEST_RESPONSE_BYTES = 1100
+
+
+def recommended_timeout_s(baud: int, request_bytes: int = 0) -> float:
+    """First response timeout for a link at ``baud`` (10 bits per byte on a UART).
+
+    Long enough for the request and the longest response to cross the link plus a margin
+    for turnaround, never below :data:`DEFAULT_TIMEOUT_S`.
+    """
+    wire_s = 10 * (request_bytes + _LONGEST_RESPONSE_BYTES) / baud
+    return max(DEFAULT_TIMEOUT_S, 0.25 + wire_s)
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -712,6 +725,7 @@ class SessionInfo:
 class _Outstanding:
     request: Request
     seq: int
+    session_id: int
     frame: bytes
     deadline_s: float
     session_key: bytes | None
@@ -871,7 +885,9 @@ class ProgrammerConnection:
             self._session.counter = counter
         self._next_seq = (seq + 1) % SEQ_MODULUS
         self._request.fire(RequestEvent.SEND)
-        self._outstanding = _Outstanding(request, seq, frame, now_s + self.timeout_s, key, counter)
+        self._outstanding = _Outstanding(
+            request, seq, session_id, frame, now_s + self.timeout_s, key, counter
+        )
         self.stats.frames_out += 1
         return frame
 
@@ -938,6 +954,7 @@ class ProgrammerConnection:
             out is None
             or header.seq != out.seq
             or header.msg_type != out.request.TYPE | RESPONSE_BIT
+            or header.session_id != out.session_id
         ):
             self._drop(f"stale or unexpected response seq={header.seq}")
             return

@@ -1,0 +1,43 @@
+"""docs/protocol.md cannot drift: its generated parts are regenerated and compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocol.examples import DOC_PATH, examples_markdown, main, update_document
+from protocol.framing import crc16_ccitt_false
+
+
+def test_document_matches_the_code() -> None:
+    text = DOC_PATH.read_text(encoding="utf-8")
+    assert update_document(text) == text, (
+        "docs/protocol.md is out of date: run `python -m protocol.examples --write`"
+    )
+
+
+def test_examples_are_deterministic() -> None:
+    assert examples_markdown() == examples_markdown()
+
+
+def test_document_states_the_crc_check_value() -> None:
+    assert f"0x{crc16_ccitt_false(b'123456789'):04X}" in DOC_PATH.read_text(encoding="utf-8")
+
+
+def test_write_and_check(tmp_path: Path) -> None:
+    text = DOC_PATH.read_text(encoding="utf-8")
+    begin = "<!-- BEGIN GENERATED: examples -->\n"
+    start = text.index(begin) + len(begin)
+    end = text.index("<!-- END GENERATED: examples -->")
+    doc = tmp_path / "protocol.md"
+    doc.write_text(text[:start] + "stale\n" + text[end:], encoding="utf-8")
+    assert main(["--check", "--doc", str(doc)]) == 1
+    assert main(["--write", "--doc", str(doc)]) == 0
+    assert main(["--check", "--doc", str(doc)]) == 0
+    assert doc.read_text(encoding="utf-8") == DOC_PATH.read_text(encoding="utf-8")
+
+
+def test_missing_region_is_an_error() -> None:
+    with pytest.raises(ValueError, match="lacks generated regions"):
+        update_document("no markers here\n")
