@@ -85,13 +85,8 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
 
 
 def _range(spec: Spec) -> str:
-    if isinstance(spec, IntSpec):
-        bits = 8 * spec.size
-        full = (
-            (0, (1 << bits) - 1) if not spec.signed else (-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-        )
-        if (spec.min, spec.max) == full and not spec.special and spec.none_value is None:
-            return "any"
+    if isinstance(spec, IntSpec) and spec.is_full_range:
+        return "any"
     return spec.range_text()
 
 

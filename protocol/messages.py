@@ -514,7 +514,9 @@ class AckAlarmRequest(Request):
     """Silence one alarm, or all of them."""
 
     TYPE: ClassVar[MessageType] = MessageType.ACK_ALARM
-    alarm_id: int | None = u8("alarm to acknowledge", lo=1, hi=254, none_value=ALL_ALARMS)
+    alarm_id: int | None = u8(
+        "alarm to acknowledge", lo=1, hi=254, none_value=ALL_ALARMS, none_text="all alarms"
+    )
 
 
 @wire_struct
@@ -603,7 +605,14 @@ class PrimingBolus(WireStruct):
     """Fill the catheter and pump tubing at the maximum rate."""
 
     TAG: ClassVar[int] = 2
-    volume_nl: int | None = u32("volume to push", unit="nL", lo=1, hi=MAX_VOLUME_NL, none_value=0)
+    volume_nl: int | None = u32(
+        "volume to push",
+        unit="nL",
+        lo=1,
+        hi=MAX_VOLUME_NL,
+        none_value=0,
+        none_text="the pump computes catheter + pump tubing volume",
+    )
 
 
 @wire_struct
@@ -611,13 +620,21 @@ class BridgeBolus(WireStruct):
     """Push the old drug out of the path at the old-drug equivalent rate."""
 
     TAG: ClassVar[int] = 3
-    volume_nl: int | None = u32("volume to push", unit="nL", lo=1, hi=MAX_VOLUME_NL, none_value=0)
+    volume_nl: int | None = u32(
+        "volume to push",
+        unit="nL",
+        lo=1,
+        hi=MAX_VOLUME_NL,
+        none_value=0,
+        none_text="the pump computes catheter + pump tubing volume",
+    )
     old_concentration_ng_per_ml: int | None = u32(
         "concentration of the drug being pushed out",
         unit="ng/mL",
         lo=1,
         hi=MAX_CONCENTRATION_NG_PER_ML,
         none_value=0,
+        none_text="the concentration currently programmed",
     )
 
 
@@ -686,6 +703,7 @@ class RefillRequest(Request):
         unit="nL",
         hi=MAX_VOLUME_NL,
         none_value=0xFFFFFFFF,
+        none_text="not measured",
     )
     bridge_bolus: bool = boolean("start a bridge bolus if the concentration changed")
     drug_name: str = string("drug name", min_bytes=1, max_bytes=NAME_MAX_BYTES)

@@ -148,6 +148,8 @@ class IntSpec(Spec):
     special: tuple[tuple[int, str], ...] = ()
     #: raw value that stands for ``None`` in Python (an absent date, "all alarms" ...)
     none_value: int | None = None
+    #: what ``None`` means, for the documentation
+    none_text: str = "none"
 
     def __post_init__(self) -> None:
         bits = 8 * self.size
@@ -189,6 +191,16 @@ class IntSpec(Spec):
     def to_raw(self, value: Any) -> Any:
         return self.none_value if value is None else value
 
+    @property
+    def is_full_range(self) -> bool:
+        """Whether every value of the integer type is allowed (nothing to document)."""
+        bits = 8 * self.size
+        if self.signed:
+            lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        else:
+            lo, hi = 0, (1 << bits) - 1
+        return (self.min, self.max) == (lo, hi) and not self.special and self.none_value is None
+
     def type_text(self) -> str:
         return f"{'i' if self.signed else 'u'}{8 * self.size}"
 
@@ -196,7 +208,7 @@ class IntSpec(Spec):
         text = f"{self.min}..{self.max}"
         notes = list(self.special)
         if self.none_value is not None:
-            notes.append((self.none_value, "none"))
+            notes.append((self.none_value, self.none_text))
         if notes:
             text += "; " + ", ".join(f"{v} = {meaning}" for v, meaning in notes)
         return text
@@ -523,8 +535,12 @@ class ListSpec(Spec):
 
     def range_text(self) -> str:
         text = f"{self.min_items}..{self.max_items} items"
+        if isinstance(self.item, StructSpec) or (
+            isinstance(self.item, IntSpec) and self.item.is_full_range
+        ):
+            return text
         inner = self.item.range_text()
-        return f"{text}; each {inner}" if inner and not isinstance(self.item, StructSpec) else text
+        return f"{text}; each {inner}" if inner else text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -577,6 +593,23 @@ def _field(spec: Spec, default: Any) -> Any:
     return dataclasses.field(default=default, metadata={"wire": spec})
 
 
+def _uint(
+    size: int,
+    doc: str,
+    unit: str,
+    lo: int | None,
+    hi: int | None,
+    special: tuple[tuple[int, str], ...],
+    none_value: int | None,
+    none_text: str,
+    default: Any,
+) -> Any:
+    spec = IntSpec(
+        size, doc, unit, lo, hi, special=special, none_value=none_value, none_text=none_text
+    )
+    return _field(spec, default)
+
+
 def u8(
     doc: str,
     *,
@@ -585,10 +618,11 @@ def u8(
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
     none_value: int | None = None,
+    none_text: str = "none",
     default: Any = _MISSING,
 ) -> Any:
     """An unsigned 8-bit integer field (``None`` allowed when ``none_value`` is set)."""
-    return _field(IntSpec(1, doc, unit, lo, hi, special=special, none_value=none_value), default)
+    return _uint(1, doc, unit, lo, hi, special, none_value, none_text, default)
 
 
 def u16(
@@ -599,10 +633,11 @@ def u16(
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
     none_value: int | None = None,
+    none_text: str = "none",
     default: Any = _MISSING,
 ) -> Any:
     """An unsigned 16-bit integer field (``None`` allowed when ``none_value`` is set)."""
-    return _field(IntSpec(2, doc, unit, lo, hi, special=special, none_value=none_value), default)
+    return _uint(2, doc, unit, lo, hi, special, none_value, none_text, default)
 
 
 def u32(
@@ -613,10 +648,11 @@ def u32(
     hi: int | None = None,
     special: tuple[tuple[int, str], ...] = (),
     none_value: int | None = None,
+    none_text: str = "none",
     default: Any = _MISSING,
 ) -> Any:
     """An unsigned 32-bit integer field (``None`` allowed when ``none_value`` is set)."""
-    return _field(IntSpec(4, doc, unit, lo, hi, special=special, none_value=none_value), default)
+    return _uint(4, doc, unit, lo, hi, special, none_value, none_text, default)
 
 
 def i32(doc: str, *, unit: str = "", default: Any = _MISSING) -> Any:
