@@ -22,6 +22,7 @@ from emulator.transports import (
     NullModem,
     PtyTransport,
     PumpTransport,
+    Rfc2217Transport,
     TcpTransport,
     pacing_schedule,
     transmit_time_s,
@@ -125,6 +126,8 @@ def make_transport(
         return PtyTransport(handler, emulation=emulation)
     if kind == "tcp":
         return TcpTransport(handler, emulation=emulation)
+    if kind == "rfc2217":
+        return Rfc2217Transport(handler, emulation=emulation)
     return NullModem(handler, emulation=emulation)
 
 
@@ -358,14 +361,24 @@ def _pyserial_exchange(url: str, request: bytes, n_reply: int) -> bytes:
         port.close()
 
 
-@pytest.mark.parametrize("kind", ["pty", "tcp"])
+PYSERIAL_RFC2217_WARNINGS = (
+    pytest.mark.filterwarnings("ignore:setDaemon:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:setName:DeprecationWarning"),
+)
+
+
+@pytest.mark.parametrize(
+    "kind", ["pty", "tcp", pytest.param("rfc2217", marks=PYSERIAL_RFC2217_WARNINGS)]
+)
 async def test_pyserial_client(kind: str) -> None:
     handler = Recorder()
     async with make_transport(kind, handler) as transport:
         if isinstance(transport, TcpTransport):
+            scheme = "rfc2217" if kind == "rfc2217" else "socket"
             assert transport.port > 0
-            assert transport.url == f"socket://127.0.0.1:{transport.port}"
-        request = b"\x7eIDENT\r\n\x00\x7e"
+            assert transport.url == f"{scheme}://127.0.0.1:{transport.port}"
+        # 0xFF / 0x7F: Telnet IAC both ways (the reply flips 0x7F to 0xFF).
+        request = b"\x7eIDENT\r\n\x00\x7e\xff\x7f\xff"
         reply = await asyncio.to_thread(_pyserial_exchange, transport.url, request, len(request))
         assert reply == flip(request)
         assert bytes(handler.received) == request

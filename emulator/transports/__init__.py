@@ -2,6 +2,7 @@
 
 One module per backend (python-can style): :mod:`~emulator.transports.pty` (raw PTY pair,
 optional stable symlink), :mod:`~emulator.transports.tcp` (pyserial ``socket://``),
+:mod:`~emulator.transports.rfc2217` (pyserial ``rfc2217://``),
 :mod:`~emulator.transports.null_modem` (in memory, for tests). Link emulation (pacing,
 turnaround, corruption, drop) lives in :mod:`~emulator.transports.link` and nowhere else.
 """
@@ -16,6 +17,7 @@ from emulator.transports.link import (
 )
 from emulator.transports.null_modem import NullModem, NullModemClient
 from emulator.transports.pty import PtyTransport, make_raw
+from emulator.transports.rfc2217 import Rfc2217Transport
 from emulator.transports.tcp import TcpTransport
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "NullModemClient",
     "PtyTransport",
     "PumpTransport",
+    "Rfc2217Transport",
     "TcpTransport",
     "make_raw",
     "pacing_schedule",

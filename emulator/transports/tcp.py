@@ -28,12 +28,23 @@ class _TcpLink(asyncio.Protocol):
         log.info("TCP pump port %d: client %s connected", self._owner.port, peer)
 
     def _write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        self._write_raw(self.encode(data))
+
+    def _write_raw(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
+
+    def encode(self, data: bytes) -> bytes:
+        """Pump bytes -> wire bytes (identity; RFC 2217 escapes IAC)."""
+        return data
+
+    def decode(self, data: bytes) -> bytes:
+        """Wire bytes -> pump bytes (identity; RFC 2217 strips Telnet negotiation)."""
+        return data
 
     def data_received(self, data: bytes) -> None:
         if self.conn is not None:
-            self.conn.feed(data)
+            self.conn.feed(self.decode(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
@@ -90,11 +101,12 @@ class TcpTransport(PumpTransport):
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _TcpLink(self), self.host, self._requested_port
-        )
+        self._server = await loop.create_server(self._make_link, self.host, self._requested_port)
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("TCP pump port on %s", self.url)
+
+    def _make_link(self) -> _TcpLink:
+        return _TcpLink(self)
 
     async def close(self) -> None:
         """Stop listening and drop every client."""
