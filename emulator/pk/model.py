@@ -238,9 +238,7 @@ class PKModel:
         max_elements: int = DEFAULT_MAX_ELEMENTS,
     ) -> Prediction:
         """`predict` for an already normalised `InputSchedule`."""
-        start = initial_state if initial_state is not None else self.initial_state(
-            schedule.start_h
-        )
+        start = initial_state if initial_state is not None else self.initial_state(schedule.start_h)
         if start.time_h != schedule.start_h:
             raise ValueError("initial_state.time_h must equal the schedule's start")
         times = np.asarray(times_h, dtype=np.float64)

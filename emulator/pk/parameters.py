@@ -167,16 +167,14 @@ class PKParameters:
     @property
     def scaled_systemic_clearance_ml_per_h(self) -> float:
         """Systemic clearance at `weight_kg`: CL70 * (WT/70)^0.75."""
-        return self.systemic_clearance_ml_per_h * (self.weight_kg / REFERENCE_WEIGHT_KG) ** (
-            CLEARANCE_WEIGHT_EXPONENT
-        )
+        ratio = self.weight_kg / REFERENCE_WEIGHT_KG
+        return float(self.systemic_clearance_ml_per_h * ratio**CLEARANCE_WEIGHT_EXPONENT)
 
     @property
     def scaled_plasma_volume_ml(self) -> float:
         """Plasma (systemic) volume at `weight_kg`: V70 * (WT/70)."""
-        return self.plasma_volume_ml * (self.weight_kg / REFERENCE_WEIGHT_KG) ** (
-            VOLUME_WEIGHT_EXPONENT
-        )
+        ratio = self.weight_kg / REFERENCE_WEIGHT_KG
+        return float(self.plasma_volume_ml * ratio**VOLUME_WEIGHT_EXPONENT)
 
     def replace(self, **changes: Any) -> PKParameters:
         """A copy with some fields changed (validated again)."""

@@ -49,13 +49,16 @@ Array = NDArray[Any]  # float64 or complex128
 class _Group(Protocol):
     """One way of evaluating the exact step map, for a subset of patients."""
 
-    n_patients: int
+    @property
+    def n_patients(self) -> int: ...
 
     def to_coords(self, x: FloatArray) -> Array: ...
 
     def from_coords(self, z: Array) -> FloatArray: ...
 
-    def step(self, delta_h: FloatArray, rates: FloatArray) -> tuple[Array, Array]: ...
+    def transition(self, delta_h: FloatArray) -> tuple[Array, Array]: ...
+
+    def forced(self, integral: Array, rates: FloatArray) -> Array: ...
 
     def jump(self, amounts: FloatArray) -> Array: ...
 
@@ -66,12 +69,17 @@ class _Group(Protocol):
     def outputs(self, z: Array) -> FloatArray: ...
 
 
-def _integral_of_exp(lam: Array, delta_h: FloatArray) -> Array:
-    """integral_0^d e^{lambda s} ds = expm1(lambda d) / lambda, and d where lambda = 0."""
-    x = lam[None, :, :] * delta_h[:, None, None]
-    safe = np.where(lam == 0.0, 1.0, lam)[None, :, :]
-    d = np.broadcast_to(delta_h[:, None, None], x.shape)
-    result: Array = np.where(lam[None, :, :] == 0.0, d, np.expm1(x) / safe)
+def _step(group: _Group, delta_h: FloatArray, rates: FloatArray) -> tuple[Array, Array]:
+    """(Phi, forced response from zero) for steps of `delta_h` under constant `rates`."""
+    phi, integral = group.transition(delta_h)
+    return phi, group.forced(integral, rates)
+
+
+def _route_gain(g: Array, rates: FloatArray) -> Array:
+    """(K, P, n) = g (P, n, m) applied to rates (K, m), as one BLAS product."""
+    n_patients, n, m = g.shape
+    product = g.reshape(n_patients * n, m) @ rates.T
+    result: Array = product.T.reshape(rates.shape[0], n_patients, n)
     return result
 
 
@@ -94,14 +102,26 @@ class _ModalGroup:
     def from_coords(self, z: Array) -> FloatArray:
         return np.ascontiguousarray(np.einsum("pij,pj->pi", self.v, z).real)
 
-    def step(self, delta_h: FloatArray, rates: FloatArray) -> tuple[Array, Array]:
-        phi = np.exp(self.lam[None, :, :] * delta_h[:, None, None])
-        forcing = np.einsum("pnm,km->kpn", self.g, rates) * _integral_of_exp(self.lam, delta_h)
-        return phi, forcing
+    def transition(self, delta_h: FloatArray) -> tuple[Array, Array]:
+        x = self.lam[None, :, :] * delta_h[:, None, None]
+        phi = np.exp(x)
+        # integral_0^d e^{lambda s} ds = expm1(lambda d) / lambda (accurate for small
+        # lambda d, where (e^x - 1) / lambda would cancel), and d itself where lambda = 0.
+        zero = self.lam == 0.0
+        if np.any(zero):
+            safe = np.where(zero, 1.0, self.lam)[None, :, :]
+            d = np.broadcast_to(delta_h[:, None, None], x.shape)
+            integral: Array = np.where(zero[None, :, :], d, np.expm1(x) / safe)
+        else:
+            integral = np.expm1(x) / self.lam[None, :, :]
+        return phi, integral
+
+    def forced(self, integral: Array, rates: FloatArray) -> Array:
+        result: Array = integral * _route_gain(self.g, rates)
+        return result
 
     def jump(self, amounts: FloatArray) -> Array:
-        result: Array = np.einsum("pnm,km->kpn", self.g, amounts)
-        return result
+        return _route_gain(self.g, amounts)
 
     def apply(self, phi: Array, z: Array) -> Array:
         result: Array = phi * z
@@ -112,7 +132,8 @@ class _ModalGroup:
         return result
 
     def outputs(self, z: Array) -> FloatArray:
-        return np.ascontiguousarray(np.einsum("pon,kpn->kpo", self.h, z).real)
+        y: Array = np.einsum("pon,kpn->kpo", self.h, z, optimize=True)
+        return y if y.dtype == np.float64 else y.real
 
 
 @dataclass(frozen=True)
@@ -131,7 +152,7 @@ class _ExpmGroup:
     def from_coords(self, z: Array) -> FloatArray:
         return np.ascontiguousarray(z.real)
 
-    def step(self, delta_h: FloatArray, rates: FloatArray) -> tuple[Array, Array]:
+    def transition(self, delta_h: FloatArray) -> tuple[Array, Array]:
         n_patients, n, m = self.b.shape
         augmented = np.zeros((n_patients, n + m, n + m))
         augmented[:, :n, :n] = self.a
@@ -140,9 +161,11 @@ class _ExpmGroup:
         unique, inverse = np.unique(delta_h, return_inverse=True)
         exponentials = expm(augmented[None, :, :, :] * unique[:, None, None, None])
         exponentials = exponentials[inverse.reshape(-1)]
-        phi = exponentials[:, :, :n, :n]
-        forcing = np.einsum("kpnm,km->kpn", exponentials[:, :, :n, n:], rates)
-        return phi, forcing
+        return exponentials[:, :, :n, :n], exponentials[:, :, :n, n:]
+
+    def forced(self, integral: Array, rates: FloatArray) -> Array:
+        result: Array = np.einsum("kpnm,km->kpn", integral, rates)
+        return result
 
     def jump(self, amounts: FloatArray) -> Array:
         result: Array = np.einsum("pnm,km->kpn", self.b, amounts)
@@ -157,7 +180,61 @@ class _ExpmGroup:
         return result
 
     def outputs(self, z: Array) -> FloatArray:
-        return np.ascontiguousarray(np.einsum("pon,kpn->kpo", self.c, z).real)
+        y: Array = np.einsum("pon,kpn->kpo", self.c, z)
+        return y.real
+
+
+# Output offsets (time since the last breakpoint) are shared when they agree to 2^-40 h
+# (3 ns), so that a regular output grid needs only a few distinct transition matrices even
+# when its times carry rounding noise; the time shift is far below any rate's resolution.
+_OFFSET_QUANTUM_H = 2.0**-40
+_OFFSET_QUANTUM_LIMIT_H = 1.0e6
+
+
+def _quantise_offsets(offsets_h: FloatArray) -> FloatArray:
+    if offsets_h.size == 0 or offsets_h.max() > _OFFSET_QUANTUM_LIMIT_H:
+        return offsets_h
+    quantised: FloatArray = np.round(offsets_h / _OFFSET_QUANTUM_H) * _OFFSET_QUANTUM_H
+    return quantised
+
+
+class _TransitionCache:
+    """Transitions for distinct output offsets, kept across windows within a size budget."""
+
+    def __init__(self, group: _Group, max_elements: int) -> None:
+        self._group = group
+        self._max_elements = max_elements
+        self._offsets = np.zeros(0)
+        self._phi: Array = np.zeros(0)
+        self._integral: Array = np.zeros(0)
+
+    def lookup(self, offsets_h: FloatArray) -> tuple[Array, Array]:
+        """(Phi, integral) for each offset, computing only offsets not seen before."""
+        unique, inverse = np.unique(offsets_h, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        missing = unique[~np.isin(unique, self._offsets, assume_unique=True)]
+        if missing.size:
+            phi_new, integral_new = self._group.transition(missing)
+            per_offset = phi_new[0].size + integral_new[0].size
+            if (self._offsets.size + missing.size) * per_offset > self._max_elements:
+                # Over budget: forget what was kept; serve this window on its own if even it
+                # does not fit (irregular output times), else start keeping afresh.
+                self._offsets = np.zeros(0)
+                if unique.size * per_offset > self._max_elements:
+                    phi, integral = self._group.transition(unique)
+                    return phi[inverse], integral[inverse]
+                missing = unique
+                phi_new, integral_new = self._group.transition(unique)
+            if self._offsets.size == 0:
+                self._offsets, self._phi, self._integral = missing, phi_new, integral_new
+            else:
+                offsets = np.concatenate([self._offsets, missing])
+                order = np.argsort(offsets, kind="stable")
+                self._offsets = offsets[order]
+                self._phi = np.concatenate([self._phi, phi_new])[order]
+                self._integral = np.concatenate([self._integral, integral_new])[order]
+        index = np.searchsorted(self._offsets, unique)[inverse]
+        return self._phi[index], self._integral[index]
 
 
 def _affine_prefix_scan(group: _Group, phi: Array, forcing: Array, z0: Array) -> Array:
@@ -208,7 +285,7 @@ class _ExtendedSchedule:
     def advance(self, group: _Group, z: Array, first: int, last: int) -> Array:
         """Z_ext[first..last] given Z_ext[first] = z."""
         steps = slice(first, last)
-        phi, forcing = group.step(self.step_delta_h[steps], self.step_rates[steps])
+        phi, forcing = _step(group, self.step_delta_h[steps], self.step_rates[steps])
         forcing = forcing + group.jump(self.step_jumps[steps])
         return _affine_prefix_scan(group, phi, forcing, z)
 
@@ -288,14 +365,15 @@ class ExactSolver:
         result = np.empty_like(x)
         delta = np.array([delta_h])
         for index, group in self._groups:
-            phi, forcing = group.step(delta, rates.reshape(1, -1))
+            phi, forcing = _step(group, delta, rates.reshape(1, -1))
             z = group.apply(phi[0], group.to_coords(x[index])) + forcing[0]
             result[index] = group.from_coords(z)
         return result
 
     def outputs(self, x: FloatArray) -> FloatArray:
         """Outputs (P, o) of states (P, n)."""
-        return np.einsum("pon,pn->po", self.system.c, x)
+        y: FloatArray = np.einsum("pon,pn->po", self.system.c, x)
+        return y
 
     def iter_outputs(
         self,
@@ -334,7 +412,9 @@ class ExactSolver:
         times_sorted = times[order]
         ext_sorted = ext_index[order]
         governing = np.maximum(ext_sorted - 1, 0)
-        offsets_h = np.where(ext_sorted > 0, times_sorted - breakpoints[governing], 0.0)
+        offsets_h = _quantise_offsets(
+            np.where(ext_sorted > 0, times_sorted - breakpoints[governing], 0.0)
+        )
         out_rates = np.where((ext_sorted > 0)[:, None], schedule.rates_mcg_per_h[governing], 0.0)
 
         n_states = self.system.a.shape[1]
@@ -346,9 +426,12 @@ class ExactSolver:
         carried: list[tuple[int, Array]] = [
             (0, group.to_coords(x0[index])) for index, group in self._groups
         ]
+        caches = [_TransitionCache(group, 4 * max_elements) for _, group in self._groups]
         for j0, j1 in windows:
             e_lo, e_hi = int(ext_sorted[j0]), int(ext_sorted[j1 - 1])
-            y = np.empty((j1 - j0, self.n_patients, self.n_outputs))
+            y: FloatArray | None = None
+            if len(self._groups) > 1:
+                y = np.empty((j1 - j0, self.n_patients, self.n_outputs))
             for number, (index, group) in enumerate(self._groups):
                 position, z = carried[number]
                 # Catch up to the window's first breakpoint without keeping the states between.
@@ -357,8 +440,14 @@ class ExactSolver:
                     z = ext.advance(group, z, position, position + stride)[-1]
                     position += stride
                 states = ext.advance(group, z, e_lo, e_hi)
-                phi, forcing = group.step(offsets_h[j0:j1], out_rates[j0:j1])
-                at_outputs = group.apply(phi, states[ext_sorted[j0:j1] - e_lo]) + forcing
-                y[:, index, :] = group.outputs(at_outputs)
+                phi, integral = caches[number].lookup(offsets_h[j0:j1])
+                at_outputs = group.apply(phi, states[ext_sorted[j0:j1] - e_lo]) + group.forced(
+                    integral, out_rates[j0:j1]
+                )
+                if y is None:
+                    y = group.outputs(at_outputs)
+                else:
+                    y[:, index, :] = group.outputs(at_outputs)
                 carried[number] = (e_hi, states[-1])
+            assert y is not None
             yield order[j0:j1], y

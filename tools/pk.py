@@ -1,0 +1,146 @@
+"""`itpump pk`: predict CSF, plasma and effect-site concentrations for NONMEM-style records."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from emulator.pk.batch import predict_subjects
+from emulator.pk.parameters import PKParameters
+from emulator.pk.plotting import save_plot, supported_plot_suffixes
+from emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
+from tools.cli import UsageError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Predict intrathecal baclofen concentrations (ng/mL) for a file of NONMEM-style dose and
+observation records, with the label-calibrated PK/PD model (docs/pk.md).
+"""
+
+EPILOG = """\
+input file (CSV with a header row; lines starting with # are comments):
+  ID    subject; one subject's records must be contiguous
+  TIME  hours from the start (>= 0), non-decreasing within a subject
+  AMT   dose in mcg (> 0 on dose records; 0 or '.' on observation records)
+  RATE  mcg/h; 0 = bolus, > 0 = infusion of AMT over AMT/RATE hours
+  EVID  1 = dose record, 0 = observation record (a row to predict)
+  CMT   1 = intrathecal (CSF at the catheter tip), 2 = subcutaneous/tissue depot
+        (catheter leak, pump-pocket fill); ignored on observation records
+  WT    optional body weight in kg, constant per subject (default 70); scales
+        systemic clearance (^0.75) and volume (^1)
+  Other columns (MDV, DV, ...) are ignored. Overlapping infusions add up. An
+  observation at the time of a dose includes it if the dose record comes first.
+
+output (one row per observation record, same order):
+  ID,TIME,CSF_LUMBAR,CSF_CISTERNAL,PLASMA,CE    CE = effect-site concentration
+  with --population N: each value column X becomes X_P05,X_P50,X_P95, the 5th,
+  50th and 95th percentiles over N virtual patients per subject (log-normal
+  inter-individual variability, reproducible with --seed).
+
+A malformed file is reported with its line and column, and nothing is written.
+example:
+  itpump pk emulator/pk/examples/baclofen_bolus.csv --out pred.csv --plot pred.png
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `pk` sub-command."""
+    parser = subparsers.add_parser(
+        "pk",
+        help="predict concentrations for NONMEM-style dose records",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("doses", metavar="DOSES.csv", type=Path, help="dose/observation records")
+    parser.add_argument(
+        "--out", metavar="PRED.csv", type=Path, help="write predictions here (default: stdout)"
+    )
+    parser.add_argument(
+        "--population",
+        metavar="N",
+        type=_positive_int,
+        help="simulate N virtual patients per subject and report percentiles 5/50/95",
+    )
+    parser.add_argument(
+        "--seed", metavar="S", type=int, default=0, help="random seed for --population (default 0)"
+    )
+    parser.add_argument(
+        "--plot", metavar="FILE.png", type=Path, help="also save a concentration plot"
+    )
+    parser.add_argument(
+        "--catheter-tip-cm",
+        metavar="CM",
+        type=float,
+        default=0.0,
+        help="catheter tip, cm cranial of the lumbar sampling level (default 0: lumbar)",
+    )
+    parser.add_argument(
+        "--csf-peripheral",
+        action="store_true",
+        help="add the second CSF compartment (terminal CSF half-life ~4.5 h)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _check_destination(path: Path | None, option: str) -> None:
+    if path is not None and not path.parent.is_dir():
+        raise UsageError(f"{option}: directory {path.parent} does not exist")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything, compute, then write the outputs."""
+    _check_destination(args.out, "--out")
+    _check_destination(args.plot, "--plot")
+    if args.plot is not None:
+        suffix = args.plot.suffix.lower().lstrip(".")
+        if suffix not in supported_plot_suffixes():
+            choices = ", ".join(sorted(supported_plot_suffixes()))
+            raise UsageError(f"--plot: unsupported file type {args.plot.suffix!r} ({choices})")
+    if args.population is None and args.seed != 0:
+        logger.warning("--seed has no effect without --population")
+    try:
+        parameters = PKParameters.baclofen(csf_peripheral=args.csf_peripheral).replace(
+            catheter_tip_cm=args.catheter_tip_cm
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        subjects = read_dose_file(args.doses)
+    except FileNotFoundError:
+        raise UsageError(f"{args.doses}: no such file") from None
+    except DoseFileError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"{args.doses}: {exc.strerror}") from None
+
+    run_result = predict_subjects(
+        subjects,
+        parameters=parameters,
+        population=args.population,
+        seed=args.seed,
+        curve_points=400 if args.plot is not None else 0,
+    )
+    text = run_result.csv_text()
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        write_text_atomically(args.out, text)
+        logger.info("wrote %s", args.out)
+    if args.plot is not None:
+        save_plot(run_result, args.plot)
+        logger.info("wrote %s", args.plot)
+    return 0
