@@ -292,6 +292,7 @@ class _Session:
     key: bytes
     counter: int = 0  # pump: last accepted; programmer: last used
     scope: _Scope = field(default_factory=_Scope)
+    last_active_s: float | None = None  # pump: time of the last accepted request, if known
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +376,7 @@ class PumpConnection:
         self._challenge: _Challenge | None = None
         self._version = PROTOCOL_VERSION
         self._link = _Scope()  # requests outside any session
+        self._now_s: float | None = None  # last time given to receive_data()
         self._pending: tuple[Header, MessageInfo, _Context] | None = None
 
     # -- public API
@@ -399,9 +401,34 @@ class PumpConnection:
         """Protocol version negotiated by the last IDENTIFY."""
         return self._version
 
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes received from the link, in any chunking."""
+    def receive_data(self, data: bytes, now_s: float | None = None) -> None:
+        """Feed bytes received from the link, in any chunking.
+
+        ``now_s`` (the caller's clock, e.g. simulated time) stamps the session's activity for
+        :meth:`expire_idle_session`; without it the idle timeout is not tracked.
+        """
+        if now_s is not None:
+            self._now_s = now_s
         self._deframer.receive_data(data)
+
+    @property
+    def idle_deadline_s(self) -> float | None:
+        """When the active session expires if no request arrives, or ``None``."""
+        session = self._session
+        if session is None or session.last_active_s is None:
+            return None
+        return session.last_active_s + self.idle_timeout_s
+
+    def expire_idle_session(self, now_s: float) -> bool:
+        """End the session if it has been idle for ``idle_timeout_s``; returns whether it did.
+
+        Queues a :class:`SessionEnded` event.
+        """
+        deadline = self.idle_deadline_s
+        if deadline is None or now_s < deadline:
+            return False
+        self.end_session("idle timeout")
+        return True
 
     def next_event(self) -> PumpEvent | None:
         """The next event, or ``None`` when more bytes are needed.
@@ -517,6 +544,7 @@ class PumpConnection:
             ctx.scope.last_seq = header.seq
         if ctx.session is not None and ctx.counter is not None:
             ctx.session.counter = ctx.counter
+            ctx.session.last_active_s = self._now_s
         self._dispatch(header, info, ctx, request)
 
     def _scopes(self) -> tuple[_Scope, ...]:
@@ -665,7 +693,10 @@ class PumpConnection:
         previous = self._session
         self._session_sm.fire(PumpSessionEvent.PROOF_OK)
         self._session = _Session(
-            challenge.session_id, challenge.role, auth.session_key(self._key, transcript)
+            challenge.session_id,
+            challenge.role,
+            auth.session_key(self._key, transcript),
+            last_active_s=self._now_s,
         )
         response = AuthProofResponse(auth.pump_proof(self._key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)

@@ -303,6 +303,28 @@ def test_lost_answers_to_handshake_and_end_session_are_resent() -> None:
     assert rig.prog.session is None
 
 
+def _deadline(pump: PumpConnection) -> float | None:
+    return pump.idle_deadline_s
+
+
+def test_idle_session_expires() -> None:
+    rig = Rig()
+    rig.identify()
+    rig.exchange(rig.prog.auth_begin(m.Role.CLINICIAN))
+    rig.pump.receive_data(rig.prog.send(rig.prog.auth_proof(), 0.0), now_s=100.0)
+    rig.to_programmer(rig.to_pump(b""))
+    assert rig.pump.idle_deadline_s == 400.0
+    rig.pump.receive_data(rig.prog.send(m.InterrogateRequest(), 0.0), now_s=350.0)
+    rig.to_programmer(rig.to_pump(b""))
+    assert rig.pump.idle_deadline_s == 650.0
+    assert not rig.pump.expire_idle_session(649.0)
+    assert rig.pump.expire_idle_session(650.0)
+    assert (rig.pump.session_id, _deadline(rig.pump)) == (None, None)
+    ended = rig.pump.next_event()
+    assert isinstance(ended, SessionEnded)
+    assert ended.reason == "idle timeout"
+
+
 def test_pump_ends_session_when_link_is_lost() -> None:
     rig = Rig()
     rig.login()
