@@ -32,6 +32,7 @@ from protocol.connection import (
     SessionEnded,
     SessionInfo,
     SessionStarted,
+    recommended_timeout_s,
 )
 from protocol.framing import Deframer, FrameError, FramingStats, decode_frame, encode_frame
 from protocol.header import PROTOCOL_VERSION, SUPPORTED_VERSIONS
@@ -64,4 +65,5 @@ __all__ = [
     "WireError",
     "decode_frame",
     "encode_frame",
+    "recommended_timeout_s",
 ]
