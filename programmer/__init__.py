@@ -1,0 +1,90 @@
+"""Reference programmer: a client library (blocking and asyncio) for the itpump telemetry
+protocol, over any pyserial URL (PTY path, ``socket://``, ``rfc2217://``).
+
+* :class:`PumpClient` (blocking) and :class:`AsyncPumpClient` (asyncio): identify,
+  authenticate, interrogate, program, boluses, refill, log, clock, alarms, stop/resume;
+* :class:`Program` and its modes (:class:`Continuous`, :class:`Flex`, :class:`PeriodicBolus`,
+  :class:`Stopped`): therapy programs in mcg/day, mcg/mL and clock times;
+* results in clinical units (:class:`PumpStatus`, :class:`PumpInfo`, ...);
+* exceptions: :class:`PumpRefused`, :class:`PumpTimeout`, :class:`AuthenticationError`, ...
+
+The protocol itself (framing, MACs, sequence numbers, retransmission) is the sans-IO
+:class:`protocol.connection.ProgrammerConnection`; this package moves bytes and keeps time.
+See ``docs/programmer.md``.
+"""
+
+from programmer.aio import AsyncPumpClient
+from programmer.client import PumpClient
+from programmer.errors import (
+    AuthenticationError,
+    LinkError,
+    ProgramMismatch,
+    PumpError,
+    PumpRefused,
+    PumpTimeout,
+)
+from programmer.keys import derive_pump_key, master_key_source, parse_key
+from programmer.models import (
+    AlarmInfo,
+    BolusResult,
+    LogPage,
+    LogRecord,
+    PumpInfo,
+    PumpStatus,
+    RefillResult,
+    SessionDetails,
+    to_data,
+)
+from programmer.operations import KeySource
+from programmer.program import (
+    Catheter,
+    Continuous,
+    Flex,
+    FlexStep,
+    Mode,
+    PatientBolusLimits,
+    PeriodicBolus,
+    Program,
+    Stopped,
+)
+from protocol.codes import ResultCode
+from protocol.messages import AlarmId, Capability, FlexPeriod, Role, TherapyState
+
+__all__ = [
+    "AlarmId",
+    "AlarmInfo",
+    "AsyncPumpClient",
+    "AuthenticationError",
+    "BolusResult",
+    "Capability",
+    "Catheter",
+    "Continuous",
+    "Flex",
+    "FlexPeriod",
+    "FlexStep",
+    "KeySource",
+    "LinkError",
+    "LogPage",
+    "LogRecord",
+    "Mode",
+    "PatientBolusLimits",
+    "PeriodicBolus",
+    "Program",
+    "ProgramMismatch",
+    "PumpClient",
+    "PumpError",
+    "PumpInfo",
+    "PumpRefused",
+    "PumpStatus",
+    "PumpTimeout",
+    "RefillResult",
+    "ResultCode",
+    "Role",
+    "SessionDetails",
+    "Stopped",
+    "TherapyState",
+    "derive_pump_key",
+    "master_key_source",
+    "parse_key",
+    "to_data",
+]

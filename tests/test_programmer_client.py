@@ -1,0 +1,429 @@
+"""The programmer client against a fake pump over real ports (TCP ``socket://`` and a PTY).
+
+The pump side runs on the test's event loop (the emulator's transports); blocking client
+calls run in ``asyncio.to_thread`` so the loop keeps serving. Timeouts are short and only
+guard against hangs; nothing waits by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import pytest
+
+from programmer import (
+    AlarmId,
+    AsyncPumpClient,
+    AuthenticationError,
+    Continuous,
+    Flex,
+    KeySource,
+    LinkError,
+    PatientBolusLimits,
+    Program,
+    ProgramMismatch,
+    PumpClient,
+    PumpInfo,
+    PumpRefused,
+    PumpStatus,
+    PumpTimeout,
+    ResultCode,
+    Role,
+    SessionDetails,
+    TherapyState,
+    derive_pump_key,
+    master_key_source,
+)
+from protocol import messages as m
+from protocol.auth import seeded_nonce_source
+from tests.test_programmer_fakepump import CLOCK_S, KEY, PROGRAM, SERIAL, FakePump, served
+
+GUARD_S = 10.0
+T = TypeVar("T")
+
+NEW_PROGRAM = Program(
+    drug="baclofen",
+    concentration_mcg_per_ml=2000,
+    max_daily_dose_mcg=500,
+    mode=Flex.parse("00:00=180,07:00=260,22:00=200"),
+    patient_id="P-0001",
+    patient_bolus=PatientBolusLimits(25, 10, 180, 4),
+)
+
+
+async def blocking(fn: Callable[[], T]) -> T:
+    """Run a blocking client call off the loop (the transport needs the loop to answer)."""
+    return await asyncio.wait_for(asyncio.to_thread(fn), GUARD_S)
+
+
+def client(
+    url: str,
+    *,
+    key: bytes | None = KEY,
+    timeout_s: float | None = None,
+    max_attempts: int | None = None,
+) -> PumpClient:
+    return PumpClient(
+        url,
+        key=key,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        nonce_source=seeded_nonce_source(11),
+    )
+
+
+@pytest.mark.parametrize("kind", ["tcp", "pty"])
+async def test_identify_authenticate_interrogate(kind: str) -> None:
+    pump = FakePump()
+    async with served(pump, kind) as url:
+
+        def visit() -> tuple[PumpInfo, SessionDetails | None, PumpStatus]:
+            with client(url) as c:
+                info = c.connect()
+                return info, c.session, c.interrogate()
+
+        info, session, status = await blocking(visit)
+    assert info.serial == SERIAL
+    assert info.auth_required
+    assert session is not None
+    assert session.role is Role.CLINICIAN
+    assert status.reservoir_ml == pytest.approx(3.25)
+    assert status.time == datetime(2026, 1, 1, 10, tzinfo=UTC)
+    assert status.program.mode == Continuous(400)
+    assert status.alarms[0].name == "LOW_RESERVOIR"
+    assert status.projected_low_reservoir == datetime(2026, 1, 7, 10, tzinfo=UTC)
+    # leaving the block ended the session
+    assert pump.count(m.EndSessionRequest) == 1
+    assert [type(r) for r in pump.requests[:3]] == [
+        m.IdentifyRequest,
+        m.AuthBeginRequest,
+        m.AuthProofRequest,
+    ]
+
+
+async def test_wrong_key_is_an_authentication_error() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url, key=bytes(32)) as c:
+                c.connect()
+
+        with pytest.raises(AuthenticationError) as caught:
+            await blocking(visit)
+    assert caught.value.code is ResultCode.AUTH_FAILED
+    assert SERIAL in str(caught.value)
+
+
+async def test_keys_by_serial_and_master_key() -> None:
+    master = b"rig master key for the tests..."
+    pump = FakePump(key=derive_pump_key(master, SERIAL))
+    async with served(pump) as url:
+
+        def visit(source: KeySource) -> TherapyState:
+            with PumpClient(url, key=source) as c:
+                c.connect()
+                return c.interrogate().therapy_state
+
+        assert await blocking(lambda: visit(master_key_source(master))) is TherapyState.RUNNING
+        table = {SERIAL: derive_pump_key(master, SERIAL)}
+        assert await blocking(lambda: visit(table)) is TherapyState.RUNNING
+        with pytest.raises(AuthenticationError, match="no key for pump"):
+            await blocking(lambda: visit({"OTHER": KEY}))
+
+
+async def test_no_key_needs_a_pump_that_allows_it() -> None:
+    strict, lax = FakePump(), FakePump(allow_unauthenticated=True)
+    async with served(strict) as strict_url, served(lax) as lax_url:
+
+        def visit(url: str) -> float:
+            with client(url, key=None) as c:
+                c.connect()
+                assert c.session is None
+                return c.interrogate().reservoir_ml
+
+        with pytest.raises(AuthenticationError, match="requires authentication"):
+            await blocking(lambda: visit(strict_url))
+        assert await blocking(lambda: visit(lax_url)) == pytest.approx(3.25)
+
+
+async def test_refusal_raises_with_code_and_detail_and_session_goes_on() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> tuple[PumpRefused, float]:
+            with client(url) as c:
+                c.connect()
+                with pytest.raises(PumpRefused) as caught:
+                    c.bolus_clinician(900, 30)
+                ok = c.bolus_clinician(50, 30)
+                return caught.value, ok.dose_mcg
+
+        refused, dose = await blocking(visit)
+    assert refused.code is ResultCode.DAILY_DOSE_EXCEEDED
+    assert "max_daily_dose_mcg is 600" in refused.detail
+    assert isinstance(refused.request, m.BolusRequest)
+    assert "DAILY_DOSE_EXCEEDED" in str(refused)
+    assert dose == 50
+
+
+async def test_dropped_response_is_retransmitted_and_not_redone() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> tuple[int, int]:
+            with client(url, timeout_s=0.1) as c:
+                c.connect()
+                pump.swallow = 1  # the answer to the next request is lost on the way back
+                result = c.bolus_clinician(50, 30)
+                assert result.dose_mcg == 50
+                return c.stats.retransmissions, c.stats.timeouts
+
+        retransmissions, timeouts = await blocking(visit)
+    assert (retransmissions, timeouts) == (1, 0)
+    # the pump answered the retransmission from its cache: one bolus, not two
+    assert sum(isinstance(r, m.BolusRequest) for r in pump.firmware_requests) == 1
+    assert pump.connection.stats.duplicates == 1
+
+
+async def test_silent_pump_times_out() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> tuple[PumpTimeout, float]:
+            with client(url, timeout_s=0.05, max_attempts=2) as c:
+                c.connect()
+                pump.silent = True
+                start = time.monotonic()
+                with pytest.raises(PumpTimeout) as caught:
+                    c.interrogate()
+                return caught.value, time.monotonic() - start
+
+        timeout, elapsed = await blocking(visit)
+    assert timeout.attempts == 2
+    assert isinstance(timeout.request, m.InterrogateRequest)
+    assert isinstance(timeout, LinkError)
+    assert 0.15 <= elapsed < 2.0  # 0.05 + 0.1, plus at most a read slice
+
+
+async def test_sequence_error_is_recovered_with_identify() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> PumpClient:
+            with client(url) as c:
+                c.connect()
+                pump.refuse_once[m.MessageType.INTERROGATE] = m.Refusal.make(
+                    ResultCode.SEQUENCE_ERROR, "seq=9 behind; last accepted 12"
+                )
+                c.interrogate()
+                return c
+
+        await blocking(visit)
+    kinds = [type(r) for r in pump.requests[3:6]]
+    assert kinds == [m.InterrogateRequest, m.IdentifyRequest, m.InterrogateRequest]
+
+
+async def test_full_program_transfer_with_verify() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> Program:
+            with client(url) as c:
+                c.connect()
+                return c.program(NEW_PROGRAM, chunk_bytes=16)
+
+        verified = await blocking(visit)
+    assert verified == NEW_PROGRAM
+    assert pump.program == NEW_PROGRAM.to_wire()
+    sent = [type(r) for r in pump.firmware_requests]
+    chunks = sent.count(m.ProgramDataRequest)
+    assert chunks == -(-len(NEW_PROGRAM.to_wire().encode()) // 16) > 1
+    assert sent == [
+        m.ProgramBeginRequest,
+        *[m.ProgramDataRequest] * chunks,
+        m.ProgramVerifyRequest,
+        m.ProgramCommitRequest,
+    ]
+
+
+async def test_program_echo_mismatch_aborts_and_commits_nothing() -> None:
+    pump = FakePump()
+    pump.tamper_echo = True
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url) as c:
+                c.connect()
+                c.program(NEW_PROGRAM)
+
+        with pytest.raises(ProgramMismatch):
+            await blocking(visit)
+    sent = [type(r) for r in pump.firmware_requests]
+    assert sent[-1] is m.ProgramAbortRequest
+    assert m.ProgramCommitRequest not in sent
+    assert pump.program == PROGRAM
+
+
+async def test_program_refused_at_verify_is_aborted() -> None:
+    pump = FakePump()
+    pump.refuse[m.MessageType.PROGRAM_VERIFY] = m.Refusal.make(
+        ResultCode.TOO_MANY_STEPS, "steps=3 above max_flex_steps=2"
+    )
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url) as c:
+                c.connect()
+                c.program(NEW_PROGRAM)
+
+        with pytest.raises(PumpRefused) as caught:
+            await blocking(visit)
+    assert caught.value.code is ResultCode.TOO_MANY_STEPS
+    assert [type(r) for r in pump.firmware_requests][-1] is m.ProgramAbortRequest
+    assert pump.program == PROGRAM
+
+
+async def test_program_dry_run_and_confirm() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> Program:
+            with client(url) as c:
+                c.connect()
+                echo = c.program(NEW_PROGRAM, commit=False)
+                with pytest.raises(ProgramMismatch, match="declined"):
+                    c.program(NEW_PROGRAM, confirm=lambda p: p.max_daily_dose_mcg < 100)
+                return echo
+
+        echo = await blocking(visit)
+    assert echo == NEW_PROGRAM
+    assert pump.program == PROGRAM
+    assert pump.count(m.ProgramCommitRequest) == 0
+    assert pump.count(m.ProgramAbortRequest) == 2
+
+
+async def test_log_clock_alarms_refill_and_therapy() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url) as c:
+                c.connect()
+                records = c.read_log()
+                assert [r.index for r in records] == list(range(39, -1, -1))
+                assert records[0].event == "REFILL"
+                assert records[0].args == (2.6, -1.5)
+                assert len(c.read_log(page=2)) == 8
+                assert c.read_log_page(0).total_pages == 3
+
+                with pytest.raises(ValueError, match="timezone"):
+                    c.set_clock(datetime(2026, 3, 1, 8))
+                previous = c.set_clock(datetime(2026, 3, 1, 8, tzinfo=UTC))
+                assert previous == datetime.fromtimestamp(CLOCK_S, UTC)
+
+                assert c.acknowledge_alarm(AlarmId.LOW_RESERVOIR) == 1
+                assert c.acknowledge_alarm() == 1
+                c.set_low_reservoir_alarm(2.5)
+
+                refill = c.refill(18.0, "baclofen", 1000, aspirated_ml=1.8)
+                assert refill.reservoir_ml == 18.0
+                assert refill.bridge_volume_ml == pytest.approx(0.286)
+
+                assert c.prime().volume_ml == pytest.approx(0.3)
+                assert c.bridge_bolus(volume_ml=0.25).volume_ml == pytest.approx(0.25)
+                assert c.patient_bolus().dose_mcg == 25
+                assert c.cancel_bolus() == 1
+                c.stop_therapy()
+                c.resume_therapy()
+                with pytest.raises(PumpRefused) as caught:
+                    c.resume_therapy()
+                assert caught.value.code is ResultCode.INVALID_STATE
+
+        await blocking(visit)
+    assert pump.clock_s == int(datetime(2026, 3, 1, 8, tzinfo=UTC).timestamp())
+    assert pump.low_threshold_nl == 2_500_000
+    assert all(a.acknowledged for a in pump.alarms)
+    refill = next(r for r in pump.firmware_requests if isinstance(r, m.RefillRequest))
+    assert (refill.volume_nl, refill.aspirated_nl, refill.concentration_ng_per_ml) == (
+        18_000_000,
+        1_800_000,
+        1_000_000,
+    )
+
+
+async def test_patient_role_is_limited_by_the_pump() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url) as c:
+                c.connect(role=Role.PATIENT)
+                assert c.patient_bolus().dose_mcg == 25
+                with pytest.raises(PumpRefused) as caught:
+                    c.bolus_clinician(50, 30)
+                assert caught.value.code is ResultCode.ROLE_FORBIDDEN
+
+        await blocking(visit)
+
+
+async def test_unopenable_port_is_a_link_error() -> None:
+    with pytest.raises(LinkError, match="cannot open"):
+        await blocking(lambda: PumpClient("/nonexistent/ttyPUMP9"))
+
+
+# --- asyncio client ---------------------------------------------------------------------------
+
+
+async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:
+    pump = FakePump()
+    async with served(pump) as url, AsyncPumpClient(url, key=KEY, timeout_s=0.2) as c:
+        info = await asyncio.wait_for(c.connect(), GUARD_S)
+        assert info.serial == SERIAL
+        status = await c.interrogate()
+        assert status.program.drug == "baclofen"
+        # concurrent calls are serialised (stop-and-wait), not interleaved
+        first, second = await asyncio.gather(c.interrogate(), c.read_log(page=0))
+        assert first.reservoir_ml == pytest.approx(3.25)
+        assert len(second) == 16
+        assert await c.program(NEW_PROGRAM) == NEW_PROGRAM
+        with pytest.raises(PumpRefused) as caught:
+            await c.bolus_clinician(900, 30)
+        assert caught.value.code is ResultCode.DAILY_DOSE_EXCEEDED
+    assert pump.program == NEW_PROGRAM.to_wire()
+    assert pump.count(m.EndSessionRequest) == 1
+
+
+async def test_async_cancelled_exchange_finishes_in_the_background() -> None:
+    pump = FakePump()
+    async with served(pump) as url, AsyncPumpClient(url, key=KEY, timeout_s=0.05) as c:
+        await asyncio.wait_for(c.connect(), GUARD_S)
+        pump.swallow = 1
+        arrived = asyncio.Event()
+        pump.on_request = lambda r: arrived.set() if isinstance(r, m.BolusRequest) else None
+        task = asyncio.create_task(c.bolus_clinician(50, 30))
+        await asyncio.wait_for(arrived.wait(), GUARD_S)  # the pump got it, answer lost
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the next call waits for the cancelled exchange (retransmitted, answered)
+        status = await asyncio.wait_for(c.interrogate(), GUARD_S)
+        assert status.therapy_state is TherapyState.RUNNING
+        assert c.stats.retransmissions == 1
+    assert sum(isinstance(r, m.BolusRequest) for r in pump.firmware_requests) == 1
+
+
+async def test_async_timeout() -> None:
+    pump = FakePump()
+    async with (
+        served(pump) as url,
+        AsyncPumpClient(url, key=KEY, timeout_s=0.05, max_attempts=2) as c,
+    ):
+        await asyncio.wait_for(c.connect(), GUARD_S)
+        pump.silent = True
+        with pytest.raises(PumpTimeout):
+            await asyncio.wait_for(c.interrogate(), GUARD_S)
