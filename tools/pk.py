@@ -36,9 +36,10 @@ input file (CSV with a header row; lines starting with # are comments):
 
 output (one row per observation record, same order):
   ID,TIME,CSF_LUMBAR,CSF_CISTERNAL,PLASMA,CE    CE = effect-site concentration
-  with --population N: each value column X becomes X_P05,X_P50,X_P95, the 5th,
-  50th and 95th percentiles over N virtual patients per subject (log-normal
-  inter-individual variability, reproducible with --seed).
+  with --population N: each value column becomes three, the 5th, 50th and 95th
+  percentiles over N virtual patients per subject (log-normal inter-individual
+  variability, reproducible with --seed):
+  ID,TIME,CSF_LUMBAR_P05,CSF_LUMBAR_P50,CSF_LUMBAR_P95,CSF_CISTERNAL_P05,...,CE_P95
 
 A malformed file is reported with its line and column, and nothing is written.
 example:
