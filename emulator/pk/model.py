@@ -176,8 +176,7 @@ class PKModel:
         if not math.isfinite(duration_h) or duration_h < 0.0:
             raise ValueError(f"duration_h must be finite and >= 0, got {duration_h!r}")
         rates = _validated_rates(csf_rate_mcg_per_h, tissue_rate_mcg_per_h)
-        x = self.state_vector(state)[None, :]
-        x_next = self._solver.step(x, float(duration_h), rates)[0]
+        x_next = self._solver.step_one(self.state_vector(state), float(duration_h), rates)
         return self.state_from_vector(state.time_h + duration_h, x_next)
 
     def add_bolus(self, state: PKState, csf_mcg: float = 0.0, tissue_mcg: float = 0.0) -> PKState:
@@ -188,7 +187,7 @@ class PKModel:
 
     def concentrations(self, state: PKState) -> Concentrations:
         """Concentrations (ng/mL) in `state`."""
-        y = self._solver.outputs(self.state_vector(state)[None, :])[0]
+        y = self.system.c[0] @ self.state_vector(state)
         return Concentrations(*(float(value) for value in y))
 
     # --- whole-history evaluation -------------------------------------------------------------
@@ -252,9 +251,10 @@ class PKModel:
 
 
 def _validated_rates(csf: float, tissue: float, what: str = "rates") -> FloatArray:
-    values = np.zeros(N_ROUTES)
+    # Plain float checks: this runs once per emulator event, numpy calls would dominate.
+    if not (math.isfinite(csf) and math.isfinite(tissue) and csf >= 0.0 and tissue >= 0.0):
+        raise ValueError(f"{what} must be finite and >= 0, got csf={csf!r}, tissue={tissue!r}")
+    values = np.empty(N_ROUTES)
     values[ROUTE_CSF] = csf
     values[ROUTE_TISSUE] = tissue
-    if not np.all(np.isfinite(values)) or np.any(values < 0.0):
-        raise ValueError(f"{what} must be finite and >= 0, got csf={csf!r}, tissue={tissue!r}")
     return values

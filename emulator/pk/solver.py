@@ -348,6 +348,18 @@ class ExactSolver:
                 )
             )
 
+        # One modal patient: unbatched arrays for `step_one`.
+        self._one: tuple[Array, Array, Array, Array, bool] | None = None
+        if self.system.n_patients == 1 and isinstance(self._groups[0][1], _ModalGroup):
+            one = self._groups[0][1]
+            self._one = (
+                one.lam[0],
+                one.v[0],
+                one.v_inv[0],
+                one.g[0],
+                bool(np.any(one.lam[0] == 0.0)),
+            )
+
     @property
     def n_patients(self) -> int:
         """Batch size."""
@@ -360,6 +372,28 @@ class ExactSolver:
         for index, group in self._groups:
             flags[index] = isinstance(group, _ExpmGroup)
         return flags
+
+    def step_one(self, x: FloatArray, delta_h: float, rates: FloatArray) -> FloatArray:
+        """State (n,) of a one-patient solver after `delta_h` h of constant `rates` (m,).
+
+        The event-driven emulator calls this once per event, so the modal case avoids the
+        batched machinery: three small matrix-vector products and two exponentials.
+        """
+        if self.n_patients != 1:
+            raise ValueError("step_one needs a one-patient solver")
+        if self._one is None:
+            stepped: FloatArray = self.step(x[None, :], delta_h, rates)[0]
+            return stepped
+        lam, v, v_inv, g, has_zero = self._one
+        x_lam = lam * delta_h
+        if has_zero:
+            safe = np.where(lam == 0.0, 1.0, lam)
+            integral = np.where(lam == 0.0, delta_h, np.expm1(x_lam) / safe)
+        else:
+            integral = np.expm1(x_lam) / lam
+        z = np.exp(x_lam) * (v_inv @ x) + integral * (g @ rates)
+        result: FloatArray = (v @ z).real
+        return result
 
     def step(self, x: FloatArray, delta_h: float, rates: FloatArray) -> FloatArray:
         """States (P, n) after `delta_h` hours of constant input `rates` (m,)."""
