@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import simpy
 
@@ -173,11 +173,14 @@ class EmulatedPump:
         *,
         bridge: bool = True,
         aspirate_ml: float | None = None,
+        reported_aspirated_ml: float | Literal["measured"] | None = "measured",
     ) -> RefillOutcome:
         """A clinic refill: aspirate, inject through the septum, tell the firmware.
 
         The firmware is told first so that a refusal (e.g. too much volume) leaves the
-        reservoir untouched, as a clinician would not inject a refused refill.
+        reservoir untouched, as a clinician would not inject a refused refill. The pump is
+        told the truly aspirated volume unless `reported_aspirated_ml` says otherwise (what a
+        programmer entered, or None for "not measured").
         """
         self._sync()
         hw = self.hardware
@@ -190,7 +193,8 @@ class EmulatedPump:
                 f"volume_ml={add_ml:g} exceeds the {space_ml:.3g} mL free after aspirating "
                 f"{measured:.3g} mL",
             )
-        self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, measured, bridge)
+        told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
+        self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, told, bridge)
         outcome = hw.refill(self.env.now, add_ml, conc_mcg_per_ml, aspirate_ml)
         self._after()
         return outcome

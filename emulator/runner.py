@@ -166,6 +166,8 @@ class ScenarioRun:
         profile: DeviceProfile | None = None,
         *,
         live_pk: bool = False,
+        env: CountingEnvironment | None = None,
+        serial: str | None = None,
     ) -> None:
         """Build the pump; `live_pk` also feeds the PK model as the run goes (for rig queries;
         outputs are computed from the recorded history either way)."""
@@ -175,11 +177,13 @@ class ScenarioRun:
         header = scenario.scenario
         start = header.start if header.start.tzinfo else header.start.replace(tzinfo=dt.UTC)
         self.start_epoch_s = start.timestamp()
-        self.env = CountingEnvironment()
+        self.env = env if env is not None else CountingEnvironment()
         # The label model (baclofen) stands for any drug name in the reservoir.
         self.pk_model = PKModel.baclofen_default(weight_kg=scenario.patient.weight_kg)
         implant = scenario.implant
-        serial = header.serial or f"{self.profile.serial_prefix}-{self.seed % 1_000_000:06d}"
+        serial = (
+            serial or header.serial or f"{self.profile.serial_prefix}-{self.seed % 1_000_000:06d}"
+        )
         self.pump = EmulatedPump(
             self.env,
             self.profile,

@@ -115,6 +115,11 @@ class SimRuntime:
             self.events_processed += 1
         if target_h > env.now:
             env.run(until=target_h)
+            # SimPy re-queues its stopping event at `now` (with no callbacks left); step it out
+            # so peek() shows the next real event, not a phantom one at the current time.
+            while env.peek() <= env.now:
+                env.step()
+                self.events_processed += 1
 
     def sync(self) -> float:
         """Bring the environment to :meth:`now_h` (events due so far run first); return it.
@@ -193,7 +198,10 @@ class SimRuntime:
                     await self._wake.wait()
                     continue
                 delay = sim_to_real_s(t_next - self.now_h(), self._speed)
-                if delay <= _EPSILON_S or await self._sleep_or_wake(delay):
+                if delay <= _EPSILON_S:
+                    self._advance(t_next)
+                    await asyncio.sleep(0)  # stay fair to I/O even when events are back to back
+                elif await self._sleep_or_wake(delay):
                     # Slept the whole way: t_next is due even if the clock rounds short
                     # (now_h() never reports less than env.now).
                     self._advance(t_next)

@@ -370,13 +370,13 @@ class Firmware:
                 old.concentration_mcg_per_ml,
                 concentration_mcg_per_ml,
             )
-        if changed and bridge and old_rate_ml_per_h > 0 and self._path_volume_ml() > 0:
+        if changed and bridge and old_rate_ml_per_h > 0 and self.path_volume_ml() > 0:
             rate = min(
                 max(old_rate_ml_per_h, self.cfg.min_rate_ml_per_day / 24.0),
                 self.cfg.max_rate_ml_per_day / 24.0,
             )
             self._start_volume_op(
-                now, BolusKind.BRIDGE, self._path_volume_ml(), rate, old.concentration_mcg_per_ml
+                now, BolusKind.BRIDGE, self.path_volume_ml(), rate, old.concentration_mcg_per_ml
             )
         self.service()
 
@@ -390,7 +390,7 @@ class Firmware:
         self._require_enabled()
         if self._p.drug.concentration_mcg_per_ml <= 0:
             raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill before priming")
-        volume = self._path_volume_ml() if volume_ml is None else volume_ml
+        volume = self.path_volume_ml() if volume_ml is None else volume_ml
         if volume_ml is None and self._p.catheter.volume_ml <= 0:
             raise Refusal(
                 ResultCode.INVALID_STATE,
@@ -416,7 +416,7 @@ class Firmware:
         self._require_enabled()
         conc_old = old_concentration_mcg_per_ml or self._p.drug.concentration_mcg_per_ml
         check_range("old_concentration_mcg_per_ml", conc_old, 0.1, _MAX_CONC_MCG_PER_ML, "mcg/mL")
-        volume = self._path_volume_ml() if volume_ml is None else volume_ml
+        volume = self.path_volume_ml() if volume_ml is None else volume_ml
         check_range("volume_ml", volume, 0.001, 5.0, "mL")
         self._settle()
         rate = self._basal_mcg_per_h(self.hal.rtc_s()) / conc_old
@@ -562,7 +562,9 @@ class Firmware:
 
     def _finish_due(self, now: float, rtc: float) -> None:
         op = self._volume_op
-        if op is not None and op.remaining_ml <= 1e-12:
+        # "Due" means due within _EPS_S: float time cannot resolve a smaller remainder, and a
+        # deadline that never passes would wake the pump forever at the same instant.
+        if op is not None and op.remaining_ml <= op.rate_ml_per_h * _EPS_S / 3600.0 + 1e-12:
             self._volume_op = None
             self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[op.kind])
         for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
@@ -616,9 +618,10 @@ class Firmware:
         if self._p.drug.concentration_mcg_per_ml <= 0:
             return  # never filled (as shipped): nothing to warn about
         est = self._p.reservoir_estimate_ml
-        if est <= self._p.low_reservoir_threshold_ml + 1e-9:
+        margin = self._rate_ml_per_h * _EPS_S / 3600.0 + 1e-9
+        if est <= self._p.low_reservoir_threshold_ml + margin:
             self._raise(AlarmId.LOW_RESERVOIR, rtc)
-        if est <= self.cfg.empty_reservoir_alarm_ml + 1e-9 and not self._minimum_rate_mode:
+        if est <= self.cfg.empty_reservoir_alarm_ml + margin and not self._minimum_rate_mode:
             self._raise(AlarmId.EMPTY_RESERVOIR, rtc)
             self._minimum_rate_mode = True
             self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
@@ -668,7 +671,8 @@ class Firmware:
                     deadline = min(deadline, now + (est - threshold) / rate * 3600.0)
         if self._p.eri_at_s is not None:
             deadline = min(deadline, self._p.eri_at_s + self.cfg.eri_to_eos_s)
-        return max(deadline, now)
+        # Never publish "now" again: whatever is due has just been handled.
+        return max(deadline, now + _EPS_S)
 
     # ------------------------------------------------------------------ helpers
     def _raise(self, alarm: AlarmId, rtc: float) -> None:
@@ -707,7 +711,8 @@ class Firmware:
             raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill first")
         return conc
 
-    def _path_volume_ml(self) -> float:
+    def path_volume_ml(self) -> float:
+        """Catheter plus pump tubing: the volume a priming or bridge bolus pushes."""
         return self._p.catheter.volume_ml + self.cfg.internal_path_volume_ml
 
     def _start_bolus(

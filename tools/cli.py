@@ -13,6 +13,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES = (
     "tools.simulate",
     "tools.profiles",
+    "tools.serve",
     "tools.pk",
 )
 

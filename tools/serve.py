@@ -1,0 +1,134 @@
+"""`itpump serve`: emulated pumps on serial ports, for programmer software under test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from emulator.device_profile import ProfileError, load_profile
+from emulator.farm import PortSpec, PortSpecError, PumpFarm, ServedPump, serve_until_signalled
+from emulator.scenario import ScenarioError, load_scenario
+from emulator.telemetry import DEFAULT_MASTER_KEY
+from emulator.transports import LinkConfig
+from tools.cli import UsageError
+
+EPILOG = """\
+Each pump prints one line: serial, model, URL to open, per-pump key (hex). The key is
+HMAC-SHA256(master key, serial); the default master key is the documented test key
+{master!r}. With --json each line is a JSON object (for CI scripts).
+
+Ports: pty (default; a raw pseudo-terminal, open its path like a serial port; --link gives it a
+stable name; with several pumps '{{n}}' in the link is replaced by the pump index, otherwise the
+index is appended), tcp:PORT (pyserial socket://127.0.0.1:PORT; pump i on PORT+i, 0 = free
+ports), rfc2217:PORT (pyserial rfc2217://).
+
+Time: --speed 1 is real time, 3600 makes an hour pass per second; --speed max runs as fast as
+possible. Frames act at the current simulated time. Stop with Ctrl-C or SIGTERM.
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `serve` sub-command."""
+    parser = sub.add_parser(
+        "serve",
+        help="serve emulated pumps on PTY / TCP / RFC 2217 ports (runs until Ctrl-C)",
+        description="Start N emulated pumps, each on its own port, and run them in simulated "
+        "time until interrupted.",
+        epilog=EPILOG.format(master=DEFAULT_MASTER_KEY.decode()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--profile", help="device profile (default: the scenario's)")
+    parser.add_argument("--count", type=int, default=1, help="number of pumps (default 1)")
+    parser.add_argument(
+        "--speed", default="1", help="simulated seconds per real second, or 'max' (default 1)"
+    )
+    parser.add_argument("--port", default="pty", help="pty | tcp:PORT | rfc2217:PORT (default pty)")
+    parser.add_argument("--link", help="stable symlink for the PTY, e.g. /tmp/ttyPUMP0")
+    parser.add_argument(
+        "--scenario",
+        default="clinic-ready",
+        help="scenario each pump plays (default: clinic-ready: filled, primed, "
+        "continuous 200 mcg/day)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of pump 0 (pump i gets seed + i)")
+    parser.add_argument(
+        "--baud", type=int, help="pace bytes at this baud rate (default: no pacing)"
+    )
+    parser.add_argument(
+        "--corruption",
+        type=float,
+        default=0.0,
+        help="probability that a byte is corrupted on the link (default 0)",
+    )
+    parser.add_argument("--master-key", help="master key (text) the per-pump keys derive from")
+    parser.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="accept commands outside an authenticated session (older devices)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
+    parser.set_defaults(func=run)
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise UsageError(f"--speed must be a positive number or 'max' (got {text!r})")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the farm and serve until signalled."""
+    if not 1 <= args.count <= 1000:
+        raise UsageError(f"--count must be 1..1000 (got {args.count})")
+    if not 0.0 <= args.corruption <= 1.0:
+        raise UsageError(f"--corruption must be 0..1 (got {args.corruption})")
+    if args.baud is not None and args.baud <= 0:
+        raise UsageError(f"--baud must be > 0 (got {args.baud})")
+    if args.link and not args.port.startswith("pty"):
+        raise UsageError("--link goes with --port pty")
+    try:
+        port = PortSpec.parse(args.port)
+        scenario = load_scenario(args.scenario)
+        profile = load_profile(args.profile) if args.profile else None
+    except (PortSpecError, ScenarioError, ProfileError) as exc:
+        raise UsageError(str(exc)) from None
+    link_config = None
+    if args.baud or args.corruption:
+        link_config = LinkConfig(
+            baud=args.baud, corruption_rate=args.corruption, seed=args.seed or 0
+        )
+    farm = PumpFarm(
+        scenario,
+        count=args.count,
+        port=port,
+        speed=_speed(args.speed),
+        seed=args.seed,
+        link_path=args.link,
+        link_config=link_config,
+        profile=profile,
+        master_key=args.master_key.encode() if args.master_key else DEFAULT_MASTER_KEY,
+        allow_unauthenticated=True if args.allow_unauthenticated else None,
+    )
+
+    def ready(pumps: list[ServedPump]) -> None:
+        for served in pumps:
+            info = served.describe()
+            if args.json:
+                print(json.dumps(info), flush=True)
+            else:
+                print(
+                    f"{info['serial']}  {info['model']}  {info['url']}  key={info['key']}",
+                    flush=True,
+                )
+
+    asyncio.run(serve_until_signalled(farm, ready))
+    print("stopped", file=sys.stderr)
+    return 0
