@@ -237,3 +237,18 @@ async def test_stop_ends_a_realtime_run() -> None:
     runtime.stop()
     await asyncio.wait_for(task, GUARD_S)
     assert env.now == 0.0
+
+
+def test_advance_leaves_no_phantom_event_at_now() -> None:
+    """SimPy re-queues its stop event after run(until); the runtime must step it out, or
+    its loop sees an event due 'now' forever and never yields to I/O."""
+    import simpy
+
+    from emulator.runtime import SimRuntime
+
+    env = simpy.Environment()
+    env.timeout(5.0)
+    runtime = SimRuntime(env, speed=0.0)
+    runtime.advance_to(1.0)
+    assert env.now == 1.0
+    assert env.peek() == 5.0
