@@ -1,0 +1,249 @@
+"""`itpump ctl` against the fake pump over TCP: output (human and --json) and exit statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from protocol import messages as m
+from tests.test_programmer_fakepump import KEY_HEX, SERIAL, FakePump, served
+from tools.cli import main
+
+GUARD_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _no_key_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    monkeypatch.delenv("ITPUMP_MASTER_KEY", raising=False)
+
+
+async def ctl(*argv: str) -> int:
+    """Run `itpump ctl ...` in a thread (the pump is served on this loop)."""
+    return await asyncio.wait_for(asyncio.to_thread(main, ["ctl", *argv]), GUARD_S)
+
+
+def out_json(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out)
+
+
+async def test_status_human_output(capsys: pytest.CaptureFixture[str]) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "status") == 0
+    out = capsys.readouterr().out
+    assert f"Pump       {SERIAL}  fake-20  firmware 0.9.0" in out
+    assert "Drug       baclofen  2000 mcg/mL" in out
+    assert "Reservoir  3.25 mL of 20.00 mL (estimated); low alarm at 2.00 mL, reached" in out
+    assert "2026-01-07 10:00 UTC" in out
+    assert "Program    continuous 400 mcg/day" in out
+    assert "Pt bolus   25 mcg over 10 min, lockout 180 min, max 4/day; 1 in the last 24 h" in out
+    assert "Battery    87.0 %; replacement (ERI) projected 2028-12-31 10:00 UTC" in out
+    assert "1 LOW_RESERVOIR  non-critical  since 2026-01-01 09:00 UTC  NOT acknowledged" in out
+    assert pump.count(m.EndSessionRequest) == 1
+
+
+async def test_status_json_with_options_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        assert await ctl(url, "interrogate", "--key", KEY_HEX, "--json") == 0
+    data = out_json(capsys)
+    assert data["pump"]["serial"] == SERIAL
+    status = data["status"]
+    assert status["reservoir_ml"] == 3.25
+    assert status["therapy_state"] == "RUNNING"
+    assert status["time"] == "2026-01-01T10:00:00+00:00"
+    assert status["program"]["mode"] == {"type": "continuous", "dose_mcg_per_day": 400.0}
+    assert status["alarms"][0]["name"] == "LOW_RESERVOIR"
+
+
+async def test_identify_needs_no_key(capsys: pytest.CaptureFixture[str]) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        assert await ctl(url, "identify") == 0
+        assert "FLEX, PATIENT_BOLUS, CLINICIAN_BOLUS" in capsys.readouterr().out
+        assert await ctl(url, "--json", "identify") == 0
+        assert out_json(capsys)["auth_required"] is True
+    assert pump.count(m.AuthBeginRequest) == 0
+
+
+async def test_refusal_prints_code_and_detail_and_exits_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "bolus", "clinician", "900", "30") == 3
+        err = capsys.readouterr().err
+        assert "refused: DAILY_DOSE_EXCEEDED (0x22): dose_mcg=900" in err
+        assert "max_daily_dose_mcg is 600" in err
+        assert await ctl(url, "--key", KEY_HEX, "--json", "bolus", "clinician", "900", "30") == 3
+        error = out_json(capsys)["error"]
+        assert (error["type"], error["code"], error["request"]) == (
+            "refused",
+            "DAILY_DOSE_EXCEEDED",
+            "BOLUS",
+        )
+        assert "max_daily_dose_mcg" in error["detail"]
+
+
+async def test_wrong_key_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
+    async with served(FakePump()) as url:
+        assert await ctl(url, "--key", "00" * 32, "status") == 3
+    assert "authentication failed" in capsys.readouterr().err
+
+
+async def test_silent_pump_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    pump = FakePump()
+    pump.silent = True
+    async with served(pump) as url:
+        assert await ctl(url, "--timeout", "0.05", "--attempts", "2", "identify") == 4
+    assert "no answer from the pump after 2 attempt(s)" in capsys.readouterr().err
+
+
+async def test_unopenable_port_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await ctl("/nonexistent/ttyPUMP9", "identify") == 4
+    assert "cannot open /nonexistent/ttyPUMP9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--key", "abc", "status"], "key: expected hexadecimal"),
+        (["program", "--flex", "07:00=100"], "start_min must be 0"),
+        (["program", "--patient-bolus", "1,2"], "DOSE_MCG,DURATION_MIN"),
+        (["program", "--file", "/nonexistent.toml"], "nonexistent.toml"),
+        (["clock", "set", "yesterday"], "ISO 8601"),
+        (["alarms", "ack", "FIRE"], "LOW_RESERVOIR"),
+        (["alarms", "threshold"], "volume in mL"),
+    ],
+)
+async def test_usage_errors_exit_2_before_the_port_is_opened(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the port does not exist: reaching it would exit 4, not 2
+    assert await ctl("/nonexistent/ttyPUMP9", *argv) == 2
+    assert message in capsys.readouterr().err
+
+
+async def test_missing_key_is_a_usage_error_unless_the_pump_allows_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    strict, lax = FakePump(), FakePump(allow_unauthenticated=True)
+    async with served(strict) as strict_url, served(lax) as lax_url:
+        assert await ctl(strict_url, "status") == 2
+        assert "requires authentication" in capsys.readouterr().err
+        assert await ctl(lax_url, "stop") == 0
+        assert await ctl(lax_url, "--no-auth", "resume") == 0
+        monkeypatch.setenv("ITPUMP_KEY", KEY_HEX)
+        assert await ctl(strict_url, "stop") == 0
+    assert lax.count(m.AuthBeginRequest) == 0
+    assert strict.state is m.TherapyState.STOPPED
+
+
+async def test_program_from_flags_shows_before_and_after(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        argv = [url, "--key", KEY_HEX, "program", "--flex", "00:00=180,07:00=260"]
+        assert await ctl(*argv, "--max-daily", "500", "--patient-bolus", "off") == 0
+    out = capsys.readouterr().out
+    assert "Program verified and committed:" in out
+    assert "continuous 400 mcg/day" in out
+    assert "flex (daily) 00:00 180, 07:00 260 mcg/day  *" in out
+    program = pump.program
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "status") == 0
+    assert "Program    flex (daily) 00:00 180, 07:00 260 mcg/day (mean 236.667 mcg/day)" in (
+        capsys.readouterr().out
+    )
+    assert program.max_daily_dose_ng == 500_000
+    assert program.patient_bolus is None
+    assert isinstance(program.mode, m.FlexMode)
+    assert program.drug_name == "baclofen"  # kept from the pump's current program
+
+
+async def test_program_dry_run_from_file_json(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'drug = "baclofen"\nconcentration_mcg_per_ml = 2000\nmax_daily_dose_mcg = 550\n'
+        '[mode]\ntype = "periodic_bolus"\nbasal_mcg_per_day = 200\nbolus_mcg = 50\n'
+        "bolus_duration_min = 30\ninterval_min = 360\n"
+    )
+    pump = FakePump()
+    async with served(pump) as url:
+        argv = [url, "--key", KEY_HEX, "--json", "program", "--file", str(path), "--dry-run"]
+        assert await ctl(*argv) == 0
+    data = out_json(capsys)
+    assert data["committed"] is False
+    assert data["program"]["mode"]["type"] == "periodic_bolus"
+    assert data["before"]["mode"]["type"] == "continuous"
+    assert pump.count(m.ProgramAbortRequest) == 1
+    assert pump.count(m.ProgramCommitRequest) == 0
+
+
+async def test_other_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        key = ["--key", KEY_HEX]
+        assert await ctl(url, *key, "log", "--limit", "5") == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 5
+        assert lines[0].startswith("#39")
+        assert "REFILL" in lines[0]
+
+        assert await ctl(url, *key, "--json", "log") == 0
+        assert len(out_json(capsys)) == 40
+
+        assert await ctl(url, *key, "clock", "set", "2026-03-01T08:00:00") == 0
+        assert "set to 2026-03-01 08:00:00 UTC (was 2026-01-01 10:00:00 UTC)" in (
+            capsys.readouterr().out
+        )
+        assert await ctl(url, *key, "clock") == 0
+        assert "Pump clock 2026-03-01 08:00:00 UTC" in capsys.readouterr().out
+
+        assert await ctl(url, *key, "alarms") == 0
+        assert "LOW_RESERVOIR" in capsys.readouterr().out
+        assert await ctl(url, *key, "alarms", "ack", "low_reservoir") == 0
+        assert "Acknowledged 1 alarm(s)" in capsys.readouterr().out
+        assert await ctl(url, *key, "alarms", "threshold", "2.5") == 0
+        assert pump.low_threshold_nl == 2_500_000
+
+        argv = ["refill", "18", "--drug", "baclofen", "--concentration", "1000"]
+        assert await ctl(url, *key, *argv, "--aspirated", "1.8") == 0
+        out = capsys.readouterr().out
+        assert "Reservoir  18.00 mL (estimated)" in out
+        assert "Bridge     0.286 mL bolus started" in out
+
+        assert await ctl(url, *key, "bolus", "prime", "--volume", "0.2") == 0
+        assert "Priming bolus started: 0.200 mL" in capsys.readouterr().out
+        assert await ctl(url, *key, "bolus", "bridge") == 0
+        assert "Bridge bolus started: 0.286 mL (572 mcg)" in capsys.readouterr().out
+        assert await ctl(url, *key, "--json", "bolus", "cancel") == 0
+        assert out_json(capsys)["cancelled"] == 1
+        assert await ctl(url, *key, "--role", "patient", "bolus", "patient") == 0
+        assert "Patient bolus started: 25 mcg" in capsys.readouterr().out
+        assert await ctl(url, *key, "--role", "patient", "stop") == 3
+        assert "ROLE_FORBIDDEN" in capsys.readouterr().err
+        assert await ctl(url, *key, "stop") == 0
+        assert await ctl(url, *key, "resume") == 0
+    assert pump.clock_s == 1_772_352_000
+    assert pump.state is m.TherapyState.RUNNING
+
+
+def test_clock_differences_in_words() -> None:
+    from tools.ctl import _duration
+
+    assert [_duration(x) for x in (2.4, -250, 7500, 28_339_167)] == [
+        "2 s",
+        "4 min 10 s",
+        "2 h 5 min",
+        "327 d 23 h",
+    ]

@@ -1,0 +1,187 @@
+"""The friendly program builder: clinical units <-> wire record, flag and document parsing."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from programmer import (
+    Catheter,
+    Continuous,
+    Flex,
+    FlexPeriod,
+    FlexStep,
+    PatientBolusLimits,
+    PeriodicBolus,
+    Program,
+    Stopped,
+    parse_key,
+    to_data,
+)
+from programmer.program import format_start, parse_start
+from protocol import messages as m
+from tests.test_programmer_fakepump import PROGRAM
+
+TOML_DOC = """
+drug = "baclofen"
+concentration_mcg_per_ml = 2000
+max_daily_dose_mcg = 600
+patient_id = "P-0001"
+
+[mode]
+type = "flex"
+period = "weekly"
+steps = [
+  { start = "Mon 00:00", dose_mcg_per_day = 180 },
+  { start = "Mon 07:00", dose_mcg_per_day = 260.5 },
+  { start = "Sat 09:30", dose_mcg_per_day = 220 },
+]
+
+[patient_bolus]
+dose_mcg = 25
+duration_min = 10
+lockout_min = 180
+max_per_day = 4
+
+[catheter]
+length_cm = 110
+volume_ul_per_cm = 2.6
+"""
+
+
+def test_wire_round_trip_of_the_reference_program() -> None:
+    friendly = Program.from_wire(PROGRAM)
+    assert friendly.mode == Continuous(400)
+    assert friendly.patient_bolus == PatientBolusLimits(25, 10, 180, 4)
+    assert friendly.catheter == Catheter(110, 2.6)
+    assert friendly.to_wire() == PROGRAM
+
+
+def test_flex_parsing_and_units() -> None:
+    flex = Flex.parse("00:00=180, 07:00=260,22:30=200.5")
+    assert flex.steps == (FlexStep(0, 180), FlexStep(420, 260), FlexStep(1350, 200.5))
+    wire = flex.to_wire()
+    assert wire.period is m.FlexPeriod.DAILY
+    assert [s.dose_ng_per_day for s in wire.steps] == [180_000, 260_000, 200_500]
+    assert str(flex) == "flex (daily) 00:00 180, 07:00 260, 22:30 200.5 mcg/day"
+    assert flex.mean_dose_mcg_per_day() == pytest.approx(
+        (180 * 420 + 260 * 930 + 200.5 * 90) / 1440
+    )
+    weekly = Flex.parse("Mon 00:00=100,Sat 09:00=150", "weekly")
+    assert weekly.steps[1].start_min == 5 * 1440 + 540
+    assert format_start(weekly.steps[1].start_min, FlexPeriod.WEEKLY) == "Sat 09:00"
+    assert parse_start("90") == 90
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("00:00", "expected START=MCG_PER_DAY"),
+        ("7am=100", "expected HH:MM"),
+        ("25:00=100", "not a time of day"),
+        ("Mon 00:00=100", "weekly"),
+        ("00:00=lots", "not a number"),
+        ("", "at least one step"),
+    ],
+)
+def test_flex_parse_errors_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Flex.parse(text)
+
+
+def test_out_of_range_values_are_refused_before_sending() -> None:
+    with pytest.raises(ValueError, match="start_min"):
+        Flex.parse("07:00=100").to_wire()  # the first step must start at 00:00
+    bad = Program("baclofen", 2000, 600, Continuous(-1))
+    with pytest.raises(ValueError, match="dose_ng_per_day"):
+        bad.to_wire()
+    with pytest.raises(ValueError, match="bolus_duration_min"):
+        PeriodicBolus(100, 50, 90, 60).to_wire()
+
+
+def test_flag_parsers() -> None:
+    assert PatientBolusLimits.parse("25,10,180,4") == PatientBolusLimits(25, 10, 180, 4)
+    assert Catheter.parse("110, 2.6") == Catheter(110, 2.6)
+    assert Catheter(110, 2.6).volume_ml == pytest.approx(0.286)
+    with pytest.raises(ValueError, match="DOSE_MCG,DURATION_MIN"):
+        PatientBolusLimits.parse("25,10")
+    with pytest.raises(ValueError, match="LENGTH_CM,UL_PER_CM"):
+        Catheter.parse("110")
+
+
+def test_toml_document_round_trip(tmp_path: Path) -> None:
+    program = Program.from_mapping(tomllib.loads(TOML_DOC))
+    assert isinstance(program.mode, Flex)
+    assert program.mode.period is FlexPeriod.WEEKLY
+    assert program.mode.steps[2] == FlexStep(5 * 1440 + 570, 220)
+    assert Program.from_mapping(program.to_mapping()) == program
+    path = tmp_path / "program.json"
+    path.write_text(json.dumps(program.to_mapping()))
+    assert Program.load(path) == program
+    toml_path = tmp_path / "program.toml"
+    toml_path.write_text(TOML_DOC)
+    assert Program.load(toml_path) == program
+    program.to_wire()  # valid on the wire
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"drug": "x", "concentration_mcg_per_ml": 1}, "max_daily_dose_mcg: missing"),
+        (
+            {"drug": "x", "concentration_mcg_per_ml": 1, "max_daily_dose_mcg": 1, "mode": {}},
+            "mode.type: missing",
+        ),
+        (
+            {
+                "drug": "x",
+                "concentration_mcg_per_ml": "a lot",
+                "max_daily_dose_mcg": 1,
+                "mode": {"type": "stopped"},
+            },
+            "concentration_mcg_per_ml: expected a number",
+        ),
+        (
+            {
+                "drug": "x",
+                "concentration_mcg_per_ml": 1,
+                "max_daily_dose_mcg": 1,
+                "mode": {"type": "turbo"},
+            },
+            "expected one of",
+        ),
+        (
+            {
+                "drug": "x",
+                "concentration_mcg_per_ml": 1,
+                "max_daily_dose_mcg": 1,
+                "mode": {"type": "stopped"},
+                "colour": "blue",
+            },
+            "unknown key",
+        ),
+    ],
+)
+def test_document_errors_name_the_key(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Program.from_mapping(doc)
+
+
+def test_other_modes_and_json_data() -> None:
+    periodic = PeriodicBolus(100, 50, 30, 360, 60)
+    assert Program.from_wire(Program("d", 1000, 500, periodic).to_wire()).mode == periodic
+    assert Program.from_wire(Program("d", 1000, 500, Stopped()).to_wire()).mode == Stopped()
+    data = to_data(Program("d", 1000, 500, periodic))
+    assert data["mode"]["type"] == "periodic_bolus"
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_parse_key() -> None:
+    assert parse_key("00 01:02" + "03" * 13) == bytes([0, 1, 2]) + b"\x03" * 13
+    with pytest.raises(ValueError, match="at least 16"):
+        parse_key("0011")
+    with pytest.raises(ValueError, match="hexadecimal"):
+        parse_key("zz" * 16)

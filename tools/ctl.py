@@ -1,0 +1,821 @@
+"""`itpump ctl`: talk to a pump (emulated or not) over a serial port, like a programmer.
+
+Argument parsing and printing only; everything else is the :mod:`programmer` library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from programmer import (
+    AlarmId,
+    AuthenticationError,
+    Catheter,
+    Continuous,
+    Flex,
+    LinkError,
+    Mode,
+    PatientBolusLimits,
+    PeriodicBolus,
+    Program,
+    PumpClient,
+    PumpError,
+    PumpInfo,
+    PumpRefused,
+    PumpStatus,
+    Role,
+    Stopped,
+    master_key_source,
+    parse_key,
+    to_data,
+)
+from programmer.operations import KeySource
+from protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
+from protocol.messages import MessageType
+from tools.cli import UsageError
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # e.g. the pump's program echo did not match (nothing committed)
+EXIT_USAGE = 2
+EXIT_REFUSED = 3  # the pump refused, or authentication failed
+EXIT_LINK = 4  # no answer (timeout), or the port could not be used
+
+KEY_ENV = "ITPUMP_KEY"
+MASTER_KEY_ENV = "ITPUMP_MASTER_KEY"
+
+DESCRIPTION = """\
+Talk to a pump over a serial port, as a clinician or patient programmer would: IDENTIFY,
+authenticate (HMAC challenge-response with the pump's key), run one command, END_SESSION.
+PORT_URL is anything pyserial opens: a device or PTY path (/tmp/ttyPUMP0),
+socket://HOST:PORT, rfc2217://HOST:PORT.
+"""
+
+EPILOG = f"""\
+options may also follow COMMAND. Keys:
+  --key HEX           the pump's own key (or ${KEY_ENV})
+  --master-key TEXT   the rig's master key, as given to `itpump serve --master-key`; the
+                      pump key is HMAC-SHA256(master, serial) (or ${MASTER_KEY_ENV})
+  --no-auth           no session: for pumps whose profile allows unauthenticated use
+  Without a key, a pump that does not require authentication is used without a session.
+
+exit status:
+  0 done; 1 other error (e.g. program echo mismatch, nothing committed);
+  2 usage error; 3 the pump refused (code and detail are printed) or authentication
+  failed; 4 no answer from the pump (timeout) or the port cannot be used.
+
+examples:
+  itpump ctl /tmp/ttyPUMP0 --key $KEY status
+  itpump ctl /tmp/ttyPUMP0 --master-key itpump-test-rig-master-key-0001 status
+  itpump ctl socket://127.0.0.1:7000 --json status
+  itpump ctl /tmp/ttyPUMP0 program --flex "00:00=180,07:00=260,22:00=200" --max-daily 400
+  itpump ctl /tmp/ttyPUMP0 program --file program.toml --dry-run
+  itpump ctl /tmp/ttyPUMP0 refill 20 --drug baclofen --concentration 2000 --aspirated 1.8
+  itpump ctl /tmp/ttyPUMP0 bolus clinician 50 30
+  itpump ctl /tmp/ttyPUMP0 --role patient bolus patient
+  itpump ctl /tmp/ttyPUMP0 log --limit 20
+  itpump ctl /tmp/ttyPUMP0 clock set 2026-03-01T08:00:00Z
+"""
+
+PROGRAM_EPILOG = """\
+The new program starts from --file if given, else from the pump's current program; the
+flags then replace single settings. The pump verifies the program and echoes it; the echo is
+compared with what was sent and shown next to the old settings, then committed (or, with
+--dry-run, discarded). Drug and concentration must match the reservoir (set by refill).
+
+program file (TOML, or JSON if the name ends in .json):
+  drug = "baclofen"
+  concentration_mcg_per_ml = 2000
+  max_daily_dose_mcg = 600
+  patient_id = "P-0001"
+  [mode]                       # type = continuous | flex | periodic_bolus | stopped
+  type = "flex"
+  period = "daily"             # weekly: starts like "Tue 07:00"
+  steps = [{start = "00:00", dose_mcg_per_day = 180},
+           {start = "07:00", dose_mcg_per_day = 260}]
+  [patient_bolus]              # optional
+  dose_mcg = 25
+  duration_min = 10
+  lockout_min = 180
+  max_per_day = 4
+  [catheter]                   # optional
+  length_cm = 110
+  volume_ul_per_cm = 2.6
+`itpump ctl PORT --json status` prints the current program in this form.
+"""
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+
+def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """Global options; on sub-command parsers they default to SUPPRESS so that a value given
+    before the command is not reset by the sub-parser."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    group = parser.add_argument_group("connection options")
+    group.add_argument(
+        "--key", metavar="HEX", default=default(None), help=f"the pump's key (default ${KEY_ENV})"
+    )
+    group.add_argument(
+        "--master-key",
+        metavar="TEXT",
+        default=default(None),
+        help="derive the pump key from a rig master key (text, as for `itpump serve`) and "
+        f"the serial (default ${MASTER_KEY_ENV})",
+    )
+    group.add_argument(
+        "--role",
+        choices=("clinician", "patient"),
+        default=default("clinician"),
+        help="role to authenticate as (default clinician)",
+    )
+    group.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=default(False),
+        help="do not authenticate (pumps with allow_unauthenticated)",
+    )
+    group.add_argument(
+        "--timeout",
+        metavar="S",
+        type=_positive_float,
+        default=default(DEFAULT_TIMEOUT_S),
+        help=f"first response timeout, doubled at each retry (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    group.add_argument(
+        "--attempts",
+        metavar="N",
+        type=_positive_int,
+        default=default(DEFAULT_MAX_ATTEMPTS),
+        help=f"transmissions before giving up (default {DEFAULT_MAX_ATTEMPTS})",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=default(False),
+        help="machine-readable output (one JSON document on stdout)",
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    handler: Callable[[PumpClient, argparse.Namespace], Output],
+    help_text: str,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+    _add_common(parser, top=False)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `ctl` sub-command."""
+    parser = subparsers.add_parser(
+        "ctl",
+        help="talk to a pump over a serial port (identify, status, program, bolus, ...)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("url", metavar="PORT_URL", help="pyserial URL or device path")
+    _add_common(parser, top=True)
+    parser.set_defaults(func=run)
+    sub = parser.add_subparsers(dest="ctl_command", metavar="COMMAND", required=True)
+
+    _command(sub, "identify", cmd_identify, "serial, model, firmware, capabilities (no session)")
+    _command(
+        sub,
+        "status",
+        cmd_status,
+        "full status: drug, reservoir, program, alarms, battery",
+        aliases=["interrogate"],
+    )
+
+    p = _command(
+        sub,
+        "program",
+        cmd_program,
+        "send a therapy program: transfer, verify, compare, commit",
+        epilog=PROGRAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--file", metavar="PROGRAM.toml", help="start from this program file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--continuous", metavar="MCG_PER_DAY", type=_non_negative_float, help="continuous mode"
+    )
+    mode.add_argument(
+        "--flex",
+        metavar="STEPS",
+        help='flex mode: "START=MCG_PER_DAY,..." e.g. "00:00=180,07:00=260" (weekly: "Mon 07:00")',
+    )
+    mode.add_argument(
+        "--periodic",
+        metavar="BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN[,FIRST_OFFSET_MIN]",
+        help="periodic bolus mode: basal mcg/day plus a bolus every INTERVAL_MIN",
+    )
+    mode.add_argument("--stopped", action="store_true", help="no basal delivery")
+    p.add_argument(
+        "--flex-period", choices=("daily", "weekly"), default="daily", help="flex pattern length"
+    )
+    p.add_argument("--max-daily", metavar="MCG", type=_positive_float, help="maximum daily dose")
+    p.add_argument(
+        "--patient-bolus",
+        metavar="DOSE_MCG,DURATION_MIN,LOCKOUT_MIN,MAX_PER_DAY",
+        help='patient-activated bolus settings, or "off"',
+    )
+    p.add_argument("--concentration", metavar="MCG_PER_ML", type=_positive_float, help="drug")
+    p.add_argument("--drug", metavar="NAME", help="drug name")
+    p.add_argument("--patient-id", metavar="ID", help="patient identifier")
+    p.add_argument(
+        "--catheter", metavar="LEN_CM,UL_PER_CM", help='catheter length and volume, e.g. "110,2.6"'
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="let the pump verify the program, then discard it"
+    )
+
+    p = _command(sub, "bolus", cmd_bolus, "start or cancel a bolus")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    k = kinds.add_parser("clinician", help="a clinician bolus on top of the basal")
+    k.add_argument("dose_mcg", metavar="DOSE_MCG", type=_positive_float)
+    k.add_argument("duration_min", metavar="DURATION_MIN", type=_positive_int)
+    k.add_argument("--then-stop", action="store_true", help="stop therapy after the bolus")
+    kinds.add_parser("patient", help="a patient-activated bolus (limits from the program)")
+    k = kinds.add_parser("prime", help="fill catheter and tubing at the maximum rate")
+    k.add_argument("--volume", metavar="ML", type=_positive_float, help="default: pump computes")
+    k = kinds.add_parser("bridge", help="push the old drug out after a concentration change")
+    k.add_argument("--volume", metavar="ML", type=_positive_float, help="default: pump computes")
+    k.add_argument(
+        "--old-concentration",
+        metavar="MCG_PER_ML",
+        type=_positive_float,
+        help="default: the concentration currently programmed",
+    )
+    kinds.add_parser("cancel", help="cancel every bolus in progress")
+    for kind in kinds.choices.values():
+        _add_common(kind, top=False)
+
+    p = _command(sub, "refill", cmd_refill, "record a refill (volume, drug, concentration)")
+    p.add_argument("volume_ml", metavar="VOLUME_ML", type=_positive_float, help="volume filled")
+    p.add_argument("--drug", required=True, metavar="NAME", help="drug name")
+    p.add_argument("--concentration", required=True, metavar="MCG_PER_ML", type=_positive_float)
+    p.add_argument(
+        "--aspirated",
+        metavar="ML",
+        type=_non_negative_float,
+        help="residual volume withdrawn and measured (default: not measured)",
+    )
+    p.add_argument(
+        "--no-bridge",
+        action="store_true",
+        help="no bridge bolus even if the concentration changed",
+    )
+
+    p = _command(sub, "log", cmd_log, "read the event log (newest first)")
+    p.add_argument("--page", metavar="N", type=int, help="one page only (0 = newest)")
+    p.add_argument("--limit", metavar="N", type=_positive_int, help="show at most N entries")
+
+    p = _command(sub, "clock", cmd_clock, "show or set the pump clock (UTC)")
+    p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
+    p.add_argument(
+        "when",
+        nargs="?",
+        default="now",
+        help="for set: ISO 8601 time (UTC unless an offset is given) or 'now' (default)",
+    )
+
+    p = _command(sub, "alarms", cmd_alarms, "list, acknowledge or set alarm thresholds")
+    p.add_argument("action", nargs="?", choices=("list", "ack", "threshold"), default="list")
+    p.add_argument(
+        "value",
+        nargs="?",
+        help="ack: alarm id or name, or 'all' (default); threshold: low-reservoir volume in mL",
+    )
+
+    _command(sub, "stop", cmd_stop, "stop all delivery")
+    _command(sub, "resume", cmd_resume, "resume the programmed therapy")
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """What a command prints: ``text`` for people, ``data`` for --json."""
+
+    text: str
+    data: Any
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float) -> str:
+    """A clock difference in words: ``3 s``, ``4 min 10 s``, ``2 h 5 min``, ``328 d 1 h``."""
+    s = round(abs(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86_400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86_400} d {s % 86_400 // 3600} h"
+
+
+def _when_s(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _rows(rows: list[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows)
+    return "\n".join(f"{label:<{width}}  {value}".rstrip() for label, value in rows)
+
+
+def _identify_rows(info: PumpInfo) -> list[tuple[str, str]]:
+    caps = ", ".join(to_data(info.capabilities)) or "none"
+    return [
+        ("pump", f"{info.serial}  {info.model}  firmware {info.firmware_version}"),
+        ("protocol", f"version {info.protocol_version} (pump speaks {list(info.versions)})"),
+        ("auth", "required" if info.auth_required else "not required"),
+        ("features", caps),
+        ("limits", f"{info.max_flex_steps} flex steps, {info.max_body_bytes}-byte frames"),
+    ]
+
+
+def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
+    p = s.program
+    rows: list[tuple[str, str]] = []
+    if info is not None:
+        rows.append(("Pump", f"{info.serial}  {info.model}  firmware {info.firmware_version}"))
+    rows += [
+        ("Clock", _when_s(s.time)),
+        ("Therapy", f"{s.therapy_state.name} at {s.rate_ml_per_day:.3f} mL/day"),
+        ("Drug", f"{p.drug or '(none)'}  {p.concentration_mcg_per_ml:g} mcg/mL"),
+        ("Patient", p.patient_id or "(none)"),
+    ]
+    reservoir = (
+        f"{s.reservoir_ml:.2f} mL of {s.reservoir_capacity_ml:.2f} mL (estimated); "
+        f"low alarm at {s.low_reservoir_alarm_ml:.2f} mL"
+    )
+    if s.projected_low_reservoir is not None:
+        reservoir += f", reached {_when(s.projected_low_reservoir)}"
+    rows.append(("Reservoir", reservoir))
+    if s.has_program:
+        rows += [
+            (
+                "Program",
+                f"{p.mode} (mean {p.mode.mean_dose_mcg_per_day():g} mcg/day)"
+                if isinstance(p.mode, Flex)
+                else str(p.mode),
+            ),
+            (
+                "Max daily",
+                f"{p.max_daily_dose_mcg:g} mcg (last 24 h: {s.dose_24h_mcg:g} mcg delivered)",
+            ),
+        ]
+        if p.patient_bolus is not None:
+            rows.append(
+                ("Pt bolus", f"{p.patient_bolus}; {s.patient_boluses_24h} in the last 24 h")
+            )
+        else:
+            rows.append(("Pt bolus", "off"))
+    else:
+        rows.append(("Program", "none"))
+    rows.append(("Catheter", str(p.catheter or "not set")))
+    battery = f"{s.battery_percent:.1f} %"
+    if s.battery_eos:
+        battery += "  END OF SERVICE"
+    elif s.battery_eri:
+        battery += "  ELECTIVE REPLACEMENT (ERI)"
+    elif s.projected_eri is not None:
+        battery += f"; replacement (ERI) projected {_when(s.projected_eri)}"
+    rows.append(("Battery", battery))
+    if not s.alarms:
+        rows.append(("Alarms", "none"))
+    for i, a in enumerate(s.alarms):
+        ack = "acknowledged" if a.acknowledged else "NOT acknowledged"
+        severity = a.severity.name.lower().replace("_", "-")
+        rows.append(
+            (
+                "Alarms" if i == 0 else "",
+                f"{a.alarm_id} {a.name}  {severity}  since {_when(a.raised_at)}  {ack}",
+            )
+        )
+    return _rows(rows)
+
+
+def _program_compare(old: Program | None, new: Program) -> str:
+    new_items = new.summary_items()
+    if old is None:
+        return _rows(new_items)
+    old_items = dict(old.summary_items())
+    width = max(len(v) for v in old_items.values()) if old_items else 0
+    width = max(width, len("before"))
+    rows = [("", f"{'before':<{width}}  after")]
+    for label, value in new_items:
+        before = old_items.get(label, "")
+        mark = "" if before == value else "  *"
+        rows.append((label, f"{before:<{width}}  {value}{mark}"))
+    return _rows(rows)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_identify(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """IDENTIFY only."""
+    info = pump.pump
+    assert info is not None
+    return Output(_rows(_identify_rows(info)), to_data(info))
+
+
+def cmd_status(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """INTERROGATE."""
+    status = pump.interrogate()
+    return Output(
+        _status_text(pump.pump, status), {"pump": to_data(pump.pump), "status": to_data(status)}
+    )
+
+
+@dataclass(frozen=True)
+class _ProgramFlags:
+    """The program command's flags, checked before the port is opened."""
+
+    base: Program | None
+    mode: Mode | None
+    changes: dict[str, Any]
+
+
+def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
+    try:
+        base = Program.load(args.file) if args.file else None
+        mode: Mode | None = None
+        if args.continuous is not None:
+            mode = Continuous(args.continuous)
+        elif args.flex is not None:
+            mode = Flex.parse(args.flex, args.flex_period)
+        elif args.periodic is not None:
+            mode = _periodic(args.periodic)
+        elif args.stopped:
+            mode = Stopped()
+        changes: dict[str, Any] = {}
+        if args.max_daily is not None:
+            changes["max_daily_dose_mcg"] = args.max_daily
+        if args.concentration is not None:
+            changes["concentration_mcg_per_ml"] = args.concentration
+        if args.drug is not None:
+            changes["drug"] = args.drug
+        if args.patient_id is not None:
+            changes["patient_id"] = args.patient_id
+        if args.catheter is not None:
+            changes["catheter"] = Catheter.parse(args.catheter)
+        if args.patient_bolus is not None:
+            text = args.patient_bolus.strip().lower()
+            changes["patient_bolus"] = (
+                None if text in ("off", "none") else PatientBolusLimits.parse(text)
+            )
+        if mode is not None:
+            mode.to_wire()  # range check now, before talking to the pump
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return _ProgramFlags(base, mode, changes)
+
+
+def _periodic(text: str) -> PeriodicBolus:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) not in (4, 5):
+        raise ValueError(
+            f"--periodic {text!r}: expected BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN"
+            "[,FIRST_OFFSET_MIN]"
+        )
+    try:
+        return PeriodicBolus(
+            float(parts[0]),
+            float(parts[1]),
+            int(parts[2]),
+            int(parts[3]),
+            int(parts[4]) if len(parts) == 5 else 0,
+        )
+    except ValueError:
+        raise ValueError(f"--periodic {text!r}: not numbers") from None
+
+
+def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """Build the program (file or current program, then flags), transfer, verify, commit."""
+    flags: _ProgramFlags = args.program_flags
+    current = pump.interrogate()
+    old = current.program if current.has_program else None
+    base = flags.base or current.program
+    new = dataclasses.replace(base, **flags.changes)
+    if flags.mode is not None:
+        new = dataclasses.replace(new, mode=flags.mode)
+    missing = [
+        option
+        for option, absent in (
+            ("--drug", not new.drug),
+            ("--concentration", new.concentration_mcg_per_ml <= 0),
+            ("--max-daily", new.max_daily_dose_mcg <= 0),
+        )
+        if absent
+    ]
+    if missing:
+        raise UsageError(f"the pump has no program to start from: give {', '.join(missing)}")
+    try:
+        new.to_wire()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    verified = pump.program(new, commit=not args.dry_run)
+    heading = (
+        "Program verified by the pump and discarded (dry run); nothing changed:"
+        if args.dry_run
+        else "Program verified and committed:"
+    )
+    text = f"{heading}\n{_program_compare(old, verified)}"
+    data = {
+        "committed": not args.dry_run,
+        "before": None if old is None else old.to_mapping(),
+        "program": verified.to_mapping(),
+    }
+    return Output(text, data)
+
+
+def cmd_bolus(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """BOLUS of the kind chosen."""
+    kind = args.kind
+    if kind == "cancel":
+        n = pump.cancel_bolus()
+        return Output(f"Cancelled {n} bolus(es)", {"kind": kind, "cancelled": n})
+    if kind == "clinician":
+        result = pump.bolus_clinician(args.dose_mcg, args.duration_min, not args.then_stop)
+        after = "then stop therapy" if args.then_stop else "then resume the program"
+        text = (
+            f"Clinician bolus started: {result.dose_mcg:g} mcg ({result.volume_ml:.3f} mL) "
+            f"over {args.duration_min} min, {after}"
+        )
+    elif kind == "patient":
+        result = pump.patient_bolus()
+        text = f"Patient bolus started: {result.dose_mcg:g} mcg ({result.volume_ml:.3f} mL)"
+    elif kind == "prime":
+        result = pump.prime(args.volume)
+        text = f"Priming bolus started: {result.volume_ml:.3f} mL"
+    else:
+        result = pump.bridge_bolus(args.volume, args.old_concentration)
+        text = f"Bridge bolus started: {result.volume_ml:.3f} mL ({result.dose_mcg:g} mcg)"
+    return Output(text, {"kind": kind, **to_data(result)})
+
+
+def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """REFILL."""
+    result = pump.refill(
+        args.volume_ml, args.drug, args.concentration, args.aspirated, not args.no_bridge
+    )
+    rows = [
+        ("Refill", f"{args.volume_ml:g} mL of {args.drug} {args.concentration:g} mcg/mL"),
+        ("Reservoir", f"{result.reservoir_ml:.2f} mL (estimated)"),
+        (
+            "Bridge",
+            f"{result.bridge_volume_ml:.3f} mL bolus started"
+            if result.bridge_volume_ml
+            else "none",
+        ),
+        (
+            "Low alarm",
+            "not projected"
+            if result.projected_low_reservoir is None
+            else f"projected {_when(result.projected_low_reservoir)}",
+        ),
+    ]
+    return Output(_rows(rows), to_data(result))
+
+
+def cmd_log(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """READ_LOG, one page or all."""
+    records = pump.read_log(args.page)
+    if args.limit is not None:
+        records = records[: args.limit]
+    lines = []
+    for r in records:
+        values = ", ".join(f"{a:g}" for a in r.args)
+        lines.append(f"#{r.index:<6} {_when_s(r.time)}  {r.event:<22} {values}".rstrip())
+    return Output("\n".join(lines) if lines else "(log empty)", to_data(records))
+
+
+def _parse_when(text: str) -> datetime:
+    if text.strip().lower() == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"clock set {text!r}: expected ISO 8601, e.g. 2026-03-01T08:00Z") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def cmd_clock(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """Show the pump clock next to the host's, or set it."""
+    if args.action == "set":
+        when = args.clock_when
+        previous = pump.set_clock(when)
+        text = f"Pump clock set to {_when_s(when)} (was {_when_s(previous)})"
+        return Output(text, {"time": when.isoformat(), "previous": previous.isoformat()})
+    status = pump.interrogate()
+    host = datetime.now(UTC)
+    drift = (status.time - host).total_seconds()
+    text = (
+        f"Pump clock {_when_s(status.time)}\n"
+        f"Host clock {_when_s(host)} (pump is {_duration(drift)} "
+        f"{'ahead' if drift >= 0 else 'behind'})"
+    )
+    return Output(text, {"time": status.time.isoformat(), "host_time": host.isoformat()})
+
+
+def _alarm_id(text: str | None) -> int | None:
+    if text is None or text.strip().lower() == "all":
+        return None
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    try:
+        return int(AlarmId[value.upper().replace("-", "_")])
+    except KeyError:
+        names = ", ".join(a.name for a in AlarmId)
+        raise UsageError(f"alarm {text!r}: a number, 'all' or one of {names}") from None
+
+
+def cmd_alarms(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """List, acknowledge, or set the low-reservoir threshold."""
+    if args.action == "ack":
+        n = pump.acknowledge_alarm(args.alarm_id)
+        return Output(f"Acknowledged {n} alarm(s)", {"acknowledged": n})
+    if args.action == "threshold":
+        pump.set_low_reservoir_alarm(args.threshold_ml)
+        return Output(
+            f"Low-reservoir alarm set to {args.threshold_ml:g} mL",
+            {"low_reservoir_alarm_ml": args.threshold_ml},
+        )
+    status = pump.interrogate()
+    lines = [
+        f"{a.alarm_id} {a.name}  {a.severity.name.lower()}  since {_when(a.raised_at)}  "
+        f"{'acknowledged' if a.acknowledged else 'NOT acknowledged'}"
+        for a in status.alarms
+    ]
+    return Output("\n".join(lines) if lines else "No active alarms", to_data(status.alarms))
+
+
+def cmd_stop(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """STOP_THERAPY."""
+    pump.stop_therapy()
+    return Output("Therapy stopped", {"therapy": "stopped"})
+
+
+def cmd_resume(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """RESUME_THERAPY."""
+    pump.resume_therapy()
+    return Output("Therapy resumed", {"therapy": "resumed"})
+
+
+# --- running ----------------------------------------------------------------------------------
+
+
+def _key_source(args: argparse.Namespace) -> KeySource | None:
+    if args.no_auth:
+        return None
+    key_text = args.key or os.environ.get(KEY_ENV)
+    master_text = args.master_key or os.environ.get(MASTER_KEY_ENV)
+    try:
+        if key_text:
+            return parse_key(key_text)
+        if master_text:
+            return master_key_source(master_text.encode("utf-8"))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return None
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Validate command arguments before the port is opened."""
+    command = args.ctl_command
+    if command == "program":
+        args.program_flags = _program_flags(args)
+    elif command == "clock" and args.action == "set":
+        args.clock_when = _parse_when(args.when)
+    elif command == "alarms":
+        if args.action == "ack":
+            args.alarm_id = _alarm_id(args.value)
+        elif args.action == "threshold":
+            if args.value is None:
+                raise UsageError("alarms threshold: give the low-reservoir volume in mL")
+            try:
+                args.threshold_ml = _non_negative_float(args.value)
+            except argparse.ArgumentTypeError as exc:
+                raise UsageError(f"alarms threshold {args.value!r}: {exc}") from None
+        elif args.value is not None:
+            raise UsageError("alarms list takes no value")
+
+
+def _open_session(pump: PumpClient, args: argparse.Namespace, key: KeySource | None) -> None:
+    info = pump.identify()
+    if args.ctl_command == "identify" or args.no_auth:
+        return
+    if key is None:
+        if info.auth_required:
+            raise UsageError(
+                f"pump {info.serial} requires authentication: give --key HEX (or ${KEY_ENV}), "
+                f"--master-key TEXT (or ${MASTER_KEY_ENV}), or --no-auth for a pump that "
+                "allows it"
+            )
+        log.info("pump %s does not require authentication: no session", info.serial)
+        return
+    pump.authenticate(Role[args.role.upper()], key)
+
+
+def _print_error(args: argparse.Namespace, kind: str, message: str, **fields: Any) -> None:
+    print(f"itpump ctl: {message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"error": {"type": kind, "message": message, **fields}}, indent=2))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Connect, run one command, end the session; print the result."""
+    key = _key_source(args)
+    _check_arguments(args)
+    handler: Callable[[PumpClient, argparse.Namespace], Output] = args.handler
+    try:
+        with PumpClient(
+            args.url, key=key, timeout_s=args.timeout, max_attempts=args.attempts
+        ) as pump:
+            _open_session(pump, args, key)
+            output = handler(pump, args)
+    except PumpRefused as exc:
+        request = None if exc.request is None else MessageType(exc.request.TYPE).name
+        _print_error(
+            args,
+            "refused",
+            f"refused: {exc.code.name} (0x{int(exc.code):02X})"
+            + (f": {exc.detail}" if exc.detail else ""),
+            code=exc.code.name,
+            code_value=int(exc.code),
+            detail=exc.detail,
+            request=request,
+        )
+        return EXIT_REFUSED
+    except AuthenticationError as exc:
+        code = None if exc.code is None else exc.code.name
+        _print_error(args, "authentication", f"authentication failed: {exc}", code=code)
+        return EXIT_REFUSED
+    except LinkError as exc:
+        _print_error(args, "link", str(exc))
+        return EXIT_LINK
+    except PumpError as exc:
+        _print_error(args, "error", str(exc))
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps(output.data, indent=2))
+    else:
+        print(output.text)
+    return EXIT_OK
