@@ -339,7 +339,10 @@ class PumpClient:
     ) -> None:
         """End the session (one attempt, unless the link just failed), then close the port."""
         try:
-            if self._core.session is not None and not isinstance(exc, LinkError):
+            # Not after a link failure, nor with a request still outstanding (an exchange
+            # interrupted by KeyboardInterrupt): the session then ends by idle timeout.
+            conn_busy = self._core.conn.busy
+            if self._core.session is not None and not conn_busy and not isinstance(exc, LinkError):
                 conn = self._core.conn
                 conn.max_attempts, saved = 1, conn.max_attempts
                 try:

@@ -38,6 +38,7 @@ from programmer import (
     derive_pump_key,
     master_key_source,
 )
+from programmer import operations as ops
 from protocol import messages as m
 from protocol.auth import seeded_nonce_source
 from tests.test_programmer_fakepump import CLOCK_S, KEY, PROGRAM, SERIAL, FakePump, served
@@ -427,3 +428,28 @@ async def test_async_timeout() -> None:
         pump.silent = True
         with pytest.raises(PumpTimeout):
             await asyncio.wait_for(c.interrogate(), GUARD_S)
+
+
+def _stop_if_low(threshold_ml: float) -> ops.Operation[bool]:
+    """A custom sequence, written once for both clients (as in docs/programmer.md)."""
+    status = yield from ops.interrogate()
+    if status.reservoir_ml < threshold_ml:
+        yield from ops.simple(m.StopTherapyRequest())
+        return True
+    return False
+
+
+async def test_custom_operation_runs_on_both_clients() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> bool:
+            with client(url) as c:
+                c.connect()
+                return c.run(_stop_if_low(1.0))
+
+        assert await blocking(visit) is False
+        async with AsyncPumpClient(url, key=KEY) as ac:
+            await ac.connect()
+            assert await asyncio.wait_for(ac.run(_stop_if_low(5.0)), GUARD_S) is True
+    assert pump.state is m.TherapyState.STOPPED
