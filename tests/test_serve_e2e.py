@@ -110,3 +110,10 @@ def test_dead_battery_pump_is_silent() -> None:
     served.pump.inject(Fault.make("battery_dead"))
     pc = ProgrammerConnection(seeded_nonce_source(3), key=served.key)
     assert served.endpoint(pc.send(m.IdentifyRequest(), 0.0)) == b""
+
+
+def test_serve_help_documents_the_real_default_master_key() -> None:
+    from emulator.telemetry import DEFAULT_MASTER_KEY
+    from tools import serve
+
+    assert serve.DEFAULT_MASTER_KEY == DEFAULT_MASTER_KEY

@@ -6,13 +6,18 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from emulator.device_profile import ProfileError, load_profile
-from emulator.farm import PortSpec, PortSpecError, PumpFarm, ServedPump, serve_until_signalled
 from emulator.scenario import ScenarioError, load_scenario
-from emulator.telemetry import DEFAULT_MASTER_KEY
-from emulator.transports import LinkConfig
 from tools.cli import UsageError
+
+if TYPE_CHECKING:
+    from emulator.farm import ServedPump
+
+# Kept here (not imported from emulator.telemetry) so `itpump --help` stays fast; a test checks
+# that both agree.
+DEFAULT_MASTER_KEY = b"itpump-test-rig-master-key-0001"
 
 EPILOG = """\
 Each pump prints one line: serial, model, URL to open, per-pump key (hex). The key is
@@ -86,6 +91,9 @@ def _speed(text: str) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
+    from emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
+    from emulator.transports import LinkConfig
+
     if not 1 <= args.count <= 1000:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
     if not 0.0 <= args.corruption <= 1.0:

@@ -7,14 +7,6 @@ import sys
 from pathlib import Path
 
 from emulator.device_profile import ProfileError
-from emulator.outputs import (
-    summary,
-    timeseries,
-    write_report_png,
-    write_summary_json,
-    write_timeseries_csv,
-)
-from emulator.runner import ScenarioRun
 from emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, shipped_scenarios
 from tools.cli import UsageError
 
@@ -68,6 +60,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario and write outputs."""
+    # Imported here: numpy/scipy/matplotlib would slow every other sub-command's start.
+    from emulator.outputs import (
+        summary,
+        timeseries,
+        write_report_png,
+        write_summary_json,
+        write_timeseries_csv,
+    )
+    from emulator.runner import ScenarioRun
+
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     try:
