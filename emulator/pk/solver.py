@@ -20,6 +20,7 @@ output times so that memory stays bounded for any population size and run length
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -68,6 +69,10 @@ class _Group(Protocol):
     def compose(self, outer: Array, inner: Array) -> Array: ...
 
     def outputs(self, z: Array) -> FloatArray: ...
+
+    def combine(
+        self, phi: Array, integral: Array, state: Array, rates: FloatArray, out: Array
+    ) -> None: ...
 
 
 def _step(group: _Group, delta_h: FloatArray, rates: FloatArray) -> tuple[Array, Array]:
@@ -136,6 +141,13 @@ class _ModalGroup:
         y: Array = np.einsum("pon,kpn->kpo", self.h, z, optimize=True)
         return y if y.dtype == np.float64 else y.real
 
+    def combine(
+        self, phi: Array, integral: Array, state: Array, rates: FloatArray, out: Array
+    ) -> None:
+        """out = phi * state + integral * (G rates): outputs sharing one breakpoint."""
+        np.multiply(phi, state[None, :, :], out=out)
+        out += integral * _route_gain(self.g, rates[None, :])
+
 
 @dataclass(frozen=True)
 class _ExpmGroup:
@@ -155,6 +167,8 @@ class _ExpmGroup:
 
     def transition(self, delta_h: FloatArray) -> tuple[Array, Array]:
         n_patients, n, m = self.b.shape
+        if delta_h.size == 0:
+            return np.zeros((0, n_patients, n, n)), np.zeros((0, n_patients, n, m))
         augmented = np.zeros((n_patients, n + m, n + m))
         augmented[:, :n, :n] = self.a
         augmented[:, :n, n:] = self.b
@@ -184,6 +198,16 @@ class _ExpmGroup:
         y: Array = np.einsum("pon,kpn->kpo", self.c, z)
         return y.real
 
+    def combine(
+        self, phi: Array, integral: Array, state: Array, rates: FloatArray, out: Array
+    ) -> None:
+        """out = Phi state + Gamma rates: outputs sharing one breakpoint."""
+        out[...] = self.apply(phi, state[None, :, :]) + integral @ rates
+
+
+# Above this many breakpoints among a window's outputs, outputs are gathered in one vectorised
+# step rather than evaluated run by run (a Python loop per run).
+_MAX_RUNS_PER_WINDOW = 16
 
 # Output offsets (time since the last breakpoint) are shared when they agree to 2^-40 h
 # (3 ns), so that a regular output grid needs only a few distinct transition matrices even
@@ -209,8 +233,10 @@ class _TransitionCache:
         self._phi: Array = np.zeros(0)
         self._integral: Array = np.zeros(0)
 
-    def lookup(self, offsets_h: FloatArray) -> tuple[Array, Array]:
-        """(Phi, integral) for each offset, computing only offsets not seen before."""
+    def lookup(self, offsets_h: FloatArray) -> tuple[Array, Array, NDArray[np.intp]]:
+        """Tables of (Phi, integral) and the row of each offset in them, computing only
+        offsets not seen before. Rows are returned rather than gathered copies so that runs of
+        consecutive offsets (a regular output grid) can be read as views."""
         unique, inverse = np.unique(offsets_h, return_inverse=True)
         inverse = inverse.reshape(-1)
         missing = unique[~np.isin(unique, self._offsets, assume_unique=True)]
@@ -223,7 +249,7 @@ class _TransitionCache:
                 self._offsets = np.zeros(0)
                 if unique.size * per_offset > self._max_elements:
                     phi, integral = self._group.transition(unique)
-                    return phi[inverse], integral[inverse]
+                    return phi, integral, inverse
                 missing = unique
                 phi_new, integral_new = self._group.transition(unique)
             if self._offsets.size == 0:
@@ -234,8 +260,17 @@ class _TransitionCache:
                 self._offsets = offsets[order]
                 self._phi = np.concatenate([self._phi, phi_new])[order]
                 self._integral = np.concatenate([self._integral, integral_new])[order]
-        index = np.searchsorted(self._offsets, unique)[inverse]
-        return self._phi[index], self._integral[index]
+        index: NDArray[np.intp] = np.searchsorted(self._offsets, unique)[inverse]
+        return self._phi, self._integral, index
+
+
+def _rows(table: Array, index: NDArray[np.intp]) -> Array:
+    """table[index], as a view when the rows are consecutive."""
+    first = int(index[0])
+    if index.size == 1 or np.all(np.diff(index) == 1):
+        return table[first : first + index.size]
+    result: Array = table[index]
+    return result
 
 
 def _affine_prefix_scan(group: _Group, phi: Array, forcing: Array, z0: Array) -> Array:
@@ -315,38 +350,34 @@ class ExactSolver:
         with np.errstate(all="ignore"):
             cond = np.linalg.cond(v)
         modal = np.isfinite(cond) & (cond <= cond_limit) & np.all(np.isfinite(lam), axis=1)
-        self._groups: list[tuple[NDArray[np.intp], _Group]] = []
-        modal_index = np.flatnonzero(modal)
-        if modal_index.size:
-            v_m = v[modal_index]
-            v_inv = np.linalg.inv(v_m)
-            self._groups.append(
-                (
-                    modal_index,
-                    _ModalGroup(
-                        lam=lam[modal_index],
-                        v=v_m,
-                        v_inv=v_inv,
-                        g=v_inv @ system.b[modal_index],
-                        h=system.c[modal_index] @ v_m,
-                    ),
-                )
-            )
-        expm_index = np.flatnonzero(~modal)
-        if expm_index.size:
+        # The modal group spans every patient whenever any patient can use it: ill-conditioned
+        # patients get inert placeholders there (their outputs are overwritten by the expm
+        # group), so the common case never scatters outputs through an index array.
+        self._groups: list[tuple[NDArray[np.intp] | slice, _Group]] = []
+        n_patients = system.n_patients
+        bad = np.flatnonzero(~modal)
+        if bad.size < n_patients:
+            lam = lam.copy()
+            v = v.copy()
+            lam[bad] = -1.0
+            v[bad] = np.eye(v.shape[1])
+            v_inv = np.linalg.inv(v)
+            g = v_inv @ system.b
+            h = system.c @ v
+            g[bad] = 0.0
+            h[bad] = 0.0
+            self._groups.append((slice(None), _ModalGroup(lam=lam, v=v, v_inv=v_inv, g=g, h=h)))
+        if bad.size:
             logger.debug(
                 "%d of %d patients have coinciding rate constants: matrix exponential path",
-                expm_index.size,
-                modal.size,
+                bad.size,
+                n_patients,
             )
+            index: NDArray[np.intp] | slice = slice(None) if bad.size == n_patients else bad
             self._groups.append(
-                (
-                    expm_index,
-                    _ExpmGroup(
-                        a=system.a[expm_index], b=system.b[expm_index], c=system.c[expm_index]
-                    ),
-                )
+                (index, _ExpmGroup(a=system.a[bad], b=system.b[bad], c=system.c[bad]))
             )
+        self._modal = modal
 
         # One modal patient: unbatched arrays for `step_one`.
         self._one: tuple[Array, Array, Array, Array, bool] | None = None
@@ -368,9 +399,7 @@ class ExactSolver:
     @property
     def uses_matrix_exponential(self) -> NDArray[np.bool_]:
         """Per patient: True where the safe (expm) path is used."""
-        flags = np.zeros(self.n_patients, dtype=bool)
-        for index, group in self._groups:
-            flags[index] = isinstance(group, _ExpmGroup)
+        flags: NDArray[np.bool_] = ~self._modal
         return flags
 
     def step_one(self, x: FloatArray, delta_h: float, rates: FloatArray) -> FloatArray:
@@ -464,9 +493,10 @@ class ExactSolver:
         caches = [_TransitionCache(group, 4 * max_elements) for _, group in self._groups]
         for j0, j1 in windows:
             e_lo, e_hi = int(ext_sorted[j0]), int(ext_sorted[j1 - 1])
+            window_ext = ext_sorted[j0:j1]
+            # Runs of outputs governed by the same breakpoint (contiguous: times are sorted).
+            edges = [0, *(np.flatnonzero(np.diff(window_ext)) + 1).tolist(), j1 - j0]
             y: FloatArray | None = None
-            if len(self._groups) > 1:
-                y = np.empty((j1 - j0, self.n_patients, self.n_outputs))
             for number, (index, group) in enumerate(self._groups):
                 position, z = carried[number]
                 # Catch up to the window's first breakpoint without keeping the states between.
@@ -475,14 +505,33 @@ class ExactSolver:
                     z = ext.advance(group, z, position, position + stride)[-1]
                     position += stride
                 states = ext.advance(group, z, e_lo, e_hi)
-                phi, integral = caches[number].lookup(offsets_h[j0:j1])
-                at_outputs = group.apply(phi, states[ext_sorted[j0:j1] - e_lo]) + group.forced(
-                    integral, out_rates[j0:j1]
-                )
-                if y is None:
-                    y = group.outputs(at_outputs)
+                phi, integral, table_rows = caches[number].lookup(offsets_h[j0:j1])
+                if len(edges) - 1 <= _MAX_RUNS_PER_WINDOW:
+                    # Few breakpoints in the window (population grids): broadcast each run's
+                    # breakpoint state instead of gathering a copy per output.
+                    at_outputs = np.empty(
+                        (j1 - j0, *states.shape[1:]), dtype=np.result_type(phi, states)
+                    )
+                    for a, b in itertools.pairwise(edges):
+                        group.combine(
+                            _rows(phi, table_rows[a:b]),
+                            _rows(integral, table_rows[a:b]),
+                            states[int(window_ext[a]) - e_lo],
+                            out_rates[j0 + a],
+                            at_outputs[a:b],
+                        )
                 else:
-                    y[:, index, :] = group.outputs(at_outputs)
+                    # Many short runs (irregular histories): one vectorised gather.
+                    at_outputs = group.apply(
+                        phi[table_rows], states[window_ext - e_lo]
+                    ) + group.forced(integral[table_rows], out_rates[j0:j1])
+                values = group.outputs(at_outputs)
+                if isinstance(index, slice):
+                    y = values
+                else:
+                    if y is None:
+                        y = np.empty((j1 - j0, self.n_patients, self.n_outputs))
+                    y[:, index, :] = values
                 carried[number] = (e_hi, states[-1])
             assert y is not None
             yield order[j0:j1], y
