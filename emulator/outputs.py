@@ -59,7 +59,7 @@ def write_timeseries_csv(path: Path, result: RunResult, columns: dict[str, Float
             stamp = (start + dt.timedelta(hours=float(t))).strftime("%Y-%m-%dT%H:%M:%SZ")
             writer.writerow(
                 [
-                    f"{t:.6g}",
+                    f"{t:.12g}",
                     stamp,
                     *(f"{columns[n][i]:.9g}" for n in names),
                     alarm_names(columns["alarm_mask"][i]),
@@ -152,6 +152,26 @@ def summary(result: RunResult) -> dict[str, Any]:
             for o in result.refusals
         ],
     }
+
+
+def write_dose_records_csv(path: Path, result: RunResult, obs_times_h: FloatArray) -> int:
+    """The drug that truly left the catheter, as NONMEM-style records (see `itpump pk`)."""
+    from emulator.pk.records import write_dose_records
+
+    recorder = result.pump.recorder
+    assert recorder is not None
+    return write_dose_records(
+        path,
+        recorder.seg_t0_h,
+        recorder.seg_t1_h,
+        recorder.seg_csf_mcg_per_h,
+        recorder.seg_tissue_mcg_per_h,
+        bolus_t_h=recorder.tissue_bolus_t_h,
+        bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
+        bolus_tissue_mcg=recorder.tissue_bolus_mcg,
+        obs_times_h=obs_times_h,
+        weight_kg=result.scenario.patient.weight_kg,
+    )
 
 
 def write_summary_json(path: Path, data: dict[str, Any]) -> None:

@@ -135,3 +135,23 @@ def test_profiles_lists_both_mechanisms(capsys: pytest.CaptureFixture[str]) -> N
     assert {r["mechanism"] for r in rows} == {"peristaltic", "valve_gated"}
     assert main(["profiles", "nonexistent"]) == 2
     assert "known profiles" in capsys.readouterr().err
+
+
+def test_simulate_exports_dose_records_that_pk_reproduces(tmp_path: Path) -> None:
+    import csv
+
+    out = tmp_path / "run"
+    assert main(["simulate", "withdrawal-occlusion", "--out", str(out), "--no-plot"]) == 0
+    pred = tmp_path / "pred.csv"
+    assert main(["pk", str(out / "dose_records.csv"), "--out", str(pred)]) == 0
+    series = list(csv.DictReader((out / "timeseries.csv").open()))
+    predicted = list(csv.DictReader(pred.open()))
+    assert len(predicted) == len(series)
+    for row, p in zip(series[::37], predicted[::37], strict=True):
+        assert float(p["TIME"]) == pytest.approx(float(row["time_h"]))
+        assert float(p["CSF_LUMBAR"]) == pytest.approx(
+            float(row["csf_lumbar_ng_per_ml"]), rel=1e-6, abs=1e-9
+        )
+        assert float(p["PLASMA"]) == pytest.approx(
+            float(row["plasma_ng_per_ml"]), rel=1e-6, abs=1e-9
+        )

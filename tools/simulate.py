@@ -14,7 +14,9 @@ EPILOG = """\
 SCENARIO is a TOML file (schema: docs/scenarios.md) or the name of a shipped scenario:
   {names}
 Outputs in --out DIR: timeseries.csv (truth vs pump estimate at every sample),
-summary.json (mass balance, alarms, refusals) and report.png.
+summary.json (mass balance, alarms, refusals), report.png, and dose_records.csv (the drug
+that truly left the catheter as NONMEM-style records, CMT 1 = CSF, CMT 2 = tissue, with an
+observation row per sample: feed it to `itpump pk` or your own pharmacometric tool).
 Exit status: 0 run completed, 2 bad input (nothing written).
 """
 
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from emulator.outputs import (
         summary,
         timeseries,
+        write_dose_records_csv,
         write_report_png,
         write_summary_json,
         write_timeseries_csv,
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     columns = timeseries(result)
     write_timeseries_csv(out / "timeseries.csv", result, columns)
+    write_dose_records_csv(out / "dose_records.csv", result, columns["time_h"])
     data = summary(result)
     write_summary_json(out / "summary.json", data)
     if not args.no_plot:
