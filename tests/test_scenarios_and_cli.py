@@ -150,8 +150,8 @@ def test_simulate_exports_dose_records_that_pk_reproduces(tmp_path: Path) -> Non
     for row, p in zip(series[::37], predicted[::37], strict=True):
         assert float(p["TIME"]) == pytest.approx(float(row["time_h"]))
         assert float(p["CSF_LUMBAR"]) == pytest.approx(
-            float(row["csf_lumbar_ng_per_ml"]), rel=1e-6, abs=1e-9
+            float(row["csf_lumbar_ng_per_ml"]), rel=1e-5, abs=1e-9
         )
         assert float(p["PLASMA"]) == pytest.approx(
-            float(row["plasma_ng_per_ml"]), rel=1e-6, abs=1e-9
+            float(row["plasma_ng_per_ml"]), rel=1e-5, abs=1e-9
         )
