@@ -8,7 +8,14 @@ import os
 
 import numpy as np
 import pytest
+from pymodbus.framer.rtu import FramerRTU
+from pymodbus.pdu import DecodePDU
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadHoldingRegistersResponse,
+)
 
+from benchmarks import peer_modbus
 from benchmarks.latency import (
     AsyncRequest,
     Case,
@@ -23,17 +30,6 @@ from benchmarks.latency import (
     run_suite,
     summarize,
 )
-
-pytest.importorskip("pymodbus")
-
-from pymodbus.framer.rtu import FramerRTU
-from pymodbus.pdu import DecodePDU
-from pymodbus.pdu.register_message import (
-    ReadHoldingRegistersRequest,
-    ReadHoldingRegistersResponse,
-)
-
-from benchmarks import peer_modbus
 
 GUARD_S = 30.0
 
@@ -58,8 +54,9 @@ def test_percentiles_refuse_empty_data() -> None:
 
 
 def test_run_result_figures() -> None:
-    run = RunResult(targets=2, latencies_ns=np.full(4000, 250_000, dtype=np.int64),
-                    wall_ns=2_000_000_000)
+    run = RunResult(
+        targets=2, latencies_ns=np.full(4000, 250_000, dtype=np.int64), wall_ns=2_000_000_000
+    )
     assert run.requests == 4000
     assert run.rps == pytest.approx(2000.0)
     assert run.percentiles_us() == (250.0, 250.0)
@@ -67,12 +64,16 @@ def test_run_result_figures() -> None:
 
 def test_summarize_takes_the_median_of_each_figure() -> None:
     def run(lat_us: int, wall_s: float) -> RunResult:
-        return RunResult(targets=1, latencies_ns=np.full(10, lat_us * 1000, dtype=np.int64),
-                         wall_ns=int(wall_s * 1e9))
+        return RunResult(
+            targets=1,
+            latencies_ns=np.full(10, lat_us * 1000, dtype=np.int64),
+            wall_ns=int(wall_s * 1e9),
+        )
 
     figures = summarize([run(300, 1.0), run(100, 0.5), run(200, 4.0)])
-    assert figures == Figures(targets=1, requests=10, repeats=3, p50_us=200.0, p99_us=200.0,
-                              rps=10.0)
+    assert figures == Figures(
+        targets=1, requests=10, repeats=3, p50_us=200.0, p99_us=200.0, rps=10.0
+    )
 
 
 def test_markdown_table_ratios_against_the_baseline() -> None:
@@ -185,8 +186,9 @@ async def test_modbus_targets_read_ten_registers() -> None:
             for target in targets:
                 response = await target()
                 assert isinstance(response, bytes)
-                assert peer_modbus.parse_read_holding_response(response) == (
-                    peer_modbus.HOLDING_REGISTERS[:10]
+                assert (
+                    peer_modbus.parse_read_holding_response(response)
+                    == (peer_modbus.HOLDING_REGISTERS[:10])
                 )
             run = await measure_async(targets, count=5, warmup=2)
     finally:
@@ -225,8 +227,12 @@ async def test_run_suite_with_pymodbus_and_floors() -> None:
     async with asyncio.timeout(GUARD_S):
         rows = await run_suite(peers, [Case(1, 5, 1), Case(3, 4, 1)], repeats=2)
     assert [(row.peer, row.figures.targets, row.figures.requests) for row in rows] == [
-        (peer_modbus.PEER_NAME, 1, 5), ("floor master", 1, 5), ("floor slave", 1, 5),
-        (peer_modbus.PEER_NAME, 3, 12), ("floor master", 3, 12), ("floor slave", 3, 12),
+        (peer_modbus.PEER_NAME, 1, 5),
+        ("floor master", 1, 5),
+        ("floor slave", 1, 5),
+        (peer_modbus.PEER_NAME, 3, 12),
+        ("floor master", 3, 12),
+        ("floor slave", 3, 12),
     ]
     assert all(row.figures.repeats == 2 for row in rows)
     table = markdown_table(rows, baseline=peer_modbus.PEER_NAME)
@@ -234,8 +240,9 @@ async def test_run_suite_with_pymodbus_and_floors() -> None:
 
 
 def test_main_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
-    peer_modbus.main(["--repeat", "1", "--targets", "1", "2", "--requests", "4",
-                      "--min-per-target", "2"])
+    peer_modbus.main(
+        ["--repeat", "1", "--targets", "1", "2", "--requests", "4", "--min-per-target", "2"]
+    )
     out = capsys.readouterr().out
     assert "| pymodbus RTU | 1 | 4 |" in out
     assert "| pymodbus RTU | 2 | 4 |" in out
