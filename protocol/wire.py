@@ -397,8 +397,8 @@ class WireStruct:
     TAG: ClassVar[int] = -1
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            spec_of(field).validate(getattr(self, field.name), field.name)
+        for name, spec in _field_specs(type(self)):
+            spec.validate(getattr(self, name), name)
         self.check()
 
     def check(self) -> None:
@@ -745,6 +745,18 @@ def wire_struct(cls: type[_W]) -> type[_W]:
 
 # ---------------------------------------------------------------------------------------------
 # Compiled plans
+
+
+_FIELD_SPECS: dict[type, tuple[tuple[str, Spec], ...]] = {}
+
+
+def _field_specs(cls: type) -> tuple[tuple[str, Spec], ...]:
+    """(name, spec) of every field, computed once per class (validation runs per message)."""
+    specs = _FIELD_SPECS.get(cls)
+    if specs is None:
+        specs = tuple((f.name, spec_of(f)) for f in dataclasses.fields(cls))
+        _FIELD_SPECS[cls] = specs
+    return specs
 
 
 def spec_of(field: dataclasses.Field[Any]) -> Spec:
