@@ -8,12 +8,12 @@ putting `*.toml` files in a directory named by the ITPUMP_PROFILE_PATH environme
 from __future__ import annotations
 
 import os
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from emulator.toml_input import read_toml
 from firmware_stubs.config import FirmwareConfig
 
 SHIPPED_PROFILE_DIR = Path(__file__).with_name("profiles")
@@ -129,12 +129,7 @@ def available_profiles() -> dict[str, Path]:
 
 def load_profile_file(path: Path) -> DeviceProfile:
     """Read and validate one profile file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"profile {path}: not valid TOML: {exc}") from exc
+    data = read_toml(path, "profile", ProfileError)
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:

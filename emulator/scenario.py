@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +21,7 @@ from pydantic import (
 )
 
 from emulator.faults import Fault, FaultKind
+from emulator.toml_input import read_toml
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"
@@ -355,13 +355,7 @@ def load_scenario(name_or_path: str) -> Scenario:
             known = ", ".join(shipped_scenarios())
             raise ScenarioError(f"no scenario file {name_or_path!r}; shipped scenarios: {known}")
         path = shipped
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_scenario(data, str(path))
+    return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path))
 
 
 def shipped_scenarios() -> list[str]:

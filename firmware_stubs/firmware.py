@@ -518,7 +518,7 @@ class Firmware:
         self.service()
 
     def on_motor_recovered(self) -> None:
-        """Drive moves again; the stall alarm stays until the condition is reviewed (acked)."""
+        """Drive moves again: the stall alarm clears; the log keeps the stall and recovery."""
         self._settle()
         self._stalled = False
         rtc = self.hal.rtc_s()

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from emulator.device_profile import PROFILE_PATH_ENV, available_profiles, load_profile
+from emulator.device_profile import (
+    PROFILE_PATH_ENV,
+    ProfileError,
+    available_profiles,
+    load_profile,
+)
 from emulator.runner import expand_actions
 from emulator.scenario import (
     ScenarioError,
@@ -155,3 +160,12 @@ def test_simulate_exports_dose_records_that_pk_reproduces(tmp_path: Path) -> Non
         assert float(p["PLASMA"]) == pytest.approx(
             float(row["plasma_ng_per_ml"]), rel=1e-5, abs=1e-9
         )
+
+
+def test_unreadable_and_invalid_toml_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[scenario\nname = 1\n")
+    with pytest.raises(ScenarioError, match=r"scenario .*broken.toml: not valid TOML"):
+        load_scenario(str(bad))
+    with pytest.raises(ProfileError, match=r"cannot read profile .*missing.toml"):
+        load_profile(str(tmp_path / "missing.toml"))
