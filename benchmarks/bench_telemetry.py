@@ -35,7 +35,6 @@ from benchmarks.latency import (
 from benchmarks.peer_modbus import PEER_NAME, modbus_targets
 from emulator.farm import PortSpec, PumpFarm
 from emulator.scenario import load_scenario
-from emulator.transports import LinkConfig
 from protocol import messages as m
 from protocol.auth import seeded_nonce_source
 from protocol.connection import ProgrammerConnection, ResponseReceived
@@ -56,7 +55,7 @@ async def pump_targets(k: int) -> tuple[list[AsyncRequest], Cleanup]:
         count=k,
         port=PortSpec("pty"),
         speed=1.0,
-        link_config=LinkConfig(),
+        turnaround=False,  # "without pacing": no link emulation at all
     )
     await farm.start()
     runner = asyncio.create_task(farm.run())

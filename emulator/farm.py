@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,9 @@ class PumpFarm:
         profile: DeviceProfile | None = None,
         master_key: bytes = DEFAULT_MASTER_KEY,
         allow_unauthenticated: bool | None = None,
+        turnaround: bool = True,
     ) -> None:
+        """`turnaround` applies the profile's reply turnaround delay (off: replies at once)."""
         if count < 1:
             raise ValueError(f"count must be >= 1 (got {count})")
         self.port = port or PortSpec("pty")
@@ -135,9 +137,11 @@ class PumpFarm:
             key = pump_key(pump.serial, master_key)
             endpoint = TelemetryEndpoint(pump, key, allow_unauthenticated=allow_unauthenticated)
             emulation = None
-            if link_config is not None or pump.profile.telemetry.turnaround_ms:
-                config = link_config or LinkConfig(
-                    turnaround_s=pump.profile.telemetry.turnaround_ms / 1000.0
+            turnaround_s = pump.profile.telemetry.turnaround_ms / 1000.0 if turnaround else 0.0
+            if link_config is not None or turnaround_s:
+                config = replace(
+                    link_config or LinkConfig(),
+                    turnaround_s=max((link_config or LinkConfig()).turnaround_s, turnaround_s),
                 )
                 emulation = LinkEmulator(config)
             handler = _SyncedEndpoint(endpoint, self.runtime)

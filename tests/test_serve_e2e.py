@@ -117,3 +117,20 @@ def test_serve_help_documents_the_real_default_master_key() -> None:
     from tools import serve
 
     assert serve.DEFAULT_MASTER_KEY == DEFAULT_MASTER_KEY
+
+
+def test_profile_turnaround_delays_replies_unless_disabled() -> None:
+    from emulator.transports import LinkConfig
+
+    scenario = load_scenario("clinic-ready")
+    default = PumpFarm(scenario, port=PortSpec("null"), speed=0.0)
+    link = default.pumps[0].link
+    assert link is not None
+    assert link.config.turnaround_s == pytest.approx(0.005)  # profile: turnaround_ms = 5
+    paced = PumpFarm(scenario, port=PortSpec("null"), speed=0.0, link_config=LinkConfig(baud=19200))
+    assert paced.pumps[0].link is not None
+    assert paced.pumps[0].link.config.turnaround_s == pytest.approx(0.005)
+    assert paced.pumps[0].link.config.baud == 19200
+    assert (
+        PumpFarm(scenario, port=PortSpec("null"), speed=0.0, turnaround=False).pumps[0].link is None
+    )
