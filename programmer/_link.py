@@ -1,5 +1,6 @@
 """Pieces shared by the blocking and the asyncio client: opening the port, reading what is
-there, and turning a protocol event into a result or an exception."""
+there, turning a protocol event into a result or an exception, and what both clients hold
+(:class:`ClientCore`) and show (:class:`ClientBase`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import serial
 
+from programmer import operations as ops
 from programmer.errors import AuthenticationError, LinkError, PumpRefused, PumpTimeout
 from programmer.models import PumpInfo, SessionDetails
+from programmer.operations import KeySource, Operation
 from protocol import messages as m
 from protocol.auth import NonceSource
 from protocol.codes import ResultCode
@@ -28,7 +31,7 @@ from protocol.connection import (
     RequestTimedOut,
     ResponseReceived,
 )
-from protocol.messages import MessageType
+from protocol.messages import MessageType, Role
 
 _log = logging.getLogger("programmer")
 
@@ -133,13 +136,14 @@ class ClientCore:
     def __init__(
         self,
         *,
-        key: Any,
-        timeout_s: float,
-        max_attempts: int,
-        backoff: float,
+        key: KeySource | None,
+        timeout_s: float | None,
+        max_attempts: int | None,
+        backoff: float | None,
         nonce_source: NonceSource | None,
         clock: Clock,
     ) -> None:
+        timeout_s, max_attempts, backoff = self.settings(timeout_s, max_attempts, backoff)
         nonces: NonceSource = os.urandom if nonce_source is None else nonce_source
         self.key = key
         self.clock = clock
@@ -172,6 +176,24 @@ class ClientCore:
         """Link counters (frames, retransmissions, timeouts, drops)."""
         return self.conn.stats
 
+    def authenticate(self, role: Role, key: KeySource | None) -> Operation[SessionDetails]:
+        """Authenticate as ``role`` with ``key``, or else the client's key."""
+        return ops.authenticate(self.conn, role, self.key if key is None else key)
+
+    def connect(self, role: Role, key: KeySource | None) -> Operation[PumpInfo]:
+        """IDENTIFY, then authenticate with ``key``, or else the client's key, if any."""
+        return ops.connect(self.conn, role, self.key if key is None else key)
+
+    @contextlib.contextmanager
+    def single_attempt(self) -> Iterator[None]:
+        """Requests sent inside the block get one transmission (ending a session on close)."""
+        conn = self.conn
+        conn.max_attempts, saved = 1, conn.max_attempts
+        try:
+            yield
+        finally:
+            conn.max_attempts = saved
+
     def start(self, request: m.Request) -> bytes:
         """The frame for ``request``; starts its timer."""
         self.started_s = self.clock()
@@ -203,6 +225,36 @@ class ClientCore:
         _log.debug("<- %s ok", name)
         if isinstance(response, m.IdentifyResponse):
             self.info = PumpInfo.from_wire(response)
+        elif isinstance(response, m.AuthProofResponse):
+            session = conn.session
+            assert session is not None  # the connection checked the pump's proof
+            self.session = SessionDetails(session.session_id, session.role, response.idle_timeout_s)
         elif isinstance(event.request, m.EndSessionRequest):
             self.session = None
         return response
+
+
+class ClientBase:
+    """What the blocking and the asyncio client show alike: the connection and its state."""
+
+    _core: ClientCore
+
+    @property
+    def connection(self) -> ProgrammerConnection:
+        """The sans-IO protocol connection (sequence numbers, session, statistics)."""
+        return self._core.conn
+
+    @property
+    def pump(self) -> PumpInfo | None:
+        """The pump's answer to the last IDENTIFY."""
+        return self._core.info
+
+    @property
+    def session(self) -> SessionDetails | None:
+        """The authenticated session, if any."""
+        return self._core.session
+
+    @property
+    def stats(self) -> LinkStats:
+        """Link counters: frames, retransmissions, timeouts, dropped frames."""
+        return self._core.stats

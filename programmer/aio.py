@@ -37,6 +37,7 @@ import serial
 from programmer import operations as ops
 from programmer._link import (
     READ_SLICE_S,
+    ClientBase,
     ClientCore,
     Clock,
     Port,
@@ -45,7 +46,7 @@ from programmer._link import (
     read_some,
     write_all,
 )
-from programmer.errors import AuthenticationError, LinkError, PumpError
+from programmer.errors import LinkError, PumpError
 from programmer.models import (
     BolusResult,
     LogPage,
@@ -59,7 +60,6 @@ from programmer.operations import KeySource, Operation
 from programmer.program import Program
 from protocol import messages as m
 from protocol.auth import NonceSource
-from protocol.connection import LinkStats, ProgrammerConnection
 from protocol.messages import Role
 from protocol.transfer import DEFAULT_CHUNK_BYTES
 
@@ -69,7 +69,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AsyncPumpClient:
+class AsyncPumpClient(ClientBase):
     """asyncio twin of :class:`~programmer.client.PumpClient` (same arguments and methods).
 
     The port is opened by :meth:`open` or ``async with``, not by the constructor (opening
@@ -89,7 +89,6 @@ class AsyncPumpClient:
         read_slice_s: float = READ_SLICE_S,
         **serial_options: Any,
     ) -> None:
-        timeout_s, max_attempts, backoff = ClientCore.settings(timeout_s, max_attempts, backoff)
         self._core = ClientCore(
             key=key,
             timeout_s=timeout_s,
@@ -115,26 +114,6 @@ class AsyncPumpClient:
         if self._port is None:
             raise RuntimeError("AsyncPumpClient not opened")
         return self._port
-
-    @property
-    def connection(self) -> ProgrammerConnection:
-        """The sans-IO protocol connection."""
-        return self._core.conn
-
-    @property
-    def pump(self) -> PumpInfo | None:
-        """The pump's answer to the last IDENTIFY."""
-        return self._core.info
-
-    @property
-    def session(self) -> SessionDetails | None:
-        """The authenticated session, if any."""
-        return self._core.session
-
-    @property
-    def stats(self) -> LinkStats:
-        """Link counters: frames, retransmissions, timeouts, dropped frames."""
-        return self._core.stats
 
     # -- plumbing
 
@@ -219,26 +198,15 @@ class AsyncPumpClient:
         self, role: Role = Role.CLINICIAN, key: KeySource | None = None
     ) -> SessionDetails:
         """Open an authenticated session (IDENTIFY first if not done yet)."""
-        source = self._core.key if key is None else key
-        session = await self.run(ops.authenticate(self._core.conn, role, source))
-        self._core.session = session
-        return session
+        return await self.run(self._core.authenticate(role, key))
 
     async def connect(self, role: Role = Role.CLINICIAN, key: KeySource | None = None) -> PumpInfo:
         """IDENTIFY, then authenticate when a key is known (see ``PumpClient.connect``)."""
-        info = await self.identify()
-        if key is None and self._core.key is None:
-            if info.auth_required:
-                raise AuthenticationError(f"pump {info.serial} requires authentication: no key")
-            _log.info("pump %s accepts unauthenticated commands; no session", info.serial)
-            return info
-        await self.authenticate(role, key)
-        return info
+        return await self.run(self._core.connect(role, key))
 
     async def end_session(self) -> None:
         """END_SESSION."""
         await self.run(ops.end_session())
-        self._core.session = None
 
     # -- status
 
@@ -301,13 +269,7 @@ class AsyncPumpClient:
         self, volume_ml: float | None = None, old_concentration_mcg_per_ml: float | None = None
     ) -> BolusResult:
         """A bridge bolus pushing the old drug out."""
-        return await self.run(
-            ops.bolus(
-                m.BridgeBolus(
-                    ops.optional_nl(volume_ml), ops.optional_ng(old_concentration_mcg_per_ml)
-                )
-            )
-        )
+        return await self.run(ops.bridge_bolus(volume_ml, old_concentration_mcg_per_ml))
 
     async def patient_bolus(self) -> BolusResult:
         """A patient-activated bolus."""
@@ -362,13 +324,10 @@ class AsyncPumpClient:
             if self._core.session is not None and not isinstance(
                 exc, LinkError | asyncio.CancelledError
             ):
-                conn = self._core.conn
-                conn.max_attempts, saved = 1, conn.max_attempts
                 try:
-                    await self.end_session()
+                    with self._core.single_attempt():
+                        await self.end_session()
                 except PumpError as end_exc:
                     _log.info("END_SESSION on close failed: %s", end_exc)
-                finally:
-                    conn.max_attempts = saved
         finally:
             await self.close()

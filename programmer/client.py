@@ -33,6 +33,7 @@ import serial
 from programmer import operations as ops
 from programmer._link import (
     READ_SLICE_S,
+    ClientBase,
     ClientCore,
     Clock,
     Port,
@@ -41,7 +42,7 @@ from programmer._link import (
     read_some,
     write_all,
 )
-from programmer.errors import AuthenticationError, LinkError, PumpError
+from programmer.errors import LinkError, PumpError
 from programmer.models import (
     BolusResult,
     LogPage,
@@ -55,7 +56,6 @@ from programmer.operations import KeySource, Operation
 from programmer.program import Program
 from protocol import messages as m
 from protocol.auth import NonceSource
-from protocol.connection import LinkStats, ProgrammerConnection
 from protocol.messages import Role
 from protocol.transfer import DEFAULT_CHUNK_BYTES
 
@@ -65,7 +65,7 @@ _log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class PumpClient:
+class PumpClient(ClientBase):
     """A clinician or patient programmer talking to one pump (blocking).
 
     ``port`` is a pyserial URL or device path (``/dev/pts/7``, ``/tmp/ttyPUMP0``,
@@ -92,7 +92,6 @@ class PumpClient:
         read_slice_s: float = READ_SLICE_S,
         **serial_options: Any,
     ) -> None:
-        timeout_s, max_attempts, backoff = ClientCore.settings(timeout_s, max_attempts, backoff)
         self._core = ClientCore(
             key=key,
             timeout_s=timeout_s,
@@ -114,26 +113,6 @@ class PumpClient:
     def port(self) -> serial.SerialBase:
         """The pyserial port."""
         return self._port
-
-    @property
-    def connection(self) -> ProgrammerConnection:
-        """The sans-IO protocol connection (sequence numbers, session, statistics)."""
-        return self._core.conn
-
-    @property
-    def pump(self) -> PumpInfo | None:
-        """The pump's answer to the last IDENTIFY."""
-        return self._core.info
-
-    @property
-    def session(self) -> SessionDetails | None:
-        """The authenticated session, if any."""
-        return self._core.session
-
-    @property
-    def stats(self) -> LinkStats:
-        """Link counters: frames, retransmissions, timeouts, dropped frames."""
-        return self._core.stats
 
     # -- plumbing
 
@@ -191,10 +170,7 @@ class PumpClient:
         Raises :class:`~programmer.errors.AuthenticationError` when there is no key for this
         pump, the pump refuses the proof, or the pump's own proof is wrong.
         """
-        source = self._core.key if key is None else key
-        session = self.run(ops.authenticate(self._core.conn, role, source))
-        self._core.session = session
-        return session
+        return self.run(self._core.authenticate(role, key))
 
     def connect(self, role: Role = Role.CLINICIAN, key: KeySource | None = None) -> PumpInfo:
         """IDENTIFY, then authenticate as ``role`` when a key is known.
@@ -203,19 +179,11 @@ class PumpClient:
         (it obeys as CLINICIAN); one that requires it raises
         :class:`~programmer.errors.AuthenticationError`.
         """
-        info = self.identify()
-        if key is None and self._core.key is None:
-            if info.auth_required:
-                raise AuthenticationError(f"pump {info.serial} requires authentication: no key")
-            _log.info("pump %s accepts unauthenticated commands; no session", info.serial)
-            return info
-        self.authenticate(role, key)
-        return info
+        return self.run(self._core.connect(role, key))
 
     def end_session(self) -> None:
         """END_SESSION (the pump forgets the session)."""
         self.run(ops.end_session())
-        self._core.session = None
 
     # -- status
 
@@ -283,13 +251,7 @@ class PumpClient:
         self, volume_ml: float | None = None, old_concentration_mcg_per_ml: float | None = None
     ) -> BolusResult:
         """A bridge bolus pushing the old drug out (``None``: the pump's own values)."""
-        return self.run(
-            ops.bolus(
-                m.BridgeBolus(
-                    ops.optional_nl(volume_ml), ops.optional_ng(old_concentration_mcg_per_ml)
-                )
-            )
-        )
+        return self.run(ops.bridge_bolus(volume_ml, old_concentration_mcg_per_ml))
 
     def patient_bolus(self) -> BolusResult:
         """A patient-activated bolus (dose and limits from the program)."""
@@ -343,13 +305,10 @@ class PumpClient:
             # interrupted by KeyboardInterrupt): the session then ends by idle timeout.
             conn_busy = self._core.conn.busy
             if self._core.session is not None and not conn_busy and not isinstance(exc, LinkError):
-                conn = self._core.conn
-                conn.max_attempts, saved = 1, conn.max_attempts
                 try:
-                    self.end_session()
+                    with self._core.single_attempt():
+                        self.end_session()
                 except PumpError as end_exc:
                     _log.info("END_SESSION on close failed: %s", end_exc)
-                finally:
-                    conn.max_attempts = saved
         finally:
             self.close()

@@ -52,8 +52,10 @@ __all__ = [
     "acknowledge_alarm",
     "authenticate",
     "bolus",
+    "bridge_bolus",
     "call",
     "clinician_bolus",
+    "connect",
     "end_session",
     "identify",
     "interrogate",
@@ -153,6 +155,22 @@ def authenticate(
         ) from exc
     _log.info("session 0x%08X as %s", challenge.session_id, role.name)
     return SessionDetails(challenge.session_id, role, answer.idle_timeout_s)
+
+
+def connect(conn: ProgrammerConnection, role: Role, key: KeySource | None) -> Operation[PumpInfo]:
+    """IDENTIFY, then authenticate as ``role`` when there is a key.
+
+    Without a key, a pump that does not require authentication is used unauthenticated (it
+    obeys as CLINICIAN); one that requires it raises :class:`AuthenticationError`.
+    """
+    info = yield from identify()
+    if key is None:
+        if info.auth_required:
+            raise AuthenticationError(f"pump {info.serial} requires authentication: no key")
+        _log.info("pump %s accepts unauthenticated commands; no session", info.serial)
+        return info
+    yield from authenticate(conn, role, key)
+    return info
 
 
 def end_session() -> Operation[None]:
@@ -286,6 +304,14 @@ def bolus(kind: m.BolusKind) -> Operation[BolusResult]:
 def clinician_bolus(dose_mcg: float, duration_min: int, then_resume: bool) -> m.ClinicianBolus:
     """The wire record of a clinician bolus."""
     return m.ClinicianBolus(ng_from_mcg(dose_mcg), duration_min, then_resume)
+
+
+def bridge_bolus(
+    volume_ml: float | None = None, old_concentration_mcg_per_ml: float | None = None
+) -> Operation[BolusResult]:
+    """A bridge bolus pushing the old drug out (``None``: the pump's own values)."""
+    kind = m.BridgeBolus(optional_nl(volume_ml), optional_ng(old_concentration_mcg_per_ml))
+    return (yield from bolus(kind))
 
 
 def optional_nl(volume_ml: float | None) -> int | None:

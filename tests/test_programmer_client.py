@@ -8,6 +8,7 @@ guard against hangs; nothing waits by sleeping.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -378,6 +379,26 @@ async def test_unopenable_port_is_a_link_error() -> None:
 
 
 # --- asyncio client ---------------------------------------------------------------------------
+
+
+def _public(cls: type) -> dict[str, object]:
+    return {name: getattr(cls, name) for name in dir(cls) if not name.startswith("_")}
+
+
+def test_async_client_is_a_twin_of_the_blocking_one() -> None:
+    """Each client method is written twice (blocking and async): they must not drift apart."""
+    blocking_api, async_api = _public(PumpClient), _public(AsyncPumpClient)
+    assert set(async_api) - set(blocking_api) == {"open"}
+    assert set(blocking_api) <= set(async_api)
+    for name, attr in blocking_api.items():
+        twin = async_api[name]
+        if isinstance(attr, property):
+            assert isinstance(twin, property), name
+            continue
+        assert callable(attr), name
+        assert callable(twin), name
+        assert inspect.iscoroutinefunction(twin), name
+        assert inspect.signature(twin).parameters == inspect.signature(attr).parameters, name
 
 
 async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:
