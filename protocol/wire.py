@@ -152,9 +152,7 @@ class IntSpec(Spec):
     none_text: str = "none"
 
     def __post_init__(self) -> None:
-        bits = 8 * self.size
-        type_lo = -(1 << (bits - 1)) if self.signed else 0
-        type_hi = (1 << (bits - 1)) - 1 if self.signed else (1 << bits) - 1
+        type_lo, type_hi = self.type_range
         object.__setattr__(self, "lo", type_lo if self.lo is None else self.lo)
         object.__setattr__(self, "hi", type_hi if self.hi is None else self.hi)
         assert type_lo <= self.min <= self.max <= type_hi, self
@@ -192,14 +190,18 @@ class IntSpec(Spec):
         return self.none_value if value is None else value
 
     @property
-    def is_full_range(self) -> bool:
-        """Whether every value of the integer type is allowed (nothing to document)."""
+    def type_range(self) -> tuple[int, int]:
+        """Smallest and largest value of the integer type (before ``lo``/``hi``)."""
         bits = 8 * self.size
         if self.signed:
-            lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        else:
-            lo, hi = 0, (1 << bits) - 1
-        return (self.min, self.max) == (lo, hi) and not self.special and self.none_value is None
+            return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        return 0, (1 << bits) - 1
+
+    @property
+    def is_full_range(self) -> bool:
+        """Whether every value of the integer type is allowed (nothing to document)."""
+        full = (self.min, self.max) == self.type_range
+        return full and not self.special and self.none_value is None
 
     def type_text(self) -> str:
         return f"{'i' if self.signed else 'u'}{8 * self.size}"
@@ -796,6 +798,14 @@ def _plan(cls: type[WireStruct]) -> tuple[_Step, ...]:
     return plan
 
 
+def _hook(spec: Spec, method: str) -> Callable[[Any], Any] | None:
+    """``spec``'s ``from_raw`` or ``to_raw``, or ``None`` where it is the identity of Spec."""
+    if getattr(type(spec), method) is getattr(Spec, method):
+        return None
+    hook: Callable[[Any], Any] = getattr(spec, method)
+    return hook
+
+
 def _compile(cls: type[WireStruct]) -> tuple[_Step, ...]:
     steps: list[_Step] = []
     run: list[tuple[str, Spec]] = []
@@ -806,27 +816,26 @@ def _compile(cls: type[WireStruct]) -> tuple[_Step, ...]:
             # Plain integers need no conversion either way: skip the call on the hot path.
             plain = [isinstance(spec, IntSpec) and spec.none_value is None for _, spec in run]
             converters = tuple(
-                None if is_plain or type(spec).from_raw is Spec.from_raw else spec.from_raw
+                None if is_plain else _hook(spec, "from_raw")
                 for (_, spec), is_plain in zip(run, plain, strict=True)
             )
             encoders = tuple(
-                None if is_plain or type(spec).to_raw is Spec.to_raw else spec.to_raw
+                None if is_plain else _hook(spec, "to_raw")
                 for (_, spec), is_plain in zip(run, plain, strict=True)
             )
             names = tuple(n for n, _ in run)
             steps.append(_Run(struct.Struct(fmt), names, converters, encoders))
             run.clear()
 
-    fields = dataclasses.fields(cls)
-    for i, field in enumerate(fields):
-        spec = spec_of(field)
+    fields = _field_specs(cls)
+    for i, (name, spec) in enumerate(fields):
         if isinstance(spec, TailBytesSpec) and i != len(fields) - 1:
-            raise TypeError(f"{cls.__name__}.{field.name}: tail bytes must be the last field")
+            raise TypeError(f"{cls.__name__}.{name}: tail bytes must be the last field")
         if spec.struct_format is not None and not isinstance(spec, StructSpec):
-            run.append((field.name, spec))
+            run.append((name, spec))
         else:
             flush()
-            steps.append(_Var(field.name, spec))
+            steps.append(_Var(name, spec))
     flush()
     return tuple(steps)
 
@@ -860,8 +869,8 @@ def _decode_from(cls: type[_W], buf: bytes, offset: int) -> tuple[_W, int]:
 def struct_fixed_size(cls: type[WireStruct]) -> int | None:
     """Encoded size of a record when every field has a fixed size, else ``None``."""
     total = 0
-    for field in dataclasses.fields(cls):
-        size = spec_of(field).fixed_size
+    for _, spec in _field_specs(cls):
+        size = spec.fixed_size
         if size is None:
             return None
         total += size
@@ -870,9 +879,9 @@ def struct_fixed_size(cls: type[WireStruct]) -> int | None:
 
 def struct_max_size(cls: type[WireStruct]) -> int:
     """Largest possible encoded size of a record."""
-    return sum(spec_of(f).max_size for f in dataclasses.fields(cls))
+    return sum(spec.max_size for _, spec in _field_specs(cls))
 
 
 def struct_fields(cls: type[WireStruct]) -> Sequence[tuple[str, Spec]]:
     """The ``(name, spec)`` pairs of a record in wire order."""
-    return [(f.name, spec_of(f)) for f in dataclasses.fields(cls)]
+    return _field_specs(cls)
