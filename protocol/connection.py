@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
+from typing import Generic, TypeVar
 
 from protocol import auth
 from protocol.auth import NonceSource
@@ -336,10 +337,43 @@ def _response_frame(
     return encode_frame(body)
 
 
+_E = TypeVar("_E")
+
+
+class _Endpoint(Generic[_E]):
+    """What both ends share: frames in, ``_handle`` each body, events out (a queue)."""
+
+    #: what a dropped frame is, for the debug log
+    _DROPPED = "frame"
+
+    def __init__(self, request_machine: str, max_body_size: int) -> None:
+        self._deframer = Deframer(max_body_size)
+        self.stats = LinkStats(self._deframer.stats)
+        self._events: deque[_E] = deque()
+        self._request = StateMachine(request_machine, RequestState.IDLE, REQUEST_TRANSITIONS)
+
+    def _handle(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    def _next_queued(self) -> _E | None:
+        """The next event, handling buffered frames until one is queued; ``None``: none."""
+        while not self._events:
+            body = self._deframer.next_frame()
+            if body is None:
+                return None
+            self.stats.frames_in += 1
+            self._handle(body)
+        return self._events.popleft()
+
+    def _drop(self, why: str) -> None:
+        self.stats.dropped += 1
+        _log.debug("dropping %s: %s", self._DROPPED, why)
+
+
 # --- pump -------------------------------------------------------------------------------------
 
 
-class PumpConnection:
+class PumpConnection(_Endpoint[PumpEvent]):
     """The pump's end of the link: it only ever answers.
 
     ``key`` is this pump's secret (at least 16 bytes); ``nonce_source`` provides challenge
@@ -365,10 +399,7 @@ class PumpConnection:
         self.idle_timeout_s = idle_timeout_s
         self._key = key
         self._nonces = nonce_source
-        self._deframer = Deframer(max_body_size)
-        self.stats = LinkStats(self._deframer.stats)
-        self._events: deque[PumpEvent] = deque()
-        self._request = StateMachine("pump request", RequestState.IDLE, REQUEST_TRANSITIONS)
+        super().__init__("pump request", max_body_size)
         self._session_sm = StateMachine(
             "pump session", PumpSessionState.NONE, PUMP_SESSION_TRANSITIONS
         )
@@ -437,13 +468,7 @@ class PumpConnection:
         """
         if self._request.state is RequestState.AWAITING_RESPONSE:
             raise LocalProtocolError("answer the pending request with send() first")
-        while not self._events:
-            body = self._deframer.next_frame()
-            if body is None:
-                return None
-            self.stats.frames_in += 1
-            self._handle(body)
-        return self._events.popleft()
+        return self._next_queued()
 
     def send(self, response: Response) -> bytes:
         """Encode the firmware's answer to the pending :class:`RequestReceived`."""
@@ -736,10 +761,6 @@ class PumpConnection:
         self.stats.frames_out += 1
         self._events.append(AutoReply(frame, header.msg_type, header.seq, refusal))
 
-    def _drop(self, why: str) -> None:
-        self.stats.dropped += 1
-        _log.debug("dropping frame: %s", why)
-
 
 # --- programmer -------------------------------------------------------------------------------
 
@@ -764,13 +785,15 @@ class _Outstanding:
     attempts: int = 1
 
 
-class ProgrammerConnection:
+class ProgrammerConnection(_Endpoint[ProgrammerEvent]):
     """The programmer's end of the link: builds requests, matches answers, retransmits.
 
     Stop-and-wait: one request at a time. Sequence numbers, the session id, the MAC counter
     and MACs are filled in here; the caller passes the current time to :meth:`send` and
     :meth:`poll` so that timeouts need no clock.
     """
+
+    _DROPPED = "response"
 
     def __init__(
         self,
@@ -790,10 +813,7 @@ class ProgrammerConnection:
         self.timeout_s = timeout_s
         self.backoff = backoff
         self.max_attempts = max_attempts
-        self._deframer = Deframer(max_body_size)
-        self.stats = LinkStats(self._deframer.stats)
-        self._events: deque[ProgrammerEvent] = deque()
-        self._request = StateMachine("programmer request", RequestState.IDLE, REQUEST_TRANSITIONS)
+        super().__init__("programmer request", max_body_size)
         self._handshake = StateMachine("handshake", HandshakeState.IDLE, HANDSHAKE_TRANSITIONS)
         self._next_seq = first_seq % SEQ_MODULUS
         self._version = PROTOCOL_VERSION
@@ -958,17 +978,7 @@ class ProgrammerConnection:
 
     def next_event(self) -> ProgrammerEvent | None:
         """The next event, or ``None`` when more bytes (or a :meth:`poll`) are needed."""
-        while not self._events:
-            body = self._deframer.next_frame()
-            if body is None:
-                return None
-            self.stats.frames_in += 1
-            self._handle(body)
-        return self._events.popleft()
-
-    def _drop(self, why: str) -> None:
-        self.stats.dropped += 1
-        _log.debug("dropping response: %s", why)
+        return self._next_queued()
 
     def _handle(self, body: bytes) -> None:
         out = self._outstanding
