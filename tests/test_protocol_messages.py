@@ -30,6 +30,7 @@ from protocol.wire import (
     struct_fields,
     struct_max_size,
 )
+from tests.protocol_helpers import STATUS
 
 # --- strategies derived from the wire specs ---------------------------------------------------
 
@@ -257,7 +258,7 @@ def test_malformed_payloads(cls: type[WireStruct], payload: bytes, match: str) -
 
 def test_out_of_range_values_are_refused_at_construction() -> None:
     with pytest.raises(WireError, match="battery_per_mille"):
-        dataclasses.replace(_interrogate(), battery_per_mille=1001)
+        dataclasses.replace(STATUS, battery_per_mille=1001)
     with pytest.raises(WireError, match="expected an integer"):
         m.SetClockRequest(True)
     with pytest.raises(WireError, match="UTF-8 bytes"):
@@ -294,32 +295,3 @@ def test_alarm_ids_match_the_firmware() -> None:
     assert {a.name: a.value for a in m.AlarmId} == {
         a.name: a.value for a in firmware_alarms.AlarmId
     }
-
-
-def _interrogate() -> m.InterrogateResponse:
-    return m.InterrogateResponse(
-        time_s=1_700_000_000,
-        therapy_state=m.TherapyState.RUNNING,
-        reservoir_volume_nl=15_000_000,
-        reservoir_capacity_nl=20_000_000,
-        low_reservoir_threshold_nl=2_000_000,
-        rate_nl_per_day=200_000,
-        dose_24h_ng=400_000,
-        patient_boluses_24h=0,
-        battery_per_mille=870,
-        battery_eri=False,
-        battery_eos=False,
-        projected_low_reservoir_s=None,
-        projected_eri_s=None,
-        program=m.TherapyProgram(
-            max_daily_dose_ng=600_000,
-            concentration_ng_per_ml=2_000_000,
-            catheter_length_mm=1100,
-            catheter_volume_nl_per_cm=2600,
-            patient_bolus=None,
-            mode=m.ContinuousMode(400_000),
-            drug_name="baclofen",
-            patient_id="P-0001",
-        ),
-        alarms=(),
-    )
