@@ -200,6 +200,27 @@ class ClientCore:
         _log.debug("-> %s", MessageType(request.TYPE).name)
         return self.conn.send(request, self.started_s)
 
+    def advance(self) -> m.ResponseBody | bytes | None:
+        """One step of waiting for the answer to the request sent by :meth:`start`.
+
+        Returns the answer's body (or raises, see :meth:`outcome`), a frame to retransmit
+        now, or ``None``: read from the port, feed ``conn.receive_data`` and call again.
+        """
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is not None:
+                return self.outcome(event)
+            now = self.clock()
+            deadline = conn.deadline_s
+            assert deadline is not None
+            if now < deadline:
+                return None
+            frame = conn.poll(now)
+            if frame:
+                return frame
+            # b"": that was the last attempt; the timeout event is queued now
+
     def outcome(self, event: ProgrammerEvent) -> m.ResponseBody:
         """The body of a successful answer, or the matching exception."""
         conn = self.conn

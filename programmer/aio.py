@@ -128,23 +128,15 @@ class AsyncPumpClient(ClientBase):
     async def _exchange_io(self, request: m.Request) -> m.ResponseBody:
         port = self.port
         core = self._core
-        conn = core.conn
         await asyncio.to_thread(write_all, port, core.start(request))
         while True:
-            event = conn.next_event()
-            if event is not None:
-                return core.outcome(event)
-            now = core.clock()
-            deadline = conn.deadline_s
-            assert deadline is not None
-            if now >= deadline:
-                frame = conn.poll(now)
-                if frame:
-                    await asyncio.to_thread(write_all, port, frame)
-                continue
-            data = await asyncio.to_thread(read_some, port)
-            if data:
-                conn.receive_data(data)
+            step = core.advance()
+            if isinstance(step, bytes):
+                await asyncio.to_thread(write_all, port, step)
+            elif step is not None:
+                return step
+            elif data := await asyncio.to_thread(read_some, port):
+                core.conn.receive_data(data)
 
     async def _settle(self) -> None:
         """Wait for an exchange left running by a cancelled operation."""

@@ -119,21 +119,15 @@ class PumpClient(ClientBase):
     def _exchange(self, request: m.Request) -> m.ResponseBody:
         """Send one request and wait for its answer, retransmitting when it is late."""
         core = self._core
-        conn = core.conn
         write_all(self._port, core.start(request))
         while True:
-            event = conn.next_event()
-            if event is not None:
-                return core.outcome(event)
-            now = core.clock()
-            deadline = conn.deadline_s
-            assert deadline is not None
-            if now >= deadline:
-                write_all(self._port, conn.poll(now))  # b"" and a timeout event after the last
-                continue
-            data = read_some(self._port)
-            if data:
-                conn.receive_data(data)
+            step = core.advance()
+            if isinstance(step, bytes):
+                write_all(self._port, step)
+            elif step is not None:
+                return step
+            elif data := read_some(self._port):
+                core.conn.receive_data(data)
 
     def run(self, operation: Operation[T]) -> T:
         """Drive an operation of :mod:`programmer.operations` to its result."""
