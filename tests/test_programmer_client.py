@@ -474,3 +474,21 @@ async def test_custom_operation_runs_on_both_clients() -> None:
             await ac.connect()
             assert await asyncio.wait_for(ac.run(_stop_if_low(5.0)), GUARD_S) is True
     assert pump.state is m.TherapyState.STOPPED
+
+
+async def test_session_is_tracked_whichever_way_it_was_opened() -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+
+        def visit() -> tuple[SessionDetails | None, SessionDetails | None]:
+            with client(url) as c:
+                opened = c.run(ops.authenticate(c.connection, Role.CLINICIAN, KEY))
+                tracked = c.session
+                c.end_session()
+                assert c.session is None
+                return opened, tracked
+
+        opened, tracked = await blocking(visit)
+    assert opened is not None
+    assert tracked == opened
+    assert pump.count(m.EndSessionRequest) == 1
