@@ -117,8 +117,13 @@ class PumpFarm:
         master_key: bytes = DEFAULT_MASTER_KEY,
         allow_unauthenticated: bool | None = None,
         turnaround: bool = True,
+        warmup_h: float = 0.0,
     ) -> None:
-        """`turnaround` applies the profile's reply turnaround delay (off: replies at once)."""
+        """`turnaround` applies the profile's reply turnaround delay (off: replies at once);
+        `warmup_h` runs that much simulated time, as fast as possible, before anything is
+        served (so the scenario's set-up is done when the first programmer connects)."""
+        if warmup_h < 0:
+            raise ValueError(f"warmup_h must be >= 0 (got {warmup_h})")
         if count < 1:
             raise ValueError(f"count must be >= 1 (got {count})")
         self.port = port or PortSpec("pty")
@@ -150,6 +155,9 @@ class PumpFarm:
                     pump, endpoint, self._transport(handler, i, count, emulation), key, emulation
                 )
             )
+
+        if warmup_h > 0:
+            self.runtime.advance_to(warmup_h)
 
     def _transport(
         self, handler: _SyncedEndpoint, index: int, count: int, emulation: LinkEmulator | None

@@ -731,6 +731,9 @@ class Firmware:
     def _start_volume_op(
         self, now: float, kind: BolusKind, volume_ml: float, rate_ml_per_h: float, dose_conc: float
     ) -> None:
+        # A volume operation replaces all other delivery: a dose bolus that kept "running"
+        # would be counted as delivered without any drug moving, so it is cancelled (logged).
+        self._cancel_boluses(resume=True)
         self._volume_op = _VolumeOperation(kind, volume_ml, rate_ml_per_h, dose_conc)
         self.log.add(
             self.hal.rtc_s(),

@@ -304,3 +304,17 @@ def test_committing_a_program_starts_stopped_therapy() -> None:
     fw.program(continuous(240.0, 500.0))
     assert fw.therapy_state() is TherapyState.RUNNING
     assert fw.commanded_rate_ml_per_h == pytest.approx(240 / 500 / 24)
+
+
+def test_bridge_bolus_cancels_a_running_clinician_bolus() -> None:
+    hal, fw = filled_firmware()
+    fw.program(continuous(200.0, 500.0))
+    advance(hal, fw, 3600.0)
+    fw.clinician_bolus(50.0, 30.0)
+    fw.refill(20.0, "baclofen", 1000.0)
+    assert fw.therapy_state() is TherapyState.BRIDGING
+    codes = [e.code for e in fw.log.entries()[-6:]]
+    assert EventCode.BOLUS_CANCELLED in codes
+    # Nothing is counted as delivered for the cancelled bolus once the bridge runs.
+    advance(hal, fw, 3600.0 + 1800.0)
+    assert fw.status().dose_last_24h_mcg < 200.0 / 24 * 1.5 + 5.0

@@ -134,3 +134,13 @@ def test_profile_turnaround_delays_replies_unless_disabled() -> None:
     assert (
         PumpFarm(scenario, port=PortSpec("null"), speed=0.0, turnaround=False).pumps[0].link is None
     )
+
+
+def test_warmup_finishes_the_scenario_set_up_before_serving() -> None:
+    from firmware_stubs.firmware import TherapyState
+
+    farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=1.0, warmup_h=24.0)
+    assert farm.env.now == pytest.approx(24.0)
+    assert farm.pumps[0].pump.firmware.therapy_state() is TherapyState.RUNNING
+    with pytest.raises(ValueError, match="warmup_h"):
+        PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), warmup_h=-1.0)

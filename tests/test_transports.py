@@ -509,3 +509,15 @@ async def test_paced_send_awaits_turnaround_then_chunks() -> None:
     assert delays == pytest.approx([0.005, *(d for _, d in pacing_schedule(20, 19200, 8))])
     assert b"".join(written) == bytes(20)
     assert [len(w) for w in written] == [8, 8, 4]
+
+
+async def test_link_never_replaces_a_regular_file(tmp_path: Path) -> None:
+    from emulator.transports import LinkPathError
+
+    precious = tmp_path / "scenario.toml"
+    precious.write_text("keep me")
+    with pytest.raises(LinkPathError, match="not a symlink"):
+        await PtyTransport(lambda data: data, link=precious).start()
+    assert precious.read_text() == "keep me"
+    with pytest.raises(LinkPathError, match="does not exist"):
+        await PtyTransport(lambda data: data, link=tmp_path / "no" / "tty").start()

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from emulator.device_profile import ProfileError, load_profile
-from emulator.scenario import ScenarioError, load_scenario
+from emulator.scenario import ScenarioError, load_scenario, parse_duration_h
 from tools.cli import UsageError
 
 if TYPE_CHECKING:
@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--seed", type=int, help="seed of pump 0 (pump i gets seed + i)")
     parser.add_argument(
+        "--warmup",
+        default="1d",
+        help="simulated time to run before the ports open, e.g. '1d', '90d', "
+        "'0' (default 1d: the scenario's implant, fill, priming and programming "
+        "are done when the software under test first connects)",
+    )
+    parser.add_argument(
         "--baud", type=int, help="pace bytes at this baud rate (default: no pacing)"
     )
     parser.add_argument(
@@ -92,7 +99,7 @@ def _speed(text: str) -> float | None:
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
     from emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
-    from emulator.transports import LinkConfig
+    from emulator.transports import LinkConfig, LinkPathError
 
     if not 1 <= args.count <= 1000:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
@@ -100,6 +107,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--corruption must be 0..1 (got {args.corruption})")
     if args.baud is not None and args.baud <= 0:
         raise UsageError(f"--baud must be > 0 (got {args.baud})")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
+    if args.master_key is not None and not args.master_key:
+        raise UsageError("--master-key must not be empty")
+    try:
+        warmup_h = parse_duration_h(args.warmup)
+    except ValueError as exc:
+        raise UsageError(f"--warmup: {exc}") from None
     if args.link and not args.port.startswith("pty"):
         raise UsageError("--link goes with --port pty")
     try:
@@ -124,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         profile=profile,
         master_key=args.master_key.encode() if args.master_key else DEFAULT_MASTER_KEY,
         allow_unauthenticated=True if args.allow_unauthenticated else None,
+        warmup_h=warmup_h,
     )
 
     def ready(pumps: list[ServedPump]) -> None:
@@ -137,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
 
-    asyncio.run(serve_until_signalled(farm, ready))
+    try:
+        asyncio.run(serve_until_signalled(farm, ready))
+    except LinkPathError as exc:
+        raise UsageError(f"--link: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot open the port: {exc}") from None
     print("stopped", file=sys.stderr)
     return 0

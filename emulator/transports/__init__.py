@@ -16,7 +16,7 @@ from emulator.transports.link import (
     transmit_time_s,
 )
 from emulator.transports.null_modem import NullModem, NullModemClient
-from emulator.transports.pty import PtyTransport, make_raw
+from emulator.transports.pty import LinkPathError, PtyTransport, make_raw
 from emulator.transports.rfc2217 import Rfc2217Transport
 from emulator.transports.tcp import TcpTransport
 
@@ -27,6 +27,7 @@ __all__ = [
     "LinkAware",
     "LinkConfig",
     "LinkEmulator",
+    "LinkPathError",
     "NullModem",
     "NullModemClient",
     "PtyTransport",

@@ -51,8 +51,20 @@ def make_raw(fd: int) -> None:
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
+class LinkPathError(ValueError):
+    """A symlink path that cannot be used (exists as a real file, or its directory is missing)."""
+
+
 def _install_symlink(link: Path, target: str) -> None:
-    """Point ``link`` at ``target``, replacing any existing link atomically."""
+    """Point ``link`` at ``target``, replacing any existing *symlink* atomically.
+
+    Anything else at that path (a file, a directory) is never replaced: a mistyped --link
+    must not destroy a user's file.
+    """
+    if os.path.lexists(link) and not link.is_symlink():
+        raise LinkPathError(f"{link} exists and is not a symlink; choose another link path")
+    if not link.parent.is_dir():
+        raise LinkPathError(f"directory {link.parent} does not exist (link path {link})")
     tmp = link.with_name(f".{link.name}.{os.getpid()}.{id(link):x}.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
