@@ -169,3 +169,16 @@ def test_unreadable_and_invalid_toml_name_the_file(tmp_path: Path) -> None:
         load_scenario(str(bad))
     with pytest.raises(ProfileError, match=r"cannot read profile .*missing.toml"):
         load_profile(str(tmp_path / "missing.toml"))
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    out = tmp_path / "run"
+    assert main(["simulate", "motor-stall", "--out", str(out), "--no-plot"]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("timeseries.csv", "dose_records.csv"):
+        mode = stat.S_IMODE((out / name).stat().st_mode)
+        assert mode == 0o666 & ~umask, name

@@ -653,7 +653,13 @@ def _parse_when(text: str) -> datetime:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise UsageError(f"clock set {text!r}: expected ISO 8601, e.g. 2026-03-01T08:00Z") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if not 1 <= when.timestamp() <= 0xFFFFFFFF:
+        raise UsageError(
+            f"clock set {text!r}: the protocol carries 1970-01-01..2106-02-07 UTC "
+            "(the pump itself accepts 2000..2100)"
+        )
+    return when
 
 
 def cmd_clock(pump: PumpClient, args: argparse.Namespace) -> Output:

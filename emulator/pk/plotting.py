@@ -70,7 +70,15 @@ def save_plot(run: PredictionRun, path: str | os.PathLike[str]) -> None:
     os.close(handle)
     try:
         figure.savefig(temporary, format=suffix, dpi=120)
+        _chmod_like_new_file(temporary)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _chmod_like_new_file(path: str) -> None:
+    # mkstemp creates 0600; an output file should get the usual mode for the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

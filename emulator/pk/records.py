@@ -247,6 +247,7 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
+        _chmod_like_new_file(temporary)
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -412,3 +413,10 @@ def write_dose_records(
     )
     write_text_atomically(path, text)
     return count
+
+
+def _chmod_like_new_file(path: str) -> None:
+    # mkstemp creates 0600; an output file should get the usual mode for the user's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
