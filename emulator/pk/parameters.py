@@ -3,7 +3,7 @@
 Every number below is a test target or a documented assumption; docs/pk.md has the same table
 with the derivations. Units are in the names: mL, h, mcg, cm, kg; rate constants are per hour.
 
-Sources (see ../shared/DOMAIN.md section 1 and docs/pk.md):
+Sources (the intrathecal baclofen label and the literature cited in docs/pk.md):
 - LABEL: Lioresal Intrathecal label, clinical pharmacology (the project seed file).
 - KROIN_1993: Kroin, Ali, York & Penn, Neurosurgery 1993;33:226 (spinal CSF gradient).
 - PENN_KROIN_1987: terminal CSF half-life ~4-5 h.
@@ -52,7 +52,7 @@ BACLOFEN_CISTERNAL_DISTANCE_CM = BACLOFEN_GRADIENT_LENGTH_CONSTANT_CM * math.log
 # --- Effect compartment (calibrated to the LABEL timings) -------------------------------------
 # ke0 = 0.13 /h is the value for which one threshold (half of the peak or of the steady state)
 # reproduces every label timing: bolus onset 0.85 h, peak 3.8 h, effect lasting 7.7 h past the
-# peak; infusion first effect 7.7 h, maximum (95 % of steady state) 25.6 h. DOMAIN.md's 0.117 /h
+# peak; infusion first effect 7.7 h, maximum (95 % of steady state) 25.6 h. The derived 0.117 /h
 # puts the bolus peak at exactly 4.0 h but the infusion's half-maximal time at 8.3 h.
 BACLOFEN_EFFECT_RATE_CONSTANT_PER_H = 0.13
 
