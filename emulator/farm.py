@@ -88,6 +88,19 @@ class ServedPump:
         """What a programmer opens (`serial.serial_for_url`)."""
         return self.transport.url if isinstance(self.transport, PumpTransport) else "null://"
 
+    def lift_head(self) -> None:
+        """Lift the telemetry head off the pump: bytes vanish both ways, the session ends."""
+        if self.link is None:
+            raise RuntimeError("this pump is served without link emulation (turnaround=False)")
+        self.link.drop()
+        self.endpoint.link_closed()
+
+    def place_head(self) -> None:
+        """Put the telemetry head back: the programmer must identify and authenticate again."""
+        if self.link is None:
+            raise RuntimeError("this pump is served without link emulation (turnaround=False)")
+        self.link.restore()
+
     def describe(self) -> dict[str, Any]:
         """One JSON-able line for `itpump serve --json`."""
         path = getattr(self.transport, "path", None)
@@ -118,10 +131,12 @@ class PumpFarm:
         allow_unauthenticated: bool | None = None,
         turnaround: bool = True,
         warmup_h: float = 0.0,
+        pace: bool = False,
     ) -> None:
         """`turnaround` applies the profile's reply turnaround delay (off: replies at once);
         `warmup_h` runs that much simulated time, as fast as possible, before anything is
-        served (so the scenario's set-up is done when the first programmer connects)."""
+        served (so the scenario's set-up is done when the first programmer connects); `pace`
+        paces bytes at the profile's baud rate unless `link_config` sets one."""
         if warmup_h < 0:
             raise ValueError(f"warmup_h must be >= 0 (got {warmup_h})")
         if count < 1:
@@ -143,12 +158,13 @@ class PumpFarm:
             endpoint = TelemetryEndpoint(pump, key, allow_unauthenticated=allow_unauthenticated)
             emulation = None
             turnaround_s = pump.profile.telemetry.turnaround_ms / 1000.0 if turnaround else 0.0
-            if link_config is not None or turnaround_s:
-                config = replace(
-                    link_config or LinkConfig(),
-                    turnaround_s=max((link_config or LinkConfig()).turnaround_s, turnaround_s),
+            config = link_config or LinkConfig()
+            if pace and config.baud is None:
+                config = replace(config, baud=pump.profile.telemetry.baud)
+            if link_config is not None or turnaround_s or pace:
+                emulation = LinkEmulator(
+                    replace(config, turnaround_s=max(config.turnaround_s, turnaround_s))
                 )
-                emulation = LinkEmulator(config)
             handler = _SyncedEndpoint(endpoint, self.runtime)
             self.pumps.append(
                 ServedPump(

@@ -144,3 +144,22 @@ def test_warmup_finishes_the_scenario_set_up_before_serving() -> None:
     assert farm.pumps[0].pump.firmware.therapy_state() is TherapyState.RUNNING
     with pytest.raises(ValueError, match="warmup_h"):
         PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), warmup_h=-1.0)
+
+
+def test_lifting_the_head_ends_the_session_and_pacing_uses_the_profile_baud() -> None:
+    farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0, pace=True)
+    served = farm.pumps[0]
+    assert served.link is not None
+    assert served.link.config.baud == served.pump.profile.telemetry.baud == 19200
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    steps = (m.IdentifyRequest, lambda: pc.auth_begin(m.Role.CLINICIAN), pc.auth_proof)
+    for make_request in steps:
+        pc.receive_data(served.endpoint(pc.send(make_request(), 0.0)))
+        assert isinstance(pc.next_event(), ResponseReceived)
+    connection = served.endpoint.connection
+    link = served.link
+    before = (connection.session_id is not None, link.dropped)
+    served.lift_head()
+    lifted = (connection.session_id is not None, link.dropped)
+    served.place_head()
+    assert (before, lifted, link.dropped) == ((True, False), (False, True), False)

@@ -66,7 +66,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "are done when the software under test first connects)",
     )
     parser.add_argument(
-        "--baud", type=int, help="pace bytes at this baud rate (default: no pacing)"
+        "--baud",
+        type=int,
+        help="pace bytes at this baud rate (default: the profile's, 19200 for the shipped "
+        "ones; 0 = no pacing, as fast as the host allows)",
     )
     parser.add_argument(
         "--corruption",
@@ -105,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
     if not 0.0 <= args.corruption <= 1.0:
         raise UsageError(f"--corruption must be 0..1 (got {args.corruption})")
-    if args.baud is not None and args.baud <= 0:
-        raise UsageError(f"--baud must be > 0 (got {args.baud})")
+    if args.baud is not None and args.baud < 0:
+        raise UsageError(f"--baud must be >= 0, 0 = no pacing (got {args.baud})")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     if args.master_key is not None and not args.master_key:
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(
-            baud=args.baud, corruption_rate=args.corruption, seed=args.seed or 0
+            baud=args.baud or None, corruption_rate=args.corruption, seed=args.seed or 0
         )
     farm = PumpFarm(
         scenario,
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         master_key=args.master_key.encode() if args.master_key else DEFAULT_MASTER_KEY,
         allow_unauthenticated=True if args.allow_unauthenticated else None,
         warmup_h=warmup_h,
+        pace=args.baud is None,
     )
 
     def ready(pumps: list[ServedPump]) -> None:
