@@ -240,6 +240,10 @@ def acknowledge_alarm(alarm: int | None = None) -> Operation[int]:
 # --- therapy ----------------------------------------------------------------------------------
 
 
+#: refusals after which PROGRAM_ABORT is not tried (it would be refused the same way)
+_NO_ABORT_CODES = frozenset({ResultCode.ROLE_FORBIDDEN, ResultCode.NOT_AUTHENTICATED})
+
+
 def program(
     new: Program | m.TherapyProgram,
     *,
@@ -252,7 +256,8 @@ def program(
     ``confirm`` sees the program as the pump decoded it, before anything changes; returning
     False aborts. With ``commit=False`` the program is verified by the pump and then aborted
     (a dry run). On a refusal, a mismatching echo or a declined confirmation the transfer is
-    aborted with PROGRAM_ABORT and the error raised; after a link failure no abort is tried
+    aborted with PROGRAM_ABORT and the error raised; after a link failure, or a refusal for
+    the role or a missing session (ROLE_FORBIDDEN, NOT_AUTHENTICATED), no abort is tried
     (an uncommitted program never takes effect, and the pump discards it when the session
     ends). Returns the program as the pump verified it.
     """
@@ -284,6 +289,17 @@ def program(
             return echo
         yield from simple(commit_request(wire))
     except LinkError:
+        raise
+    except PumpRefused as exc:
+        if exc.code in _NO_ABORT_CODES:
+            # not allowed to transfer at all: nothing is pending, and an abort would be
+            # refused for the same reason
+            _log.debug("no PROGRAM_ABORT after %s", exc.code.name)
+            raise
+        try:
+            yield from simple(m.ProgramAbortRequest())
+        except PumpError as abort_exc:
+            _log.warning("PROGRAM_ABORT after a failed transfer failed too: %s", abort_exc)
         raise
     except PumpError:
         try:

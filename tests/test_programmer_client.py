@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -287,6 +288,28 @@ async def test_program_refused_at_verify_is_aborted() -> None:
             await blocking(visit)
     assert caught.value.code is ResultCode.TOO_MANY_STEPS
     assert [type(r) for r in pump.firmware_requests][-1] is m.ProgramAbortRequest
+    assert pump.program == PROGRAM
+
+
+@pytest.mark.parametrize("code", [ResultCode.ROLE_FORBIDDEN, ResultCode.NOT_AUTHENTICATED])
+async def test_program_refused_for_the_role_or_session_is_not_aborted(
+    code: ResultCode, caplog: pytest.LogCaptureFixture
+) -> None:
+    pump = FakePump()
+    pump.refuse[m.MessageType.PROGRAM_BEGIN] = m.Refusal.make(code, "no programs for you")
+    pump.refuse[m.MessageType.PROGRAM_ABORT] = m.Refusal.make(code, "no aborts either")
+    async with served(pump) as url:
+
+        def visit() -> None:
+            with client(url) as c:
+                c.connect()
+                c.program(NEW_PROGRAM)
+
+        with pytest.raises(PumpRefused) as caught:
+            await blocking(visit)
+    assert caught.value.code is code
+    assert pump.count(m.ProgramAbortRequest) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert pump.program == PROGRAM
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -114,7 +115,35 @@ async def test_unopenable_port_exits_4(capsys: pytest.CaptureFixture[str]) -> No
     ("argv", "message"),
     [
         (["--key", "abc", "status"], "key: expected hexadecimal"),
-        (["program", "--flex", "07:00=100"], "start_min must be 0"),
+        (["program", "--flex", "07:00=100"], "--flex: the first step must start at 00:00"),
+        (["program", "--patient-id", ""], "--patient-id must be 1..20 printable characters"),
+        (["program", "--patient-id=", "--dry-run"], "--patient-id must be 1..20 printable"),
+        (
+            ["program", "--continuous", "1e9"],
+            "--continuous: 1e+09 mcg/day outside 0..1e+06 mcg/day (wire limit)",
+        ),
+        (["program", "--max-daily", "1e12"], "--max-daily: 1e+12 mcg outside 0..1e+06 mcg"),
+        (
+            ["program", "--concentration", "2e6"],
+            "--concentration: 2e+06 mcg/mL outside 0..1e+06 mcg/mL",
+        ),
+        (["program", "--flex", "00:00=2e6"], "--flex: step 00:00 2e+06 mcg/day outside"),
+        (
+            ["program", "--flex", "00:00=100,07:00=1,06:00=2"],
+            "--flex: step 06:00 must start after the step before (07:00)",
+        ),
+        (["program", "--periodic", "200,2e6,30,360"], "--periodic: BOLUS_MCG 2e+06 mcg outside"),
+        (["program", "--periodic", "200,50,30,20"], "DURATION_MIN 30 min is longer than"),
+        (
+            ["program", "--patient-bolus", "25,10,180,300"],
+            "--patient-bolus: MAX_PER_DAY 300 outside 1..255",
+        ),
+        (["program", "--catheter", "-5,2.6"], "--catheter: length -5 cm outside 0.1..6553.5 cm"),
+        (["program", "--catheter=-5,2.6"], "--catheter: length -5 cm outside 0.1..6553.5 cm"),
+        (["program", "--catheter", "110,-2.6"], "--catheter: volume -2.6 uL/cm outside"),
+        (["program", "--catheter", "0,2.6"], "--catheter: length 0 cm outside"),
+        (["program", "--periodic", "-1,2,3,4"], "--periodic: BASAL -1 mcg/day outside"),
+        (["program", "--drug", ""], "--drug must not be empty"),
         (["program", "--patient-bolus", "1,2"], "DOSE_MCG,DURATION_MIN"),
         (["program", "--file", "/nonexistent.toml"], "nonexistent.toml"),
         (["clock", "set", "yesterday"], "ISO 8601"),
@@ -128,6 +157,88 @@ async def test_usage_errors_exit_2_before_the_port_is_opened(
     # the port does not exist: reaching it would exit 4, not 2
     assert await ctl("/nonexistent/ttyPUMP9", *argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--continuous", "1e9"], ["--catheter", "-5,2.6"]])
+async def test_program_range_errors_name_no_wire_units(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await ctl("/nonexistent/ttyPUMP9", "program", *argv) == 2
+    err = capsys.readouterr().err
+    for wire_unit in ("_ng", "_nl", "_mm", " ng", " nL"):
+        assert wire_unit not in err
+    assert "expected one argument" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("tcp:7000", "socket://127.0.0.1:7000"),
+        ("rfc2217:7001", "rfc2217://127.0.0.1:7001"),
+    ],
+)
+async def test_serve_port_syntax_gets_a_url_hint(
+    url: str, hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await ctl(url, "status") == 4
+    err = capsys.readouterr().err
+    assert f"cannot open {url}" in err
+    assert f"use {hint}" in err
+
+
+async def test_other_unopenable_ports_get_no_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await ctl("/nonexistent/tcp:7000", "status") == 4
+    assert "socket://" not in capsys.readouterr().err
+
+
+async def test_program_table_shows_only_changes_the_pump_makes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    # no patient_id and no catheter in the file: the pump keeps both
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'drug = "baclofen"\nconcentration_mcg_per_ml = 2000\nmax_daily_dose_mcg = 600\n'
+        '[mode]\ntype = "continuous"\ndose_mcg_per_day = 300\n'
+    )
+    pump = FakePump()
+    pump.keep_unset = True
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "program", "--file", str(path)) == 0
+        out = capsys.readouterr().out
+        assert "Program verified and committed:" in out
+        rows = {line.split("  ")[0]: line for line in out.splitlines()}
+        assert rows["patient id"].split()[2:] == ["P-0001", "P-0001"]
+        assert rows["catheter"].endswith("= 286 uL")
+        assert not rows["catheter"].endswith("*")
+        assert rows["mode"].endswith("continuous 300 mcg/day  *")
+        assert pump.program.patient_id == "P-0001"
+        assert pump.program.catheter_length_mm == 1100
+
+        assert await ctl(url, "--key", KEY_HEX, "--json", "program", "--file", str(path)) == 0
+        data = out_json(capsys)
+        assert data["program"]["patient_id"] == "P-0001"
+        assert data["program"]["catheter"] == {"length_cm": 110.0, "volume_ul_per_cm": 2.6}
+
+        argv = ["program", "--patient-id", "P-0002", "--catheter", "95,2.6"]
+        assert await ctl(url, "--key", KEY_HEX, *argv) == 0
+        out = capsys.readouterr().out
+        assert "P-0001" in out
+        assert "P-0002  *" in out
+        assert "95 cm x 2.6 uL/cm = 247 uL  *" in out
+    assert pump.program.patient_id == "P-0002"
+    assert pump.program.catheter_length_mm == 950
+
+
+async def test_program_as_patient_is_refused_without_an_abort(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    pump = FakePump()
+    async with served(pump) as url:
+        argv = ["--role", "patient", "program", "--continuous", "300"]
+        assert await ctl(url, "--key", KEY_HEX, *argv) == 3
+    assert "ROLE_FORBIDDEN" in capsys.readouterr().err
+    assert pump.count(m.ProgramAbortRequest) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 async def test_missing_key_is_a_usage_error_unless_the_pump_allows_it(

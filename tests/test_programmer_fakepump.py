@@ -79,6 +79,9 @@ class FakePump:
         self.swallow = 0  # drop this many non-empty replies
         self.silent = False  # answer nothing at all
         self.tamper_echo = False  # PROGRAM_VERIFY echoes a different program
+        #: PROGRAM_COMMIT keeps the patient id and catheter when the program leaves them
+        #: empty/unset, as the pump does (off: the program is stored as sent)
+        self.keep_unset = False
         self.refuse: dict[m.MessageType, m.Refusal] = {}
         self.refuse_once: dict[m.MessageType, m.Refusal] = {}
         self.receiver = ProgramReceiver()
@@ -190,6 +193,8 @@ class FakePump:
             committed = self.receiver.commit(request)
             if isinstance(committed, m.Refusal):
                 return committed
+            if self.keep_unset:
+                committed = self._keeping_unset(committed)
             self.program = committed
             return m.Ack()
         if isinstance(request, m.ProgramAbortRequest):
@@ -210,6 +215,19 @@ class FakePump:
             bridge = 286_000 if changed and request.bridge_bolus else 0
             return m.RefillResponse(request.volume_nl, bridge, CLOCK_S + 80 * 86_400)
         raise AssertionError(f"unexpected request {request!r}")
+
+    def _keeping_unset(self, new: m.TherapyProgram) -> m.TherapyProgram:
+        """As on the pump: an empty patient id and an unset catheter keep the current ones."""
+        old = self.program
+        if not new.patient_id:
+            new = replace(new, patient_id=old.patient_id)
+        if not (new.catheter_length_mm and new.catheter_volume_nl_per_cm):
+            new = replace(
+                new,
+                catheter_length_mm=old.catheter_length_mm,
+                catheter_volume_nl_per_cm=old.catheter_volume_nl_per_cm,
+            )
+        return new
 
     def _log_page(self, page: int) -> m.Response:
         newest_first = self.log[::-1]

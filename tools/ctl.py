@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +40,19 @@ from programmer import (
     to_data,
 )
 from programmer.operations import KeySource
+from programmer.program import format_start
 from protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from protocol.messages import MessageType
+from protocol.messages import (
+    MAX_CONCENTRATION_NG_PER_ML,
+    MAX_FLEX_STEPS_WIRE,
+    MAX_MASS_NG,
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    NAME_MAX_BYTES,
+    FlexPeriod,
+    MessageType,
+)
+from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_UL
 from tools.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -170,6 +182,11 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+#: what the program parser takes for a (negative) value rather than an option: "-5",
+#: "-5,2.6", "-1e3", "-.5"
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -244,6 +261,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=PROGRAM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # "-5,2.6" is a value (refused later with the range), not an unknown option
+    p._negative_number_matcher = _NEGATIVE_VALUE
     p.add_argument("--file", metavar="PROGRAM.toml", help="start from this program file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
@@ -271,7 +290,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--concentration", metavar="MCG_PER_ML", type=_positive_float, help="drug")
     p.add_argument("--drug", metavar="NAME", help="drug name")
-    p.add_argument("--patient-id", metavar="ID", help="patient identifier")
+    p.add_argument(
+        "--patient-id", metavar="ID", help="patient identifier (1..20 printable characters)"
+    )
     p.add_argument(
         "--catheter", metavar="LEN_CM,UL_PER_CM", help='catheter length and volume, e.g. "110,2.6"'
     )
@@ -492,7 +513,101 @@ class _ProgramFlags:
     changes: dict[str, Any]
 
 
+# Wire limits in the user's units. The pump's own limits (its profile: maximum rates, doses,
+# catheter sizes) are the pump's to enforce: it refuses with a code and a detail.
+_MAX_MCG = MAX_MASS_NG / NG_PER_MCG  # any dose or dose rate per day
+_MIN_MCG = 1 / NG_PER_MCG  # a dose that must not be zero (1 ng)
+_MAX_MCG_PER_ML = MAX_CONCENTRATION_NG_PER_ML / NG_PER_MCG
+_U16 = 0xFFFF
+_MAX_CATHETER_CM = _U16 / MM_PER_CM
+_MIN_CATHETER_CM = 1 / MM_PER_CM  # 0 means "not set": the pump keeps its catheter
+_MAX_UL_PER_CM = _U16 / NL_PER_UL
+_MIN_UL_PER_CM = 1 / NL_PER_UL
+#: the patient id rule (an empty id on the wire means "unchanged")
+PATIENT_ID_RULE = "--patient-id must be 1..20 printable characters"
+
+
+def _check_range(
+    flag: str, value: float, lo: float, hi: float, unit: str = "", what: str = ""
+) -> None:
+    """Raise :class:`ValueError` naming the flag and the range (wire limit) in user units."""
+    if lo <= value <= hi:  # False for NaN
+        return
+    u = f" {unit}" if unit else ""
+    name = f"{what} " if what else ""
+    raise ValueError(f"{flag}: {name}{value:g}{u} outside {lo:g}..{hi:g}{u} (wire limit)")
+
+
+def _check_text(flag: str, text: str) -> None:
+    if not text:
+        raise ValueError(f"{flag} must not be empty")
+    size = len(text.encode("utf-8"))
+    if size > NAME_MAX_BYTES:
+        raise ValueError(
+            f"{flag}: {size} UTF-8 bytes outside 1..{NAME_MAX_BYTES} bytes (wire limit)"
+        )
+
+
+def _check_mode(mode: Mode) -> None:
+    """The mode flags' values against the wire limits, in mcg/day, mcg and minutes."""
+    if isinstance(mode, Continuous):
+        _check_range("--continuous", mode.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
+    elif isinstance(mode, Flex):
+        _check_flex(mode)
+    elif isinstance(mode, PeriodicBolus):
+        flag = "--periodic"
+        _check_range(flag, mode.basal_mcg_per_day, 0, _MAX_MCG, "mcg/day", "BASAL")
+        _check_range(flag, mode.bolus_mcg, _MIN_MCG, _MAX_MCG, "mcg", "BOLUS_MCG")
+        week = MINUTES_PER_WEEK
+        _check_range(flag, mode.bolus_duration_min, 1, week, "min", "DURATION_MIN")
+        _check_range(flag, mode.interval_min, 1, week, "min", "INTERVAL_MIN")
+        _check_range(flag, mode.first_offset_min, 0, week, "min", "FIRST_OFFSET_MIN")
+        if mode.bolus_duration_min > mode.interval_min:
+            raise ValueError(
+                f"--periodic: DURATION_MIN {mode.bolus_duration_min} min is longer than "
+                f"INTERVAL_MIN {mode.interval_min} min"
+            )
+
+
+def _check_flex(mode: Flex) -> None:
+    weekly = mode.period is FlexPeriod.WEEKLY
+    if len(mode.steps) > MAX_FLEX_STEPS_WIRE:
+        raise ValueError(
+            f"--flex: {len(mode.steps)} steps outside 1..{MAX_FLEX_STEPS_WIRE} (wire limit)"
+        )
+    first = "Mon 00:00" if weekly else "00:00"
+    if mode.steps[0].start_min != 0:
+        raise ValueError(f"--flex: the first step must start at {first}")
+    last_start = mode.period.minutes - 1
+    for i, step in enumerate(mode.steps):
+        if step.start_min > last_start:  # a start given in minutes
+            raise ValueError(f"--flex: step start {step.start_min} min outside 0..{last_start} min")
+        what = f"step {format_start(step.start_min, mode.period)}"
+        if i and step.start_min <= mode.steps[i - 1].start_min:
+            before = format_start(mode.steps[i - 1].start_min, mode.period)
+            raise ValueError(f"--flex: {what} must start after the step before ({before})")
+        _check_range("--flex", step.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day", what)
+
+
+def _check_patient_bolus(pb: PatientBolusLimits) -> None:
+    flag = "--patient-bolus"
+    _check_range(flag, pb.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg", "DOSE_MCG")
+    _check_range(flag, pb.duration_min, 1, MINUTES_PER_DAY, "min", "DURATION_MIN")
+    _check_range(flag, pb.lockout_min, 0, MINUTES_PER_WEEK, "min", "LOCKOUT_MIN")
+    _check_range(flag, pb.max_per_day, 1, 255, "", "MAX_PER_DAY")
+
+
+def _check_catheter(catheter: Catheter) -> None:
+    flag = "--catheter"
+    lo, hi = _MIN_CATHETER_CM, _MAX_CATHETER_CM
+    _check_range(flag, catheter.length_cm, lo, hi, "cm", "length")
+    lo, hi = _MIN_UL_PER_CM, _MAX_UL_PER_CM
+    _check_range(flag, catheter.volume_ul_per_cm, lo, hi, "uL/cm", "volume")
+
+
 def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
+    """The flags as program settings, each checked in its own units before any wire record is
+    built (a wire error would name nanograms and nanolitres)."""
     try:
         base = Program.load(args.file) if args.file else None
         mode: Mode | None = None
@@ -504,24 +619,36 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
             mode = _periodic(args.periodic)
         elif args.stopped:
             mode = Stopped()
+        if mode is not None:
+            _check_mode(mode)
         changes: dict[str, Any] = {}
         if args.max_daily is not None:
+            _check_range("--max-daily", args.max_daily, 0, _MAX_MCG, "mcg")
             changes["max_daily_dose_mcg"] = args.max_daily
         if args.concentration is not None:
+            _check_range("--concentration", args.concentration, 0, _MAX_MCG_PER_ML, "mcg/mL")
             changes["concentration_mcg_per_ml"] = args.concentration
         if args.drug is not None:
+            _check_text("--drug", args.drug)
             changes["drug"] = args.drug
         if args.patient_id is not None:
+            # an empty id on the wire means "keep the patient id": refuse it rather than
+            # report a change the pump does not make
+            if not args.patient_id or len(args.patient_id.encode("utf-8")) > NAME_MAX_BYTES:
+                raise ValueError(PATIENT_ID_RULE)
             changes["patient_id"] = args.patient_id
         if args.catheter is not None:
-            changes["catheter"] = Catheter.parse(args.catheter)
+            catheter = Catheter.parse(args.catheter)
+            _check_catheter(catheter)
+            changes["catheter"] = catheter
         if args.patient_bolus is not None:
             text = args.patient_bolus.strip().lower()
-            changes["patient_bolus"] = (
-                None if text in ("off", "none") else PatientBolusLimits.parse(text)
-            )
+            limits = None if text in ("off", "none") else PatientBolusLimits.parse(text)
+            if limits is not None:
+                _check_patient_bolus(limits)
+            changes["patient_bolus"] = limits
         if mode is not None:
-            mode.to_wire()  # range check now, before talking to the pump
+            mode.to_wire()  # anything the checks above missed, before talking to the pump
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return _ProgramFlags(base, mode, changes)
@@ -544,6 +671,19 @@ def _periodic(text: str) -> PeriodicBolus:
         )
     except ValueError:
         raise ValueError(f"--periodic {text!r}: not numbers") from None
+
+
+def _as_the_pump_keeps(verified: Program, current: Program) -> Program:
+    """The program as the pump holds it once committed: an empty patient id and an unset
+    catheter (a zero length or volume on the wire) keep the pump's current values, so the
+    before/after table shows no change the pump does not make."""
+    patient_id = verified.patient_id or current.patient_id
+    catheter = verified.catheter
+    if catheter is None or not (
+        round(catheter.length_cm * MM_PER_CM) and round(catheter.volume_ul_per_cm * NL_PER_UL)
+    ):
+        catheter = current.catheter
+    return dataclasses.replace(verified, patient_id=patient_id, catheter=catheter)
 
 
 def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
@@ -571,16 +711,17 @@ def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     verified = pump.program(new, commit=not args.dry_run)
+    shown = _as_the_pump_keeps(verified, current.program)
     heading = (
         "Program verified by the pump and discarded (dry run); nothing changed:"
         if args.dry_run
         else "Program verified and committed:"
     )
-    text = f"{heading}\n{_program_compare(old, verified)}"
+    text = f"{heading}\n{_program_compare(old, shown)}"
     data = {
         "committed": not args.dry_run,
         "before": None if old is None else old.to_mapping(),
-        "program": verified.to_mapping(),
+        "program": shown.to_mapping(),
     }
     return Output(text, data)
 
@@ -786,6 +927,21 @@ def _print_error(args: argparse.Namespace, kind: str, message: str, **fields: An
         print(json.dumps({"error": {"type": kind, "message": message, **fields}}, indent=2))
 
 
+_SERVE_PORT = re.compile(r"^\s*(tcp|rfc2217):(\d+)\s*$", re.I)
+
+
+def _url_hint(url: str) -> str:
+    """For `itpump serve --port` syntax (``tcp:7000``), the URL a programmer opens."""
+    match = _SERVE_PORT.match(url)
+    if match is None:
+        return ""
+    scheme = "socket" if match[1].lower() == "tcp" else "rfc2217"
+    return (
+        f" ({url.strip()} is `itpump serve --port` syntax; "
+        f"to connect to it use {scheme}://127.0.0.1:{match[2]})"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, run one command, end the session; print the result."""
     key = _key_source(args)
@@ -815,7 +971,7 @@ def run(args: argparse.Namespace) -> int:
         _print_error(args, "authentication", f"authentication failed: {exc}", code=code)
         return EXIT_REFUSED
     except LinkError as exc:
-        _print_error(args, "link", str(exc))
+        _print_error(args, "link", str(exc) + _url_hint(args.url))
         return EXIT_LINK
     except PumpError as exc:
         _print_error(args, "error", str(exc))
