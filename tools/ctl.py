@@ -46,13 +46,14 @@ from protocol.messages import (
     MAX_CONCENTRATION_NG_PER_ML,
     MAX_FLEX_STEPS_WIRE,
     MAX_MASS_NG,
+    MAX_VOLUME_NL,
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
     NAME_MAX_BYTES,
     FlexPeriod,
     MessageType,
 )
-from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_UL
+from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
 from tools.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -518,6 +519,8 @@ class _ProgramFlags:
 _MAX_MCG = MAX_MASS_NG / NG_PER_MCG  # any dose or dose rate per day
 _MIN_MCG = 1 / NG_PER_MCG  # a dose that must not be zero (1 ng)
 _MAX_MCG_PER_ML = MAX_CONCENTRATION_NG_PER_ML / NG_PER_MCG
+_MAX_ML = MAX_VOLUME_NL / NL_PER_ML
+_MIN_ML = 1 / NL_PER_ML  # a volume that must not be zero (1 nL)
 _U16 = 0xFFFF
 _MAX_CATHETER_CM = _U16 / MM_PER_CM
 _MIN_CATHETER_CM = 1 / MM_PER_CM  # 0 means "not set": the pump keeps its catheter
@@ -884,9 +887,36 @@ def _key_source(args: argparse.Namespace) -> KeySource | None:
     return None
 
 
+def _check_values(args: argparse.Namespace) -> None:
+    """bolus, refill and alarm values against the wire limits, in mcg, mL and minutes."""
+    command = args.ctl_command
+    ml = (_MIN_ML, _MAX_ML, "mL")
+    if command == "bolus" and args.kind == "clinician":
+        _check_range("bolus clinician", args.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg", "DOSE_MCG")
+        _check_range(
+            "bolus clinician", args.duration_min, 1, MINUTES_PER_DAY, "min", "DURATION_MIN"
+        )
+    elif command == "bolus" and args.kind in ("prime", "bridge"):
+        if args.volume is not None:
+            _check_range("--volume", args.volume, *ml)
+        old = getattr(args, "old_concentration", None)
+        if old is not None:
+            _check_range("--old-concentration", old, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")
+    elif command == "refill":
+        _check_range("refill", args.volume_ml, *ml, "VOLUME_ML")
+        _check_range("--concentration", args.concentration, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")
+        if args.aspirated is not None:
+            _check_range("--aspirated", args.aspirated, 0, _MAX_ML, "mL")
+        _check_text("--drug", args.drug)
+
+
 def _check_arguments(args: argparse.Namespace) -> None:
     """Validate command arguments before the port is opened."""
     command = args.ctl_command
+    try:
+        _check_values(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if command == "program":
         args.program_flags = _program_flags(args)
     elif command == "clock" and args.action == "set":
@@ -899,8 +929,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
                 raise UsageError("alarms threshold: give the low-reservoir volume in mL")
             try:
                 args.threshold_ml = _non_negative_float(args.value)
+                _check_range("alarms threshold", args.threshold_ml, 0, _MAX_ML, "mL")
             except argparse.ArgumentTypeError as exc:
                 raise UsageError(f"alarms threshold {args.value!r}: {exc}") from None
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         elif args.value is not None:
             raise UsageError("alarms list takes no value")
 
