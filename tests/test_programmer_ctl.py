@@ -178,6 +178,39 @@ async def test_program_range_errors_name_no_wire_units(
 
 
 @pytest.mark.parametrize(
+    ("max_daily", "tables", "message"),
+    [
+        ("1e12", "", "max_daily_dose_mcg = 1e+12 mcg outside 0..1e+06 mcg (wire limit)"),
+        (
+            "600",
+            "[catheter]\nlength_cm = -5\nvolume_ul_per_cm = 2.6\n",
+            "catheter.length_cm = -5 cm outside 0.1..6553.5 cm (wire limit)",
+        ),
+        (
+            "600",
+            "[patient_bolus]\ndose_mcg = 2e9\nduration_min = 10\nlockout_min = 0\n"
+            "max_per_day = 1\n",
+            "patient_bolus.dose_mcg = 2e+09 mcg outside 0.001..1e+06 mcg (wire limit)",
+        ),
+    ],
+)
+async def test_program_file_range_errors_name_the_file_keys_in_its_units(
+    max_daily: str,
+    tables: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'drug = "baclofen"\nconcentration_mcg_per_ml = 2000\nmax_daily_dose_mcg = {max_daily}\n'
+        '[mode]\ntype = "continuous"\ndose_mcg_per_day = 300\n' + tables
+    )
+    assert await ctl("/nonexistent/ttyPUMP9", "program", "--file", str(path)) == 2
+    assert f"{path}: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     ("url", "hint"),
     [
         ("tcp:7000", "socket://127.0.0.1:7000"),

@@ -533,12 +533,8 @@ PATIENT_ID_RULE = "--patient-id must be 1..20 printable characters"
 def _check_range(
     flag: str, value: float, lo: float, hi: float, unit: str = "", what: str = ""
 ) -> None:
-    """Raise :class:`ValueError` naming the flag and the range (wire limit) in user units."""
-    if lo <= value <= hi:  # False for NaN
-        return
-    u = f" {unit}" if unit else ""
-    name = f"{what} " if what else ""
-    raise ValueError(f"{flag}: {name}{value:g}{u} outside {lo:g}..{hi:g}{u} (wire limit)")
+    """Raise :class:`ValueError` naming the flag (and ``what`` of it) and the range."""
+    _in_range(f"{flag}: {what}" if what else flag, value, lo, hi, unit)
 
 
 def _check_text(flag: str, text: str) -> None:
@@ -551,61 +547,133 @@ def _check_text(flag: str, text: str) -> None:
         )
 
 
-def _check_mode(mode: Mode) -> None:
-    """The mode flags' values against the wire limits, in mcg/day, mcg and minutes."""
+#: how a range error names each program setting given by a flag
+_FLAG_LABELS = {
+    "dose_mcg_per_day": "--continuous",
+    "steps": "--flex",
+    "basal_mcg_per_day": "--periodic: BASAL",
+    "bolus_mcg": "--periodic: BOLUS_MCG",
+    "bolus_duration_min": "--periodic: DURATION_MIN",
+    "interval_min": "--periodic: INTERVAL_MIN",
+    "first_offset_min": "--periodic: FIRST_OFFSET_MIN",
+    "max_daily_dose_mcg": "--max-daily",
+    "concentration_mcg_per_ml": "--concentration",
+    "drug": "--drug",
+    "patient_id": "--patient-id",
+    "patient_bolus.dose_mcg": "--patient-bolus: DOSE_MCG",
+    "patient_bolus.duration_min": "--patient-bolus: DURATION_MIN",
+    "patient_bolus.lockout_min": "--patient-bolus: LOCKOUT_MIN",
+    "patient_bolus.max_per_day": "--patient-bolus: MAX_PER_DAY",
+    "catheter.length_cm": "--catheter: length",
+    "catheter.volume_ul_per_cm": "--catheter: volume",
+}
+_MODE_KEYS = {
+    "dose_mcg_per_day",
+    "steps",
+    "basal_mcg_per_day",
+    "bolus_mcg",
+    "bolus_duration_min",
+    "interval_min",
+    "first_offset_min",
+}
+
+
+def _file_labels(path: str) -> dict[str, str]:
+    """The program file's keys (``mode.interval_min``), for range errors in a --file."""
+    return {
+        key: f"{path}: {'mode.' if key in _MODE_KEYS else ''}{key}"
+        + ("" if key == "steps" else " =")
+        for key in _FLAG_LABELS
+    }
+
+
+def _in_range(label: str, value: float, lo: float, hi: float, unit: str = "") -> None:
+    """Raise :class:`ValueError` naming the setting and the range (wire limit) in user units."""
+    if lo <= value <= hi:  # False for NaN
+        return
+    u = f" {unit}" if unit else ""
+    sep = " " if ": " in label else ": "
+    raise ValueError(f"{label}{sep}{value:g}{u} outside {lo:g}..{hi:g}{u} (wire limit)")
+
+
+def _check_mode(mode: Mode, labels: dict[str, str]) -> None:
+    """A mode's values against the wire limits, in mcg/day, mcg and minutes."""
     if isinstance(mode, Continuous):
-        _check_range("--continuous", mode.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
+        _in_range(labels["dose_mcg_per_day"], mode.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
     elif isinstance(mode, Flex):
-        _check_flex(mode)
+        _check_flex(mode, labels["steps"])
     elif isinstance(mode, PeriodicBolus):
-        flag = "--periodic"
-        _check_range(flag, mode.basal_mcg_per_day, 0, _MAX_MCG, "mcg/day", "BASAL")
-        _check_range(flag, mode.bolus_mcg, _MIN_MCG, _MAX_MCG, "mcg", "BOLUS_MCG")
         week = MINUTES_PER_WEEK
-        _check_range(flag, mode.bolus_duration_min, 1, week, "min", "DURATION_MIN")
-        _check_range(flag, mode.interval_min, 1, week, "min", "INTERVAL_MIN")
-        _check_range(flag, mode.first_offset_min, 0, week, "min", "FIRST_OFFSET_MIN")
+        _in_range(labels["basal_mcg_per_day"], mode.basal_mcg_per_day, 0, _MAX_MCG, "mcg/day")
+        _in_range(labels["bolus_mcg"], mode.bolus_mcg, _MIN_MCG, _MAX_MCG, "mcg")
+        _in_range(labels["bolus_duration_min"], mode.bolus_duration_min, 1, week, "min")
+        _in_range(labels["interval_min"], mode.interval_min, 1, week, "min")
+        _in_range(labels["first_offset_min"], mode.first_offset_min, 0, week, "min")
         if mode.bolus_duration_min > mode.interval_min:
+            interval = labels["interval_min"].split(": ", 1)[-1]
             raise ValueError(
-                f"--periodic: DURATION_MIN {mode.bolus_duration_min} min is longer than "
-                f"INTERVAL_MIN {mode.interval_min} min"
+                f"{labels['bolus_duration_min']} {mode.bolus_duration_min} min is longer than "
+                f"{interval} {mode.interval_min} min"
             )
 
 
-def _check_flex(mode: Flex) -> None:
+def _check_flex(mode: Flex, label: str) -> None:
     weekly = mode.period is FlexPeriod.WEEKLY
     if len(mode.steps) > MAX_FLEX_STEPS_WIRE:
         raise ValueError(
-            f"--flex: {len(mode.steps)} steps outside 1..{MAX_FLEX_STEPS_WIRE} (wire limit)"
+            f"{label}: {len(mode.steps)} steps outside 1..{MAX_FLEX_STEPS_WIRE} (wire limit)"
         )
     first = "Mon 00:00" if weekly else "00:00"
-    if mode.steps[0].start_min != 0:
-        raise ValueError(f"--flex: the first step must start at {first}")
+    if not mode.steps or mode.steps[0].start_min != 0:
+        raise ValueError(f"{label}: the first step must start at {first}")
     last_start = mode.period.minutes - 1
     for i, step in enumerate(mode.steps):
-        if step.start_min > last_start:  # a start given in minutes
-            raise ValueError(f"--flex: step start {step.start_min} min outside 0..{last_start} min")
-        what = f"step {format_start(step.start_min, mode.period)}"
+        if not 0 <= step.start_min <= last_start:  # a start given in minutes
+            raise ValueError(
+                f"{label}: step start {step.start_min} min outside 0..{last_start} min"
+            )
+        what = f"{label}: step {format_start(step.start_min, mode.period)}"
         if i and step.start_min <= mode.steps[i - 1].start_min:
             before = format_start(mode.steps[i - 1].start_min, mode.period)
-            raise ValueError(f"--flex: {what} must start after the step before ({before})")
-        _check_range("--flex", step.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day", what)
+            raise ValueError(f"{what} must start after the step before ({before})")
+        _in_range(what, step.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
 
 
-def _check_patient_bolus(pb: PatientBolusLimits) -> None:
-    flag = "--patient-bolus"
-    _check_range(flag, pb.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg", "DOSE_MCG")
-    _check_range(flag, pb.duration_min, 1, MINUTES_PER_DAY, "min", "DURATION_MIN")
-    _check_range(flag, pb.lockout_min, 0, MINUTES_PER_WEEK, "min", "LOCKOUT_MIN")
-    _check_range(flag, pb.max_per_day, 1, 255, "", "MAX_PER_DAY")
+def _check_patient_bolus(pb: PatientBolusLimits, labels: dict[str, str]) -> None:
+    _in_range(labels["patient_bolus.dose_mcg"], pb.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg")
+    day, week = MINUTES_PER_DAY, MINUTES_PER_WEEK
+    _in_range(labels["patient_bolus.duration_min"], pb.duration_min, 1, day, "min")
+    _in_range(labels["patient_bolus.lockout_min"], pb.lockout_min, 0, week, "min")
+    _in_range(labels["patient_bolus.max_per_day"], pb.max_per_day, 1, 255)
 
 
-def _check_catheter(catheter: Catheter) -> None:
-    flag = "--catheter"
+def _check_catheter(catheter: Catheter, labels: dict[str, str]) -> None:
     lo, hi = _MIN_CATHETER_CM, _MAX_CATHETER_CM
-    _check_range(flag, catheter.length_cm, lo, hi, "cm", "length")
+    _in_range(labels["catheter.length_cm"], catheter.length_cm, lo, hi, "cm")
     lo, hi = _MIN_UL_PER_CM, _MAX_UL_PER_CM
-    _check_range(flag, catheter.volume_ul_per_cm, lo, hi, "uL/cm", "volume")
+    _in_range(labels["catheter.volume_ul_per_cm"], catheter.volume_ul_per_cm, lo, hi, "uL/cm")
+
+
+def _check_file_program(program: Program, path: str) -> None:
+    """A --file program against the wire limits, naming the file's keys."""
+    labels = _file_labels(path)
+    _check_mode(program.mode, labels)
+    _in_range(labels["max_daily_dose_mcg"], program.max_daily_dose_mcg, 0, _MAX_MCG, "mcg")
+    limit = _MAX_MCG_PER_ML
+    _in_range(
+        labels["concentration_mcg_per_ml"], program.concentration_mcg_per_ml, 0, limit, "mcg/mL"
+    )
+    for key, text in (("drug", program.drug), ("patient_id", program.patient_id)):
+        size = len(text.encode("utf-8"))
+        if size > NAME_MAX_BYTES:
+            raise ValueError(
+                f"{labels[key].removesuffix(' =')}: {size} UTF-8 bytes outside "
+                f"0..{NAME_MAX_BYTES} bytes (wire limit)"
+            )
+    if program.patient_bolus is not None:
+        _check_patient_bolus(program.patient_bolus, labels)
+    if program.catheter is not None:
+        _check_catheter(program.catheter, labels)
 
 
 def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
@@ -622,14 +690,16 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
             mode = _periodic(args.periodic)
         elif args.stopped:
             mode = Stopped()
+        if base is not None:
+            _check_file_program(base, args.file)
         if mode is not None:
-            _check_mode(mode)
+            _check_mode(mode, _FLAG_LABELS)
         changes: dict[str, Any] = {}
         if args.max_daily is not None:
-            _check_range("--max-daily", args.max_daily, 0, _MAX_MCG, "mcg")
+            _in_range("--max-daily", args.max_daily, 0, _MAX_MCG, "mcg")
             changes["max_daily_dose_mcg"] = args.max_daily
         if args.concentration is not None:
-            _check_range("--concentration", args.concentration, 0, _MAX_MCG_PER_ML, "mcg/mL")
+            _in_range("--concentration", args.concentration, 0, _MAX_MCG_PER_ML, "mcg/mL")
             changes["concentration_mcg_per_ml"] = args.concentration
         if args.drug is not None:
             _check_text("--drug", args.drug)
@@ -642,13 +712,13 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
             changes["patient_id"] = args.patient_id
         if args.catheter is not None:
             catheter = Catheter.parse(args.catheter)
-            _check_catheter(catheter)
+            _check_catheter(catheter, _FLAG_LABELS)
             changes["catheter"] = catheter
         if args.patient_bolus is not None:
             text = args.patient_bolus.strip().lower()
             limits = None if text in ("off", "none") else PatientBolusLimits.parse(text)
             if limits is not None:
-                _check_patient_bolus(limits)
+                _check_patient_bolus(limits, _FLAG_LABELS)
             changes["patient_bolus"] = limits
         if mode is not None:
             mode.to_wire()  # anything the checks above missed, before talking to the pump
