@@ -190,8 +190,9 @@ class EmulatedPump:
             # The septum would resist: the clinician cannot inject more than the free space.
             raise Refusal(
                 ResultCode.RESERVOIR_CAPACITY_EXCEEDED,
-                f"volume_ml={add_ml:g} exceeds the {space_ml:.3g} mL free after aspirating "
-                f"{measured:.3g} mL",
+                # No true volumes in the text: it may travel over telemetry to the programmer.
+                f"volume_ml={add_ml:g}: the septum resists, the reservoir has no room for it "
+                "after aspiration",
             )
         told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
         self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, told, bridge)
@@ -215,7 +216,10 @@ class EmulatedPump:
     def clear(self, kind: FaultKind) -> bool:
         """End a hardware fault now."""
         self._sync()
+        was_dead = self.hardware.dead
         removed = self.hardware.clear(self.env.now, kind)
+        if was_dead and not self.hardware.dead:
+            self.firmware.on_power_restored()
         self._after()
         return removed
 
@@ -291,8 +295,11 @@ class EmulatedPump:
         timeout.callbacks.append(lambda _event: self._on_timer(generation))
 
     def _on_timer(self, generation: int) -> None:
-        if generation != self._timer_generation or self.hardware.dead:
+        if generation != self._timer_generation:
             return  # superseded by a later deadline
+        self._armed_deadline_h = math.nan
+        if self.hardware.dead:
+            return  # unpowered: re-armed when power comes back
         self._armed_deadline_h = math.nan
         self._sync()
         self.firmware.service()

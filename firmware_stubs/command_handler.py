@@ -14,6 +14,7 @@ from firmware_stubs.alarms import AlarmId, Severity
 from firmware_stubs.errors import Refusal
 from firmware_stubs.firmware import Firmware, PumpStatus
 from firmware_stubs.therapy import (
+    CatheterSettings,
     FlexPeriod,
     FlexStep,
     PatientBolusSettings,
@@ -325,16 +326,14 @@ class CommandHandler:
         if isinstance(wire, m.Refusal):
             return wire
         fw = self.firmware
-        # Validate everything before changing anything (the state may have moved since VERIFY).
+        # Everything is validated before anything changes (state may have moved since VERIFY).
         self._check_program(wire)
-        program = program_from_wire(wire)
+        catheter = None
         if wire.catheter_length_mm and wire.catheter_volume_nl_per_cm:
-            fw.set_catheter(
+            catheter = CatheterSettings(
                 cm_from_mm(wire.catheter_length_mm), ul_from_nl(wire.catheter_volume_nl_per_cm)
             )
-        if wire.patient_id and wire.patient_id != fw.status().patient_id:
-            fw.set_patient_id(wire.patient_id)
-        fw.program(program)
+        fw.program_with_settings(program_from_wire(wire), wire.patient_id or None, catheter)
         return m.Ack()
 
     # -- delivery

@@ -26,6 +26,7 @@ from firmware_stubs.therapy import (
     TherapyMode,
     TherapyProgram,
     basal_at,
+    max_24h_dose_mcg,
     mean_daily_dose_mcg,
     validate_program,
 )
@@ -236,18 +237,47 @@ class Firmware:
         self.log.add(epoch_s, EventCode.CLOCK_SET, old, epoch_s)
         self.service()
 
-    def set_patient_id(self, patient_id: str) -> None:
-        """Record the patient identifier."""
+    @staticmethod
+    def check_patient_id(patient_id: str) -> None:
+        """Refuse an identifier the pump cannot store."""
         if not 0 < len(patient_id) <= 20 or not patient_id.isprintable():
             raise Refusal(ResultCode.OUT_OF_RANGE, "patient_id must be 1..20 printable characters")
+
+    @staticmethod
+    def check_catheter(length_cm: float, volume_ul_per_cm: float) -> None:
+        """Refuse catheter settings outside the pump's ranges."""
+        check_range("length_cm", length_cm, 1.0, 200.0, "cm")
+        check_range("volume_ul_per_cm", volume_ul_per_cm, 0.1, 20.0, "uL/cm")
+
+    def program_with_settings(
+        self,
+        program: TherapyProgram,
+        patient_id: str | None = None,
+        catheter: CatheterSettings | None = None,
+    ) -> None:
+        """Commit a program and its program-wide settings: all validated first, then applied."""
+        self._require_enabled()
+        validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
+        if patient_id is not None:
+            self.check_patient_id(patient_id)
+        if catheter is not None:
+            self.check_catheter(catheter.length_cm, catheter.volume_ul_per_cm)
+        if catheter is not None and catheter != self._p.catheter:
+            self.set_catheter(catheter.length_cm, catheter.volume_ul_per_cm)
+        if patient_id is not None and patient_id != self._p.patient_id:
+            self.set_patient_id(patient_id)
+        self.program(program)
+
+    def set_patient_id(self, patient_id: str) -> None:
+        """Record the patient identifier."""
+        self.check_patient_id(patient_id)
         self._p.patient_id = patient_id
         self.log.add(self.hal.rtc_s(), EventCode.PATIENT_ID_SET)
         self._save()
 
     def set_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
         """Record the implanted catheter (used for priming and bridge volumes)."""
-        check_range("length_cm", length_cm, 1.0, 200.0, "cm")
-        check_range("volume_ul_per_cm", volume_ul_per_cm, 0.1, 20.0, "uL/cm")
+        self.check_catheter(length_cm, volume_ul_per_cm)
         self._p.catheter = CatheterSettings(length_cm, volume_ul_per_cm)
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
@@ -278,18 +308,23 @@ class Firmware:
         validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
         self._settle()
         now = self.hal.monotonic_s()
+        previous = self._p.program
         self._p.program = program
         self._program_anchor_s = now
         if program.mode is not TherapyMode.STOPPED and not self._p.therapy_running:
             # Committing a delivering program starts it, as a clinician expects.
             self._p.therapy_running = True
             self.log.add(self.hal.rtc_s(), EventCode.THERAPY_RESUMED)
-        self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
-        self._next_periodic_s = (
-            now + program.periodic.first_offset_min * 60.0
-            if program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None
-            else math.inf
-        )
+        same_periodic = previous.periodic == program.periodic and previous.mode is program.mode
+        if not same_periodic:
+            # A re-commit of the same periodic settings keeps its schedule: restarting it would
+            # give an extra bolus inside the same 24 h.
+            self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
+            self._next_periodic_s = (
+                now + program.periodic.first_offset_min * 60.0
+                if program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None
+                else math.inf
+            )
         self.log.add(
             self.hal.rtc_s(),
             EventCode.PROGRAM_CHANGED,
@@ -370,7 +405,13 @@ class Firmware:
                 old.concentration_mcg_per_ml,
                 concentration_mcg_per_ml,
             )
-        if changed and bridge and old_rate_ml_per_h > 0 and self.path_volume_ml() > 0:
+        if (
+            changed
+            and bridge
+            and self._p.therapy_running
+            and old_rate_ml_per_h > 0
+            and self.path_volume_ml() > 0
+        ):
             rate = min(
                 max(old_rate_ml_per_h, self.cfg.min_rate_ml_per_day / 24.0),
                 self.cfg.max_rate_ml_per_day / 24.0,
@@ -508,6 +549,12 @@ class Firmware:
         self.service()
 
     # ------------------------------------------------------------------ interrupts
+    def on_power_restored(self) -> None:
+        """The battery came back after a total loss: nothing was delivered meanwhile."""
+        self._last_settle_s = self.hal.monotonic_s()  # the unpowered gap delivered nothing
+        self.log.add(self.hal.rtc_s(), EventCode.POWER_ON)
+        self.service()
+
     def on_motor_stall(self) -> None:
         """Drive position sensor reports a stall."""
         self._settle()
@@ -533,7 +580,10 @@ class Firmware:
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()
         self._finish_due(now, rtc)
-        if now - self._last_self_test_s >= self.cfg.self_test_interval_s - _EPS_S:
+        age_limit_s = self.cfg.service_life_s - self.cfg.eri_to_eos_s
+        if now - self._last_self_test_s >= self.cfg.self_test_interval_s - _EPS_S or (
+            self._p.eri_at_s is None and now >= age_limit_s - _EPS_S
+        ):
             self._self_test(now, rtc)
         self._check_reservoir(rtc)
         self._apply_rate(rtc)
@@ -574,16 +624,36 @@ class Firmware:
                 self._p.therapy_running = False
                 self.log.add(rtc, EventCode.THERAPY_STOPPED)
         program = self._p.program
-        if self._next_periodic_s <= now + _EPS_S and program.periodic is not None:
-            if self._p.therapy_running and not self._p.disabled and self._volume_op is None:
-                self._start_bolus(
-                    now,
-                    BolusKind.PERIODIC,
-                    program.periodic.dose_mcg,
-                    program.periodic.duration_min,
-                    True,
-                )
-            self._next_periodic_s += program.periodic.interval_min * 60.0
+        periodic = program.periodic
+        if self._next_periodic_s <= now + _EPS_S and periodic is not None:
+            if (
+                self._p.therapy_running
+                and not self._p.disabled
+                and self._volume_op is None
+                and not self._minimum_rate_mode
+            ):
+                try:
+                    self._check_bolus_fits(
+                        now,
+                        periodic.dose_mcg,
+                        periodic.duration_min,
+                        self._p.drug.concentration_mcg_per_ml,
+                        "periodic.dose_mcg",
+                    )
+                    self._start_bolus(
+                        now, BolusKind.PERIODIC, periodic.dose_mcg, periodic.duration_min, True
+                    )
+                except Refusal as refusal:
+                    self.log.add(
+                        rtc,
+                        EventCode.BOLUS_CANCELLED,
+                        _KIND_CODE[BolusKind.PERIODIC],
+                        int(refusal.code),
+                    )
+            # Boluses missed (pump unpowered, stopped) are skipped, never stacked.
+            interval_s = periodic.interval_min * 60.0
+            missed = math.floor((now + _EPS_S - self._next_periodic_s) / interval_s) + 1
+            self._next_periodic_s += missed * interval_s
         if (
             self._p.eri_at_s is not None
             and not self._p.disabled
@@ -645,12 +715,17 @@ class Firmware:
                 else:
                     mcg_per_h += self._basal_mcg_per_h(rtc)
             rate += mcg_per_h / conc
+        # The drive cannot exceed its maximum: overlapping boluses are delivered more slowly.
+        rate = min(rate, self.cfg.max_rate_ml_per_day / 24.0)
         if rate != self._rate_ml_per_h:
             self._rate_ml_per_h = rate
             self.hal.set_stroke_rate(rate / self.cfg.stroke_volume_ml)
 
     def _next_deadline(self, now: float, rtc: float) -> float:
         deadline = self._last_self_test_s + self.cfg.self_test_interval_s
+        if self._p.eri_at_s is None:
+            # The service-life limit is a date, not a measurement: wake for it exactly.
+            deadline = min(deadline, max(self.cfg.service_life_s - self.cfg.eri_to_eos_s, now))
         if self._p.disabled:
             return deadline
         rate = 0.0 if self._stalled else self._rate_ml_per_h
@@ -769,14 +844,43 @@ class Firmware:
                 f"{total_ml_per_day:.4g} mL/day; max {self.cfg.max_rate_ml_per_day:g}",
             )
         limit = self._p.program.max_daily_dose_mcg
-        pending = sum(b.rate_mcg_per_h * (b.end_s - now) / 3600.0 for b in self._boluses)
-        delivered = self._dose_last_24h_mcg(now)
-        if limit > 0 and delivered + pending + dose_mcg > limit * (1 + 1e-9):
+        if limit <= 0:
             raise Refusal(
                 ResultCode.DAILY_DOSE_EXCEEDED,
-                f"{field_name}={dose_mcg:g}: {delivered:.4g} mcg delivered and "
-                f"{pending:.4g} mcg pending in 24 h; max_daily_dose_mcg is {limit:g}",
+                f"{field_name}={dose_mcg:g}: no program (max_daily_dose_mcg is 0)",
             )
+        pending = sum(b.rate_mcg_per_h * (b.end_s - now) / 3600.0 for b in self._boluses)
+        delivered = self._dose_last_24h_mcg(now)
+        duration_h = duration_min / 60.0
+        basal_24h = (
+            max_24h_dose_mcg(replace(self._p.program, patient_bolus=None))
+            if self._p.therapy_running
+            else 0.0
+        )
+        # Two 24 h windows bound the rest: the one ending when the bolus ends (history plus
+        # basal during the bolus) and the one starting now (the next day's basal in full).
+        ending_at_bolus = (
+            self._dose_between(now - _DAY_S + duration_h * 3600.0, now)
+            + basal * duration_h
+            + pending
+            + dose_mcg
+        )
+        next_day = basal_24h + pending + dose_mcg
+        worst = max(ending_at_bolus, next_day)
+        if worst > limit * (1 + 1e-9):
+            raise Refusal(
+                ResultCode.DAILY_DOSE_EXCEEDED,
+                f"{field_name}={dose_mcg:g} would bring a 24 h dose to {worst:.4g} mcg "
+                f"({delivered:.4g} delivered in the last 24 h); max_daily_dose_mcg is {limit:g}",
+            )
+
+    def _dose_between(self, start: float, now: float) -> float:
+        total = 0.0
+        for t0, t1, dose in self._dose_history:
+            overlap = min(t1, now) - max(t0, start)
+            if overlap > 0:
+                total += dose * overlap / (t1 - t0)
+        return total
 
     def _dose_last_24h_mcg(self, now: float) -> float:
         start = now - _DAY_S

@@ -214,6 +214,8 @@ def _check_rate(field_name: str, dose_mcg_per_day: float, conc: float, cfg: Firm
 def validate_program(program: TherapyProgram, conc_mcg_per_ml: float, cfg: FirmwareConfig) -> None:
     """Refuse, with the field and its allowed range, anything this pump must not accept."""
     if program.mode is TherapyMode.STOPPED:
+        if program.patient_bolus is not None:
+            raise Refusal(ResultCode.OUT_OF_RANGE, "patient_bolus must be off when mode is stopped")
         return
     if conc_mcg_per_ml <= 0:
         raise Refusal(ResultCode.INVALID_STATE, "no drug concentration: refill the pump first")

@@ -273,9 +273,31 @@ def test_partial_aspiration_cannot_overfill_the_reservoir() -> None:
     before = pump.truth()
     with pytest.raises(Refusal) as info:
         pump.refill(15.0, "baclofen", 500.0, aspirate_ml=1.0)
-    assert "free after aspirating" in info.value.detail
+    assert "septum resists" in info.value.detail
     after = pump.truth()
     assert (after.reservoir_ml, after.ledger) == (before.reservoir_ml, before.ledger)
     assert pump.firmware.status().reservoir_estimate_ml == pytest.approx(
         before.reservoir_ml, abs=0.01
     )
+
+
+def test_power_loss_then_restore_resumes_the_firmware_and_its_alarms() -> None:
+    env, pump = make_pump(fill_ml=5.0)
+    pump.call(pump.firmware.program, continuous(1000.0, 2000.0))  # 2 mL/day
+    env.run(until=2.0)
+    pump.inject(Fault.make("battery_dead"))
+    env.run(until=48.0)
+    pump.clear(FaultKind.BATTERY_DEAD)
+    env.run(until=288.0)
+    assert pump.firmware.alarms.is_active(AlarmId.LOW_RESERVOIR)
+    assert pump.firmware.alarms.is_active(AlarmId.EMPTY_RESERVOIR)
+
+
+def test_stroke_times_are_right_around_a_stop() -> None:
+    env, pump = make_pump("valve-gated-20", prime=False)
+    pump.call(pump.firmware.program, continuous(1000.0))
+    env.run(until=3.0)
+    pump.call(pump.firmware.stop_therapy)
+    env.run(until=6.0)
+    times, _ = pump.hardware.strokes_in_window(0.0, 6.0)
+    assert times.max() <= 3.0 + 1e-9  # nothing is delivered while stopped

@@ -16,6 +16,7 @@ from firmware_stubs.therapy import (
     FlexPeriod,
     FlexStep,
     PatientBolusSettings,
+    PeriodicBolus,
     TherapyMode,
     TherapyProgram,
     basal_at,
@@ -318,3 +319,87 @@ def test_bridge_bolus_cancels_a_running_clinician_bolus() -> None:
     # Nothing is counted as delivered for the cancelled bolus once the bridge runs.
     advance(hal, fw, 3600.0 + 1800.0)
     assert fw.status().dose_last_24h_mcg < 200.0 / 24 * 1.5 + 5.0
+
+
+# --- regressions from a code review ---------------------------------------------------------
+
+
+def test_clinician_bolus_counts_the_basal_still_to_come() -> None:
+    _, fw = filled_firmware()
+    fw.program(continuous(90.0, 100.0))
+    with pytest.raises(Refusal) as info:
+        fw.clinician_bolus(100.0, 30.0)  # 100 + the next 24 h of basal (90) > 100
+    assert info.value.code is ResultCode.DAILY_DOSE_EXCEEDED
+    fw.clinician_bolus(10.0, 30.0)
+
+
+def test_no_bolus_without_a_daily_maximum_and_stopped_programs_carry_no_patient_bolus() -> None:
+    _, fw = filled_firmware()
+    with pytest.raises(Refusal) as info:
+        fw.clinician_bolus(50.0, 30.0)  # the factory program: max daily dose 0
+    assert info.value.code is ResultCode.DAILY_DOSE_EXCEEDED
+    stopped_with_bolus = dataclasses.replace(
+        TherapyProgram.stopped(), patient_bolus=PatientBolusSettings(8, 10, 0, 255)
+    )
+    with pytest.raises(Refusal, match="patient_bolus must be off"):
+        fw.program(stopped_with_bolus)
+
+
+def test_recommitting_a_periodic_program_keeps_its_schedule() -> None:
+    hal, fw = filled_firmware(conc=2000.0)
+    program = TherapyProgram(
+        mode=TherapyMode.PERIODIC_BOLUS,
+        max_daily_dose_mcg=1000,
+        dose_mcg_per_day=100.0,
+        periodic=PeriodicBolus(800.0, 60.0, 1440.0, 0.0),
+    )
+    fw.program(program)
+    for hours in (2, 4, 6):
+        advance(hal, fw, hours * 3600.0)
+        fw.program(program)
+    advance(hal, fw, 23 * 3600.0)
+    assert fw.status().dose_last_24h_mcg <= 1000.0
+
+
+def test_commanded_rate_never_exceeds_the_drive_maximum() -> None:
+    hal, fw = filled_firmware(conc=50.0)
+    fw.program(
+        TherapyProgram(
+            mode=TherapyMode.FLEX,
+            max_daily_dose_mcg=5000,
+            flex_steps=(FlexStep(0, 100), FlexStep(9 * 60, 1100)),
+        )
+    )
+    fw.clinician_bolus(30.0, 120.0)  # fits at the 08:00 basal, not after the 09:00 step
+    advance(hal, fw, 1.5 * 3600)
+    assert fw.commanded_rate_ml_per_h * 24 <= CFG.max_rate_ml_per_day + 1e-9
+
+
+def test_refusing_a_program_commit_changes_no_setting() -> None:
+    from firmware_stubs.therapy import CatheterSettings
+
+    _, fw = filled_firmware()
+    before = fw.status().catheter
+    with pytest.raises(Refusal):
+        fw.program_with_settings(continuous(100.0, 500.0), "X" * 25, CatheterSettings(50, 1.0))
+    assert fw.status().catheter == before
+
+
+def test_no_bridge_bolus_while_therapy_is_stopped() -> None:
+    hal, fw = filled_firmware()
+    fw.program(continuous(200.0, 500.0))
+    advance(hal, fw, 3600.0)
+    fw.stop_therapy()
+    fw.refill(20.0, "baclofen", 1000.0)
+    assert fw.therapy_state() is TherapyState.STOPPED
+    assert fw.commanded_rate_ml_per_h == 0
+
+
+def test_service_life_eri_is_raised_on_the_day() -> None:
+    hal, fw = filled_firmware()
+    fw.program(continuous(100.0, 600.0))
+    limit_s = CFG.service_life_s - CFG.eri_to_eos_s
+    advance(hal, fw, limit_s + 1.0)
+    eri = [a for a in fw.alarms.active() if a.alarm is AlarmId.ELECTIVE_REPLACEMENT]
+    assert eri
+    assert eri[0].raised_rtc_s == pytest.approx(START_EPOCH_S + limit_s, abs=1.0)

@@ -285,10 +285,13 @@ class PumpHardware:
         last = math.ceil(s1) - 1 if s1 == math.ceil(s1) else math.floor(s1)
         count = max(last - first + 1, 0)
         positions = np.arange(first, first + count, dtype=np.float64)
-        # Stroke n completes when the position reaches n; the track is non-decreasing.
-        # Of points sharing a position (a stalled stretch) keep the last: the rise starts there.
-        rising = np.concatenate([np.diff(track_s) > 0, [True]])
-        times = np.interp(positions, track_s[rising], track_t[rising])
+        # Stroke n completes when the (non-decreasing, piecewise-linear) position first
+        # reaches n: find the piece that rises through n and interpolate inside it.
+        hi = np.clip(np.searchsorted(track_s, positions, side="left"), 1, len(track_s) - 1)
+        lo = hi - 1
+        rise = track_s[hi] - track_s[lo]
+        frac = np.where(rise > 0, (positions - track_s[lo]) / np.where(rise > 0, rise, 1.0), 0.0)
+        times = track_t[lo] + frac * (track_t[hi] - track_t[lo])
         volumes = self.strokes.stroke_volumes_ml(first - 1, count)
         return times, volumes
 
@@ -297,6 +300,10 @@ class PumpHardware:
 
     def _move(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
         dt = t1 - t0
+        if dt <= 0:
+            # A remainder too small to show in float time (t0 + v/q == t0): move it in one
+            # go, so the ledger stays exact, with no zero-length segment to report.
+            dt = 0.0
         volume = min(flow_ml_per_h * dt, self.reservoir_ml)
         if t1 >= t0 + self.reservoir_ml / flow_ml_per_h - _EPS_H:
             volume = self.reservoir_ml  # ran dry in this sub-segment: take the last drop exactly
@@ -315,11 +322,13 @@ class PumpHardware:
                 listener.on_tip_segment(t0, t1, 0.0, tissue_rate)
                 listener.on_breakpoint(t1)
             return
-        path_flow = into_path / dt
+        path_flow = into_path / dt if dt > 0 else 0.0
         t = t0
         for parcel in self.path.push(into_path, conc):
             mass = parcel.volume_ml * parcel.conc_mcg_per_ml
             self._csf_mcg += mass
+            if path_flow <= 0:
+                continue
             seg_end = t + parcel.volume_ml / path_flow
             if listener is not None:
                 listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, tissue_rate)
