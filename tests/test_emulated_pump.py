@@ -301,3 +301,19 @@ def test_stroke_times_are_right_around_a_stop() -> None:
     env.run(until=6.0)
     times, _ = pump.hardware.strokes_in_window(0.0, 6.0)
     assert times.max() <= 3.0 + 1e-9  # nothing is delivered while stopped
+
+
+def test_recorded_battery_falls_linearly_between_events() -> None:
+    env, pump = make_pump(prime=False)
+    env.run(until=1.0)
+    # 20 mL/day: a stroke-volume block ends every ~1.2 h, so the gap splits into pieces.
+    pump.call(pump.firmware.program, continuous(10000.0, 20000.0))
+    env.run(until=10.0)
+    pump.truth()
+    recorder = pump.recorder
+    assert recorder is not None
+    t = np.asarray(recorder.truth_t_h)
+    b = np.asarray(recorder.truth_battery_fraction)
+    keep = t >= 1.0
+    slope, intercept = np.polyfit(t[keep], b[keep], 1)
+    assert np.abs(b[keep] - (slope * t[keep] + intercept)).max() < 1e-12

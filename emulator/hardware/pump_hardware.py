@@ -223,14 +223,12 @@ class PumpHardware:
         if t_h <= self.t_h + _EPS_H:
             return
         t0 = self.t_h
-        self.battery.draw_idle(t_h - t0)
         rate = 0.0 if (self.motor_stalled or self.dead) else self.stroke_rate_per_h
         if rate <= 0.0:
+            self.battery.draw_idle(t_h - t0)
             self.t_h = t_h
             self._track()
             return
-        nominal_ml = rate * (t_h - t0) * self.strokes.stroke_volume_ml
-        self.battery.draw_drive(nominal_ml)
         multiplier = self._flow_multiplier()
         tissue_frac = self._tissue_fraction()
         block_len = self.strokes.block_strokes
@@ -244,10 +242,14 @@ class PumpHardware:
                 rate * self.strokes.stroke_volume_ml * self.strokes.factor(k) * multiplier
             )
             flow_ml_per_h = min(flow_ml_per_h, self._valve_limit(flow_ml_per_h))
-            if flow_ml_per_h > 0 and self.reservoir_ml > 0:
+            moving = flow_ml_per_h > 0 and self.reservoir_ml > 0
+            if moving:
                 t_dry = t + self.reservoir_ml / flow_ml_per_h
                 t_valve = t + self.valve_budget_ml / flow_ml_per_h
                 sub_end = min(sub_end, t_dry, t_valve)
+            # Charge is drawn piece by piece so that every recorded breakpoint is exact.
+            self._draw(sub_end - t, rate)
+            if moving:
                 self._move(t, sub_end, flow_ml_per_h, tissue_frac)
             self.stroke_position = s + rate * (sub_end - t)
             if sub_end >= t_block_end - _EPS_H:
@@ -256,9 +258,14 @@ class PumpHardware:
             t = sub_end
             if self.reservoir_ml <= 0 or self.valve_budget_ml <= 0:
                 self.stroke_position += rate * (t_h - t)
+                self._draw(t_h - t, rate)
                 break
         self.t_h = t_h
         self._track()
+
+    def _draw(self, hours: float, strokes_per_h: float) -> None:
+        self.battery.draw_idle(hours)
+        self.battery.draw_drive(strokes_per_h * hours * self.strokes.stroke_volume_ml)
 
     def _track(self) -> None:
         if (
