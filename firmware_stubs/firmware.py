@@ -9,6 +9,7 @@ It only ever knows what it commanded, never the true reservoir volume.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 _EPS_S = 1e-6
 _DAY_S = 86400.0
 _MAX_CONC_MCG_PER_ML = 100_000.0
+
+
+@functools.lru_cache(maxsize=8)
+def _basal_max_24h_mcg(program: TherapyProgram) -> float:
+    """Worst 24 h of the program without patient boluses (cached: programs rarely change)."""
+    return max_24h_dose_mcg(replace(program, patient_bolus=None))
 
 
 class BolusKind(StrEnum):
@@ -853,7 +860,7 @@ class Firmware:
         delivered = self._dose_last_24h_mcg(now)
         duration_h = duration_min / 60.0
         basal_24h = (
-            max_24h_dose_mcg(replace(self._p.program, patient_bolus=None))
+            _basal_max_24h_mcg(self._p.program)
             if self._p.therapy_running
             else 0.0
         )
