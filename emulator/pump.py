@@ -157,9 +157,9 @@ class EmulatedPump:
     # ------------------------------------------------------------------ running
     def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run a firmware command at the current simulated time (refusals propagate)."""
+        self._sync()  # first: the battery may have run out since the last event
         if self.hardware.dead:
             raise PumpSilentError(f"pump {self.serial} has no power")
-        self._sync()
         try:
             return fn(*args, **kwargs)
         finally:
@@ -298,10 +298,9 @@ class EmulatedPump:
         if generation != self._timer_generation:
             return  # superseded by a later deadline
         self._armed_deadline_h = math.nan
+        self._sync()  # first: the battery may have run out since the last event
         if self.hardware.dead:
             return  # unpowered: re-armed when power comes back
-        self._armed_deadline_h = math.nan
-        self._sync()
         self.firmware.service()
         self._after()
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from emulator.faults import Fault, FaultError, FaultKind
 from emulator.outputs import timeseries
+from emulator.pump import PumpSilentError
 from emulator.runner import run_scenario
 from emulator.scenario import load_scenario
 from firmware_stubs.alarms import AlarmId
@@ -317,3 +318,18 @@ def test_recorded_battery_falls_linearly_between_events() -> None:
     keep = t >= 1.0
     slope, intercept = np.polyfit(t[keep], b[keep], 1)
     assert np.abs(b[keep] - (slope * t[keep] + intercept)).max() < 1e-12
+
+
+def test_a_cell_that_runs_out_mid_gap_stops_the_pump_at_that_instant() -> None:
+    env, pump = make_pump(prime=False, battery_fraction=1e-5)  # 0.015 mAh: about an hour
+    pump.call(pump.firmware.program, continuous(500.0))
+    env.run(until=10.0)
+    truth = pump.truth()
+    assert truth.battery_remaining_fraction == 0.0
+    delivered_ml = 20.0 - truth.reservoir_ml
+    current_ma = pump.hardware.battery.current_ma(1.0 / 24)  # 1 mL/day commanded
+    death_h = 1e-5 * pump.profile.battery.capacity_mah / current_ma
+    assert death_h < 10.0
+    assert delivered_ml == pytest.approx(death_h / 24, rel=0.05)
+    with pytest.raises(PumpSilentError):
+        pump.call(pump.firmware.status)

@@ -21,6 +21,11 @@ class Battery:
         """Energy of the strokes that would move `nominal_volume_ml` (moved or not)."""
         self.used_mah += self._profile.charge_per_ml_mah * nominal_volume_ml
 
+    def current_ma(self, nominal_ml_per_h: float) -> float:
+        """Average current while the drive moves `nominal_ml_per_h` (idle included)."""
+        p = self._profile
+        return p.idle_current_ua / 1000.0 + p.charge_per_ml_mah * nominal_ml_per_h
+
     def draw_telemetry(self, seconds: float) -> None:
         """Radio / inductive link time."""
         self.used_mah += self._profile.telemetry_current_ma * seconds / 3600.0

@@ -224,6 +224,14 @@ class PumpHardware:
             return
         t0 = self.t_h
         rate = 0.0 if (self.motor_stalled or self.dead) else self.stroke_rate_per_h
+        t_death = self._battery_death_h(t0, rate)
+        if t_death < t_h - _EPS_H:
+            # The cell runs out inside this gap: evolve to that instant, then nothing moves.
+            self.advance_to(t_death)
+            self.battery.set_remaining_fraction(0.0)
+            if self.listener is not None:
+                self.listener.on_breakpoint(t_death)
+            t0, rate = self.t_h, 0.0
         if rate <= 0.0:
             self.battery.draw_idle(t_h - t0)
             self.t_h = t_h
@@ -262,6 +270,13 @@ class PumpHardware:
                 break
         self.t_h = t_h
         self._track()
+
+    def _battery_death_h(self, t0: float, strokes_per_h: float) -> float:
+        if self.dead:
+            return math.inf
+        current_ma = self.battery.current_ma(strokes_per_h * self.strokes.stroke_volume_ml)
+        remaining_mah = self.battery.remaining_fraction * self.battery.capacity_mah
+        return t0 + remaining_mah / current_ma if current_ma > 0 else math.inf
 
     def _draw(self, hours: float, strokes_per_h: float) -> None:
         self.battery.draw_idle(hours)
