@@ -54,6 +54,7 @@ from protocol.messages import (
     MessageType,
 )
 from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
+from tools.argtypes import non_negative_float, positive_float, positive_int
 from tools.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -164,14 +165,14 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument(
         "--timeout",
         metavar="S",
-        type=_positive_float,
+        type=positive_float,
         default=default(DEFAULT_TIMEOUT_S),
         help=f"first response timeout, doubled at each retry (default {DEFAULT_TIMEOUT_S:g})",
     )
     group.add_argument(
         "--attempts",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=default(DEFAULT_MAX_ATTEMPTS),
         help=f"transmissions before giving up (default {DEFAULT_MAX_ATTEMPTS})",
     )
@@ -186,36 +187,6 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 #: what the program parser takes for a (negative) value rather than an option: "-5",
 #: "-5,2.6", "-1e3", "-.5"
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def _command(
@@ -267,7 +238,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--file", metavar="PROGRAM.toml", help="start from this program file")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
-        "--continuous", metavar="MCG_PER_DAY", type=_non_negative_float, help="continuous mode"
+        "--continuous", metavar="MCG_PER_DAY", type=non_negative_float, help="continuous mode"
     )
     mode.add_argument(
         "--flex",
@@ -283,13 +254,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--flex-period", choices=("daily", "weekly"), default="daily", help="flex pattern length"
     )
-    p.add_argument("--max-daily", metavar="MCG", type=_positive_float, help="maximum daily dose")
+    p.add_argument("--max-daily", metavar="MCG", type=positive_float, help="maximum daily dose")
     p.add_argument(
         "--patient-bolus",
         metavar="DOSE_MCG,DURATION_MIN,LOCKOUT_MIN,MAX_PER_DAY",
         help='patient-activated bolus settings, or "off"',
     )
-    p.add_argument("--concentration", metavar="MCG_PER_ML", type=_positive_float, help="drug")
+    p.add_argument("--concentration", metavar="MCG_PER_ML", type=positive_float, help="drug")
     p.add_argument("--drug", metavar="NAME", help="drug name")
     p.add_argument(
         "--patient-id", metavar="ID", help="patient identifier (1..20 printable characters)"
@@ -304,18 +275,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = _command(sub, "bolus", cmd_bolus, "start or cancel a bolus")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     k = kinds.add_parser("clinician", help="a clinician bolus on top of the basal")
-    k.add_argument("dose_mcg", metavar="DOSE_MCG", type=_positive_float)
-    k.add_argument("duration_min", metavar="DURATION_MIN", type=_positive_int)
+    k.add_argument("dose_mcg", metavar="DOSE_MCG", type=positive_float)
+    k.add_argument("duration_min", metavar="DURATION_MIN", type=positive_int)
     k.add_argument("--then-stop", action="store_true", help="stop therapy after the bolus")
     kinds.add_parser("patient", help="a patient-activated bolus (limits from the program)")
     k = kinds.add_parser("prime", help="fill catheter and tubing at the maximum rate")
-    k.add_argument("--volume", metavar="ML", type=_positive_float, help="default: pump computes")
+    k.add_argument("--volume", metavar="ML", type=positive_float, help="default: pump computes")
     k = kinds.add_parser("bridge", help="push the old drug out after a concentration change")
-    k.add_argument("--volume", metavar="ML", type=_positive_float, help="default: pump computes")
+    k.add_argument("--volume", metavar="ML", type=positive_float, help="default: pump computes")
     k.add_argument(
         "--old-concentration",
         metavar="MCG_PER_ML",
-        type=_positive_float,
+        type=positive_float,
         help="default: the concentration currently programmed",
     )
     kinds.add_parser("cancel", help="cancel every bolus in progress")
@@ -323,13 +294,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         _add_common(kind, top=False)
 
     p = _command(sub, "refill", cmd_refill, "record a refill (volume, drug, concentration)")
-    p.add_argument("volume_ml", metavar="VOLUME_ML", type=_positive_float, help="volume filled")
+    p.add_argument("volume_ml", metavar="VOLUME_ML", type=positive_float, help="volume filled")
     p.add_argument("--drug", required=True, metavar="NAME", help="drug name")
-    p.add_argument("--concentration", required=True, metavar="MCG_PER_ML", type=_positive_float)
+    p.add_argument("--concentration", required=True, metavar="MCG_PER_ML", type=positive_float)
     p.add_argument(
         "--aspirated",
         metavar="ML",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="residual volume withdrawn and measured (default: not measured)",
     )
     p.add_argument(
@@ -340,7 +311,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     p = _command(sub, "log", cmd_log, "read the event log (newest first)")
     p.add_argument("--page", metavar="N", type=int, help="one page only (0 = newest)")
-    p.add_argument("--limit", metavar="N", type=_positive_int, help="show at most N entries")
+    p.add_argument("--limit", metavar="N", type=positive_int, help="show at most N entries")
 
     p = _command(sub, "clock", cmd_clock, "show or set the pump clock (UTC)")
     p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
@@ -998,7 +969,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
             if args.value is None:
                 raise UsageError("alarms threshold: give the low-reservoir volume in mL")
             try:
-                args.threshold_ml = _non_negative_float(args.value)
+                args.threshold_ml = non_negative_float(args.value)
                 _check_range("alarms threshold", args.threshold_ml, 0, _MAX_ML, "mL")
             except argparse.ArgumentTypeError as exc:
                 raise UsageError(f"alarms threshold {args.value!r}: {exc}") from None

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from tools.argtypes import positive_int
 from tools.cli import UsageError
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,6 @@ example:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `pk` sub-command."""
     parser = subparsers.add_parser(
@@ -69,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--population",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         help="simulate N virtual patients per subject and report percentiles 5/50/95",
     )
     parser.add_argument(
