@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from emulator.faults import FaultError
 from emulator.farm import PortSpec, PumpFarm, ServedPump, SnapshotLimitError
+from emulator.faults import FaultError
 from emulator.scenario import load_scenario
 from firmware_stubs.alarms import AlarmId
 from firmware_stubs.firmware import TherapyState
@@ -129,7 +129,8 @@ def test_advance_until_alarm_can_watch_one_pump() -> None:
     # Pump 0's low-reservoir alarm comes days before pump 1's; only pump 1 is watched.
     first.pump.call(first.pump.firmware.set_low_reservoir_threshold, 8.0)
     _, stop = farm.advance_until_alarm(limit_h=24.0 * 120, serial=second.serial)
-    assert stop is not None and stop.serial == second.serial
+    assert stop is not None
+    assert stop.serial == second.serial
     assert stop.alarms == ("low_reservoir",)
     assert AlarmId.LOW_RESERVOIR in {a.alarm for a in first.reported().alarms}
     with pytest.raises(KeyError, match="no pump"):
