@@ -506,18 +506,35 @@ class PumpFarm:
         await self.close()
 
 
-async def serve_until_signalled(farm: PumpFarm, on_ready: Any = None) -> None:
-    """Start, call `on_ready(pumps)`, run until SIGINT/SIGTERM, close."""
+async def serve_until_signalled(
+    farm: PumpFarm,
+    on_ready: Callable[[list[ServedPump], str | None], None] | None = None,
+    *,
+    control_port: int | None = None,
+) -> None:
+    """Start, call `on_ready(pumps, control_url)`, run until SIGINT/SIGTERM, close.
+
+    With `control_port` (0 = a free port) the control API is served on 127.0.0.1 from the
+    same event loop (`emulator.control`).
+    """
     import signal
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, farm.stop)
+    control = None
     try:
         async with farm:
+            if control_port is not None:
+                from emulator.control.app import ControlServer
+
+                control = ControlServer(farm, control_port)
+                await control.start()
             if on_ready is not None:
-                on_ready(farm.pumps)
+                on_ready(farm.pumps, None if control is None else control.url)
             await farm.run()
     finally:
+        if control is not None:
+            await control.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -83,6 +83,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept commands outside an authenticated session (older devices)",
     )
+    parser.add_argument(
+        "--control",
+        type=int,
+        metavar="PORT",
+        help="serve the rig control API (HTTP/JSON: time, faults, head, truth, snapshots) "
+        "on 127.0.0.1:PORT, 0 = a free port; its URL is printed after the pumps "
+        "(see docs/control.md)",
+    )
+    parser.add_argument(
+        "--stepped",
+        action="store_true",
+        help="start with simulated time frozen: it moves only when the rig advances it "
+        "(POST /clock/advance); needs --control",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
     parser.set_defaults(func=run)
 
@@ -118,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
         warmup_h = parse_duration_h(args.warmup)
     except ValueError as exc:
         raise UsageError(f"--warmup: {exc}") from None
+    if args.control is not None and not 0 <= args.control <= 65535:
+        raise UsageError(f"--control must be a port 0..65535, 0 = a free port (got {args.control})")
+    if args.stepped and args.control is None:
+        raise UsageError("--stepped needs --control PORT: only the control API moves time then")
+    if args.stepped and args.speed != "1":
+        raise UsageError("--stepped and --speed exclude each other (stepped is speed 0)")
     if args.link and not args.port.startswith("pty"):
         raise UsageError("--link goes with --port pty")
     try:
@@ -135,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         scenario,
         count=args.count,
         port=port,
-        speed=_speed(args.speed),
+        speed=0.0 if args.stepped else _speed(args.speed),
         seed=args.seed,
         link_path=args.link,
         link_config=link_config,
@@ -146,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         pace=args.baud is None,
     )
 
-    def ready(pumps: list[ServedPump]) -> None:
+    def ready(pumps: list[ServedPump], control_url: str | None) -> None:
         for served in pumps:
             info = served.describe()
             if args.json:
@@ -156,9 +176,14 @@ def run(args: argparse.Namespace) -> int:
                     f"{info['serial']}  {info['model']}  {info['url']}  key={info['key']}",
                     flush=True,
                 )
+        if control_url is not None:
+            if args.json:
+                print(json.dumps({"control": control_url}), flush=True)
+            else:
+                print(f"control  {control_url}", flush=True)
 
     try:
-        asyncio.run(serve_until_signalled(farm, ready))
+        asyncio.run(serve_until_signalled(farm, ready, control_port=args.control))
     except LinkPathError as exc:
         raise UsageError(f"--link: {exc}") from None
     except OSError as exc:
