@@ -201,7 +201,8 @@ def validate(profile: DeviceProfile, settings: AccuracySettings) -> None:
     if (s.analysis_start_h + s.analysis_h) * 60.0 / s.sample_min > MAX_SAMPLES:
         raise AccuracyInputError(
             "sample_min",
-            f"gives more than {MAX_SAMPLES} samples up to {s.end_h:g} h; use a longer interval",
+            f"must be >= {s.end_h * 60.0 / MAX_SAMPLES:.3g} min for a run to {s.end_h:g} h "
+            f"(at most {MAX_SAMPLES} samples; got {s.sample_min:g} min)",
         )
     analysis_min = s.analysis_h * 60.0
     if not s.windows_min:
