@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: numpy and matplotlib would slow every other sub-command's start.
     from emulator.accuracy import AccuracyInputError, AccuracySettings, analyse
     from emulator.accuracy_outputs import render_outputs, write_outputs
-    from emulator.device_profile import ProfileError, load_profile
+    from emulator.device_profile import Mechanism, ProfileError, load_profile
 
     out: Path = args.out
     if out.exists() and not out.is_dir():
@@ -164,12 +164,13 @@ def run(args: argparse.Namespace) -> int:
     write_outputs(out, render_outputs(result, plots=not args.no_plot))
 
     s = result.settings
+    units = "pulses" if profile.mechanism is Mechanism.VALVE_GATED else "strokes"
     print(
         f"{profile.model} at {s.rate_ml_per_day:g} mL/day (seed {s.seed}): analysis "
-        f"{s.analysis_start_h:g}-{s.end_h:g} h, {result.analysis_strokes} strokes, "
+        f"{s.analysis_start_h:g}-{s.end_h:g} h, {result.analysis_strokes} {units}, "
         f"overall error A = {result.mean_error_pct:+.2f} %"
     )
-    print("  window_min  ep_max_pct  ep_min_pct  strokes/window")
+    print(f"  window_min  ep_max_pct  ep_min_pct  {units + '/window':>14}")
     for window, high, low, strokes in zip(
         s.windows_min,
         result.ep_max_pct,
@@ -182,8 +183,8 @@ def run(args: argparse.Namespace) -> int:
     if result.expected_strokes_per_window[shortest] < 10:
         print(
             f"  note: a {s.windows_min[shortest]:g}-min window holds "
-            f"{result.expected_strokes_per_window[shortest]:.1f} strokes on average, so its "
-            "error is mostly stroke discreteness (docs/accuracy.md: windows in hours)"
+            f"{result.expected_strokes_per_window[shortest]:.1f} {units} on average, so its "
+            f"error is mostly the discreteness of {units} (docs/accuracy.md: windows in hours)"
         )
     print(f"  outputs in {out}/")
     return 0
