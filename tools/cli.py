@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "tools.profiles",
     "tools.serve",
     "tools.pk",
+    "tools.accuracy",
     "tools.ctl",
 )
 
