@@ -615,7 +615,20 @@ class Firmware:
         else:
             dose = volume_ml * self._p.drug.concentration_mcg_per_ml
         if dose > 0:
-            self._dose_history.append((now - dt, now, dose))
+            self._record_dose(now - dt, now, dose)
+
+    def _record_dose(self, t0: float, t1: float, dose_mcg: float) -> None:
+        # Every interrogation settles the pump, so on an infusing pump the history would gain
+        # an entry per request (and the 24 h sums scan them all). A piece that continues the
+        # last one at the same rate extends it instead: one entry per rate change.
+        hist = self._dose_history
+        if hist:
+            last_t0, last_t1, last_dose = hist[-1]
+            rate, last_rate = dose_mcg / (t1 - t0), last_dose / (last_t1 - last_t0)
+            if last_t1 == t0 and abs(rate - last_rate) <= 1e-12 * last_rate:
+                hist[-1] = (last_t0, t1, last_dose + dose_mcg)
+                return
+        hist.append((t0, t1, dose_mcg))
 
     def _finish_due(self, now: float, rtc: float) -> None:
         op = self._volume_op

@@ -403,3 +403,18 @@ def test_service_life_eri_is_raised_on_the_day() -> None:
     eri = [a for a in fw.alarms.active() if a.alarm is AlarmId.ELECTIVE_REPLACEMENT]
     assert eri
     assert eri[0].raised_rtc_s == pytest.approx(START_EPOCH_S + limit_s, abs=1.0)
+
+
+def test_interrogating_an_infusing_pump_keeps_the_dose_history_bounded() -> None:
+    hal, fw = filled_firmware()
+    fw.prime()
+    fw.program(continuous(240.0, 500.0))
+    advance(hal, fw, 2 * 86_400.0)
+    base = fw.status().dose_last_24h_mcg
+    for _ in range(5000):  # a rig polling every 2 s for almost three hours
+        hal.t_s += 2.0
+        status = fw.status()
+    # Constant rate: one history entry however often the pump is asked, and the sum is exact.
+    assert len(fw._dose_history) <= 3
+    assert status.dose_last_24h_mcg == pytest.approx(base, rel=1e-9)
+    assert base == pytest.approx(240.0, rel=1e-6)

@@ -302,7 +302,9 @@ class ControlServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the base URL once requests are accepted."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on accepted sockets whose
+        # proto says TCP; with proto 0 every answer waited ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self._host, self._port))
