@@ -384,6 +384,7 @@ async def test_log_clock_alarms_refill_and_therapy() -> None:
                 assert [r.index for r in records] == list(range(39, -1, -1))
                 assert records[0].event == "REFILL"
                 assert records[0].args == (2.6, -1.5)
+                assert records[0].labelled_args == {"volume": 2.6, "concentration": -1.5}
                 assert len(c.read_log(page=2)) == 8
                 assert c.read_log_page(0).total_pages == 3
 
