@@ -121,7 +121,12 @@ def _speed(text: str) -> float | None:
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
     from emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
-    from emulator.transports import LinkConfig, LinkPathError
+    from emulator.transports import (
+        PTY_AVAILABLE,
+        PTY_UNAVAILABLE_MESSAGE,
+        LinkConfig,
+        LinkPathError,
+    )
 
     if not 1 <= args.count <= 1000:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
@@ -145,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
     except (PortSpecError, ScenarioError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
+    if port.kind == "pty" and not PTY_AVAILABLE:
+        raise UsageError(f"--port pty: {PTY_UNAVAILABLE_MESSAGE}")
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(
