@@ -19,7 +19,7 @@ from enum import StrEnum
 from firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
 from firmware_stubs.config import FirmwareConfig
 from firmware_stubs.errors import Refusal, check_range
-from firmware_stubs.event_log import EventCode, EventLog, LogEntry
+from firmware_stubs.event_log import EventLog, LogEntry
 from firmware_stubs.hal import Hal
 from firmware_stubs.therapy import (
     CatheterSettings,
@@ -31,7 +31,7 @@ from firmware_stubs.therapy import (
     mean_daily_dose_mcg,
     validate_program,
 )
-from protocol.codes import ResultCode
+from protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,10 @@ class TherapyState(StrEnum):
     DISABLED = "disabled"
 
 
-_KIND_CODE = {kind: i for i, kind in enumerate(BolusKind, start=1)}
+# The log's codes for bolus kinds and therapy modes are wire codes (protocol.codes), matched
+# by name so that a kind or mode added here without its code fails at import.
+_KIND_CODE = {kind: int(LogBolusKind[kind.name]) for kind in BolusKind}
+_MODE_CODE = {mode: int(LogTherapyMode[mode.name]) for mode in TherapyMode}
 
 
 @dataclass(slots=True)
@@ -335,7 +338,7 @@ class Firmware:
         self.log.add(
             self.hal.rtc_s(),
             EventCode.PROGRAM_CHANGED,
-            list(TherapyMode).index(program.mode),
+            _MODE_CODE[program.mode],
             mean_daily_dose_mcg(program),
         )
         self.service()

@@ -9,7 +9,6 @@ import pytest
 from emulator.device_profile import load_profile
 from firmware_stubs.alarms import AlarmId
 from firmware_stubs.errors import Refusal
-from firmware_stubs.event_log import EventCode
 from firmware_stubs.firmware import Firmware, TherapyState
 from firmware_stubs.hal import Tone
 from firmware_stubs.therapy import (
@@ -22,7 +21,7 @@ from firmware_stubs.therapy import (
     basal_at,
     max_24h_dose_mcg,
 )
-from protocol.codes import ResultCode
+from protocol.codes import EventCode, ResultCode
 from tests.pump_helpers import START_EPOCH_S, FakeHal, continuous
 
 CFG = load_profile("peristaltic-20").firmware_config()
