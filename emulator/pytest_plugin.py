@@ -119,6 +119,16 @@ def rig_options(request: pytest.FixtureRequest, *, single: bool) -> RigOptions:
     return options
 
 
+def _require_asyncio_test(request: pytest.FixtureRequest, name: str, sync_name: str) -> None:
+    # A plain test would hold the loop the farm lives on while it runs: nothing would answer.
+    if request.node.get_closest_marker("asyncio") is None:
+        pytest.fail(
+            f"{name} serves pumps on the test's event loop: use it from an asyncio test "
+            f"(async def, run by pytest-asyncio); a plain test uses {sync_name}",
+            pytrace=False,
+        )
+
+
 def _refuse_both(request: pytest.FixtureRequest, pump: str, farm: str) -> None:
     # Two fixtures would be two worlds with two clocks: advancing one would not move the other.
     if farm in request.fixturenames:
@@ -150,6 +160,7 @@ if HAVE_PYTEST_ASYNCIO:
     @pytest_asyncio.fixture(loop_scope="function")
     async def itpump_pump_async(request: pytest.FixtureRequest) -> AsyncIterator[RigPump]:
         """One emulated pump served on the test's event loop (pytest-asyncio)."""
+        _require_asyncio_test(request, "itpump_pump_async", "itpump_pump")
         _refuse_both(request, "itpump_pump_async", "itpump_farm_async")
         async with serve_on_loop(rig_options(request, single=True)) as farm:
             yield farm.pumps[0]
@@ -157,6 +168,7 @@ if HAVE_PYTEST_ASYNCIO:
     @pytest_asyncio.fixture(loop_scope="function")
     async def itpump_farm_async(request: pytest.FixtureRequest) -> AsyncIterator[RigFarm]:
         """``count`` emulated pumps served on the test's event loop (pytest-asyncio)."""
+        _require_asyncio_test(request, "itpump_farm_async", "itpump_farm")
         async with serve_on_loop(rig_options(request, single=False)) as farm:
             yield farm
 

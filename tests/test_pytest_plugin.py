@@ -131,16 +131,20 @@ def test_a_bad_marker_fails_the_test_setup_with_a_clear_message(
 
         def test_both_fixtures(itpump_pump, itpump_farm):
             pass
+
+        def test_async_fixture_in_a_plain_test(itpump_farm_async):
+            pass
         """
     )
     result = pytester.runpytest(*PLUGIN, "--strict-markers")
-    result.assert_outcomes(errors=4)
+    result.assert_outcomes(errors=5)
     result.stdout.fnmatch_lines_random(
         [
             "*@pytest.mark.itpump speed='fast': use a number >= 0*or 'max'*",
             "*@pytest.mark.itpump takes keyword options only*",
             "*count=2: itpump_pump serves one pump; use itpump_farm*",
             "*uses either itpump_pump or itpump_farm, not both*",
+            "*itpump_farm_async serves pumps on the test's event loop*uses itpump_farm",
         ]
     )
 
