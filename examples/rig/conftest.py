@@ -1,22 +1,30 @@
 """The pumps come from the itpump pytest plugin (installed with itpump): nothing to set up.
 
-This file only connects the software under test to the pump; here the stand-in for it is the
-reference programmer, `programmer.PumpClient`.
+This file only holds the programmer side: here the stand-in for the software under test is
+the reference programmer, `programmer.PumpClient`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from emulator.rig import RigPump
-from programmer import PumpClient, Role
+from programmer import PumpClient, PumpStatus
 
 
 @pytest.fixture
-def programmer(itpump_pump: RigPump) -> Iterator[PumpClient]:
-    """A clinician programmer in session with the pump (blocking, from the test's thread)."""
-    with PumpClient(itpump_pump.url, key=itpump_pump.key) as client:
-        client.connect(Role.CLINICIAN)
-        yield client
+def interrogate(itpump_pump: RigPump) -> Callable[[], PumpStatus]:
+    """A short visit: the programmer connects, reads the status screen, ends the session.
+
+    A new session each time, as at a real visit: after the test advances time the pump has
+    long ended any session left open.
+    """
+
+    def visit() -> PumpStatus:
+        with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+            programmer.connect()
+            return programmer.interrogate()
+
+    return visit

@@ -3,21 +3,15 @@ programmer projected for it, and not a day early."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from emulator.rig import RigPump
-from programmer import AlarmId, PumpClient, PumpStatus
+from programmer import AlarmId, PumpStatus
 
 DAY_H = 24.0
-
-
-def interrogate(pump: RigPump) -> PumpStatus:
-    """A short visit: connect, read the status screen, end the session."""
-    with PumpClient(pump.url, key=pump.key) as programmer:
-        programmer.connect()
-        return programmer.interrogate()
 
 
 def alarm_names(status: PumpStatus) -> set[str]:
@@ -25,9 +19,9 @@ def alarm_names(status: PumpStatus) -> set[str]:
 
 
 def test_low_reservoir_alarm_shows_when_the_programmer_said_it_would(
-    itpump_pump: RigPump,
+    itpump_pump: RigPump, interrogate: Callable[[], PumpStatus]
 ) -> None:
-    first = interrogate(itpump_pump)
+    first = interrogate()
     due = first.projected_low_reservoir
     assert due is not None
     assert "LOW_RESERVOIR" not in alarm_names(first)
@@ -35,7 +29,7 @@ def test_low_reservoir_alarm_shows_when_the_programmer_said_it_would(
     # A day before it is due, no alarm yet.
     hours_to_due = (due - first.time).total_seconds() / 3600.0
     itpump_pump.advance(hours_to_due - DAY_H)
-    day_before = interrogate(itpump_pump)
+    day_before = interrogate()
     assert "LOW_RESERVOIR" not in alarm_names(day_before)
 
     # Run on until the pump raises an alarm, but no more than two days (due +/- one day).
@@ -43,7 +37,7 @@ def test_low_reservoir_alarm_shows_when_the_programmer_said_it_would(
     assert stop is not None, "no alarm within a day after the projected date"
     assert stop.alarms == ("low_reservoir",)
 
-    at_alarm = interrogate(itpump_pump)
+    at_alarm = interrogate()
     (alarm,) = [a for a in at_alarm.alarms if a.alarm_id == AlarmId.LOW_RESERVOIR]
     assert abs(alarm.raised_at - due) <= timedelta(days=1)
     assert not alarm.acknowledged

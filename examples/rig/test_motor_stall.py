@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from emulator.rig import RigPump
-from programmer import AlarmId, PumpClient, PumpStatus
+from programmer import AlarmId, PumpStatus
 from protocol.messages import AlarmSeverity
 
 STALL_H = 6.0
 
 
-def interrogate(pump: RigPump) -> PumpStatus:
-    with PumpClient(pump.url, key=pump.key) as programmer:
-        programmer.connect()
-        return programmer.interrogate()
-
-
-def test_motor_stall_raises_a_critical_alarm_and_stops_delivery(itpump_pump: RigPump) -> None:
-    before = interrogate(itpump_pump)
+def test_motor_stall_raises_a_critical_alarm_and_stops_delivery(
+    itpump_pump: RigPump, interrogate: Callable[[], PumpStatus]
+) -> None:
+    before = interrogate()
     truth_before = itpump_pump.truth()
     assert before.alarms == ()
 
     itpump_pump.inject("motor_stall")
     itpump_pump.advance(STALL_H)
 
-    during = interrogate(itpump_pump)
+    during = interrogate()
     (alarm,) = during.alarms
     assert alarm.alarm_id == AlarmId.MOTOR_STALL
     assert alarm.severity is AlarmSeverity.CRITICAL

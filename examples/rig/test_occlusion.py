@@ -7,24 +7,20 @@ start from here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from emulator.rig import RigPump
-from programmer import PumpClient, PumpStatus
+from programmer import PumpStatus
 
 DAY_H = 24.0
 
 
-def interrogate(pump: RigPump) -> PumpStatus:
-    with PumpClient(pump.url, key=pump.key) as programmer:
-        programmer.connect()
-        return programmer.interrogate()
-
-
 def test_occlusion_is_invisible_to_the_programmer_but_not_to_the_patient(
-    itpump_pump: RigPump,
+    itpump_pump: RigPump, interrogate: Callable[[], PumpStatus]
 ) -> None:
-    before = interrogate(itpump_pump)
+    before = interrogate()
     truth_before = itpump_pump.truth()
     csf_before = itpump_pump.concentrations()
     assert csf_before is not None
@@ -33,7 +29,7 @@ def test_occlusion_is_invisible_to_the_programmer_but_not_to_the_patient(
     itpump_pump.inject("occlusion")
     itpump_pump.advance(DAY_H)
 
-    after = interrogate(itpump_pump)
+    after = interrogate()
     truth_after = itpump_pump.truth()
     csf_after = itpump_pump.concentrations()
     assert csf_after is not None
