@@ -1,5 +1,6 @@
-"""The plugin as a user gets it: build the wheel, install it into a fresh venv, run plain
-`pytest` on a project holding nothing but an ini file and a test using `itpump_pump`.
+"""The package as a user gets it: build the wheel, install it into a fresh venv (only the
+`itpump` namespace lands in site-packages), run plain `pytest` on a project holding nothing
+but an ini file and a test using `itpump_pump`.
 
 The fresh venv has no pip and no packages of its own; one .pth line makes the current
 environment's site-packages (pytest, simpy, numpy, ...) importable after it. A path added by a
@@ -28,9 +29,9 @@ itpump_warmup = 2d
 """
 
 USER_TEST = '''\
-import emulator
+import itpump.emulator as emulator
 import pytest
-from programmer import PumpClient
+from itpump.programmer import PumpClient
 
 
 @pytest.mark.itpump(port="tcp")
@@ -59,6 +60,8 @@ def test_installed_wheel_serves_pumps_to_a_plain_pytest_project(tmp_path: Path) 
         shutil.copytree(
             ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    # itpump/ holds links to the folders above, as in the checkout.
+    shutil.copytree(ROOT / "itpump", src / "itpump", symlinks=True)
     dist = tmp_path / "dist"
     pip = [sys.executable, "-m", "pip"]
     _run([*pip, "wheel", "-q", "--no-deps", "-w", str(dist), str(src)], tmp_path)
@@ -71,6 +74,10 @@ def test_installed_wheel_serves_pumps_to_a_plain_pytest_project(tmp_path: Path) 
     site = _run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path
     ).strip()
+    # One namespace: the wheel puts nothing but itpump (and its metadata) into site-packages.
+    installed = sorted(p.name for p in Path(site).iterdir() if p.name != "__pycache__")
+    assert [n for n in installed if not n.startswith("itpump-")] == ["itpump"], installed
+    assert {p.name for p in (Path(site) / "itpump").iterdir()} >= set(PACKAGES)
     host = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "zz_host_packages.pth").write_text("\n".join(sorted(host)) + "\n")
 

@@ -1,0 +1,28 @@
+"""One namespace: the project's code imports its own packages only as `itpump.*`, so the same
+module is never loaded twice under two names (and nothing generic lands in site-packages —
+tests/test_pytest_plugin_wheel.py checks the installed wheel)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_LEVEL = "emulator|protocol|firmware_stubs|tools|programmer"
+BARE_IMPORT = re.compile(rf"^\s*(from ({TOP_LEVEL})[.\s]|import ({TOP_LEVEL})\b)", re.M)
+
+
+def test_no_module_imports_a_bare_top_level_package() -> None:
+    offenders = []
+    for folder in (*TOP_LEVEL.split("|"), "tests", "benchmarks", "examples"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for match in BARE_IMPORT.finditer(path.read_text(encoding="utf-8")):
+                offenders.append(f"{path.relative_to(ROOT)}: {match.group(0).strip()}")
+    assert offenders == []
+
+
+def test_the_namespace_links_every_package_folder() -> None:
+    for name in TOP_LEVEL.split("|"):
+        link = ROOT / "itpump" / name
+        assert link.is_symlink(), link
+        assert link.resolve() == (ROOT / name).resolve()
