@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from emulator.capture import CaptureTap
 from emulator.device_profile import DeviceProfile
 from emulator.pump import CountingEnvironment, EmulatedPump
 from emulator.runner import ScenarioRun
@@ -27,6 +28,7 @@ from emulator.transports import (
     Rfc2217Transport,
     TcpTransport,
 )
+from emulator.transports.base import ByteHandler
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +134,13 @@ class PumpFarm:
         turnaround: bool = True,
         warmup_h: float = 0.0,
         pace: bool = False,
+        capture: str | Path | None = None,
     ) -> None:
         """`turnaround` applies the profile's reply turnaround delay (off: replies at once);
         `warmup_h` runs that much simulated time, as fast as possible, before anything is
         served (so the scenario's set-up is done when the first programmer connects); `pace`
-        paces bytes at the profile's baud rate unless `link_config` sets one."""
+        paces bytes at the profile's baud rate unless `link_config` sets one; `capture` records
+        every telemetry byte to that pcapng file (docs/capture.md)."""
         if warmup_h < 0:
             raise ValueError(f"warmup_h must be >= 0 (got {warmup_h})")
         if count < 1:
@@ -147,6 +151,7 @@ class PumpFarm:
         base_seed = scenario.scenario.seed if seed is None else seed
         self.pumps: list[ServedPump] = []
         self._link_path = link_path
+        self.capture = CaptureTap(lambda: float(self.env.now), lambda i: self.pumps[i].url)
         for i in range(count):
             header_serial = scenario.scenario.serial
             serial = f"{header_serial}-{i}" if header_serial and count > 1 else None
@@ -165,18 +170,21 @@ class PumpFarm:
                 emulation = LinkEmulator(
                     replace(config, turnaround_s=max(config.turnaround_s, turnaround_s))
                 )
-            handler = _SyncedEndpoint(endpoint, self.runtime)
+            tap = self.capture.add_pump(pump.serial)
+            handler = self.capture.wrap(tap, _SyncedEndpoint(endpoint, self.runtime))
             self.pumps.append(
                 ServedPump(
                     pump, endpoint, self._transport(handler, i, count, emulation), key, emulation
                 )
             )
+        if capture is not None:
+            self.capture.start(capture)
 
         if warmup_h > 0:
             self.runtime.advance_to(warmup_h)
 
     def _transport(
-        self, handler: _SyncedEndpoint, index: int, count: int, emulation: LinkEmulator | None
+        self, handler: ByteHandler, index: int, count: int, emulation: LinkEmulator | None
     ) -> PumpTransport | NullModem:
         kind = self.port.kind
         if kind == "pty":
@@ -210,8 +218,17 @@ class PumpFarm:
         """Make `run()` return."""
         self.runtime.stop()
 
+    def start_capture(self, path: str | Path) -> None:
+        """Record every telemetry byte of every pump to a new pcapng file (docs/capture.md)."""
+        self.capture.start(path)
+
+    def stop_capture(self) -> Path | None:
+        """Finish the capture; returns its path (``None`` when none was running)."""
+        return self.capture.stop()
+
     async def close(self) -> None:
-        """Close every port (and remove symlinks)."""
+        """Close every port (and remove symlinks); finish any capture."""
+        self.capture.stop()
         for served in self.pumps:
             transport = served.transport
             if isinstance(transport, PumpTransport):
