@@ -16,6 +16,8 @@ SUBCOMMAND_MODULES = (
     "tools.serve",
     "tools.pk",
     "tools.ctl",
+    "tools.decode",
+    "tools.replay",
 )
 
 

@@ -84,6 +84,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="accept commands outside an authenticated session (older devices)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
+    parser.add_argument(
+        "--capture",
+        metavar="FILE",
+        help="record every telemetry byte to FILE (pcapng, opens in Wireshark; "
+        "see `itpump decode` and docs/capture.md)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -126,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
     except (PortSpecError, ScenarioError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
+    if args.capture:
+        try:
+            open(args.capture, "ab").close()  # fail here, not inside the farm, on a bad path
+        except OSError as exc:
+            raise UsageError(f"--capture: {exc}") from None
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(
@@ -144,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unauthenticated=True if args.allow_unauthenticated else None,
         warmup_h=warmup_h,
         pace=args.baud is None,
+        capture=args.capture,
     )
 
     def ready(pumps: list[ServedPump]) -> None:
