@@ -7,14 +7,20 @@ each pump's truth (`farm.pumps[i].pump.truth()`) while programmer software talks
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator.capture import CaptureTap
 from emulator.device_profile import DeviceProfile
-from emulator.pump import CountingEnvironment, EmulatedPump
+from emulator.faults import Fault, FaultError, FaultKind
+from emulator.pk import Concentrations
+from emulator.pump import CountingEnvironment, EmulatedPump, Truth
 from emulator.runner import ScenarioRun
 from emulator.runtime import SimRuntime
 from emulator.scenario import Scenario
@@ -29,8 +35,15 @@ from emulator.transports import (
     TcpTransport,
 )
 from emulator.transports.base import ByteHandler
+from firmware_stubs.alarms import AlarmId
+from firmware_stubs.firmware import PumpStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_WARMUP_H = 24.0
+"""Simulated hours run before the ports open (`itpump serve --warmup`'s default)."""
 
 
 class PortSpecError(ValueError):
@@ -62,7 +75,11 @@ class PortSpec:
 
 
 class _SyncedEndpoint:
-    """The endpoint, acting at the runtime's current simulated time; keeps `link_closed`."""
+    """The endpoint, acting at the runtime's current simulated time; keeps `link_closed`.
+
+    `endpoint` is replaced when the pump behind it is (snapshot restore, reset); the
+    transport keeps calling the same object.
+    """
 
     def __init__(self, endpoint: TelemetryEndpoint, runtime: SimRuntime) -> None:
         self.endpoint = endpoint
@@ -75,39 +92,161 @@ class _SyncedEndpoint:
         self.endpoint.link_closed()
 
 
-@dataclass(slots=True)
-class ServedPump:
-    """One pump and where it is served."""
+class SnapshotLimitError(RuntimeError):
+    """The farm already keeps `PumpFarm.MAX_SNAPSHOTS` snapshots."""
 
-    pump: EmulatedPump
-    endpoint: TelemetryEndpoint
-    transport: PumpTransport | NullModem
-    key: bytes
-    link: LinkEmulator | None
+
+@dataclass(frozen=True, slots=True)
+class PumpSnapshot:
+    """A pump's whole state at one instant (hardware, firmware memory, history, pending
+    scenario actions), kept in memory by the farm; restore it any number of times."""
+
+    id: str
+    serial: str
+    t_h: float  # pump-local simulated time when taken
+    run: ScenarioRun  # detached: belongs to no world
+
+
+class ServedPump:
+    """One pump, where it is served, and the rig's ways to read and change it.
+
+    Every method acts at the current simulated time (through the runtime), so at any speed a
+    rig reads and changes the pump as it is now, not as it was at the last SimPy event.
+    `pump` is the raw model: reading it directly sees the time of the last event.
+    """
+
+    def __init__(
+        self,
+        farm: PumpFarm,
+        run: ScenarioRun,
+        handler: _SyncedEndpoint,
+        transport: PumpTransport | NullModem,
+        key: bytes,
+        link: LinkEmulator,
+        seed: int,
+    ) -> None:
+        self._farm = farm
+        self.run = run
+        self.handler = handler
+        self.transport = transport
+        self.key = key
+        self.link = link
+        self.seed = seed
+
+    @property
+    def pump(self) -> EmulatedPump:
+        """The raw pump model (see the class note on time)."""
+        return self.run.pump
+
+    @property
+    def endpoint(self) -> TelemetryEndpoint:
+        """The telemetry endpoint answering for the pump now."""
+        return self.handler.endpoint
+
+    @property
+    def serial(self) -> str:
+        """The pump's serial number."""
+        return self.run.pump.serial
 
     @property
     def url(self) -> str:
         """What a programmer opens (`serial.serial_for_url`)."""
         return self.transport.url if isinstance(self.transport, PumpTransport) else "null://"
 
+    def _call(self, fn: Callable[[], T]) -> T:
+        return self._farm.runtime.call(fn)
+
+    # ------------------------------------------------------------------ reading
+    def truth(self) -> Truth:
+        """The true state now: reservoir, fluid path, battery, faults, mass ledger."""
+        return self._call(lambda: self.pump.truth())
+
+    def concentrations(self) -> Concentrations | None:
+        """The patient's true concentrations now (ng/mL), None without a patient model."""
+        return self._call(lambda: self.pump.concentrations())
+
+    def reported(self) -> PumpStatus:
+        """What the pump would report at interrogation now (read without telemetry)."""
+        return self._call(lambda: self.pump.call(self.pump.firmware.status))
+
+    def now_h(self) -> float:
+        """The pump's own simulated time now (hours since its scenario started)."""
+        return self._call(lambda: self.pump.now_h)
+
+    # ------------------------------------------------------------------ changing
+    def inject(self, kind: str, value: float | None = None) -> Fault:
+        """Start a hardware fault now (`FaultError` names the parameter and range)."""
+        fault = Fault.make(kind, value)
+        self._call(lambda: self.pump.inject(fault))
+        return fault
+
+    def clear(self, kind: str) -> bool:
+        """End a hardware fault now; returns whether it was active."""
+        try:
+            fault_kind = FaultKind(kind)
+        except ValueError:
+            allowed = ", ".join(k.value for k in FaultKind)
+            raise FaultError(f"unknown fault kind {kind!r}; allowed: {allowed}") from None
+        return self._call(lambda: self.pump.clear(fault_kind))
+
     def lift_head(self) -> None:
         """Lift the telemetry head off the pump: bytes vanish both ways, the session ends."""
-        if self.link is None:
-            raise RuntimeError("this pump is served without link emulation (turnaround=False)")
         self.link.drop()
-        self.endpoint.link_closed()
+        self._call(self.endpoint.link_closed)
 
     def place_head(self) -> None:
         """Put the telemetry head back: the programmer must identify and authenticate again."""
-        if self.link is None:
-            raise RuntimeError("this pump is served without link emulation (turnaround=False)")
         self.link.restore()
+
+    @property
+    def head_placed(self) -> bool:
+        """Whether the telemetry head is on the pump."""
+        return not self.link.dropped
+
+    def set_link_faults(
+        self, *, corruption_rate: float | None = None, drop_rate: float | None = None
+    ) -> LinkConfig:
+        """Change the link's byte corruption and loss probabilities (each 0..1) from now on."""
+        return self.link.set_faults(corruption_rate=corruption_rate, drop_rate=drop_rate)
+
+    # ------------------------------------------------------------------ whole state
+    def snapshot(self) -> PumpSnapshot:
+        """Keep the pump's whole state now (see `restore`)."""
+        return self._farm.take_snapshot(self)
+
+    def restore(self, snapshot: PumpSnapshot) -> None:
+        """Put the pump back into a snapshot's state; its own clock continues from the
+        snapshot's time. The telemetry session ends, as at a power cycle."""
+        if snapshot.serial != self.serial:
+            raise ValueError(
+                f"snapshot {snapshot.id} is of pump {snapshot.serial}, not {self.serial}"
+            )
+        self._replace(copy.deepcopy(snapshot.run))
+
+    def reset(self) -> None:
+        """Replace the pump with a fresh one in its scenario's state after the farm's warm-up:
+        same serial, key and port; the session ends."""
+        self._replace(self._farm.build_run(self.seed, self.serial, warm=True))
+
+    def _replace(self, run: ScenarioRun) -> None:
+        farm = self._farm
+
+        def swap() -> None:
+            old = self.handler.endpoint
+            self.run.detach()
+            run.attach(farm.env)
+            run.pump.on_alarm = farm.on_pump_alarm
+            self.run = run
+            self.handler.endpoint = farm.make_endpoint(run.pump, self.key)
+            old.link_closed()
+
+        self._call(swap)
 
     def describe(self) -> dict[str, Any]:
         """One JSON-able line for `itpump serve --json`."""
         path = getattr(self.transport, "path", None)
         return {
-            "serial": self.pump.serial,
+            "serial": self.serial,
             "model": self.pump.profile.model,
             "url": self.url,
             "path": None if path is None else str(path),
@@ -115,8 +254,20 @@ class ServedPump:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmStop:
+    """Where `PumpFarm.advance_until_alarm` stopped: which pump raised which alarms."""
+
+    serial: str
+    alarms: tuple[str, ...]
+    t_h: float  # farm simulated time
+
+
 class PumpFarm:
     """Builds the pumps and their transports; `run()` drives simulated time until stopped."""
+
+    MAX_SNAPSHOTS = 256
+    """Snapshots kept at once (each is a whole pump); delete one to take another."""
 
     def __init__(
         self,
@@ -132,56 +283,188 @@ class PumpFarm:
         master_key: bytes = DEFAULT_MASTER_KEY,
         allow_unauthenticated: bool | None = None,
         turnaround: bool = True,
-        warmup_h: float = 0.0,
+        warmup_h: float = DEFAULT_WARMUP_H,
         pace: bool = False,
+        clock: Callable[[], float] = time.monotonic,
         capture: str | Path | None = None,
     ) -> None:
-        """`turnaround` applies the profile's reply turnaround delay (off: replies at once);
-        `warmup_h` runs that much simulated time, as fast as possible, before anything is
-        served (so the scenario's set-up is done when the first programmer connects); `pace`
-        paces bytes at the profile's baud rate unless `link_config` sets one; `capture` records
-        every telemetry byte to that pcapng file (docs/capture.md)."""
-        if warmup_h < 0:
-            raise ValueError(f"warmup_h must be >= 0 (got {warmup_h})")
+        """`speed` is simulated seconds per real second (0: stepped by the rig, None: as
+        fast as possible); `turnaround` applies the profile's reply turnaround delay (off:
+        replies at once); `warmup_h` (default one day, as `itpump serve`) runs that much
+        simulated time, as fast as possible, before anything is served, so the scenario's
+        set-up is done when the first programmer connects; `pace` paces bytes at the
+        profile's baud rate unless `link_config` sets one; `clock` is the real-time clock
+        (seconds; injectable for tests); `capture` records every telemetry byte to that
+        pcapng file (docs/capture.md)."""
+        if not (warmup_h >= 0 and math.isfinite(warmup_h)):
+            raise ValueError(f"warmup_h must be >= 0 and finite (got {warmup_h})")
         if count < 1:
             raise ValueError(f"count must be >= 1 (got {count})")
         self.port = port or PortSpec("pty")
+        self.scenario = scenario
         self.env = CountingEnvironment()
-        self.runtime = SimRuntime(self.env, speed=speed)
+        self.runtime = SimRuntime(self.env, speed=speed, clock=clock)
+        self._clock = clock
+        self.warmup_h = warmup_h
+        self._profile = profile
+        self._master_key = master_key
+        self._allow_unauthenticated = allow_unauthenticated
+        self._turnaround = turnaround
+        self._pace = pace
+        self._link_config = link_config
         base_seed = scenario.scenario.seed if seed is None else seed
         self.pumps: list[ServedPump] = []
+        self._by_serial: dict[str, ServedPump] = {}
+        self._snapshots: dict[str, PumpSnapshot] = {}
+        self._snapshot_counter = 0
+        self._alarm_stop: AlarmStop | None = None
+        self._watch_serial: str | None = None
+        self._watching = False
         self._link_path = link_path
         self.capture = CaptureTap(lambda: float(self.env.now), lambda i: self.pumps[i].url)
         for i in range(count):
             header_serial = scenario.scenario.serial
             serial = f"{header_serial}-{i}" if header_serial and count > 1 else None
-            run = ScenarioRun(
-                scenario, base_seed + i, profile, live_pk=True, env=self.env, serial=serial
-            )
+            run = self.build_run(base_seed + i, serial, warm=False)
             pump = run.pump
+            pump.on_alarm = self.on_pump_alarm
             key = pump_key(pump.serial, master_key)
-            endpoint = TelemetryEndpoint(pump, key, allow_unauthenticated=allow_unauthenticated)
-            emulation = None
-            turnaround_s = pump.profile.telemetry.turnaround_ms / 1000.0 if turnaround else 0.0
-            config = link_config or LinkConfig()
-            if pace and config.baud is None:
-                config = replace(config, baud=pump.profile.telemetry.baud)
-            if link_config is not None or turnaround_s or pace:
-                emulation = LinkEmulator(
-                    replace(config, turnaround_s=max(config.turnaround_s, turnaround_s))
-                )
-            tap = self.capture.add_pump(pump.serial)
-            handler = self.capture.wrap(tap, _SyncedEndpoint(endpoint, self.runtime))
-            self.pumps.append(
-                ServedPump(
-                    pump, endpoint, self._transport(handler, i, count, emulation), key, emulation
-                )
+            emulation = self._link_emulation(pump.profile, seed=base_seed + i)
+            synced = _SyncedEndpoint(self.make_endpoint(pump, key), self.runtime)
+            # The transport calls the capture tap, which calls the synced endpoint; the served
+            # pump keeps the synced endpoint, whose endpoint a restore or reset replaces.
+            handler = self.capture.wrap(self.capture.add_pump(pump.serial), synced)
+            served = ServedPump(
+                self,
+                run,
+                synced,
+                self._transport(handler, i, count, emulation),
+                key,
+                emulation,
+                base_seed + i,
             )
+            self.pumps.append(served)
+            self._by_serial[pump.serial] = served
         if capture is not None:
             self.capture.start(capture)
 
         if warmup_h > 0:
             self.runtime.advance_to(warmup_h)
+            self.runtime.skipped_s = 0.0  # the warm-up happened before any session
+
+    # ------------------------------------------------------------------ building
+    def build_run(self, seed: int, serial: str | None, *, warm: bool) -> ScenarioRun:
+        """A pump's scenario run; `warm` runs it through the farm's warm-up on a world of its
+        own (a reset pump), to be attached to the farm's world."""
+        env = CountingEnvironment() if warm else self.env
+        run = ScenarioRun(
+            self.scenario, seed, self._profile, live_pk=True, env=env, serial=serial
+        )
+        if warm and self.warmup_h > 0:
+            env.run(until=self.warmup_h)
+            run.pump.truth()  # the hardware's own time is the pump's time when attached
+        return run
+
+    def make_endpoint(self, pump: EmulatedPump, key: bytes) -> TelemetryEndpoint:
+        """A telemetry endpoint for `pump`; its session clock jumps when the rig advances
+        time, so an idle session times out across a jump as it would on a real pump."""
+        runtime, clock = self.runtime, self._clock
+        return TelemetryEndpoint(
+            pump,
+            key,
+            allow_unauthenticated=self._allow_unauthenticated,
+            link_clock=lambda: clock() + runtime.skipped_s,
+        )
+
+    def _link_emulation(self, profile: DeviceProfile, *, seed: int) -> LinkEmulator:
+        # Every pump gets a link emulator, even without delays, so a rig can always lift the
+        # head or add corruption at run time.
+        config = self._link_config or LinkConfig(seed=seed)
+        if self._pace and config.baud is None:
+            config = replace(config, baud=profile.telemetry.baud)
+        turnaround_s = profile.telemetry.turnaround_ms / 1000.0 if self._turnaround else 0.0
+        return LinkEmulator(replace(config, turnaround_s=max(config.turnaround_s, turnaround_s)))
+    # ------------------------------------------------------------------ the rig's view
+    def pump(self, serial: str) -> ServedPump:
+        """The served pump with this serial (KeyError names the known ones)."""
+        try:
+            return self._by_serial[serial]
+        except KeyError:
+            known = ", ".join(sorted(self._by_serial)[:10])
+            raise KeyError(f"no pump with serial {serial!r} (served: {known})") from None
+
+    def now_h(self) -> float:
+        """Farm simulated time now (hours; each pump's own clock may differ after a reset)."""
+        return self.runtime.call(lambda: float(self.env.now))
+
+    def set_speed(self, speed: float | None) -> None:
+        """Simulated seconds per real second from now on; 0 = stepped, None = max."""
+        self.runtime.set_speed(speed)
+
+    def advance(self, hours: float) -> float:
+        """Run `hours` of simulated time now, every event on the way; returns the new time."""
+        if not (hours >= 0 and math.isfinite(hours)):
+            raise ValueError(f"hours must be >= 0 and finite (got {hours})")
+        self.runtime.advance_by(hours)
+        return float(self.env.now)
+
+    def advance_until_alarm(
+        self, limit_h: float, serial: str | None = None
+    ) -> tuple[float, AlarmStop | None]:
+        """Run simulated time until a pump (or the one named) raises an alarm, at most
+        `limit_h` hours; returns the new time and where it stopped (None: the limit)."""
+        if not (limit_h >= 0 and math.isfinite(limit_h)):
+            raise ValueError(f"limit_h must be >= 0 and finite (got {limit_h})")
+        if serial is not None:
+            self.pump(serial)  # unknown serial: KeyError before time moves
+        self._alarm_stop = None
+        self._watch_serial = serial
+        self._watching = True
+        try:
+            target = self.runtime.now_h() + limit_h
+            self.runtime.advance_to(target, stop=lambda: self._alarm_stop is not None)
+        finally:
+            self._watching = False
+        return float(self.env.now), self._alarm_stop
+
+    def on_pump_alarm(self, pump: EmulatedPump, new_ids: frozenset[int]) -> None:
+        """Pump listener: a pump raised alarms (stops `advance_until_alarm`)."""
+        if not self._watching or self._alarm_stop is not None:
+            return
+        if self._watch_serial is not None and pump.serial != self._watch_serial:
+            return
+        names = tuple(sorted(AlarmId(i).name.lower() for i in new_ids))
+        self._alarm_stop = AlarmStop(pump.serial, names, float(self.env.now))
+
+    def take_snapshot(self, served: ServedPump) -> PumpSnapshot:
+        """Keep `served`'s whole state under a new id (`SnapshotLimitError` when full)."""
+        if len(self._snapshots) >= self.MAX_SNAPSHOTS:
+            raise SnapshotLimitError(
+                f"the farm keeps at most {self.MAX_SNAPSHOTS} snapshots; delete one first"
+            )
+        run = self.runtime.call(served.run.copy_detached)
+        self._snapshot_counter += 1
+        snap = PumpSnapshot(
+            f"{served.serial}.{self._snapshot_counter}", served.serial, run.pump.hardware.t_h, run
+        )
+        self._snapshots[snap.id] = snap
+        return snap
+
+    def snapshot(self, snapshot_id: str) -> PumpSnapshot:
+        """A kept snapshot (KeyError when there is none with that id)."""
+        try:
+            return self._snapshots[snapshot_id]
+        except KeyError:
+            raise KeyError(f"no snapshot {snapshot_id!r}") from None
+
+    def snapshots(self) -> list[PumpSnapshot]:
+        """Every kept snapshot, oldest first."""
+        return list(self._snapshots.values())
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Forget a snapshot (KeyError when there is none with that id)."""
+        self.snapshot(snapshot_id)
+        del self._snapshots[snapshot_id]
 
     def _transport(
         self, handler: ByteHandler, index: int, count: int, emulation: LinkEmulator | None
@@ -242,18 +525,35 @@ class PumpFarm:
         await self.close()
 
 
-async def serve_until_signalled(farm: PumpFarm, on_ready: Any = None) -> None:
-    """Start, call `on_ready(pumps)`, run until SIGINT/SIGTERM, close."""
+async def serve_until_signalled(
+    farm: PumpFarm,
+    on_ready: Callable[[list[ServedPump], str | None], None] | None = None,
+    *,
+    control_port: int | None = None,
+) -> None:
+    """Start, call `on_ready(pumps, control_url)`, run until SIGINT/SIGTERM, close.
+
+    With `control_port` (0 = a free port) the control API is served on 127.0.0.1 from the
+    same event loop (`emulator.control`).
+    """
     import signal
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, farm.stop)
+    control = None
     try:
         async with farm:
+            if control_port is not None:
+                from emulator.control.app import ControlServer
+
+                control = ControlServer(farm, control_port)
+                await control.start()
             if on_ready is not None:
-                on_ready(farm.pumps)
+                on_ready(farm.pumps, None if control is None else control.url)
             await farm.run()
     finally:
+        if control is not None:
+            await control.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

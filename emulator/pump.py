@@ -7,6 +7,8 @@ in hours (`env.now`); the firmware sees seconds through the HAL.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -73,16 +75,16 @@ class _EmulatorHal:
         self.tones: list[tuple[float, Tone]] = []
 
     def monotonic_s(self) -> float:
-        return self._pump.env.now * 3600.0
+        return self._pump.now_h * 3600.0
 
     def rtc_s(self) -> float:
-        return self._rtc_offset_s + self._pump.env.now * 3600.0
+        return self._rtc_offset_s + self._pump.now_h * 3600.0
 
     def set_rtc(self, epoch_s: float) -> None:
-        self._rtc_offset_s = epoch_s - self._pump.env.now * 3600.0
+        self._rtc_offset_s = epoch_s - self._pump.now_h * 3600.0
 
     def set_stroke_rate(self, strokes_per_h: float) -> None:
-        self._pump.hardware.set_stroke_rate(self._pump.env.now, strokes_per_h)
+        self._pump.hardware.set_stroke_rate(self._pump.now_h, strokes_per_h)
 
     def motor_stalled(self) -> bool:
         return self._pump.hardware.motor_stalled
@@ -91,7 +93,7 @@ class _EmulatorHal:
         return self._pump.hardware.battery.remaining_fraction
 
     def sound(self, tone: Tone) -> None:
-        self.tones.append((self._pump.env.now, tone))
+        self.tones.append((self._pump.now_h, tone))
 
 
 class EmulatedPump:
@@ -111,6 +113,10 @@ class EmulatedPump:
         patient: LivePatient | None = None,
     ) -> None:
         self.env = env
+        # Pump-local time is `env.now - epoch_h`: zero for a pump built with its world; a pump
+        # restored from a snapshot (or rebuilt by a reset) into a farm that has run on keeps
+        # its own clock, so its state, history and scheduled actions stay consistent.
+        self.epoch_h = 0.0
         self.profile = profile
         self.serial = serial
         self.recorder: Recorder | None = Recorder() if record else None
@@ -122,14 +128,52 @@ class EmulatedPump:
             listener=self,
             battery_initial_fraction=battery_initial_fraction,
         )
-        self.hardware.t_h = env.now
+        self.hardware.t_h = self.now_h
         self.nvm = InMemoryNvm()
         self.hal = _EmulatorHal(self, start_epoch_s, self.nvm)
         self.firmware = Firmware(profile.firmware_config(), self.hal, serial)
         self._armed_deadline_h = math.nan
         self._timer_generation = 0
         self._was_stalled = False
+        self._detached = False
+        self._reported_dead = False
+        # Alarms newly raised since construction (an alarm that clears and comes back counts
+        # again); the rig's "advance until the next alarm" watches this through `on_alarm`.
+        self.alarms_raised = 0
+        self._alarm_ids: frozenset[int] = frozenset()
+        self.on_alarm: Callable[[EmulatedPump, frozenset[int]], None] | None = None
         self._after()
+
+    @property
+    def now_h(self) -> float:
+        """Pump-local simulated time (hours)."""
+        return float(self.env.now) - self.epoch_h
+
+    def detach(self) -> None:
+        """Take the pump out of its world: its pending timer fires into nothing from now on.
+
+        Used when a snapshot or a reset replaces the pump; the old object keeps its state for
+        reading but no longer acts.
+        """
+        self._detached = True
+        self._timer_generation += 1
+
+    def attach(self, env: simpy.Environment) -> None:
+        """Put a detached copy (see `copy_detached`) into `env`, its own clock continuing."""
+        self.env = env
+        self.epoch_h = float(env.now) - self.hardware.t_h
+        self._detached = False
+        self._armed_deadline_h = math.nan
+        self._after()
+
+    def copy_detached(self) -> EmulatedPump:
+        """A deep copy of the whole pump (hardware, firmware, NVM, recorder, patient) that
+        belongs to no world yet; `attach` puts it into one."""
+        self._sync()
+        memo: dict[int, object] = {id(self.env): None, id(self.on_alarm): None}
+        twin = copy.deepcopy(self, memo)
+        twin._detached = True
+        return twin
 
     # ------------------------------------------------------------------ listener
     def on_tip_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
@@ -196,14 +240,14 @@ class EmulatedPump:
             )
         told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
         self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, told, bridge)
-        outcome = hw.refill(self.env.now, add_ml, conc_mcg_per_ml, aspirate_ml)
+        outcome = hw.refill(self.now_h, add_ml, conc_mcg_per_ml, aspirate_ml)
         self._after()
         return outcome
 
     def inject(self, fault: Fault) -> None:
         """Start a hardware fault now."""
         self._sync()
-        self.hardware.inject(self.env.now, fault)
+        self.hardware.inject(self.now_h, fault)
         if fault.kind is FaultKind.MEMORY_ERROR:
             self.nvm.corrupt()
         if (
@@ -217,7 +261,7 @@ class EmulatedPump:
         """End a hardware fault now."""
         self._sync()
         was_dead = self.hardware.dead
-        removed = self.hardware.clear(self.env.now, kind)
+        removed = self.hardware.clear(self.now_h, kind)
         if was_dead and not self.hardware.dead:
             self.firmware.on_power_restored()
         self._after()
@@ -228,7 +272,7 @@ class EmulatedPump:
         self._sync()
         hw = self.hardware
         return Truth(
-            t_h=self.env.now,
+            t_h=self.now_h,
             reservoir_ml=hw.reservoir_ml,
             reservoir_conc_mcg_per_ml=hw.reservoir_conc_mcg_per_ml,
             path_volume_ml=hw.path.volume_ml,
@@ -245,15 +289,31 @@ class EmulatedPump:
         if self.patient is None:
             return None
         self._sync()
-        return self.patient.at(self.env.now)
+        return self.patient.at(self.now_h)
 
     def _sync(self) -> None:
-        self.hardware.advance_to(self.env.now)
+        self.hardware.advance_to(self.now_h)
+        self._notice_power()
         self._record()
+
+    def _notice_power(self) -> None:
+        # A served pump without power never answers again; say so once, or a rig only sees
+        # time-outs (e.g. `--speed max` ages a pump to its battery's end in seconds).
+        dead = self.hardware.dead
+        if dead and not self._reported_dead:
+            log.warning(
+                "pump %s has no power at %.1f h simulated (%.1f days): it stops delivering "
+                "and no longer answers telemetry",
+                self.serial,
+                self.now_h,
+                self.now_h / 24.0,
+            )
+        self._reported_dead = dead
 
     def _after(self) -> None:
         hw = self.hardware
-        hw.advance_to(self.env.now)
+        hw.advance_to(self.now_h)
+        self._notice_power()
         if not hw.dead:
             stalled = hw.motor_stalled
             if stalled != self._was_stalled:
@@ -263,13 +323,25 @@ class EmulatedPump:
                 else:
                     self.firmware.on_motor_recovered()
         self._record()
+        self._track_alarms()
         self._arm()
+
+    def _track_alarms(self) -> None:
+        ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
+        if ids == self._alarm_ids:
+            return
+        new = ids - self._alarm_ids
+        self._alarm_ids = ids
+        if new:
+            self.alarms_raised += len(new)
+            if self.on_alarm is not None:
+                self.on_alarm(self, new)
 
     def _record(self) -> None:
         if self.recorder is None:
             return
         hw = self.hardware
-        now = self.env.now
+        now = self.now_h
         self.recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
         mask = 0
         for alarm in self.firmware.alarms.active():
@@ -283,7 +355,7 @@ class EmulatedPump:
         )
 
     def _arm(self) -> None:
-        if self.hardware.dead:
+        if self.hardware.dead or self._detached:
             return
         deadline_h = self.firmware.next_deadline_s / 3600.0
         if deadline_h == self._armed_deadline_h or not math.isfinite(deadline_h):
@@ -291,12 +363,12 @@ class EmulatedPump:
         self._armed_deadline_h = deadline_h
         self._timer_generation += 1
         generation = self._timer_generation
-        timeout = self.env.timeout(max(deadline_h - self.env.now, 0.0))
-        timeout.callbacks.append(lambda _event: self._on_timer(generation))
+        timeout = self.env.timeout(max(deadline_h - self.now_h, 0.0))
+        timeout.callbacks.append(functools.partial(self._on_timer, generation))
 
-    def _on_timer(self, generation: int) -> None:
-        if generation != self._timer_generation:
-            return  # superseded by a later deadline
+    def _on_timer(self, generation: int, _event: object = None) -> None:
+        if generation != self._timer_generation or self._detached:
+            return  # superseded by a later deadline, or the pump was replaced
         self._armed_deadline_h = math.nan
         self._sync()  # first: the battery may have run out since the last event
         if self.hardware.dead:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 import math
@@ -205,27 +206,64 @@ class ScenarioRun:
         self.result = RunResult(
             scenario, self.profile, self.seed, self.env, self.pump, self.pk_model
         )
-        self.env.process(self._play(expand_actions(scenario)))
+        self._timed = expand_actions(scenario)
+        self._next_action = 0  # index into _timed of the next action to perform
+        self._detached = False
+        self._player: simpy.Process | None = self.env.process(self._play())
 
-    def _play(self, timed: list[tuple[float, int, Action]]) -> simpy.events.ProcessGenerator:
-        for t_h, index, action in timed:
-            if t_h > self.env.now:
-                yield self.env.timeout(t_h - self.env.now)
+    @property
+    def now_h(self) -> float:
+        """Scenario (pump-local) time in hours."""
+        return self.pump.now_h
+
+    def _play(self) -> simpy.events.ProcessGenerator:
+        timed = self._timed
+        while self._next_action < len(timed):
+            t_h, index, action = timed[self._next_action]
+            if t_h > self.pump.now_h:
+                yield self.env.timeout(t_h - self.pump.now_h)
+            if self._detached:
+                return  # replaced by a snapshot or a reset while waiting
+            self._next_action += 1
+            now = self.pump.now_h
             try:
                 _perform(self.pump, action)
-                outcome = ActionOutcome(self.env.now, index, action.type, True)
+                outcome = ActionOutcome(now, index, action.type, True)
             except Refusal as refusal:
                 outcome = ActionOutcome(
-                    self.env.now, index, action.type, False, refusal.code.name, refusal.detail
+                    now, index, action.type, False, refusal.code.name, refusal.detail
                 )
-                log.info(
-                    "t=%.3f h action #%d %s refused: %s", self.env.now, index, action.type, refusal
-                )
+                log.info("t=%.3f h action #%d %s refused: %s", now, index, action.type, refusal)
             except PumpSilentError as silent:
-                outcome = ActionOutcome(
-                    self.env.now, index, action.type, False, "NO_ANSWER", str(silent)
-                )
+                outcome = ActionOutcome(now, index, action.type, False, "NO_ANSWER", str(silent))
             self.result.outcomes.append(outcome)
+
+    def detach(self) -> None:
+        """Stop acting in the world (the run was replaced); its state stays readable."""
+        self._detached = True
+        self.pump.detach()
+
+    def copy_detached(self) -> ScenarioRun:
+        """A deep copy of the run (pump, history, pending actions) that belongs to no world;
+        `attach` puts it into one, its own clock continuing where the copy was taken."""
+        self.pump.truth()  # bring hardware and recorder to now before copying
+        memo: dict[int, object] = {
+            id(self.env): None,
+            id(self._player): None,
+            id(self.pump.on_alarm): None,
+        }
+        twin = copy.deepcopy(self, memo)
+        twin._detached = True
+        twin.pump._detached = True
+        return twin
+
+    def attach(self, env: CountingEnvironment) -> None:
+        """Put a detached run into `env`: its pump and its remaining actions act there."""
+        self.env = env
+        self.result.env = env
+        self._detached = False
+        self.pump.attach(env)
+        self._player = env.process(self._play())
 
     def run(self, progress: Callable[[float], None] | None = None) -> RunResult:
         """Run to the scenario end; `progress` gets the simulated hours done after each chunk."""

@@ -82,6 +82,9 @@ class SimRuntime:
         self._wake = asyncio.Event()
         self._stopping = False
         self.events_processed = 0
+        # Simulated seconds the rig has jumped (advance_to/advance_by) beyond the real-time
+        # flow: link clocks add it, so a telemetry session idles across a jump.
+        self.skipped_s = 0.0
 
     @property
     def speed(self) -> float | None:
@@ -107,12 +110,17 @@ class SimRuntime:
         t = self._anchor_h + real_to_sim_h(self._clock() - self._anchor_s, self._speed)
         return max(t, float(self.env.now))
 
-    def _advance(self, target_h: float) -> None:
-        """Process every event at or before ``target_h``, then set ``env.now`` to it."""
+    def _advance(self, target_h: float, stop: Callable[[], bool] | None = None) -> None:
+        """Process every event at or before ``target_h``, then set ``env.now`` to it.
+
+        With ``stop``, return as soon as it is true after an event (``env.now`` stays there).
+        """
         env = self.env
         while env.peek() <= target_h:
             env.step()
             self.events_processed += 1
+            if stop is not None and stop():
+                return
         if target_h > env.now:
             env.run(until=target_h)
             # SimPy re-queues its stopping event at `now` (with no callbacks left); step it out
@@ -151,14 +159,20 @@ class SimRuntime:
 
         return synced
 
-    def advance_to(self, t_h: float) -> None:
-        """Rig stepping: move simulated time to ``t_h`` now, running every event on the way.
+    def advance_to(self, t_h: float, stop: Callable[[], bool] | None = None) -> None:
+        """Rig stepping: move simulated time to ``t_h`` now, running every event on the way
+        (or only until ``stop()`` is true after an event).
 
-        In real-time modes the clock mapping is re-anchored so time continues from ``t_h``.
+        In real-time modes the clock mapping is re-anchored so time continues from there.
         """
+        if not math.isfinite(t_h):
+            raise ValueError(f"cannot advance to {t_h} h")
         if t_h < self.env.now:
             raise ValueError(f"cannot go back in time: {t_h} h < now {self.env.now} h")
-        self._advance(t_h)
+        before_h = self.now_h()
+        self._advance(max(before_h, float(self.env.now)))  # what real time already gave
+        self._advance(t_h, stop)
+        self.skipped_s += max(float(self.env.now) - before_h, 0.0) * SECONDS_PER_HOUR
         self._reanchor(float(self.env.now))
         self.wake()
 

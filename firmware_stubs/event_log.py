@@ -1,40 +1,15 @@
-"""The pump's event log: timestamped entries, bounded like device memory (oldest dropped)."""
+"""The pump's event log: timestamped entries, bounded like device memory (oldest dropped).
+
+The event codes and their arguments are wire codes: `protocol.codes` defines them.
+"""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from enum import IntEnum
 
 from firmware_stubs.nvm import NonVolatileMemory
-
-
-class EventCode(IntEnum):
-    """What happened. Numbers are stable: they travel in the telemetry log pages."""
-
-    POWER_ON = 1
-    CLOCK_SET = 2
-    PROGRAM_CHANGED = 10
-    THERAPY_STOPPED = 11
-    THERAPY_RESUMED = 12
-    PATIENT_ID_SET = 13
-    CATHETER_SET = 14
-    ALARM_THRESHOLD_SET = 15
-    BOLUS_STARTED = 20
-    BOLUS_COMPLETED = 21
-    BOLUS_CANCELLED = 22
-    PATIENT_BOLUS_DENIED = 23
-    REFILL = 30
-    CONCENTRATION_CHANGED = 31
-    REFILL_DISCREPANCY = 32
-    ALARM_RAISED = 40
-    ALARM_CLEARED = 41
-    ALARM_ACKNOWLEDGED = 42
-    MOTOR_STALL = 50
-    MOTOR_RECOVERED = 51
-    MINIMUM_RATE_MODE = 52
-    MEMORY_ERROR = 53
-    END_OF_SERVICE = 54
+from protocol.codes import EventCode
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from enum import StrEnum
 from firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
 from firmware_stubs.config import FirmwareConfig
 from firmware_stubs.errors import Refusal, check_range
-from firmware_stubs.event_log import EventCode, EventLog, LogEntry
+from firmware_stubs.event_log import EventLog, LogEntry
 from firmware_stubs.hal import Hal
 from firmware_stubs.therapy import (
     CatheterSettings,
@@ -31,7 +31,7 @@ from firmware_stubs.therapy import (
     mean_daily_dose_mcg,
     validate_program,
 )
-from protocol.codes import ResultCode
+from protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,10 @@ class TherapyState(StrEnum):
     DISABLED = "disabled"
 
 
-_KIND_CODE = {kind: i for i, kind in enumerate(BolusKind, start=1)}
+# The log's codes for bolus kinds and therapy modes are wire codes (protocol.codes), matched
+# by name so that a kind or mode added here without its code fails at import.
+_KIND_CODE = {kind: int(LogBolusKind[kind.name]) for kind in BolusKind}
+_MODE_CODE = {mode: int(LogTherapyMode[mode.name]) for mode in TherapyMode}
 
 
 @dataclass(slots=True)
@@ -335,7 +338,7 @@ class Firmware:
         self.log.add(
             self.hal.rtc_s(),
             EventCode.PROGRAM_CHANGED,
-            list(TherapyMode).index(program.mode),
+            _MODE_CODE[program.mode],
             mean_daily_dose_mcg(program),
         )
         self.service()
@@ -615,7 +618,20 @@ class Firmware:
         else:
             dose = volume_ml * self._p.drug.concentration_mcg_per_ml
         if dose > 0:
-            self._dose_history.append((now - dt, now, dose))
+            self._record_dose(now - dt, now, dose)
+
+    def _record_dose(self, t0: float, t1: float, dose_mcg: float) -> None:
+        # Every interrogation settles the pump, so on an infusing pump the history would gain
+        # an entry per request (and the 24 h sums scan them all). A piece that continues the
+        # last one at the same rate extends it instead: one entry per rate change.
+        hist = self._dose_history
+        if hist:
+            last_t0, last_t1, last_dose = hist[-1]
+            rate, last_rate = dose_mcg / (t1 - t0), last_dose / (last_t1 - last_t0)
+            if last_t1 == t0 and abs(rate - last_rate) <= 1e-12 * last_rate:
+                hist[-1] = (last_t0, t1, last_dose + dose_mcg)
+                return
+        hist.append((t0, t1, dose_mcg))
 
     def _finish_due(self, now: float, rtc: float) -> None:
         op = self._volume_op

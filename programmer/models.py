@@ -9,12 +9,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum, IntFlag
+from enum import Enum, IntEnum, IntFlag
 from typing import Any
 
-from firmware_stubs.event_log import EventCode
 from programmer.program import Program
 from protocol import messages as m
+from protocol.codes import (
+    EventArg,
+    EventCode,
+    LogBolusKind,
+    LogTherapyMode,
+    ResultCode,
+    event_args,
+)
 from protocol.messages import AlarmId, AlarmSeverity, Capability, Role, TherapyState
 from protocol.units import float_from_milli, mcg_from_ng, ml_from_nl
 
@@ -30,6 +37,7 @@ __all__ = [
     "alarm_name",
     "datetime_from_s",
     "event_name",
+    "format_arg",
     "s_from_datetime",
     "to_data",
 ]
@@ -179,26 +187,64 @@ class PumpStatus:
         )
 
 
+_CODE_ENUMS: dict[str, type[IntEnum]] = {
+    "AlarmId": AlarmId,
+    "ResultCode": ResultCode,
+    "LogBolusKind": LogBolusKind,
+    "LogTherapyMode": LogTherapyMode,
+}
+
+
+def format_arg(arg: EventArg, value: float) -> str:
+    """``name=value unit``; a code argument shows its name (``alarm=LOW_RESERVOIR``) when it
+    is a known member of its enumeration, else the number."""
+    enum = _CODE_ENUMS.get(arg.codes) if arg.codes is not None else None
+    if enum is not None and value == int(value):
+        try:
+            return f"{arg.name}={enum(int(value)).name}"
+        except ValueError:
+            pass
+    return f"{arg.name}={value:g}" + (f" {arg.unit}" if arg.unit else "")
+
+
 @dataclass(frozen=True)
 class LogRecord:
-    """One event-log entry; ``args`` are the event's numeric arguments."""
+    """One event-log entry.
+
+    ``args`` are the event's numeric arguments as sent; ``labelled_args`` maps each one's name
+    (from the table in :mod:`protocol.codes`, ``arg<i>`` when unknown) to its value, and
+    ``arg_units`` each name to its unit (empty for a count or a code).
+    """
 
     index: int
     time: datetime
     event_code: int
     event: str
     args: tuple[float, ...]
+    labelled_args: dict[str, float] = field(default_factory=dict)
+    arg_units: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, e: m.LogEntry) -> LogRecord:
         """Convert a log entry."""
+        values = tuple(float_from_milli(a) for a in e.args_milli)
+        names = event_args(e.event_code, values)
         return cls(
             e.index,
             datetime_from_s(e.time_s),
             e.event_code,
             event_name(e.event_code),
-            tuple(float_from_milli(a) for a in e.args_milli),
+            values,
+            {arg.name: value for arg, value in zip(names, values, strict=True)},
+            {arg.name: arg.unit for arg in names},
         )
+
+    def arg_texts(self) -> list[str]:
+        """Each argument as ``name=value unit`` (codes by name), in order."""
+        return [
+            format_arg(arg, value)
+            for arg, value in zip(event_args(self.event_code, self.args), self.args, strict=True)
+        ]
 
 
 @dataclass(frozen=True)

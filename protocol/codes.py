@@ -1,11 +1,16 @@
-"""Result codes shared by the wire protocol and the firmware's command handling.
+"""Codes shared by the wire protocol, the firmware and the programmer.
 
-One enum so that a refusal raised deep in the firmware reaches the programmer unchanged.
-Ranges: 0x00 success, 0x01-0x1F link/session faults, 0x20-0x5F therapy refusals.
+Result codes: one enum so that a refusal raised deep in the firmware reaches the programmer
+unchanged. Ranges: 0x00 success, 0x01-0x1F link/session faults, 0x20-0x5F therapy refusals.
+
+Event-log codes and the meaning of each event's arguments: the firmware writes them, the log
+pages carry them, the programmer labels them. They live here, below both, so that the two
+ends read one table (and docs/protocol.md is generated from it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -39,3 +44,148 @@ class ResultCode(IntEnum):
     NOT_PRIMED = 0x2B
     LOG_PAGE_OUT_OF_RANGE = 0x2C
     NOT_SUPPORTED = 0x2D  # the device profile lacks the feature
+
+
+class EventCode(IntEnum):
+    """What happened. Numbers are stable: they travel in the telemetry log pages."""
+
+    POWER_ON = 1
+    CLOCK_SET = 2
+    PROGRAM_CHANGED = 10
+    THERAPY_STOPPED = 11
+    THERAPY_RESUMED = 12
+    PATIENT_ID_SET = 13
+    CATHETER_SET = 14
+    ALARM_THRESHOLD_SET = 15
+    BOLUS_STARTED = 20
+    BOLUS_COMPLETED = 21
+    BOLUS_CANCELLED = 22
+    PATIENT_BOLUS_DENIED = 23
+    REFILL = 30
+    CONCENTRATION_CHANGED = 31
+    REFILL_DISCREPANCY = 32
+    ALARM_RAISED = 40
+    ALARM_CLEARED = 41
+    ALARM_ACKNOWLEDGED = 42
+    MOTOR_STALL = 50
+    MOTOR_RECOVERED = 51
+    MINIMUM_RATE_MODE = 52
+    MEMORY_ERROR = 53
+    END_OF_SERVICE = 54
+
+
+class LogBolusKind(IntEnum):
+    """The ``kind`` argument of the bolus events: what the extra delivery was for."""
+
+    CLINICIAN = 1
+    PATIENT = 2
+    PERIODIC = 3
+    PRIMING = 4
+    BRIDGE = 5
+
+
+class LogTherapyMode(IntEnum):
+    """The ``mode`` argument of PROGRAM_CHANGED: the therapy mode of the new program."""
+
+    STOPPED = 0
+    CONTINUOUS = 1
+    FLEX = 2
+    PERIODIC_BOLUS = 3
+
+
+#: Bolus kinds whose BOLUS_STARTED gives a volume (mL), not a dose (mcg): they move a
+#: volume of fluid (the catheter's contents) rather than an amount of drug.
+VOLUME_BOLUS_KINDS = frozenset({LogBolusKind.PRIMING, LogBolusKind.BRIDGE})
+
+
+@dataclass(frozen=True, slots=True)
+class EventArg:
+    """One argument of an event-log entry.
+
+    ``unit`` is empty for a count or a code; ``codes`` names the enumeration a code argument
+    belongs to (``AlarmId``, ``ResultCode``, ``LogBolusKind``, ``LogTherapyMode``).
+    """
+
+    name: str
+    unit: str = ""
+    codes: str | None = None
+    note: str = ""
+
+
+_KIND = EventArg("kind", codes="LogBolusKind")
+_ALARM = EventArg("alarm", codes="AlarmId")
+
+#: The arguments of every event, in the order the firmware writes them. Trailing arguments
+#: may be absent (see the notes); an entry never has more than these.
+EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
+    EventCode.POWER_ON: (),
+    EventCode.CLOCK_SET: (
+        EventArg("previous", "s since epoch"),
+        EventArg("new", "s since epoch"),
+    ),
+    EventCode.PROGRAM_CHANGED: (
+        EventArg("mode", codes="LogTherapyMode"),
+        EventArg("mean_daily_dose", "mcg/day"),
+    ),
+    EventCode.THERAPY_STOPPED: (),
+    EventCode.THERAPY_RESUMED: (),
+    EventCode.PATIENT_ID_SET: (),
+    EventCode.CATHETER_SET: (
+        EventArg("length", "cm"),
+        EventArg("volume", "uL/cm"),
+    ),
+    EventCode.ALARM_THRESHOLD_SET: (EventArg("low_reservoir", "mL"),),
+    EventCode.BOLUS_STARTED: (
+        _KIND,
+        EventArg("dose", "mcg", note="a volume in mL for PRIMING and BRIDGE"),
+        EventArg("duration", "min"),
+    ),
+    EventCode.BOLUS_COMPLETED: (
+        _KIND,
+        EventArg("dose", "mcg", note="absent for PRIMING and BRIDGE"),
+    ),
+    EventCode.BOLUS_CANCELLED: (
+        _KIND,
+        EventArg("refusal", codes="ResultCode", note="only when a periodic bolus could not start"),
+    ),
+    EventCode.PATIENT_BOLUS_DENIED: (EventArg("refusal", codes="ResultCode"),),
+    EventCode.REFILL: (
+        EventArg("volume", "mL"),
+        EventArg("concentration", "mcg/mL"),
+        EventArg("aspirated", "mL", note="-1 when not measured"),
+        EventArg("expected", "mL", note="the pump's estimate of what was left"),
+    ),
+    EventCode.CONCENTRATION_CHANGED: (
+        EventArg("previous", "mcg/mL"),
+        EventArg("new", "mcg/mL"),
+    ),
+    EventCode.REFILL_DISCREPANCY: (
+        EventArg("expected", "mL"),
+        EventArg("aspirated", "mL"),
+    ),
+    EventCode.ALARM_RAISED: (_ALARM,),
+    EventCode.ALARM_CLEARED: (_ALARM,),
+    EventCode.ALARM_ACKNOWLEDGED: (_ALARM,),
+    EventCode.MOTOR_STALL: (),
+    EventCode.MOTOR_RECOVERED: (),
+    EventCode.MINIMUM_RATE_MODE: (),
+    EventCode.MEMORY_ERROR: (),
+    EventCode.END_OF_SERVICE: (),
+}
+
+_VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))
+
+
+def event_args(code: int, values: tuple[float, ...]) -> tuple[EventArg, ...]:
+    """The arguments that ``values`` (an entry's arguments, in order) stand for.
+
+    As many as there are values; an unknown code, or a value beyond the table, gets the name
+    ``arg<i>`` (a newer pump may log more than this side knows).
+    """
+    try:
+        known = EVENT_ARGS[EventCode(code)]
+    except ValueError:
+        known = ()
+    if code == EventCode.BOLUS_STARTED and values and values[0] in VOLUME_BOLUS_KINDS:
+        known = _VOLUME_STARTED
+    return tuple(known[i] if i < len(known) else EventArg(f"arg{i}") for i in range(len(values)))

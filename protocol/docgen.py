@@ -11,7 +11,14 @@ import inspect
 from collections.abc import Iterable
 from enum import IntEnum, IntFlag
 
-from protocol.codes import ResultCode
+from protocol.codes import (
+    EVENT_ARGS,
+    VOLUME_BOLUS_KINDS,
+    EventArg,
+    LogBolusKind,
+    LogTherapyMode,
+    ResultCode,
+)
 from protocol.messages import (
     BOLUS_KINDS,
     MESSAGES,
@@ -43,7 +50,13 @@ from protocol.wire import (
     struct_max_size,
 )
 
-__all__ = ["RESULT_CODE_MEANINGS", "enum_tables", "message_tables", "result_code_table"]
+__all__ = [
+    "RESULT_CODE_MEANINGS",
+    "enum_tables",
+    "event_code_table",
+    "message_tables",
+    "result_code_table",
+]
 
 #: What each result code means, for the specification (codes.py holds only the numbers).
 RESULT_CODE_MEANINGS: dict[str, str] = {
@@ -193,7 +206,39 @@ def message_tables() -> str:
     for cls in records:
         tag = f" (tag {cls.TAG})" if cls.TAG >= 0 else ""
         lines += [f"#### {cls.__name__}", "", _doc(cls) + tag, "", *record_table(cls), ""]
+        if cls is LogEntry:
+            lines += event_code_table()
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _arg_text(arg: EventArg) -> str:
+    text = f"`{arg.name}`"
+    if arg.unit:
+        text += f" ({arg.unit})"
+    if arg.codes:
+        text += f" ({arg.codes})"
+    if arg.note:
+        text += f": {arg.note}"
+    return text
+
+
+def event_code_table() -> list[str]:
+    """The event codes of ``LogEntry.event_code`` with the names and units of their arguments."""
+    volume_kinds = " and ".join(kind.name for kind in sorted(VOLUME_BOLUS_KINDS))
+    rows = [
+        (str(int(code)), code.name, "; ".join(_arg_text(a) for a in args) or "(none)")
+        for code, args in EVENT_ARGS.items()
+    ]
+    codes_used = sorted({a.codes for args in EVENT_ARGS.values() for a in args if a.codes})
+    return [
+        "Event codes (`event_code`) and their arguments (`args_milli` / 1000, in this order; "
+        "a trailing argument may be absent, and an entry never has more). Code arguments are "
+        f"numbers of the enumerations {', '.join(codes_used)} (see Enumerations). For "
+        f"{volume_kinds}, BOLUS_STARTED gives a `volume` (mL) in place of the `dose`.",
+        "",
+        *_table(("code", "event", "arguments"), rows),
+        "",
+    ]
 
 
 def _enum_rows(enum: type[IntEnum] | type[IntFlag]) -> list[tuple[str, str]]:
@@ -219,6 +264,8 @@ def enum_tables() -> str:
         AlarmSeverity,
         AlarmId,
         FlexPeriod,
+        LogBolusKind,
+        LogTherapyMode,
     ]
     for enum in enums:
         lines += [f"#### {enum.__name__}", "", _doc(enum), ""]

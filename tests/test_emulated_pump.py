@@ -333,3 +333,17 @@ def test_a_cell_that_runs_out_mid_gap_stops_the_pump_at_that_instant() -> None:
     assert delivered_ml == pytest.approx(death_h / 24, rel=0.05)
     with pytest.raises(PumpSilentError):
         pump.call(pump.firmware.status)
+
+
+@pytest.mark.timeout(20)  # the bug this guards against was an endless loop
+def test_a_valve_budget_too_small_for_float_time_is_spent_not_looped_on() -> None:
+    env, pump = make_pump("valve-gated-40")
+    pump.call(pump.firmware.program, continuous(400.0, 1000.0))
+    env.run(until=100.0)
+    pump.inject(Fault.make("mri"))
+    # What is left of the 10 uL budget is below what a flow can move in one ulp of t = 100 h.
+    pump.hardware.valve_budget_ml = 1e-22
+    env.run(until=124.0)
+    truth = pump.truth()
+    assert pump.hardware.valve_budget_ml == 0.0
+    assert abs(truth.ledger.imbalance_mcg) <= 1e-9 * truth.ledger.filled_mcg

@@ -9,7 +9,6 @@ import pytest
 from emulator.device_profile import load_profile
 from firmware_stubs.alarms import AlarmId
 from firmware_stubs.errors import Refusal
-from firmware_stubs.event_log import EventCode
 from firmware_stubs.firmware import Firmware, TherapyState
 from firmware_stubs.hal import Tone
 from firmware_stubs.therapy import (
@@ -22,7 +21,7 @@ from firmware_stubs.therapy import (
     basal_at,
     max_24h_dose_mcg,
 )
-from protocol.codes import ResultCode
+from protocol.codes import EventCode, ResultCode
 from tests.pump_helpers import START_EPOCH_S, FakeHal, continuous
 
 CFG = load_profile("peristaltic-20").firmware_config()
@@ -403,3 +402,18 @@ def test_service_life_eri_is_raised_on_the_day() -> None:
     eri = [a for a in fw.alarms.active() if a.alarm is AlarmId.ELECTIVE_REPLACEMENT]
     assert eri
     assert eri[0].raised_rtc_s == pytest.approx(START_EPOCH_S + limit_s, abs=1.0)
+
+
+def test_interrogating_an_infusing_pump_keeps_the_dose_history_bounded() -> None:
+    hal, fw = filled_firmware()
+    fw.prime()
+    fw.program(continuous(240.0, 500.0))
+    advance(hal, fw, 2 * 86_400.0)
+    base = fw.status().dose_last_24h_mcg
+    for _ in range(5000):  # a rig polling every 2 s for almost three hours
+        hal.t_s += 2.0
+        status = fw.status()
+    # Constant rate: one history entry however often the pump is asked, and the sum is exact.
+    assert len(fw._dose_history) <= 3
+    assert status.dose_last_24h_mcg == pytest.approx(base, rel=1e-9)
+    assert base == pytest.approx(240.0, rel=1e-6)

@@ -13,6 +13,7 @@ from emulator.pk.parameters import cv_percent_to_omega, sample_parameter_arrays
 from emulator.pk.population import simulate_population
 from emulator.pk.solver import ExactSolver
 from emulator.pk.system import OUTPUT_NAMES, build_system
+from tests.tolerances import MODAL_ROUNDING_ULPS, assert_close_to_peak
 
 BASE = PKParameters.baclofen()
 # Four days of a flex regimen with a daily bolus, outputs every 30 minutes.
@@ -42,9 +43,18 @@ def test_chunk_size_does_not_change_any_result() -> None:
     )
     assert big.individual is not None
     assert small.individual is not None
+    # Other chunks mean other batch shapes, so other BLAS kernels: each patient's curve may
+    # differ by its modal rounding, relative to its own peak (plasma decays to ~1e-3 of it).
     for name in OUTPUT_NAMES:
-        np.testing.assert_allclose(small.individual[name], big.individual[name], rtol=1e-12)
-        np.testing.assert_allclose(small.percentiles[name], big.percentiles[name], rtol=1e-12)
+        assert_close_to_peak(
+            small.individual[name], big.individual[name], peak_ulps=MODAL_ROUNDING_ULPS, time_axis=1
+        )
+        assert_close_to_peak(
+            small.percentiles[name],
+            big.percentiles[name],
+            peak_ulps=MODAL_ROUNDING_ULPS,
+            time_axis=1,
+        )
 
 
 def test_percentiles_are_numpys_percentiles_of_the_individual_curves() -> None:
@@ -54,7 +64,9 @@ def test_percentiles_are_numpys_percentiles_of_the_individual_curves() -> None:
     assert result.individual is not None
     for name in OUTPUT_NAMES:
         expected = np.percentile(result.individual[name], [5, 50, 95], axis=0)
-        np.testing.assert_allclose(result.percentiles[name], expected, rtol=1e-13, atol=0.0)
+        # Both interpolate between the same two sorted neighbours, but numpy's lerp starts from
+        # the nearer one and ours from the lower: a couple of ulps of the larger neighbour.
+        assert_close_to_peak(result.percentiles[name], expected, peak_ulps=4.0, time_axis=1)
 
 
 def test_each_virtual_patient_is_the_single_patient_model_with_its_parameters() -> None:
@@ -67,8 +79,11 @@ def test_each_virtual_patient_is_the_single_patient_model_with_its_parameters() 
         model = PKModel(PKParameters(**values))
         assert model.parameters.weight_kg == 55.0
         single = model.predict_schedule(SCHEDULE, TIMES).as_dict()
+        # A batch of 50 and a batch of 1 may run other BLAS kernels: modal rounding apart.
         for name in OUTPUT_NAMES:
-            np.testing.assert_allclose(result.individual[name][patient], single[name], rtol=1e-10)
+            assert_close_to_peak(
+                result.individual[name][patient], single[name], peak_ulps=MODAL_ROUNDING_ULPS
+            )
 
 
 def test_sampled_parameters_have_the_requested_log_normal_spread() -> None:
@@ -111,7 +126,7 @@ def test_a_batch_mixing_coinciding_and_ordinary_patients_gives_each_its_own_answ
     for patient, parameters in enumerate((coinciding, ordinary)):
         single = PKModel(parameters).predict_schedule(SCHEDULE, TIMES).as_dict()
         for column, name in enumerate(OUTPUT_NAMES):
-            np.testing.assert_allclose(y[:, patient, column], single[name], rtol=1e-10)
+            assert_close_to_peak(y[:, patient, column], single[name], peak_ulps=MODAL_ROUNDING_ULPS)
 
 
 def test_memory_stays_bounded_by_the_chunk_size_not_by_patients_times_outputs() -> None:

@@ -1,8 +1,10 @@
 """The programmer client against a fake pump over real ports (TCP ``socket://`` and a PTY).
 
 The pump side runs on the test's event loop (the emulator's transports); blocking client
-calls run in ``asyncio.to_thread`` so the loop keeps serving. Timeouts are short and only
-guard against hangs; nothing waits by sleeping.
+calls run in ``asyncio.to_thread`` so the loop keeps serving. Retransmissions and timeouts
+are driven by a :class:`ManualClock` the test advances once the pump has seen a request, so
+they never depend on how fast the machine is; ``GUARD_S`` only guards against hangs and
+nothing waits by sleeping.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -43,7 +44,15 @@ from programmer import (
 from programmer import operations as ops
 from protocol import messages as m
 from protocol.auth import seeded_nonce_source
-from tests.test_programmer_fakepump import CLOCK_S, KEY, PROGRAM, SERIAL, FakePump, served
+from tests.test_programmer_fakepump import (
+    CLOCK_S,
+    KEY,
+    PROGRAM,
+    SERIAL,
+    FakePump,
+    ManualClock,
+    served,
+)
 
 GUARD_S = 10.0
 T = TypeVar("T")
@@ -69,14 +78,31 @@ def client(
     key: bytes | None = KEY,
     timeout_s: float | None = None,
     max_attempts: int | None = None,
+    clock: ManualClock | None = None,
 ) -> PumpClient:
+    """A blocking client; its clock is frozen unless the test passes one it advances."""
     return PumpClient(
         url,
         key=key,
         timeout_s=timeout_s,
         max_attempts=max_attempts,
         nonce_source=seeded_nonce_source(11),
+        clock=ManualClock() if clock is None else clock,
     )
+
+
+def event_on_request(pump: FakePump, kind: type[m.Request]) -> asyncio.Event:
+    """An event set when the pump receives a request of type ``kind``."""
+    seen = asyncio.Event()
+    pump.on_request = lambda r: seen.set() if isinstance(r, kind) else None
+    return seen
+
+
+def event_on_resent(pump: FakePump) -> asyncio.Event:
+    """An event set when a retransmission reaches the pump."""
+    seen = asyncio.Event()
+    pump.on_resent = seen.set
+    return seen
 
 
 @pytest.mark.parametrize("kind", ["tcp", "pty"])
@@ -176,17 +202,22 @@ async def test_refusal_raises_with_code_and_detail_and_session_goes_on() -> None
 
 async def test_dropped_response_is_retransmitted_and_not_redone() -> None:
     pump = FakePump()
+    clock = ManualClock()
+    arrived = event_on_request(pump, m.BolusRequest)
     async with served(pump) as url:
 
         def visit() -> tuple[int, int]:
-            with client(url, timeout_s=0.1) as c:
+            with client(url, timeout_s=0.1, clock=clock) as c:
                 c.connect()
                 pump.swallow = 1  # the answer to the next request is lost on the way back
                 result = c.bolus_clinician(50, 30)
                 assert result.dose_mcg == 50
                 return c.stats.retransmissions, c.stats.timeouts
 
-        retransmissions, timeouts = await blocking(visit)
+        visiting = asyncio.create_task(blocking(visit))
+        await asyncio.wait_for(arrived.wait(), GUARD_S)  # the pump got it, its answer is lost
+        clock.advance(0.1)  # the first timeout expires: exactly one retransmission is due
+        retransmissions, timeouts = await visiting
     assert (retransmissions, timeouts) == (1, 0)
     # the pump answered the retransmission from its cache: one bolus, not two
     assert sum(isinstance(r, m.BolusRequest) for r in pump.firmware_requests) == 1
@@ -195,22 +226,32 @@ async def test_dropped_response_is_retransmitted_and_not_redone() -> None:
 
 async def test_silent_pump_times_out() -> None:
     pump = FakePump()
+    clock = ManualClock()
+    arrived = event_on_request(pump, m.InterrogateRequest)
+    resent = event_on_resent(pump)
     async with served(pump) as url:
 
-        def visit() -> tuple[PumpTimeout, float]:
-            with client(url, timeout_s=0.05, max_attempts=2) as c:
+        def visit() -> PumpTimeout:
+            with client(url, timeout_s=0.05, max_attempts=2, clock=clock) as c:
                 c.connect()
                 pump.silent = True
-                start = time.monotonic()
                 with pytest.raises(PumpTimeout) as caught:
                     c.interrogate()
-                return caught.value, time.monotonic() - start
+                # The clock stays put from here, so END_SESSION on leaving needs an answer.
+                pump.silent = False
+                return caught.value
 
-        timeout, elapsed = await blocking(visit)
+        visiting = asyncio.create_task(blocking(visit))
+        await asyncio.wait_for(arrived.wait(), GUARD_S)
+        clock.advance(0.05)  # first timeout: the client retransmits, waiting twice as long
+        await asyncio.wait_for(resent.wait(), GUARD_S)
+        clock.advance(0.1)  # second timeout: that was the last attempt
+        timeout = await visiting
     assert timeout.attempts == 2
     assert isinstance(timeout.request, m.InterrogateRequest)
     assert isinstance(timeout, LinkError)
-    assert 0.15 <= elapsed < 2.0  # 0.05 + 0.1, plus at most a read slice
+    assert timeout.waited_s == pytest.approx(0.05 + 0.1)
+    assert pump.connection.stats.duplicates == 1
 
 
 async def test_sequence_error_is_recovered_with_identify() -> None:
@@ -343,6 +384,7 @@ async def test_log_clock_alarms_refill_and_therapy() -> None:
                 assert [r.index for r in records] == list(range(39, -1, -1))
                 assert records[0].event == "REFILL"
                 assert records[0].args == (2.6, -1.5)
+                assert records[0].labelled_args == {"volume": 2.6, "concentration": -1.5}
                 assert len(c.read_log(page=2)) == 8
                 assert c.read_log_page(0).total_pages == 3
 
@@ -426,7 +468,11 @@ def test_async_client_is_a_twin_of_the_blocking_one() -> None:
 
 async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:
     pump = FakePump()
-    async with served(pump) as url, AsyncPumpClient(url, key=KEY, timeout_s=0.2) as c:
+    # A frozen clock: no retransmission, however long the pump takes to answer.
+    async with (
+        served(pump) as url,
+        AsyncPumpClient(url, key=KEY, timeout_s=0.2, clock=ManualClock()) as c,
+    ):
         info = await asyncio.wait_for(c.connect(), GUARD_S)
         assert info.serial == SERIAL
         status = await c.interrogate()
@@ -445,17 +491,22 @@ async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:
 
 async def test_async_cancelled_exchange_finishes_in_the_background() -> None:
     pump = FakePump()
-    async with served(pump) as url, AsyncPumpClient(url, key=KEY, timeout_s=0.05) as c:
+    clock = ManualClock()
+    async with (
+        served(pump) as url,
+        AsyncPumpClient(url, key=KEY, timeout_s=0.05, clock=clock) as c,
+    ):
         await asyncio.wait_for(c.connect(), GUARD_S)
         pump.swallow = 1
-        arrived = asyncio.Event()
-        pump.on_request = lambda r: arrived.set() if isinstance(r, m.BolusRequest) else None
+        arrived = event_on_request(pump, m.BolusRequest)
         task = asyncio.create_task(c.bolus_clinician(50, 30))
         await asyncio.wait_for(arrived.wait(), GUARD_S)  # the pump got it, answer lost
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        # the next call waits for the cancelled exchange (retransmitted, answered)
+        # Only now may the exchange time out: it is retransmitted in the background and
+        # answered, and the next call waits for it first.
+        clock.advance(0.05)
         status = await asyncio.wait_for(c.interrogate(), GUARD_S)
         assert status.therapy_state is TherapyState.RUNNING
         assert c.stats.retransmissions == 1
@@ -464,14 +515,25 @@ async def test_async_cancelled_exchange_finishes_in_the_background() -> None:
 
 async def test_async_timeout() -> None:
     pump = FakePump()
+    clock = ManualClock()
     async with (
         served(pump) as url,
-        AsyncPumpClient(url, key=KEY, timeout_s=0.05, max_attempts=2) as c,
+        AsyncPumpClient(url, key=KEY, timeout_s=0.05, max_attempts=2, clock=clock) as c,
     ):
         await asyncio.wait_for(c.connect(), GUARD_S)
         pump.silent = True
-        with pytest.raises(PumpTimeout):
-            await asyncio.wait_for(c.interrogate(), GUARD_S)
+        arrived = event_on_request(pump, m.InterrogateRequest)
+        resent = event_on_resent(pump)
+        task = asyncio.create_task(c.interrogate())
+        await asyncio.wait_for(arrived.wait(), GUARD_S)
+        clock.advance(0.05)
+        await asyncio.wait_for(resent.wait(), GUARD_S)
+        clock.advance(0.1)
+        with pytest.raises(PumpTimeout) as caught:
+            await asyncio.wait_for(task, GUARD_S)
+        pump.silent = False  # the clock stays put: END_SESSION on leaving needs an answer
+    assert caught.value.attempts == 2
+    assert caught.value.waited_s == pytest.approx(0.15)
 
 
 def _stop_if_low(threshold_ml: float) -> ops.Operation[bool]:

@@ -348,10 +348,16 @@ async def test_other_commands(capsys: pytest.CaptureFixture[str]) -> None:
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 5
         assert lines[0].startswith("#39")
-        assert "REFILL" in lines[0]
+        # the fake pump's entry 39 is a REFILL with arguments (2.6, -1.5): named, with units
+        assert lines[0].endswith("REFILL                 volume=2.6 mL concentration=-1.5 mcg/mL")
 
         assert await ctl(url, *key, "--json", "log") == 0
-        assert len(out_json(capsys)) == 40
+        records = out_json(capsys)
+        assert len(records) == 40
+        assert records[0]["event"] == "REFILL"
+        assert records[0]["args"] == [2.6, -1.5]
+        assert records[0]["labelled_args"] == {"volume": 2.6, "concentration": -1.5}
+        assert records[0]["arg_units"] == {"volume": "mL", "concentration": "mcg/mL"}
 
         assert await ctl(url, *key, "clock", "set", "2026-03-01T08:00:00") == 0
         assert "set to 2026-03-01 08:00:00 UTC (was 2026-01-01 10:00:00 UTC)" in (

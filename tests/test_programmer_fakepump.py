@@ -57,6 +57,25 @@ def _log_entry(index: int) -> m.LogEntry:
     return m.LogEntry(index, CLOCK_S - 3600 * (LOG_ENTRIES - index), code, (2600, -1500))
 
 
+class ManualClock:
+    """A programmer clock that moves only when the test says so.
+
+    Given to a client as ``clock``, it makes retransmissions and timeouts happen when the test
+    advances it (typically once the pump has seen a request), never because the machine was
+    slow: a frozen clock never times out, however long an answer takes.
+    """
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self.now_s = start_s
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, dt_s: float) -> None:
+        """Move the clock forward by ``dt_s`` seconds."""
+        self.now_s += dt_s
+
+
 class FakePump:
     """A ``ByteHandler`` pump with canned, slightly stateful answers."""
 
@@ -76,6 +95,9 @@ class FakePump:
         self.calls = 0
         #: called (on the transport's loop) with every request answered
         self.on_request: Callable[[m.Request], object] | None = None
+        #: called (on the transport's loop) for every retransmission that reached the pump
+        #: (answered from the cache, or swallowed when silent)
+        self.on_resent: Callable[[], object] | None = None
         self.swallow = 0  # drop this many non-empty replies
         self.silent = False  # answer nothing at all
         self.tamper_echo = False  # PROGRAM_VERIFY echoes a different program
@@ -107,6 +129,8 @@ class FakePump:
                 out.append(event.data)
             elif isinstance(event, ResentResponse):
                 out.append(event.data)
+                if self.on_resent is not None:
+                    self.on_resent()
             elif isinstance(event, RequestReceived):
                 self._record(event.request)
                 self.firmware_requests.append(event.request)

@@ -49,6 +49,7 @@ class Recorder:
         self.received = bytearray()
         self.calls = 0
         self.closed = 0
+        self.closed_event = asyncio.Event()
 
     def __call__(self, data: bytes, /) -> bytes:
         self.received += data
@@ -57,6 +58,7 @@ class Recorder:
 
     def link_closed(self) -> None:
         self.closed += 1
+        self.closed_event.set()
 
 
 class Client(Protocol):
@@ -257,10 +259,8 @@ async def test_link_aware_handler_told_on_disconnect(kind: str) -> None:
         await read(client, 1)
         client.close()
         if isinstance(transport, TcpTransport):
-            for _ in range(100):
-                if handler.closed:
-                    break
-                await asyncio.sleep(0.01)
+            # The server sees the close when its read returns EOF: wait for that, not a time.
+            await asyncio.wait_for(handler.closed_event.wait(), GUARD_S)
         assert handler.closed == 1
 
 

@@ -15,6 +15,7 @@ SUBCOMMAND_MODULES = (
     "tools.profiles",
     "tools.serve",
     "tools.pk",
+    "tools.accuracy",
     "tools.ctl",
     "tools.decode",
     "tools.replay",
@@ -72,4 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m tools.cli`, this file is `__main__`, and the sub-commands would raise
+    # tools.cli.UsageError, a class this copy does not catch: hand over to the imported module.
+    from tools.cli import main as imported_main
+
+    sys.exit(imported_main())

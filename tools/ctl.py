@@ -826,7 +826,7 @@ def cmd_log(pump: PumpClient, args: argparse.Namespace) -> Output:
         records = records[: args.limit]
     lines = []
     for r in records:
-        values = ", ".join(f"{a:g}" for a in r.args)
+        values = " ".join(r.arg_texts())
         lines.append(f"#{r.index:<6} {_when_s(r.time)}  {r.event:<22} {values}".rstrip())
     return Output("\n".join(lines) if lines else "(log empty)", to_data(records))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--profile", help="device profile (default: the scenario's)")
     parser.add_argument("--count", type=int, default=1, help="number of pumps (default 1)")
     parser.add_argument(
-        "--speed", default="1", help="simulated seconds per real second, or 'max' (default 1)"
+        "--speed",
+        default="1",
+        help="simulated seconds per real second, 0.001..1e7, or 'max' (default 1)",
     )
     parser.add_argument("--port", default="pty", help="pty | tcp:PORT | rfc2217:PORT (default pty)")
     parser.add_argument("--link", help="stable symlink for the PTY, e.g. /tmp/ttyPUMP0")
@@ -83,6 +86,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept commands outside an authenticated session (older devices)",
     )
+    parser.add_argument(
+        "--control",
+        type=int,
+        metavar="PORT",
+        help="serve the rig control API (HTTP/JSON: time, faults, head, truth, snapshots) "
+        "on 127.0.0.1:PORT, 0 = a free port; its URL is printed after the pumps "
+        "(see docs/control.md)",
+    )
+    parser.add_argument(
+        "--stepped",
+        action="store_true",
+        help="start with simulated time frozen: it moves only when the rig advances it "
+        "(POST /clock/advance); needs --control",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
     parser.add_argument(
         "--capture",
@@ -93,22 +110,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
+# Paced speeds allowed for --speed, in simulated seconds per real second. 1e7 is about 116
+# simulated days per real second: the OS sleeps in ~1 ms steps, already ~3 simulated hours at
+# 1e7, and the model computes a pump-year in ~0.2 s (BENCHMARKS.md), ~1.6e8 simulated s per
+# real s for one pump, so a paced farm of several pumps cannot go much faster than the bound
+# anyway ('max' is the honest request), and 1e308 or inf would overflow the runtime's
+# arithmetic. Below 1e-3 (a simulated second every ~17 real minutes) nothing happens within a
+# rig session and the real-time waits grow towards overflow.
+SPEED_MIN = 1e-3
+SPEED_MAX = 1e7
+
+
 def _speed(text: str) -> float | None:
-    if text == "max":
+    """``--speed``: 'max' (None: as fast as possible) or a finite number within the bounds."""
+    if text.strip().lower() == "max":
         return None
     try:
         value = float(text)
     except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise UsageError(f"--speed must be a positive number or 'max' (got {text!r})")
+        value = math.nan
+    # Written so that nan (which fails every comparison) is refused too.
+    if not SPEED_MIN <= value <= SPEED_MAX:
+        raise UsageError(
+            f"--speed must be 'max' or a number from {SPEED_MIN:g} to {SPEED_MAX:g} "
+            f"simulated seconds per real second (got {text!r})"
+        )
     return value
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
     from emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
-    from emulator.transports import LinkConfig, LinkPathError
+    from emulator.transports import (
+        PTY_AVAILABLE,
+        PTY_UNAVAILABLE_MESSAGE,
+        LinkConfig,
+        LinkPathError,
+    )
 
     if not 1 <= args.count <= 1000:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
@@ -124,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
         warmup_h = parse_duration_h(args.warmup)
     except ValueError as exc:
         raise UsageError(f"--warmup: {exc}") from None
+    if args.control is not None and not 0 <= args.control <= 65535:
+        raise UsageError(f"--control must be a port 0..65535, 0 = a free port (got {args.control})")
+    if args.stepped and args.control is None:
+        raise UsageError("--stepped needs --control PORT: only the control API moves time then")
+    if args.stepped and args.speed != "1":
+        raise UsageError("--stepped and --speed exclude each other (stepped is speed 0)")
     if args.link and not args.port.startswith("pty"):
         raise UsageError("--link goes with --port pty")
     try:
@@ -132,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
     except (PortSpecError, ScenarioError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
+    if port.kind == "pty" and not PTY_AVAILABLE:
+        raise UsageError(f"--port pty: {PTY_UNAVAILABLE_MESSAGE}")
     if args.capture:
         try:
             open(args.capture, "ab").close()  # fail here, not inside the farm, on a bad path
@@ -146,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         scenario,
         count=args.count,
         port=port,
-        speed=_speed(args.speed),
+        speed=0.0 if args.stepped else _speed(args.speed),
         seed=args.seed,
         link_path=args.link,
         link_config=link_config,
@@ -158,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         capture=args.capture,
     )
 
-    def ready(pumps: list[ServedPump]) -> None:
+    def ready(pumps: list[ServedPump], control_url: str | None) -> None:
         for served in pumps:
             info = served.describe()
             if args.json:
@@ -168,9 +214,14 @@ def run(args: argparse.Namespace) -> int:
                     f"{info['serial']}  {info['model']}  {info['url']}  key={info['key']}",
                     flush=True,
                 )
+        if control_url is not None:
+            if args.json:
+                print(json.dumps({"control": control_url}), flush=True)
+            else:
+                print(f"control  {control_url}", flush=True)
 
     try:
-        asyncio.run(serve_until_signalled(farm, ready))
+        asyncio.run(serve_until_signalled(farm, ready, control_port=args.control))
     except LinkPathError as exc:
         raise UsageError(f"--link: {exc}") from None
     except OSError as exc:

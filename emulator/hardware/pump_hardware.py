@@ -329,6 +329,12 @@ class PumpHardware:
         volume = min(flow_ml_per_h * dt, self.reservoir_ml)
         if t1 >= t0 + self.reservoir_ml / flow_ml_per_h - _EPS_H:
             volume = self.reservoir_ml  # ran dry in this sub-segment: take the last drop exactly
+        budget = self.valve_budget_ml
+        if math.isfinite(budget) and t1 >= t0 + budget / flow_ml_per_h - _EPS_H:
+            # The valve's budget ends here: let exactly the rest through. A remainder too small
+            # to show in float time would otherwise move nothing, and advance_to would loop
+            # on it forever (a valve-gated pump in an MRI field after a refill).
+            volume = min(budget, self.reservoir_ml)
         conc = self.reservoir_conc_mcg_per_ml
         self.reservoir_ml -= volume
         if self.reservoir_ml <= 1e-15:

@@ -1,7 +1,8 @@
 """Transports: move bytes between a programmer and a pump-side :class:`ByteHandler`.
 
 One module per backend (python-can style): :mod:`~emulator.transports.pty` (raw PTY pair,
-optional stable symlink), :mod:`~emulator.transports.tcp` (pyserial ``socket://``),
+optional stable symlink; POSIX only, see ``PTY_AVAILABLE``), :mod:`~emulator.transports.tcp`
+(pyserial ``socket://``),
 :mod:`~emulator.transports.rfc2217` (pyserial ``rfc2217://``),
 :mod:`~emulator.transports.null_modem` (in memory, for tests). Link emulation (pacing,
 turnaround, corruption, drop) lives in :mod:`~emulator.transports.link` and nowhere else.
@@ -16,12 +17,21 @@ from emulator.transports.link import (
     transmit_time_s,
 )
 from emulator.transports.null_modem import NullModem, NullModemClient
-from emulator.transports.pty import LinkPathError, PtyTransport, make_raw
+from emulator.transports.pty import (
+    PTY_AVAILABLE,
+    PTY_UNAVAILABLE_MESSAGE,
+    LinkPathError,
+    PtyTransport,
+    PtyUnavailableError,
+    make_raw,
+)
 from emulator.transports.rfc2217 import Rfc2217Transport
 from emulator.transports.tcp import TcpTransport
 
 __all__ = [
     "BITS_PER_BYTE",
+    "PTY_AVAILABLE",
+    "PTY_UNAVAILABLE_MESSAGE",
     "ByteHandler",
     "Connection",
     "LinkAware",
@@ -31,6 +41,7 @@ __all__ = [
     "NullModem",
     "NullModemClient",
     "PtyTransport",
+    "PtyUnavailableError",
     "PumpTransport",
     "Rfc2217Transport",
     "TcpTransport",

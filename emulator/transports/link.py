@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class LinkConfig:
     turnaround_s: float = 0.0
     corruption_rate: float = 0.0
     seed: int = 0
+    drop_rate: float = 0.0
     chunk_bytes: int | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +95,8 @@ class LinkConfig:
             raise ValueError(f"turnaround_s must be >= 0, got {self.turnaround_s}")
         if not 0.0 <= self.corruption_rate <= 1.0:
             raise ValueError(f"corruption_rate must be in [0, 1], got {self.corruption_rate}")
+        if not 0.0 <= self.drop_rate <= 1.0:
+            raise ValueError(f"drop_rate must be in [0, 1], got {self.drop_rate}")
         if self.chunk_bytes is not None and self.chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1 or None, got {self.chunk_bytes}")
 
@@ -159,12 +162,35 @@ class LinkEmulator:
                 self.bytes_corrupted += 1
         return bytes(out)
 
+    def set_faults(
+        self, *, corruption_rate: float | None = None, drop_rate: float | None = None
+    ) -> LinkConfig:
+        """Change the corruption and byte-loss probabilities from now on (None: keep)."""
+        self.config = replace(  # validated by LinkConfig before anything changes
+            self.config,
+            corruption_rate=self.config.corruption_rate
+            if corruption_rate is None
+            else corruption_rate,
+            drop_rate=self.config.drop_rate if drop_rate is None else drop_rate,
+        )
+        return self.config
+
+    def lose(self, data: bytes) -> bytes:
+        """Drop each byte with probability ``drop_rate`` (a weak or noisy radio)."""
+        p = self.config.drop_rate
+        if p <= 0.0 or not data:
+            return data
+        rng = self._rng
+        kept = bytes(b for b in data if rng.random() >= p)
+        self.bytes_dropped += len(data) - len(kept)
+        return kept
+
     def inbound(self, data: bytes) -> bytes:
         """Bytes from the programmer as the pump receives them (dropped or corrupted)."""
         if self._dropped:
             self.bytes_dropped += len(data)
             return b""
-        return self.corrupt(data)
+        return self.corrupt(self.lose(data))
 
     def outbound(self, data: bytes) -> bytes:
         """Bytes from the pump as the programmer receives them, when sent at once."""

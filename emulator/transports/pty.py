@@ -13,14 +13,39 @@ import asyncio
 import errno
 import logging
 import os
-import termios
-import tty
 from pathlib import Path
 
 from emulator.transports.base import ByteHandler, Connection, PumpTransport
 from emulator.transports.link import LinkEmulator
 
+# termios and tty exist on POSIX systems only. Without them (Windows) this module must still
+# import, so that the TCP and RFC 2217 transports (and the farm) work; asking for a PTY then
+# raises PtyUnavailableError instead.
+try:
+    import termios
+    import tty
+except ImportError:
+    PTY_AVAILABLE = False
+else:
+    PTY_AVAILABLE = True
+
+#: What a user is told when asking for a PTY where there is none.
+PTY_UNAVAILABLE_MESSAGE = "PTY ports need a POSIX system; use --port tcp:PORT or rfc2217:PORT"
+
 log = logging.getLogger(__name__)
+
+
+class PtyUnavailableError(RuntimeError):
+    """A PTY was asked for on a system without POSIX terminals (no termios)."""
+
+    def __init__(self) -> None:
+        super().__init__(PTY_UNAVAILABLE_MESSAGE)
+
+
+def _require_pty() -> None:
+    if not PTY_AVAILABLE:
+        raise PtyUnavailableError
+
 
 _READ_SIZE = 65536
 _MAX_BACKLOG = 1 << 20
@@ -28,7 +53,11 @@ _EIO_RETRY_S = 0.05
 
 
 def make_raw(fd: int) -> None:
-    """Put a terminal descriptor in raw mode (cfmakeraw): no echo, no CR/LF rewriting, 8N1."""
+    """Put a terminal descriptor in raw mode (cfmakeraw): no echo, no CR/LF rewriting, 8N1.
+
+    Raises :class:`PtyUnavailableError` where there is no termios.
+    """
+    _require_pty()
     tty.setraw(fd, termios.TCSANOW)
     attrs = termios.tcgetattr(fd)
     attrs[0] &= ~(
@@ -84,7 +113,8 @@ class PtyTransport(PumpTransport):
     """Serve a :class:`ByteHandler` on a raw PTY, with an optional stable symlink.
 
     ``link`` (e.g. ``Path("/tmp/ttyPUMP0")``) is created on :meth:`start`, replaced atomically
-    if it exists, and removed on :meth:`close` if it still points at our slave.
+    if it exists, and removed on :meth:`close` if it still points at our slave. Raises
+    :class:`PtyUnavailableError` on a system without POSIX terminals (Windows).
     """
 
     def __init__(
@@ -94,6 +124,7 @@ class PtyTransport(PumpTransport):
         link: Path | str | None = None,
         emulation: LinkEmulator | None = None,
     ) -> None:
+        _require_pty()  # here, not at start(): a farm fails before it serves anything
         super().__init__(handler, emulation=emulation)
         self.link = Path(link) if link is not None else None
         self._master: int | None = None

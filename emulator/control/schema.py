@@ -1,0 +1,357 @@
+"""JSON shapes of the control API: requests (validated, unknown fields refused) and responses.
+
+These pydantic models are the API's contract: FastAPI validates requests with them and
+publishes them in the OpenAPI document (docs/control-openapi.json), from which a rig in any
+language can generate its client. Units are in the field names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from emulator.faults import FAULT_PARAMETERS, FaultKind
+
+if TYPE_CHECKING:
+    from emulator.farm import AlarmStop, PumpSnapshot, ServedPump
+    from emulator.pk import Concentrations
+    from emulator.pump import Truth
+    from firmware_stubs.firmware import PumpStatus
+
+MAX_ADVANCE_H = 10 * 8766.0
+"""Longest single advance (ten years): the loop serves no telemetry while time is stepped."""
+
+MAX_SPEED = 1e7
+"""Fastest finite speed (simulated s per real s); use "max" for as fast as possible."""
+
+
+class Request(BaseModel):
+    """Base of every request body: unknown fields are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------- requests
+class AdvanceRequest(Request):
+    """Run simulated time now: `{"hours": H}`, or `{"until": "next_alarm"}` with an optional
+    `limit_hours` (default a year) and `serial` (watch only that pump)."""
+
+    hours: float | None = Field(default=None, ge=0, le=MAX_ADVANCE_H, allow_inf_nan=False)
+    until: Literal["next_alarm"] | None = None
+    limit_hours: float | None = Field(default=None, gt=0, le=MAX_ADVANCE_H, allow_inf_nan=False)
+    serial: str | None = Field(default=None, description="with until: watch only this pump")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AdvanceRequest:
+        if (self.hours is None) == (self.until is None):
+            raise ValueError('give either "hours" or "until": "next_alarm"')
+        if self.hours is not None and (self.limit_hours is not None or self.serial is not None):
+            raise ValueError('"limit_hours" and "serial" go with "until", not "hours"')
+        return self
+
+
+DEFAULT_ALARM_LIMIT_H = 24.0 * 365
+"""How far `until: next_alarm` runs when no alarm comes and no limit is given."""
+
+
+class SpeedRequest(Request):
+    """Simulated seconds per real second; 0 = stepped (frozen until advanced); "max"."""
+
+    speed: Annotated[float, Field(ge=0, le=MAX_SPEED, allow_inf_nan=False)] | Literal["max"]
+
+
+class FaultRequest(Request):
+    """Start a hardware fault now; `value` is the kind's parameter (see the kind's range)."""
+
+    kind: FaultKind
+    value: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="occlusion: severity 0..1 (default 1); leak: fraction 0..1 (default 0.5); "
+        "flow_bias: percent -90..200 (default 15); battery_drop: remaining_pct 0..100 "
+        "(default 5); other kinds take none",
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _value_in_range(cls, value: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("kind")
+        if kind is None or value is None:
+            return value  # a bad kind is reported on its own field
+        spec = FAULT_PARAMETERS.get(kind)
+        if spec is None:
+            raise ValueError(f"fault {kind.value} takes no value")
+        name, low, high, _ = spec
+        if not low <= value <= high:
+            raise ValueError(f"{kind.value} {name} must be {low:g}..{high:g} (got {value:g})")
+        return value
+
+
+class HeadRequest(Request):
+    """Place the telemetry head on the pump (true) or lift it off (false)."""
+
+    placed: bool
+
+
+class LinkRequest(Request):
+    """Link faults from now on; a missing field keeps its value."""
+
+    corruption_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    drop_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+
+
+class RestoreRequest(Request):
+    """Which kept snapshot to restore."""
+
+    snapshot: str = Field(min_length=1, max_length=200)
+
+
+# ---------------------------------------------------------------------- responses
+def _iso(epoch_s: float | None) -> dt.datetime | None:
+    return None if epoch_s is None else dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+
+
+class PumpInfo(BaseModel):
+    """One served pump: who it is, where to open it, its key and its own clock."""
+
+    serial: str
+    model: str
+    url: str
+    key: str = Field(description="per-pump key, hex")
+    t_h: float = Field(description="the pump's own simulated time (hours since its start)")
+    rtc: dt.datetime | None = Field(description="the pump's real-time clock (UTC)")
+    head_placed: bool
+
+    @classmethod
+    def of(cls, served: ServedPump) -> PumpInfo:
+        """Read at the current simulated time."""
+        t_h = served.now_h()
+        return cls(
+            serial=served.serial,
+            model=served.pump.profile.model,
+            url=served.url,
+            key=served.key.hex(),
+            t_h=t_h,
+            rtc=_iso(served.pump.hal.rtc_s()),
+            head_placed=served.head_placed,
+        )
+
+
+class ClockState(BaseModel):
+    """The farm's simulated clock."""
+
+    t_h: float = Field(description="farm simulated time, hours since the farm started")
+    speed: float | Literal["max"] = Field(
+        description="simulated s per real s; 0 = stepped; max = as fast as possible"
+    )
+    stepped: bool
+
+
+class AlarmStopOut(BaseModel):
+    """Which pump raised which alarms."""
+
+    serial: str
+    alarms: list[str]
+    t_h: float
+
+    @classmethod
+    def of(cls, stop: AlarmStop) -> AlarmStopOut:
+        """From the farm's record."""
+        return cls(serial=stop.serial, alarms=list(stop.alarms), t_h=stop.t_h)
+
+
+class AdvanceResult(BaseModel):
+    """Where an advance ended."""
+
+    t_h: float = Field(description="farm simulated time now")
+    stopped_by: Literal["time", "alarm"]
+    alarm: AlarmStopOut | None = None
+
+
+class LedgerOut(BaseModel):
+    """Where every microgram that entered the pump is now."""
+
+    filled_mcg: float
+    in_reservoir_mcg: float
+    in_path_mcg: float
+    to_csf_mcg: float
+    to_tissue_mcg: float
+    aspirated_mcg: float
+
+
+class ConcentrationsOut(BaseModel):
+    """The patient's true concentrations (ng/mL)."""
+
+    csf_lumbar_ng_per_ml: float
+    csf_cisternal_ng_per_ml: float
+    plasma_ng_per_ml: float
+    effect_ng_per_ml: float
+
+
+class TruthOut(BaseModel):
+    """What truly is, now; never sent over telemetry."""
+
+    t_h: float = Field(description="the pump's own simulated time")
+    reservoir_ml: float
+    reservoir_conc_mcg_per_ml: float
+    path_volume_ml: float = Field(description="drug solution in pump tubing and catheter")
+    path_mass_mcg: float
+    tip_conc_mcg_per_ml: float = Field(description="concentration about to leave the tip")
+    battery_remaining_pct: float
+    faults: list[str]
+    ledger: LedgerOut
+    concentrations: ConcentrationsOut | None
+
+    @classmethod
+    def of(cls, truth: Truth, conc: Concentrations | None) -> TruthOut:
+        """From the pump's truth and its patient."""
+        return cls(
+            t_h=truth.t_h,
+            reservoir_ml=truth.reservoir_ml,
+            reservoir_conc_mcg_per_ml=truth.reservoir_conc_mcg_per_ml,
+            path_volume_ml=truth.path_volume_ml,
+            path_mass_mcg=truth.path_mass_mcg,
+            tip_conc_mcg_per_ml=truth.tip_conc_mcg_per_ml,
+            battery_remaining_pct=truth.battery_remaining_fraction * 100.0,
+            faults=list(truth.faults),
+            ledger=LedgerOut(**dataclasses.asdict(truth.ledger)),
+            concentrations=None
+            if conc is None
+            else ConcentrationsOut(**dataclasses.asdict(conc)),
+        )
+
+
+class AlarmOut(BaseModel):
+    """An active alarm as the pump reports it."""
+
+    id: int
+    name: str
+    severity: str
+    raised: dt.datetime | None
+    acknowledged: bool
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and enums as JSON-able values (enums by their value)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class ReportedOut(BaseModel):
+    """What the pump would report at interrogation now (its beliefs, not the truth)."""
+
+    rtc: dt.datetime | None
+    patient_id: str
+    drug: str
+    concentration_mcg_per_ml: float
+    catheter_length_cm: float
+    catheter_volume_ul_per_cm: float
+    reservoir_estimate_ml: float
+    reservoir_capacity_ml: float
+    low_reservoir_threshold_ml: float
+    therapy_state: str
+    program: dict[str, Any] = Field(description="the therapy program in clinical units")
+    commanded_rate_ml_per_day: float
+    dose_last_24h_mcg: float
+    patient_boluses_last_24h: int
+    alarms: list[AlarmOut]
+    projected_low_reservoir: dt.datetime | None
+    projected_eri: dt.datetime | None
+    battery_remaining_pct: float
+    eri: bool
+    eos: bool
+
+    @classmethod
+    def of(cls, status: PumpStatus) -> ReportedOut:
+        """From the firmware's status."""
+        return cls(
+            rtc=_iso(status.rtc_s),
+            patient_id=status.patient_id,
+            drug=status.drug.name,
+            concentration_mcg_per_ml=status.drug.concentration_mcg_per_ml,
+            catheter_length_cm=status.catheter.length_cm,
+            catheter_volume_ul_per_cm=status.catheter.volume_ul_per_cm,
+            reservoir_estimate_ml=status.reservoir_estimate_ml,
+            reservoir_capacity_ml=status.reservoir_capacity_ml,
+            low_reservoir_threshold_ml=status.low_reservoir_threshold_ml,
+            therapy_state=status.therapy_state.value,
+            program=_plain(status.program),
+            commanded_rate_ml_per_day=status.commanded_rate_ml_per_day,
+            dose_last_24h_mcg=status.dose_last_24h_mcg,
+            patient_boluses_last_24h=status.patient_boluses_last_24h,
+            alarms=[
+                AlarmOut(
+                    id=int(a.alarm),
+                    name=a.alarm.name.lower(),
+                    severity=a.severity.value,
+                    raised=_iso(a.raised_rtc_s),
+                    acknowledged=a.acknowledged,
+                )
+                for a in status.alarms
+            ],
+            projected_low_reservoir=_iso(status.projected_low_reservoir_rtc_s),
+            projected_eri=_iso(status.projected_eri_rtc_s),
+            battery_remaining_pct=status.battery_remaining_fraction * 100.0,
+            eri=status.eri,
+            eos=status.eos,
+        )
+
+
+class FaultsOut(BaseModel):
+    """The pump's active hardware faults after the change."""
+
+    faults: list[str]
+    changed: bool = Field(description="false when clearing a fault that was not active")
+
+
+class HeadOut(BaseModel):
+    """Whether the telemetry head is on the pump."""
+
+    placed: bool
+
+
+class LinkOut(BaseModel):
+    """The emulated telemetry link of one pump."""
+
+    head_placed: bool
+    corruption_rate: float
+    drop_rate: float
+    baud: float | None = Field(description="pacing baud rate; null = unpaced")
+    turnaround_s: float
+    bytes_dropped: int
+    bytes_corrupted: int
+
+
+class SnapshotOut(BaseModel):
+    """A kept snapshot of one pump's whole state."""
+
+    id: str
+    serial: str
+    t_h: float = Field(description="the pump's own simulated time when taken")
+
+    @classmethod
+    def of(cls, snap: PumpSnapshot) -> SnapshotOut:
+        """From the farm's record."""
+        return cls(id=snap.id, serial=snap.serial, t_h=snap.t_h)
+
+
+class ErrorOut(BaseModel):
+    """A refused request (404, 409): what was wrong."""
+
+    detail: str

@@ -1,0 +1,1 @@
+"""Worked examples (run with the project's test suite)."""

@@ -1,0 +1,383 @@
+"""The control API over HTTP: every route, its validation (4xx naming the field, nothing
+changed), the published OpenAPI document and the Python client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from emulator.control.app import ControlServer, create_app
+from emulator.control.client import ControlClient, ControlError
+from emulator.farm import PortSpec, PumpFarm
+from emulator.scenario import load_scenario
+
+pytestmark = pytest.mark.timeout(60)
+
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "docs" / "control-openapi.json"
+
+
+class Rig:
+    """A farm (stepped, null-modem ports) with its control API served on a free port."""
+
+    def __init__(self, farm: PumpFarm, server: ControlServer, http: httpx.AsyncClient) -> None:
+        self.farm = farm
+        self.server = server
+        self.http = http
+        self.serial = farm.pumps[0].serial
+
+    async def get(self, path: str) -> Any:
+        response = await self.http.get(path)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        response = await self.http.post(path, json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def refused(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        response = await self.http.request(method, path, json=body)
+        assert 400 <= response.status_code < 500, response.text
+        return response
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    farm = PumpFarm(load_scenario("clinic-ready"), count=2, port=PortSpec("null"), speed=0.0)
+    server = ControlServer(farm, 0)
+    async with farm:
+        task = asyncio.create_task(farm.run())
+        url = await server.start()
+        async with httpx.AsyncClient(base_url=url) as http:
+            yield Rig(farm, server, http)
+        await server.close()
+        farm.stop()
+        await task
+
+
+def _messages(response: httpx.Response) -> str:
+    return json.dumps(response.json()["detail"])
+
+
+async def test_pumps_list_serial_model_url_key_and_time(rig: Rig) -> None:
+    pumps = await rig.get("/pumps")
+    assert [p["serial"] for p in pumps] == [s.serial for s in rig.farm.pumps]
+    first = pumps[0]
+    assert first["model"] == "peristaltic-20"
+    assert first["url"] == rig.farm.pumps[0].url
+    assert bytes.fromhex(first["key"]) == rig.farm.pumps[0].key
+    assert first["t_h"] == pytest.approx(24.0)
+    assert first["rtc"].startswith("2026-01-06T08:00:00")
+    assert first["head_placed"] is True
+    assert (await rig.get(f"/pumps/{rig.serial}")) == first
+
+
+async def test_unknown_pump_is_404_naming_the_served_ones(rig: Rig) -> None:
+    response = await rig.refused("GET", "/pumps/NOPE/truth")
+    assert response.status_code == 404
+    assert "NOPE" in response.json()["detail"]
+    assert rig.serial in response.json()["detail"]
+
+
+async def test_stepped_clock_moves_only_when_advanced(rig: Rig) -> None:
+    assert await rig.get("/clock") == {"t_h": 24.0, "speed": 0.0, "stepped": True}
+    result = await rig.post("/clock/advance", {"hours": 48})
+    assert result == {"t_h": 72.0, "stopped_by": "time", "alarm": None}
+    truth = await rig.get(f"/pumps/{rig.serial}/truth")
+    assert truth["t_h"] == pytest.approx(72.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"hours": -1}, "hours", "greater than or equal to 0"),
+        ({"hours": 1e9}, "hours", "less than or equal to 87660"),
+        ({"hours": "soon"}, "hours", "valid number"),
+        ({"until": "tomorrow"}, "until", "next_alarm"),
+        ({"until": "next_alarm", "limit_hours": 0}, "limit_hours", "greater than 0"),
+        ({"hours": 1, "until": "next_alarm"}, "body", "either"),
+        ({"hours": 1, "serial": "x"}, "body", "go with"),
+        ({"hourz": 1}, "hourz", "Extra inputs"),
+        ({}, "body", "either"),
+    ],
+)
+async def test_bad_advance_is_422_naming_the_field_and_time_stays(
+    rig: Rig, body: dict[str, Any], field: str, words: str
+) -> None:
+    response = await rig.refused("POST", "/clock/advance", body)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any(field in map(str, item["loc"]) for item in detail), detail
+    assert words in _messages(response)
+    assert (await rig.get("/clock"))["t_h"] == 24.0
+
+
+async def test_nan_in_a_request_is_refused_with_a_readable_body(rig: Rig) -> None:
+    response = await rig.http.post(
+        "/clock/advance", content=b'{"hours": NaN}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert "finite number" in _messages(response)
+
+
+async def test_form_body_gets_a_hint_about_json(rig: Rig) -> None:
+    response = await rig.http.post("/clock/advance", content=b'{"hours": 1}')
+    assert response.status_code == 422
+    assert "application/json" in _messages(response)
+
+
+async def test_advance_until_next_alarm_reports_the_pump_and_alarm(rig: Rig) -> None:
+    result = await rig.post("/clock/advance", {"until": "next_alarm", "limit_hours": 24 * 120})
+    assert result["stopped_by"] == "alarm"
+    assert result["alarm"]["alarms"] == ["low_reservoir"]
+    reported = await rig.get(f"/pumps/{result['alarm']['serial']}/reported")
+    assert [a["name"] for a in reported["alarms"]] == ["low_reservoir"]
+    quiet = await rig.post("/clock/advance", {"until": "next_alarm", "limit_hours": 1})
+    assert quiet["stopped_by"] == "time"
+    assert quiet["t_h"] == pytest.approx(result["t_h"] + 1)
+    missing = await rig.refused("POST", "/clock/advance", {"until": "next_alarm", "serial": "x"})
+    assert missing.status_code == 404
+
+
+async def test_speed_number_max_and_stepped(rig: Rig) -> None:
+    assert (await rig.post("/clock/speed", {"speed": 3600}))["speed"] == 3600.0
+    assert (await rig.post("/clock/speed", {"speed": "max"}))["speed"] == "max"
+    stepped = await rig.post("/clock/speed", {"speed": 0})
+    assert stepped["stepped"] is True
+    for bad in (-1, "fast", 1e300):
+        response = await rig.refused("POST", "/clock/speed", {"speed": bad})
+        assert response.status_code == 422
+        assert "speed" in _messages(response)
+    assert rig.farm.runtime.speed == 0.0
+
+
+async def test_faults_inject_and_clear_with_ranges_named(rig: Rig) -> None:
+    path = f"/pumps/{rig.serial}/faults"
+    out = await rig.post(path, {"kind": "occlusion", "value": 0.5})
+    assert out == {"faults": ["occlusion"], "changed": True}
+    assert (await rig.get(f"/pumps/{rig.serial}/truth"))["faults"] == ["occlusion"]
+    bad_value = await rig.refused("POST", path, {"kind": "leak", "value": 2})
+    assert bad_value.status_code == 422
+    assert bad_value.json()["detail"][0]["loc"] == ["body", "value"]
+    assert "fraction must be 0..1" in _messages(bad_value)
+    no_value = await rig.refused("POST", path, {"kind": "motor_stall", "value": 1})
+    assert "takes no value" in _messages(no_value)
+    bad_kind = await rig.refused("POST", path, {"kind": "gremlins"})
+    assert "occlusion" in _messages(bad_kind)  # the allowed kinds are listed
+    assert (await rig.get(f"/pumps/{rig.serial}/truth"))["faults"] == ["occlusion"]
+    cleared = (await rig.http.delete(f"{path}/occlusion")).json()
+    assert cleared == {"faults": [], "changed": True}
+    again = (await rig.http.delete(f"{path}/occlusion")).json()
+    assert again == {"faults": [], "changed": False}
+    assert (await rig.http.delete(f"{path}/gremlins")).status_code == 422
+
+
+async def test_every_fault_kind_can_be_injected_and_cleared(rig: Rig) -> None:
+    from emulator.faults import FaultKind
+
+    for kind in FaultKind:
+        serial = rig.serial
+        await rig.post(f"/pumps/{serial}/reset")
+        out = await rig.post(f"/pumps/{serial}/faults", {"kind": kind.value})
+        if kind is FaultKind.BATTERY_DROP:  # an event, not a state: the cell just holds less
+            truth = await rig.get(f"/pumps/{serial}/truth")
+            assert truth["battery_remaining_pct"] == pytest.approx(5.0)
+            continue
+        assert kind.value in out["faults"]
+        cleared = (await rig.http.delete(f"/pumps/{serial}/faults/{kind.value}")).json()
+        assert kind.value not in cleared["faults"]
+
+
+async def test_truth_and_reported_part_under_an_occlusion(rig: Rig) -> None:
+    serial = rig.serial
+    await rig.post(f"/pumps/{serial}/faults", {"kind": "occlusion"})
+    before = await rig.get(f"/pumps/{serial}/truth")
+    await rig.post("/clock/advance", {"hours": 24})
+    truth = await rig.get(f"/pumps/{serial}/truth")
+    reported = await rig.get(f"/pumps/{serial}/reported")
+    # The pump believes it delivered its daily dose; nothing reached the CSF.
+    assert reported["dose_last_24h_mcg"] == pytest.approx(200.0, rel=0.01)
+    assert truth["ledger"]["to_csf_mcg"] == pytest.approx(before["ledger"]["to_csf_mcg"])
+    assert truth["reservoir_ml"] == pytest.approx(before["reservoir_ml"])
+    assert reported["reservoir_estimate_ml"] < truth["reservoir_ml"] - 0.3
+    assert truth["concentrations"]["csf_lumbar_ng_per_ml"] < (
+        before["concentrations"]["csf_lumbar_ng_per_ml"] / 2
+    )
+
+
+async def test_head_and_link_faults(rig: Rig) -> None:
+    serial = rig.serial
+    assert await rig.post(f"/pumps/{serial}/head", {"placed": False}) == {"placed": False}
+    assert rig.farm.pumps[0].link.dropped
+    assert (await rig.get(f"/pumps/{serial}"))["head_placed"] is False
+    assert await rig.post(f"/pumps/{serial}/head", {"placed": True}) == {"placed": True}
+    link = await rig.post(f"/pumps/{serial}/link", {"corruption_rate": 0.01})
+    assert link["corruption_rate"] == 0.01
+    assert link["drop_rate"] == 0.0
+    assert link["turnaround_s"] == pytest.approx(0.005)
+    bad = await rig.refused("POST", f"/pumps/{serial}/link", {"drop_rate": 2})
+    assert "drop_rate" in _messages(bad)
+    assert (await rig.get(f"/pumps/{serial}/link"))["drop_rate"] == 0.0
+    assert (await rig.refused("POST", f"/pumps/{serial}/head", {"placed": "maybe"})).status_code
+
+
+async def test_snapshot_restore_reset_and_their_errors(rig: Rig) -> None:
+    serial, other = rig.serial, rig.farm.pumps[1].serial
+    snap = await rig.post(f"/pumps/{serial}/snapshot")
+    assert snap["serial"] == serial
+    assert snap["t_h"] == pytest.approx(24.0)
+    at_snap = await rig.get(f"/pumps/{serial}/truth")
+    await rig.post("/clock/advance", {"hours": 240})
+    await rig.post(f"/pumps/{serial}/faults", {"kind": "motor_stall"})
+    info = await rig.post(f"/pumps/{serial}/restore", {"snapshot": snap["id"]})
+    assert info["t_h"] == pytest.approx(24.0)
+    restored = await rig.get(f"/pumps/{serial}/truth")
+    assert restored["reservoir_ml"] == pytest.approx(at_snap["reservoir_ml"])
+    assert restored["faults"] == []
+    # another pump's snapshot, an unknown one
+    wrong = await rig.refused("POST", f"/pumps/{other}/restore", {"snapshot": snap["id"]})
+    assert wrong.status_code == 409
+    unknown = await rig.refused("POST", f"/pumps/{serial}/restore", {"snapshot": "nope"})
+    assert unknown.status_code == 404
+    assert [s["id"] for s in await rig.get("/snapshots")] == [snap["id"]]
+    assert (await rig.http.delete(f"/snapshots/{snap['id']}")).json() == []
+    assert (await rig.http.delete(f"/snapshots/{snap['id']}")).status_code == 404
+    # reset: a fresh pump after the warm-up, same identity
+    await rig.post("/clock/advance", {"hours": 100})
+    fresh = await rig.post(f"/pumps/{serial}/reset")
+    assert fresh["t_h"] == pytest.approx(24.0)
+    assert fresh["key"] == rig.farm.pumps[0].key.hex()
+
+
+async def test_snapshot_limit_is_409(rig: Rig) -> None:
+    rig.farm.MAX_SNAPSHOTS = 1
+    await rig.post(f"/pumps/{rig.serial}/snapshot")
+    full = await rig.refused("POST", f"/pumps/{rig.serial}/snapshot")
+    assert full.status_code == 409
+    assert "at most 1" in full.json()["detail"]
+
+
+async def test_openapi_document_is_served_and_committed(rig: Rig) -> None:
+    served = await rig.get("/openapi.json")
+    committed = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
+    assert served == committed, (
+        "docs/control-openapi.json is stale: regenerate with "
+        "`python -m tools.gen_control_openapi`"
+    )
+    paths = served["paths"]
+    for route in (
+        "/pumps",
+        "/clock",
+        "/clock/advance",
+        "/clock/speed",
+        "/pumps/{serial}/faults",
+        "/pumps/{serial}/faults/{kind}",
+        "/pumps/{serial}/truth",
+        "/pumps/{serial}/reported",
+        "/pumps/{serial}/head",
+        "/pumps/{serial}/link",
+        "/pumps/{serial}/snapshot",
+        "/pumps/{serial}/restore",
+        "/pumps/{serial}/reset",
+    ):
+        assert route in paths, route
+
+
+async def test_python_client_covers_the_api(rig: Rig) -> None:
+    serial = rig.serial
+
+    def use_it() -> None:
+        with ControlClient(rig.server.url) as client:
+            assert client.pumps()[0].serial == serial
+            assert client.clock().stepped
+            assert client.advance(24).t_h == pytest.approx(48.0)
+            assert client.inject(serial, "occlusion", 1.0).faults == ["occlusion"]
+            assert client.truth(serial).faults == ["occlusion"]
+            assert client.reported(serial).therapy_state == "running"
+            assert client.clear(serial, "occlusion").changed
+            assert client.set_head(serial, False).placed is False
+            assert client.set_head(serial, True).placed is True
+            assert client.set_link(serial, drop_rate=0.5).drop_rate == 0.5
+            assert client.link(serial).drop_rate == 0.5
+            snap = client.snapshot(serial)
+            assert [s.id for s in client.snapshots()] == [snap.id]
+            assert client.restore(serial, snap.id).t_h == pytest.approx(48.0)
+            assert client.delete_snapshot(snap.id) == []
+            assert client.reset(serial).t_h == pytest.approx(24.0)
+            stop = client.advance_until_alarm(limit_hours=24 * 120, serial=serial)
+            assert stop.alarm is not None
+            assert client.set_speed("max").speed == "max"
+            assert client.set_speed(0).stepped
+            assert client.pump(serial).serial == serial
+            assert "paths" in client.openapi()
+            with pytest.raises(ControlError) as refused:
+                client.inject(serial, "leak", 5.0)
+            assert refused.value.status == 422
+            assert "fraction" in str(refused.value)
+
+    await asyncio.to_thread(use_it)
+
+
+def test_app_routes_are_coroutines_so_nothing_touches_the_world_from_a_thread() -> None:
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0)
+    routes = [r for r in create_app(farm).routes if isinstance(r, APIRoute)]
+    assert routes
+    for route in routes:
+        assert inspect.iscoroutinefunction(route.endpoint), route.path
+
+
+def test_serve_prints_the_control_url_and_serves_it_until_signalled() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tools.cli", "serve", "--port", "tcp:0", "--control", "0"]
+    proc = subprocess.Popen(
+        [*cmd, "--stepped", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        pump = json.loads(proc.stdout.readline())
+        control = json.loads(proc.stdout.readline())
+        assert pump["url"].startswith("socket://127.0.0.1:")
+        assert control["control"].startswith("http://127.0.0.1:")
+        with ControlClient(control["control"]) as client:
+            assert client.clock().stepped
+            assert client.pumps()[0].serial == pump["serial"]
+            assert client.advance(1).t_h == pytest.approx(25.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--stepped"], "--stepped needs --control"),
+        (["--control", "70000"], "--control must be a port 0..65535"),
+        (["--control", "0", "--stepped", "--speed", "10"], "exclude each other"),
+    ],
+)
+def test_serve_control_flags_are_checked(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.cli import main
+
+    assert main(["serve", *args]) == 2
+    assert words in capsys.readouterr().err
