@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from enum import Enum, Flag, StrEnum
 from typing import Any
 
-from emulator.capture import CaptureRecord, Direction
-from protocol.framing import Deframer, FramingStats
-from protocol.header import Header, HeaderError, parse_body
-from protocol.messages import (
+from itpump.emulator.capture import CaptureRecord, Direction
+from itpump.protocol.framing import Deframer, FramingStats
+from itpump.protocol.header import Header, HeaderError, parse_body
+from itpump.protocol.messages import (
     RESPONSE_BIT,
     MessageType,
     Refusal,
@@ -28,7 +28,7 @@ from protocol.messages import (
     decode_request,
     decode_response,
 )
-from protocol.wire import WireError
+from itpump.protocol.wire import WireError
 
 __all__ = [
     "ConversationEvent",

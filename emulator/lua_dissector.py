@@ -4,7 +4,7 @@ The dissector (``emulator/wireshark/itpump.lua``, shipped as package data) is ha
 Lua except for one region between ``BEGIN GENERATED`` and ``END GENERATED``: the message
 layouts, enumerations and result codes, rendered here from the protocol's own wire specs
 (:mod:`protocol.messages`) so the dissector cannot drift from the encoder. A test fails when
-the file is stale; refresh it with ``python -m emulator.lua_dissector --write``.
+the file is stale; refresh it with ``python -m itpump.emulator.lua_dissector --write``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from enum import IntEnum, IntFlag
 from importlib import resources
 from pathlib import Path
 
-from emulator.capture import LINKTYPE_ITPUMP, PSEUDO_HEADER
-from protocol.codes import ResultCode
-from protocol.messages import MESSAGES, MessageType
-from protocol.wire import (
+from itpump.emulator.capture import LINKTYPE_ITPUMP, PSEUDO_HEADER
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.messages import MESSAGES, MessageType
+from itpump.protocol.wire import (
     BoolSpec,
     BytesSpec,
     EnumSpec,
@@ -149,7 +149,7 @@ def check_dissector(path: Path | None = None) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``--write``: refresh the dissector in the source tree; default: check it."""
-    parser = argparse.ArgumentParser(prog="python -m emulator.lua_dissector")
+    parser = argparse.ArgumentParser(prog="python -m itpump.emulator.lua_dissector")
     parser.add_argument("--write", action="store_true", help="rewrite the generated region")
     args = parser.parse_args(argv)
     path = Path(__file__).with_name("wireshark") / "itpump.lua"
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if check_dissector(path):
         return 0
-    print(f"{path} is stale: run python -m emulator.lua_dissector --write", file=sys.stderr)
+    print(f"{path} is stale: run python -m itpump.emulator.lua_dissector --write", file=sys.stderr)
     return 1
 
 

@@ -26,12 +26,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.capture import CaptureError, CaptureReader, Direction
-from emulator.conversation import ConversationEvent, EventKind, decode_records, flatten_message
-from programmer.client import PumpClient
-from programmer.errors import PumpError, PumpRefused, PumpTimeout
-from programmer.operations import KeySource, resolve_key
-from protocol.messages import (
+from itpump.emulator.capture import CaptureError, CaptureReader, Direction
+from itpump.emulator.conversation import ConversationEvent, EventKind, decode_records, flatten_message
+from itpump.programmer.client import PumpClient
+from itpump.programmer.errors import PumpError, PumpRefused, PumpTimeout
+from itpump.programmer.operations import KeySource, resolve_key
+from itpump.protocol.messages import (
     AuthBeginRequest,
     AuthProofRequest,
     Refusal,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.connection import ProgrammerConnection
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.connection import ProgrammerConnection
 
 
 def clinic_frames() -> list[tuple[int, bytes]]:

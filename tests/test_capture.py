@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.capture import (
+from itpump.emulator.capture import (
     LINKTYPE_ITPUMP,
     CaptureError,
     CaptureReader,
@@ -20,22 +20,22 @@ from emulator.capture import (
     Direction,
     read_capture,
 )
-from emulator.conversation import EventKind, decode_records
-from emulator.farm import PortSpec, PumpFarm
-from emulator.faults import Fault
-from emulator.replay import (
+from itpump.emulator.conversation import EventKind, decode_records
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.faults import Fault
+from itpump.emulator.replay import (
     DEFAULT_IGNORED_FIELDS,
     ReplayInputError,
     compare_answers,
     load_exchanges,
 )
-from emulator.scenario import load_scenario
-from programmer import PumpClient
-from protocol import messages as m
-from protocol.codes import ResultCode
-from protocol.framing import encode_frame
+from itpump.emulator.scenario import load_scenario
+from itpump.programmer import PumpClient
+from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.framing import encode_frame
 from tests.capture_helpers import clinic_frames
-from tools.cli import main
+from itpump.tools.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -148,7 +148,7 @@ def test_decode_reassembles_split_frames_and_reports_drops() -> None:
     frame = encode_frame(b"\x01\x01\x00\x00\x07\x00\x00\x00\x00\x01\x01")
     bad = bytearray(frame)
     bad[3] ^= 0xFF
-    from emulator.capture import CaptureRecord
+    from itpump.emulator.capture import CaptureRecord
 
     chunks = [b"zz" + frame[:4], frame[4:] + bytes(bad)]
     records = [CaptureRecord(0, "P", Direction.TO_PUMP, i, 0.5, c) for i, c in enumerate(chunks)]

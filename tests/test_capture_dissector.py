@@ -16,12 +16,12 @@ import lupa.lua52
 import lupa.lua54
 import pytest
 
-from emulator.capture import PSEUDO_HEADER, Direction
-from emulator.conversation import flatten_message
-from emulator.lua_dissector import check_dissector, dissector_path
-from protocol import messages as m
-from protocol.framing import decode_frame, encode_frame
-from protocol.header import Header, build_body, parse_body
+from itpump.emulator.capture import PSEUDO_HEADER, Direction
+from itpump.emulator.conversation import flatten_message
+from itpump.emulator.lua_dissector import check_dissector, dissector_path
+from itpump.protocol import messages as m
+from itpump.protocol.framing import decode_frame, encode_frame
+from itpump.protocol.header import Header, build_body, parse_body
 from tests.capture_helpers import clinic_frames
 
 STUB = Path(__file__).with_name("wireshark_stub.lua").read_text(encoding="utf-8")
@@ -207,7 +207,7 @@ def test_every_field_abbreviation_is_unique_and_registered(dissector: Dissector)
 
 def test_dissector_tables_match_the_protocol() -> None:
     # Stale tables would mis-decode after a message change: refresh with
-    # `python -m emulator.lua_dissector --write`.
+    # `python -m itpump.emulator.lua_dissector --write`.
     assert check_dissector()
 
 

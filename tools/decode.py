@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tools.cli import UsageError
+from itpump.tools.cli import UsageError
 
 if TYPE_CHECKING:
-    from emulator.conversation import ConversationEvent
+    from itpump.emulator.conversation import ConversationEvent
 
 EPILOG = """\
 Each line: wall time (UTC), simulated time (hours), pump serial, direction, message name,
@@ -59,8 +59,8 @@ def _header_text(event: ConversationEvent) -> str:
 
 
 def _line(event: ConversationEvent) -> str:
-    from emulator.conversation import EventKind
-    from protocol.examples import describe
+    from itpump.emulator.conversation import EventKind
+    from itpump.protocol.examples import describe
 
     head = (
         f"{_wall(event.wall_time_ns)}  sim {event.sim_time_h:.6f} h  {event.serial}  "
@@ -76,7 +76,7 @@ def _line(event: ConversationEvent) -> str:
 
 
 def _json(event: ConversationEvent) -> dict[str, Any]:
-    from emulator.conversation import to_jsonable
+    from itpump.emulator.conversation import to_jsonable
 
     header = event.header
     return {
@@ -107,9 +107,9 @@ def _json(event: ConversationEvent) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the decoded conversation (or the dissector's path)."""
-    from emulator.capture import CaptureError, CaptureReader
-    from emulator.conversation import decode_records
-    from emulator.lua_dissector import dissector_path
+    from itpump.emulator.capture import CaptureError, CaptureReader
+    from itpump.emulator.conversation import decode_records
+    from itpump.emulator.lua_dissector import dissector_path
 
     if args.dissector_path:
         print(dissector_path())

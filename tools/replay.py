@@ -7,11 +7,11 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from tools.cli import UsageError
+from itpump.tools.cli import UsageError
 
 if TYPE_CHECKING:
-    from emulator.replay import ReplayReport
-    from programmer.operations import KeySource
+    from itpump.emulator.replay import ReplayReport
+    from itpump.programmer.operations import KeySource
 
 KEY_ENV = "ITPUMP_KEY"
 MASTER_KEY_ENV = "ITPUMP_MASTER_KEY"
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _key_source(args: argparse.Namespace) -> KeySource | None:
-    from programmer.keys import master_key_source, parse_key
+    from itpump.programmer.keys import master_key_source, parse_key
 
     key_text = args.key or (None if args.master_key else os.environ.get(KEY_ENV))
     master_text = args.master_key or os.environ.get(MASTER_KEY_ENV)
@@ -115,15 +115,15 @@ def run(args: argparse.Namespace) -> int:
     """Replay and report; exit 1 when an answer differs."""
     import serial
 
-    from emulator.replay import (
+    from itpump.emulator.replay import (
         DEFAULT_IGNORED_FIELDS,
         ReplayInputError,
         load_exchanges,
         replay_capture,
     )
-    from programmer.client import PumpClient
-    from programmer.errors import PumpError
-    from protocol.messages import AuthProofRequest
+    from itpump.programmer.client import PumpClient
+    from itpump.programmer.errors import PumpError
+    from itpump.protocol.messages import AuthProofRequest
 
     key = _key_source(args)
     if args.timeout is not None and not args.timeout > 0:
