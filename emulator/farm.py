@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from itpump.emulator.capture import CaptureTap
 from itpump.emulator.device_profile import DeviceProfile
 from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.pk import Concentrations
@@ -33,6 +34,7 @@ from itpump.emulator.transports import (
     Rfc2217Transport,
     TcpTransport,
 )
+from itpump.emulator.transports.base import ByteHandler
 from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import PumpStatus
 
@@ -284,6 +286,7 @@ class PumpFarm:
         warmup_h: float = DEFAULT_WARMUP_H,
         pace: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        capture: str | Path | None = None,
     ) -> None:
         """`speed` is simulated seconds per real second (0: stepped by the rig, None: as
         fast as possible); `turnaround` applies the profile's reply turnaround delay (off:
@@ -291,7 +294,8 @@ class PumpFarm:
         simulated time, as fast as possible, before anything is served, so the scenario's
         set-up is done when the first programmer connects; `pace` paces bytes at the
         profile's baud rate unless `link_config` sets one; `clock` is the real-time clock
-        (seconds; injectable for tests)."""
+        (seconds; injectable for tests); `capture` records every telemetry byte to that
+        pcapng file (docs/capture.md)."""
         if not (warmup_h >= 0 and math.isfinite(warmup_h)):
             raise ValueError(f"warmup_h must be >= 0 and finite (got {warmup_h})")
         if count < 1:
@@ -317,6 +321,7 @@ class PumpFarm:
         self._watch_serial: str | None = None
         self._watching = False
         self._link_path = link_path
+        self.capture = CaptureTap(lambda: float(self.env.now), lambda i: self.pumps[i].url)
         for i in range(count):
             header_serial = scenario.scenario.serial
             serial = f"{header_serial}-{i}" if header_serial and count > 1 else None
@@ -325,11 +330,14 @@ class PumpFarm:
             pump.on_alarm = self.on_pump_alarm
             key = pump_key(pump.serial, master_key)
             emulation = self._link_emulation(pump.profile, seed=base_seed + i)
-            handler = _SyncedEndpoint(self.make_endpoint(pump, key), self.runtime)
+            synced = _SyncedEndpoint(self.make_endpoint(pump, key), self.runtime)
+            # The transport calls the capture tap, which calls the synced endpoint; the served
+            # pump keeps the synced endpoint, whose endpoint a restore or reset replaces.
+            handler = self.capture.wrap(self.capture.add_pump(pump.serial), synced)
             served = ServedPump(
                 self,
                 run,
-                handler,
+                synced,
                 self._transport(handler, i, count, emulation),
                 key,
                 emulation,
@@ -337,6 +345,8 @@ class PumpFarm:
             )
             self.pumps.append(served)
             self._by_serial[pump.serial] = served
+        if capture is not None:
+            self.capture.start(capture)
 
         if warmup_h > 0:
             self.runtime.advance_to(warmup_h)
@@ -457,7 +467,7 @@ class PumpFarm:
         del self._snapshots[snapshot_id]
 
     def _transport(
-        self, handler: _SyncedEndpoint, index: int, count: int, emulation: LinkEmulator | None
+        self, handler: ByteHandler, index: int, count: int, emulation: LinkEmulator | None
     ) -> PumpTransport | NullModem:
         kind = self.port.kind
         if kind == "pty":
@@ -491,8 +501,17 @@ class PumpFarm:
         """Make `run()` return."""
         self.runtime.stop()
 
+    def start_capture(self, path: str | Path) -> None:
+        """Record every telemetry byte of every pump to a new pcapng file (docs/capture.md)."""
+        self.capture.start(path)
+
+    def stop_capture(self) -> Path | None:
+        """Finish the capture; returns its path (``None`` when none was running)."""
+        return self.capture.stop()
+
     async def close(self) -> None:
-        """Close every port (and remove symlinks)."""
+        """Close every port (and remove symlinks); finish any capture."""
+        self.capture.stop()
         for served in self.pumps:
             transport = served.transport
             if isinstance(transport, PumpTransport):

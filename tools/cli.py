@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "itpump.tools.pk",
     "itpump.tools.accuracy",
     "itpump.tools.ctl",
+    "itpump.tools.decode",
+    "itpump.tools.replay",
 )
 
 

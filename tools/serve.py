@@ -101,6 +101,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "(POST /clock/advance); needs --control",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
+    parser.add_argument(
+        "--capture",
+        metavar="FILE",
+        help="record every telemetry byte to FILE (pcapng, opens in Wireshark; "
+        "see `itpump decode` and docs/capture.md)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -172,6 +178,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if port.kind == "pty" and not PTY_AVAILABLE:
         raise UsageError(f"--port pty: {PTY_UNAVAILABLE_MESSAGE}")
+    if args.capture:
+        try:
+            open(args.capture, "ab").close()  # fail here, not inside the farm, on a bad path
+        except OSError as exc:
+            raise UsageError(f"--capture: {exc}") from None
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(
@@ -190,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         allow_unauthenticated=True if args.allow_unauthenticated else None,
         warmup_h=warmup_h,
         pace=args.baud is None,
+        capture=args.capture,
     )
 
     def ready(pumps: list[ServedPump], control_url: str | None) -> None:
