@@ -16,6 +16,10 @@ from itpump.emulator.control.app import ControlServer, create_app
 from itpump.emulator.control.client import ControlClient, ControlError
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.scenario import load_scenario
+from itpump.emulator.transports import NullModem
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.connection import ProgrammerConnection
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -381,3 +385,30 @@ def test_serve_control_flags_are_checked(
 
     assert main(["serve", *args]) == 2
     assert words in capsys.readouterr().err
+
+
+async def test_capture_starts_and_stops_over_the_api(rig: Rig, tmp_path: Path) -> None:
+    from itpump.emulator.capture import Direction, read_capture
+
+    target = tmp_path / "visit.pcapng"
+    assert (await rig.get("/capture"))["capturing"] is False
+    started = await rig.post("/capture", {"path": str(target)})
+    assert started == {"capturing": True, "path": str(target), "packets_written": 0}
+    served = rig.farm.pumps[0]
+    assert isinstance(served.transport, NullModem)
+    client = served.transport.connect()
+    programmer = ProgrammerConnection(seeded_nonce_source(1), key=served.key)
+    request = programmer.send(m.IdentifyRequest(), 0.0)
+    client.write(request)
+    await client.read_exactly(1)  # the pump has answered, so both directions are recorded
+    stopped = (await rig.http.delete("/capture")).json()
+    assert stopped["capturing"] is False
+    assert stopped["path"] == str(target)
+    interfaces, records = read_capture(target)
+    assert [i.serial for i in interfaces] == [p.serial for p in rig.farm.pumps]
+    assert b"".join(r.data for r in records if r.direction is Direction.TO_PUMP) == request
+    assert any(r.direction is Direction.FROM_PUMP for r in records)
+    bad = await rig.refused("POST", "/capture", {"path": str(tmp_path / "no" / "dir" / "x")})
+    assert bad.status_code == 400
+    assert "path" in bad.json()["detail"]
+    assert (await rig.get("/capture"))["capturing"] is False

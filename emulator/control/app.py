@@ -14,6 +14,7 @@ import logging
 import math
 import socket
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -26,6 +27,8 @@ from itpump.emulator.control.schema import (
     AdvanceRequest,
     AdvanceResult,
     AlarmStopOut,
+    CaptureOut,
+    CaptureRequest,
     ClockState,
     ErrorOut,
     FaultRequest,
@@ -266,6 +269,40 @@ def create_app(farm: PumpFarm) -> FastAPI:
         served = pump(serial)
         served.reset()
         return PumpInfo.of(served)
+
+    def capture_state(path: Path | None = None) -> CaptureOut:
+        tap = farm.capture
+        current = tap.path
+        shown = current if current is not None else path
+        return CaptureOut(
+            capturing=current is not None,
+            path=None if shown is None else str(shown),
+            packets_written=tap.packets_written,
+        )
+
+    @app.get("/capture", tags=["capture"])
+    async def get_capture() -> CaptureOut:
+        """Whether every telemetry byte is being recorded, and where."""
+        return capture_state()
+
+    @app.post(
+        "/capture",
+        tags=["capture"],
+        responses={400: {"model": ErrorOut, "description": "the file cannot be written"}},
+    )
+    async def start_capture(body: CaptureRequest) -> CaptureOut:
+        """Record every telemetry byte of every pump, both ways, to a new pcapng file (a
+        running capture is finished first). Open it in Wireshark or with `itpump decode`."""
+        try:
+            farm.start_capture(body.path)
+        except OSError as exc:
+            raise ControlRefused(400, f"path: cannot write {body.path!r}: {exc.strerror}") from None
+        return capture_state()
+
+    @app.delete("/capture", tags=["capture"])
+    async def stop_capture() -> CaptureOut:
+        """Finish the capture; `path` names the finished file."""
+        return capture_state(farm.stop_capture())
 
     return app
 

@@ -111,6 +111,12 @@ class LinkRequest(Request):
     drop_rate: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
+class CaptureRequest(Request):
+    """Where to write the telemetry capture (pcapng; truncated if it exists)."""
+
+    path: str = Field(min_length=1, max_length=4096, description="a file path on the server")
+
+
 class RestoreRequest(Request):
     """Which kept snapshot to restore."""
 
@@ -349,6 +355,14 @@ class SnapshotOut(BaseModel):
     def of(cls, snap: PumpSnapshot) -> SnapshotOut:
         """From the farm's record."""
         return cls(id=snap.id, serial=snap.serial, t_h=snap.t_h)
+
+
+class CaptureOut(BaseModel):
+    """The farm's telemetry capture (docs/capture.md)."""
+
+    capturing: bool
+    path: str | None = Field(description="the file being written, or the one just finished")
+    packets_written: int
 
 
 class ErrorOut(BaseModel):
