@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from itpump.emulator.pk import PKModel
+from itpump.emulator.pk import DoseSchedule, PKModel
 
 
 def main() -> None:
@@ -34,7 +34,15 @@ def main() -> None:
     walls = []
     for _ in range(args.repeat):
         began = time.perf_counter()
-        model.predict(starts, rates, None, bolus_times, np.full(50, 50.0), None, times)
+        model.predict(
+            DoseSchedule(
+                seg_start_h=starts,
+                seg_csf_rate_mcg_per_h=rates,
+                bolus_t_h=bolus_times,
+                bolus_csf_mcg=np.full(50, 50.0),
+            ),
+            times,
+        )
         walls.append(time.perf_counter() - began)
     print(
         f"predict, 1 year (5,000 segments, 50 boluses, 10,000 times): "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from itpump.emulator.pk import Concentrations, PKModel, PKState
+from itpump.emulator.pk import Concentrations, DoseSchedule, PKModel, PKState
 from itpump.emulator.recorder import FloatArray, Recorder
 
 CONCENTRATION_COLUMNS = (
@@ -79,13 +79,15 @@ def concentration_columns(
     """CSF lumbar / cisternal, plasma and effect-site concentrations at `times_h`."""
     starts, csf, tissue = contiguous_segments(recorder)
     prediction = model.predict(
-        starts,
-        csf,
-        tissue,
-        bolus_t_h=np.asarray(recorder.tissue_bolus_t_h),
-        bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
-        bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_mcg),
-        times_h=np.asarray(times_h, dtype=np.float64),
+        DoseSchedule(
+            seg_start_h=starts,
+            seg_csf_rate_mcg_per_h=csf,
+            seg_tissue_rate_mcg_per_h=tissue,
+            bolus_t_h=np.asarray(recorder.tissue_bolus_t_h),
+            bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
+            bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_mcg),
+        ),
+        np.asarray(times_h, dtype=np.float64),
     )
     values = prediction.as_dict()
     return {name: values[name] for name in CONCENTRATION_COLUMNS}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itpump.emulator.pk import PKModel
+from itpump.emulator.pk import DoseSchedule, PKModel
 from itpump.tools.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "emulator" / "pk" / "examples"
@@ -31,9 +31,7 @@ def test_predictions_go_to_stdout_one_row_per_observation(
     assert [row["TIME"] for row in first] == ["0", "0.5", "1", "2", "4", "6", "8", "12", "24"]
     # The t = 0 observation precedes the dose record: pre-dose, so zero.
     assert float(first[0]["CSF_LUMBAR"]) == 0.0
-    expected = PKModel.baclofen_default(weight_kg=70.0).predict(
-        [0.0], [0.0], None, [0.0], [50.0], None, [4.0]
-    )
+    expected = PKModel.baclofen_default(weight_kg=70.0).predict(DoseSchedule.bolus(50.0), [4.0])
     assert float(first[4]["CSF_LUMBAR"]) == pytest.approx(
         expected.csf_lumbar_ng_per_ml[0], rel=1e-5
     )

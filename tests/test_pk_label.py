@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from itpump.emulator.pk import InputSchedule, PKModel, PKParameters
+from itpump.emulator.pk import DoseSchedule, InputSchedule, PKModel, PKParameters
 from itpump.emulator.pk.oral import oral_average_plasma_ng_per_ml
 from itpump.emulator.pk.population import simulate_population
 from itpump.emulator.pk.timing import bolus_effect_timing, infusion_effect_timing
@@ -19,7 +19,7 @@ HOURS_PER_DAY = 24.0
 
 
 def _lumbar_after_bolus(model: PKModel, dose_mcg: float, times_h: np.ndarray) -> np.ndarray:
-    return model.predict([0.0], [0.0], None, [0.0], [dose_mcg], None, times_h).csf_lumbar_ng_per_ml
+    return model.predict(DoseSchedule.bolus(dose_mcg), times_h).csf_lumbar_ng_per_ml
 
 
 def _early_half_life_h(model: PKModel, dose_mcg: float) -> float:
@@ -31,9 +31,7 @@ def _early_half_life_h(model: PKModel, dose_mcg: float) -> float:
 
 def _steady_state(model: PKModel, daily_dose_mcg: float) -> tuple[float, float, float]:
     """(lumbar, cisternal, plasma) after a week of constant infusion, from the solver."""
-    prediction = model.predict(
-        [0.0], [daily_dose_mcg / HOURS_PER_DAY], None, None, None, None, [168.0]
-    )
+    prediction = model.predict(DoseSchedule.infusion(daily_dose_mcg / HOURS_PER_DAY), [168.0])
     return (
         float(prediction.csf_lumbar_ng_per_ml[0]),
         float(prediction.csf_cisternal_ng_per_ml[0]),
@@ -71,7 +69,7 @@ def test_plasma_during_intrathecal_infusion_is_0_to_5_ng_per_ml(daily_dose_mcg: 
 def test_plasma_after_screening_boluses_stays_within_0_to_5_ng_per_ml() -> None:
     times = np.linspace(0.0, 24.0, 2401)
     for dose_mcg in (50.0, 75.0, 100.0):
-        plasma = ADULT.predict([0.0], [0.0], None, [0.0], [dose_mcg], None, times).plasma_ng_per_ml
+        plasma = ADULT.predict(DoseSchedule.bolus(dose_mcg), times).plasma_ng_per_ml
         assert 0.0 < plasma.max() <= 5.0
 
 
@@ -187,7 +185,7 @@ def test_csf_elimination_is_bulk_flow_into_blood() -> None:
     dose_mcg = 100.0
     times = np.linspace(0.0, 12.0, 120_001)
     state = ADULT.add_bolus(ADULT.initial_state(), csf_mcg=dose_mcg)
-    plasma = ADULT.predict([0.0], [0.0], None, [0.0], [dose_mcg], None, times).plasma_ng_per_ml
+    plasma = ADULT.predict(DoseSchedule.bolus(dose_mcg), times).plasma_ng_per_ml
     eliminated_mcg = (
         ADULT.parameters.scaled_systemic_clearance_ml_per_h * np.trapezoid(plasma, times) / 1000.0
     )

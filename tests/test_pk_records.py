@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from itpump.emulator.pk import PKModel
+from itpump.emulator.pk import DoseSchedule, PKModel
 from itpump.emulator.pk.records import (
     DoseFileError,
     parse_dose_records,
@@ -61,12 +61,14 @@ def test_written_records_read_back_to_the_same_predictions(tmp_path: Path) -> No
     # The same history given directly: gaps are zero-rate segments.
     starts = [0.0, 10.0, 25.0, 30.0, 31.5, 60.0]
     direct = MODEL.predict(
-        starts,
-        [12.5, 14.0, 0.0, 0.0, 13.0, 0.0],
-        [0.0, 0.0, 0.0, 40.0, 0.0, 0.0],
-        bolus_t,
-        bolus_csf,
-        bolus_tissue,
+        DoseSchedule(
+            seg_start_h=starts,
+            seg_csf_rate_mcg_per_h=[12.5, 14.0, 0.0, 0.0, 13.0, 0.0],
+            seg_tissue_rate_mcg_per_h=[0.0, 0.0, 0.0, 40.0, 0.0, 0.0],
+            bolus_t_h=bolus_t,
+            bolus_csf_mcg=bolus_csf,
+            bolus_tissue_mcg=bolus_tissue,
+        ),
         obs,
     ).as_dict()
     # The file gives the same schedule, so only the solver's own rounding may differ.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from itpump.emulator.pk import InputSchedule, PKModel, PKState, Prediction
+from itpump.emulator.pk import DoseSchedule, InputSchedule, PKModel, PKState, Prediction
 from itpump.emulator.pk.solver import ExactSolver
 from tests.tolerances import (
     EPS,
@@ -31,12 +31,14 @@ class Regimen:
 
     def predict(self, model: PKModel, times_h: np.ndarray) -> Prediction:
         return model.predict(
-            self.seg_start_h,
-            self.seg_csf_rate_mcg_per_h,
-            self.seg_tissue_rate_mcg_per_h,
-            self.bolus_t_h,
-            self.bolus_csf_mcg,
-            self.bolus_tissue_mcg,
+            DoseSchedule(
+                seg_start_h=self.seg_start_h,
+                seg_csf_rate_mcg_per_h=self.seg_csf_rate_mcg_per_h,
+                seg_tissue_rate_mcg_per_h=self.seg_tissue_rate_mcg_per_h,
+                bolus_t_h=self.bolus_t_h,
+                bolus_csf_mcg=self.bolus_csf_mcg,
+                bolus_tissue_mcg=self.bolus_tissue_mcg,
+            ),
             times_h,
         )
 
@@ -155,7 +157,7 @@ def test_coinciding_csf_and_effect_rate_constants_match_the_closed_form() -> Non
     dose_mcg = 100.0
     c0 = dose_mcg * 1000.0 / model.parameters.csf_volume_ml
     times = np.array([0.25, 1.0, 4.0, 10.0, 30.0])
-    ce = model.predict([0.0], [0.0], None, [0.0], [dose_mcg], None, times).effect_ng_per_ml
+    ce = model.predict(DoseSchedule.bolus(dose_mcg), times).effect_ng_per_ml
     expected = c0 * k_per_h * times * np.exp(-k_per_h * times)
     # Relative to the channel's peak, not to each value: at 30 h Ce has decayed to 4e-5 of its
     # peak but still carries expm's rounding of the peak (5e-12 of the value there). The
@@ -172,7 +174,7 @@ def test_coinciding_absorption_and_systemic_elimination_match_the_closed_form() 
     assert model.uses_matrix_exponential
     dose_mcg = 10_000.0
     times = np.array([0.5, 2.0, 8.0, 24.0])
-    plasma = model.predict([0.0], [0.0], None, [0.0], None, [dose_mcg], times).plasma_ng_per_ml
+    plasma = model.predict(DoseSchedule.bolus(dose_mcg, route="tissue"), times).plasma_ng_per_ml
     expected = (
         dose_mcg
         * 1000.0
@@ -192,8 +194,18 @@ def test_nearly_coinciding_rate_constants_stay_continuous(relative_gap: float) -
     exact = base.with_parameters(effect_rate_constant_per_h=k_per_h)
     near = base.with_parameters(effect_rate_constant_per_h=k_per_h * (1.0 + relative_gap))
     times = np.linspace(0.0, 24.0, 97)
-    ce_exact = exact.predict([0.0], [5.0], None, [0.0], [50.0], None, times).effect_ng_per_ml
-    ce_near = near.predict([0.0], [5.0], None, [0.0], [50.0], None, times).effect_ng_per_ml
+    ce_exact = exact.predict(
+        DoseSchedule(
+            seg_start_h=[0.0], seg_csf_rate_mcg_per_h=[5.0], bolus_t_h=[0.0], bolus_csf_mcg=[50.0]
+        ),
+        times,
+    ).effect_ng_per_ml
+    ce_near = near.predict(
+        DoseSchedule(
+            seg_start_h=[0.0], seg_csf_rate_mcg_per_h=[5.0], bolus_t_h=[0.0], bolus_csf_mcg=[50.0]
+        ),
+        times,
+    ).effect_ng_per_ml
     # The true difference is of the order of the gap itself (about 0.6 gap of the peak);
     # rounding must not add to it beyond what either path (modal or expm) rounds anyway.
     assert_close_to_peak(
@@ -207,25 +219,22 @@ def test_nearly_coinciding_rate_constants_stay_continuous(relative_gap: float) -
 def test_output_at_a_bolus_time_includes_the_bolus_unless_pre_dose() -> None:
     c0 = 50.0 * 1000.0 / ADULT.parameters.csf_volume_ml
     result = ADULT.predict(
-        [0.0], [0.0], None, [2.0], [50.0], None, [2.0, 2.0], pre_dose=[False, True]
+        DoseSchedule(bolus_t_h=[2.0], bolus_csf_mcg=[50.0]), [2.0, 2.0], pre_dose=[False, True]
     )
     assert result.csf_lumbar_ng_per_ml[0] == pytest.approx(c0)
     assert result.csf_lumbar_ng_per_ml[1] == 0.0
     # A pre-dose flag at a time without a dose changes nothing.
-    a = ADULT.predict([0.0], [3.0], None, None, None, None, [1.5], pre_dose=[True])
-    b = ADULT.predict([0.0], [3.0], None, None, None, None, [1.5])
+    a = ADULT.predict(DoseSchedule.infusion(3.0), [1.5], pre_dose=[True])
+    b = ADULT.predict(DoseSchedule.infusion(3.0), [1.5])
     assert a.csf_lumbar_ng_per_ml[0] == b.csf_lumbar_ng_per_ml[0] > 0.0
 
 
 def test_pre_dose_at_the_start_time_is_the_initial_state() -> None:
     start = PKState(time_h=5.0, csf_mcg=10.0)
     result = ADULT.predict(
-        [5.0],
-        [1.0],
-        None,
-        [5.0],
-        [40.0],
-        None,
+        DoseSchedule(
+            seg_start_h=[5.0], seg_csf_rate_mcg_per_h=[1.0], bolus_t_h=[5.0], bolus_csf_mcg=[40.0]
+        ),
         [5.0, 5.0],
         initial_state=start,
         pre_dose=[True, False],
@@ -248,8 +257,8 @@ def test_window_size_does_not_change_results() -> None:
 
 def test_unsorted_and_repeated_output_times_come_back_in_the_order_asked() -> None:
     times = np.array([10.0, 1.0, 5.0, 1.0, 0.0])
-    result = ADULT.predict([0.0], [4.0], None, None, None, None, times)
-    sorted_result = ADULT.predict([0.0], [4.0], None, None, None, None, np.sort(times))
+    result = ADULT.predict(DoseSchedule.infusion(4.0), times)
+    sorted_result = ADULT.predict(DoseSchedule.infusion(4.0), np.sort(times))
     order = np.argsort(times, kind="stable")
     np.testing.assert_array_equal(
         result.csf_lumbar_ng_per_ml[order], sorted_result.csf_lumbar_ng_per_ml
@@ -338,9 +347,11 @@ def test_invalid_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="bolus"):
         ADULT.add_bolus(state, csf_mcg=math.nan)
     with pytest.raises(ValueError, match="before the start"):
-        ADULT.predict([0.0], [1.0], None, None, None, None, [-1.0])
+        ADULT.predict(DoseSchedule.infusion(1.0), [-1.0])
     with pytest.raises(ValueError, match="non-decreasing"):
-        ADULT.predict([2.0, 1.0], [1.0, 1.0], None, None, None, None, [3.0])
+        ADULT.predict(
+            DoseSchedule(seg_start_h=[2.0, 1.0], seg_csf_rate_mcg_per_h=[1.0, 1.0]), [3.0]
+        )
     with pytest.raises(ValueError, match="peripheral"):
         ADULT.concentrations(PKState(csf_peripheral_mcg=1.0))
     with pytest.raises(ValueError, match="csf_volume_ml"):

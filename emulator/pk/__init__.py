@@ -3,11 +3,12 @@ concentrations, calibrated to the intrathecal baclofen label (docs/pk.md)."""
 
 from itpump.emulator.pk.model import Concentrations, PKModel, PKState, Prediction
 from itpump.emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, PKParameters
-from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.schedule import DoseSchedule, InputSchedule
 
 __all__ = [
     "BACLOFEN_VARIABILITY_CV_PERCENT",
     "Concentrations",
+    "DoseSchedule",
     "InputSchedule",
     "PKModel",
     "PKParameters",

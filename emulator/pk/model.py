@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from itpump.emulator.pk.parameters import PKParameters, typical_parameter_arrays
-from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.schedule import DoseSchedule, InputSchedule
 from itpump.emulator.pk.solver import DEFAULT_MAX_ELEMENTS, ExactSolver
 from itpump.emulator.pk.system import (
     N_ROUTES,
@@ -194,36 +194,26 @@ class PKModel:
 
     def predict(
         self,
-        seg_start_h: ArrayLike,
-        seg_csf_rate_mcg_per_h: ArrayLike,
-        seg_tissue_rate_mcg_per_h: ArrayLike | None = None,
-        bolus_t_h: ArrayLike | None = None,
-        bolus_csf_mcg: ArrayLike | None = None,
-        bolus_tissue_mcg: ArrayLike | None = None,
-        times_h: ArrayLike | None = None,
+        doses: DoseSchedule,
+        times_h: ArrayLike,
         *,
         initial_state: PKState | None = None,
         pre_dose: ArrayLike | None = None,
     ) -> Prediction:
         """Concentrations at `times_h` for a whole dosing history, in one vectorised call.
 
-        Segment i delivers its rates from seg_start_h[i] until seg_start_h[i + 1] (the last one
-        for ever; nothing before the first). Boluses are instantaneous and an output at a bolus
-        time includes the bolus, unless its `pre_dose` flag is set. The history starts from
-        `initial_state` (default: drug-free at 0 h); nothing may happen before its time.
-        Exact (no time step); a year of ~5,000 segments and ~10,000 times takes milliseconds.
+        An output at a bolus time includes the bolus, unless its `pre_dose` flag is set. The
+        history starts from `initial_state` (default: drug-free at 0 h); nothing may happen
+        before its time. Exact (no time step); a year of ~5,000 segments and ~10,000 times
+        takes milliseconds::
+
+            model.predict(DoseSchedule.bolus(50.0), times_h)
+            model.predict(DoseSchedule(seg_start_h=[0, 24], seg_csf_rate_mcg_per_h=[8, 10],
+                                       bolus_t_h=[12], bolus_csf_mcg=[25]), times_h)
         """
         start = initial_state if initial_state is not None else self.initial_state()
-        schedule = InputSchedule.from_segments(
-            seg_start_h,
-            seg_csf_rate_mcg_per_h,
-            seg_tissue_rate_mcg_per_h,
-            bolus_t_h,
-            bolus_csf_mcg,
-            bolus_tissue_mcg,
-            start_h=start.time_h,
-        )
-        times = np.zeros(0) if times_h is None else np.atleast_1d(np.asarray(times_h, float))
+        schedule = doses.normalised(start.time_h)
+        times = np.atleast_1d(np.asarray(times_h, float))
         flags = None if pre_dose is None else np.atleast_1d(np.asarray(pre_dose, dtype=bool))
         return self.predict_schedule(schedule, times, initial_state=start, pre_dose=flags)
 

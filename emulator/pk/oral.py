@@ -17,6 +17,7 @@ from itpump.emulator.pk.parameters import (
     BACLOFEN_ORAL_BIOAVAILABILITY,
     PKParameters,
 )
+from itpump.emulator.pk.schedule import DoseSchedule
 
 MCG_PER_MG = 1000.0
 
@@ -49,12 +50,7 @@ def oral_average_plasma_ng_per_ml(
     dose_mcg = daily_dose_mg * MCG_PER_MG / doses_per_day
     times = np.arange((days - 1) * 24.0, days * 24.0 + resolution_h / 2, resolution_h)
     plasma = model.predict(
-        [0.0],
-        [0.0],
-        None,
-        dose_times,
-        None,
-        np.full(dose_times.shape, dose_mcg),
+        DoseSchedule(bolus_t_h=dose_times, bolus_tissue_mcg=np.full(dose_times.shape, dose_mcg)),
         times,
     ).plasma_ng_per_ml
     return float(np.trapezoid(plasma, times) / (times[-1] - times[0]))

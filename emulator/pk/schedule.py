@@ -31,6 +31,59 @@ def _as_1d(name: str, values: ArrayLike | None, length: int | None = None) -> Fl
     return array
 
 
+@dataclass(frozen=True, kw_only=True)
+class DoseSchedule:
+    """What enters the patient, per route: constant-rate segments and instantaneous boluses.
+
+    Segment i delivers its rates from ``seg_start_h[i]`` until the next segment starts (the
+    last one for ever; nothing before the first). Boluses are given at ``bolus_t_h``; the
+    CSF and tissue amounts default to zero. Arrays of one kind must have equal lengths.
+    """
+
+    seg_start_h: ArrayLike = ()
+    seg_csf_rate_mcg_per_h: ArrayLike = ()
+    seg_tissue_rate_mcg_per_h: ArrayLike | None = None
+    bolus_t_h: ArrayLike = ()
+    bolus_csf_mcg: ArrayLike | None = None
+    bolus_tissue_mcg: ArrayLike | None = None
+
+    @classmethod
+    def bolus(cls, dose_mcg: float, *, t_h: float = 0.0, route: str = "csf") -> DoseSchedule:
+        """One bolus into the CSF at the tip (``route="csf"``) or into tissue."""
+        if route == "csf":
+            return cls(bolus_t_h=[t_h], bolus_csf_mcg=[dose_mcg])
+        if route == "tissue":
+            return cls(bolus_t_h=[t_h], bolus_tissue_mcg=[dose_mcg])
+        raise ValueError(f"route must be 'csf' or 'tissue' (got {route!r})")
+
+    @classmethod
+    def infusion(
+        cls, rate_mcg_per_h: float, *, start_h: float = 0.0, route: str = "csf"
+    ) -> DoseSchedule:
+        """A constant infusion from ``start_h`` on, into the CSF or into tissue."""
+        if route == "csf":
+            return cls(seg_start_h=[start_h], seg_csf_rate_mcg_per_h=[rate_mcg_per_h])
+        if route == "tissue":
+            return cls(
+                seg_start_h=[start_h],
+                seg_csf_rate_mcg_per_h=[0.0],
+                seg_tissue_rate_mcg_per_h=[rate_mcg_per_h],
+            )
+        raise ValueError(f"route must be 'csf' or 'tissue' (got {route!r})")
+
+    def normalised(self, start_h: float = 0.0) -> InputSchedule:
+        """The solver's breakpoint form, starting at ``start_h``."""
+        return InputSchedule.from_segments(
+            self.seg_start_h,
+            self.seg_csf_rate_mcg_per_h,
+            self.seg_tissue_rate_mcg_per_h,
+            self.bolus_t_h,
+            self.bolus_csf_mcg,
+            self.bolus_tissue_mcg,
+            start_h=start_h,
+        )
+
+
 @dataclass(frozen=True)
 class InputSchedule:
     """Normalised dosing history: see the module docstring."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from itpump.emulator.pk.model import PKModel
 from itpump.emulator.pk.parameters import FloatArray
+from itpump.emulator.pk.schedule import DoseSchedule
 
 EFFECT_THRESHOLD_FRACTION = 0.5
 EFFECT_MAXIMUM_FRACTION = 0.95
@@ -75,7 +76,7 @@ def bolus_effect_timing(
 ) -> BolusEffectTiming:
     """Onset, peak and end of effect of an intrathecal bolus given to a drug-free patient."""
     times = np.arange(0.0, horizon_h + resolution_h / 2, resolution_h)
-    ce = model.predict([0.0], [0.0], None, [0.0], [dose_mcg], None, times).effect_ng_per_ml
+    ce = model.predict(DoseSchedule.bolus(dose_mcg), times).effect_ng_per_ml
     peak = int(np.argmax(ce))
     # Refine the peak with the parabola through the three samples around it.
     if 0 < peak < times.size - 1:
@@ -101,7 +102,7 @@ def infusion_effect_timing(
 ) -> InfusionEffectTiming:
     """First effect and maximum of a constant intrathecal infusion started at 0 h."""
     times = np.arange(0.0, horizon_h + resolution_h / 2, resolution_h)
-    ce = model.predict([0.0], [csf_rate_mcg_per_h], None, None, None, None, times)
+    ce = model.predict(DoseSchedule.infusion(csf_rate_mcg_per_h), times)
     steady = model.concentrations(model.steady_state(csf_rate_mcg_per_h)).effect_ng_per_ml
     effect = ce.effect_ng_per_ml
     return InfusionEffectTiming(
