@@ -24,7 +24,7 @@ from itpump.emulator.pump import CountingEnvironment, EmulatedPump, Truth
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.runtime import SimRuntime
 from itpump.emulator.scenario import Scenario
-from itpump.emulator.telemetry import DEFAULT_MASTER_KEY, TelemetryEndpoint, pump_key
+from itpump.emulator.telemetry import TelemetryEndpoint
 from itpump.emulator.transports import (
     LinkConfig,
     LinkEmulator,
@@ -37,6 +37,7 @@ from itpump.emulator.transports import (
 from itpump.emulator.transports.base import ByteHandler
 from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import PumpStatus
+from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class PumpFarm:
             run = self.build_run(base_seed + i, serial, warm=False)
             pump = run.pump
             pump.on_alarm = self.on_pump_alarm
-            key = pump_key(pump.serial, master_key)
+            key = derive_pump_key(master_key, pump.serial)
             emulation = self._link_emulation(pump.profile, seed=base_seed + i)
             synced = _SyncedEndpoint(self.make_endpoint(pump, key), self.runtime)
             # The transport calls the capture tap, which calls the synced endpoint; the served

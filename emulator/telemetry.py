@@ -7,8 +7,6 @@ the reply bytes go back to the transport. A pump with a dead battery is silent.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -27,13 +25,6 @@ from itpump.protocol.connection import (
 
 log = logging.getLogger(__name__)
 
-# Documented default site key for test rigs; per-pump keys are derived from it and the serial.
-DEFAULT_MASTER_KEY = b"itpump-test-rig-master-key-0001"
-
-
-def pump_key(serial: str, master_key: bytes = DEFAULT_MASTER_KEY) -> bytes:
-    """Per-pump key: HMAC-SHA256(master key, serial), so a rig knows every pump's key."""
-    return hmac.new(master_key, serial.encode("utf-8"), hashlib.sha256).digest()
 
 
 class TelemetryEndpoint:

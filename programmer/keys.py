@@ -7,11 +7,9 @@ that provisions many pumps derives each key from one master key:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable
 
-from itpump.protocol.auth import MIN_KEY_SIZE
+from itpump.protocol.auth import MIN_KEY_SIZE, derive_pump_key
 
 __all__ = ["derive_pump_key", "master_key_source", "parse_key"]
 
@@ -26,11 +24,6 @@ def parse_key(text: str) -> bytes:
     if len(key) < MIN_KEY_SIZE:
         raise ValueError(f"key: {len(key)} bytes; at least {MIN_KEY_SIZE} are needed")
     return key
-
-
-def derive_pump_key(master: bytes, serial: str) -> bytes:
-    """The key of pump ``serial`` under a master key: HMAC-SHA256(master, serial)."""
-    return hmac.new(master, serial.encode("utf-8"), hashlib.sha256).digest()
 
 
 def master_key_source(master: bytes) -> Callable[[str], bytes]:

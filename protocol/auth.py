@@ -22,6 +22,7 @@ import random
 from collections.abc import Callable
 
 __all__ = [
+    "DEFAULT_MASTER_KEY",
     "LABEL_PROGRAMMER_PROOF",
     "LABEL_PUMP_PROOF",
     "LABEL_SESSION_KEY",
@@ -29,6 +30,7 @@ __all__ = [
     "MIN_KEY_SIZE",
     "NonceSource",
     "compute_mac",
+    "derive_pump_key",
     "programmer_proof",
     "pump_proof",
     "seeded_nonce_source",
@@ -41,6 +43,19 @@ __all__ = [
 #: A callable returning ``n`` unpredictable bytes, e.g. ``os.urandom`` or
 #: ``random.Random(seed).randbytes`` for reproducible tests and simulations.
 NonceSource = Callable[[int], bytes]
+
+DEFAULT_MASTER_KEY = b"itpump-test-rig-master-key-0001"
+"""The documented test-rig master key: `itpump serve` derives its pumps' keys from it."""
+
+
+def derive_pump_key(master: bytes, serial: str) -> bytes:
+    """The key of pump ``serial`` under a site master key: HMAC-SHA256(master, UTF-8 serial).
+
+    Every pump has its own key, selected by the serial number it reports in IDENTIFY; a rig
+    that provisions many pumps derives each from one master key.
+    """
+    return hmac.new(master, serial.encode("utf-8"), hashlib.sha256).digest()
+
 
 LABEL_PROGRAMMER_PROOF = b"itpump/v1/programmer-proof"
 LABEL_PUMP_PROOF = b"itpump/v1/pump-proof"

@@ -112,11 +112,15 @@ def test_dead_battery_pump_is_silent() -> None:
     assert served.endpoint(pc.send(m.IdentifyRequest(), 0.0)) == b""
 
 
-def test_serve_help_documents_the_real_default_master_key() -> None:
-    from itpump.emulator.telemetry import DEFAULT_MASTER_KEY
-    from itpump.tools import serve
+def test_serve_help_documents_the_real_default_master_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from itpump.protocol.auth import DEFAULT_MASTER_KEY
+    from itpump.tools.cli import main
 
-    assert serve.DEFAULT_MASTER_KEY == DEFAULT_MASTER_KEY
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert DEFAULT_MASTER_KEY.decode() in " ".join(capsys.readouterr().out.split())
 
 
 def test_profile_turnaround_delays_replies_unless_disabled() -> None:

@@ -16,9 +16,7 @@ from itpump.tools.cli import UsageError
 if TYPE_CHECKING:
     from itpump.emulator.farm import ServedPump
 
-# Kept here (not imported from emulator.telemetry) so `itpump --help` stays fast; a test checks
-# that both agree.
-DEFAULT_MASTER_KEY = b"itpump-test-rig-master-key-0001"
+from itpump.protocol.auth import DEFAULT_MASTER_KEY
 
 EPILOG = """\
 Each pump prints one line: serial, model, URL to open, per-pump key (hex). The key is
