@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "tools.pk",
     "tools.accuracy",
     "tools.ctl",
+    "tools.sweep",
 )
 
 
