@@ -27,6 +27,7 @@ OUTCOME_COLUMNS: dict[str, str] = {
     "low_alarm_margin_h": "float64",
     "reservoir_true_at_low_alarm_ml": "float64",
     "true_dose_mcg": "float64",
+    "true_pumped_mcg": "float64",
     "delivered_to_csf_mcg": "float64",
     "lost_to_tissue_mcg": "float64",
     "reported_dose_mcg": "float64",
@@ -109,6 +110,8 @@ def outcome_row(
     empty_h = first_truly_empty_h(result)
     low_h = first_alarm_h(result, "low_reservoir")
     true_dose = ledger.to_csf_mcg + ledger.to_tissue_mcg
+    # What truly left the reservoir (priming included, like the pump's own estimate).
+    pumped = ledger.filled_mcg - ledger.aspirated_mcg - ledger.in_reservoir_mcg
     reported = _reported_dose_mcg(result, entered)
     row: dict[str, Any] = {
         "duration_h": end_h,
@@ -122,10 +125,11 @@ def outcome_row(
         if low_h is None
         else float(interp_right([low_h], recorder.truth_t_h, recorder.truth_reservoir_ml)[0]),
         "true_dose_mcg": true_dose,
+        "true_pumped_mcg": pumped,
         "delivered_to_csf_mcg": ledger.to_csf_mcg,
         "lost_to_tissue_mcg": ledger.to_tissue_mcg,
         "reported_dose_mcg": reported,
-        "dose_error_pct": 100.0 * (true_dose - reported) / reported if reported > 0 else None,
+        "dose_error_pct": 100.0 * (pumped - reported) / reported if reported > 0 else None,
         "mass_imbalance_relative": abs(ledger.imbalance_mcg) / ledger.filled_mcg
         if ledger.filled_mcg
         else 0.0,

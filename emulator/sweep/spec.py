@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emulator.device_profile import DeviceProfile, ProfileError, load_profile
 from emulator.faults import Fault, FaultError
@@ -232,17 +239,17 @@ class PatientsTable(_Model):
     cv_percent: dict[str, float] = Field(default_factory=dict)
     weight_kg: Any = None
 
-    @model_validator(mode="after")
-    def _known_parameters(self) -> PatientsTable:
-        unknown = sorted(set(self.cv_percent) - set(VARIABLE_PARAMETERS))
+    @field_validator("cv_percent")
+    @classmethod
+    def _known_parameters(cls, cv_percent: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(cv_percent) - set(VARIABLE_PARAMETERS))
         if unknown:
             raise ValueError(
-                f"cv_percent: no variability allowed on {unknown}; allowed: "
-                + ", ".join(VARIABLE_PARAMETERS)
+                f"no variability allowed on {unknown}; allowed: " + ", ".join(VARIABLE_PARAMETERS)
             )
-        if any(not math.isfinite(v) or v < 0 for v in self.cv_percent.values()):
-            raise ValueError("cv_percent: every CV % must be finite and >= 0")
-        return self
+        if any(not math.isfinite(v) or v < 0 for v in cv_percent.values()):
+            raise ValueError("every CV % must be finite and >= 0")
+        return cv_percent
 
 
 class FaultTable(_Model):
@@ -601,7 +608,7 @@ def parse_sweep(
             scenario = Scenario.model_validate(dumped)
         profile = load_profile(scenario.scenario.profile)
     except (ScenarioError, ProfileError) as exc:
-        raise SweepError(f"{source}: sweep.scenario: {exc}") from None
+        raise _invalid(source, [f"sweep.scenario: {exc}"]) from None
     except ValueError as exc:
         raise _invalid(source, [f"sweep.duration: {exc}"]) from None
     params, kinds = _collect_params(parsed, errors)
