@@ -103,6 +103,10 @@ def connect(
     """(client, cluster or None): a new local cluster, or a client of `scheduler`."""
     from distributed import Client, LocalCluster
 
+    if not log.isEnabledFor(logging.INFO):
+        # distributed logs every connection at INFO on its own handler: keep the CLI quiet
+        # unless the user asked for more (-v).
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=f"{timeout_s}s")

@@ -32,7 +32,7 @@ KEY_OUTCOMES = (
     KeyOutcome("low_alarm_margin_h", "low-reservoir alarm to truly empty", "h"),
     KeyOutcome("time_to_csf_half_h", "fault onset to lumbar CSF below withdrawal level", "h"),
     KeyOutcome("longest_withdrawal_h", "longest withdrawal window", "h"),
-    KeyOutcome("dose_error_pct", "true vs reported dose", "%"),
+    KeyOutcome("dose_error_pct", "true pumped vs reported dose, (true - reported) / reported", "%"),
     KeyOutcome("csf_lumbar_max_ng_per_ml", "peak lumbar CSF", "ng/mL"),
     KeyOutcome("plasma_max_ng_per_ml", "peak plasma", "ng/mL"),
     KeyOutcome("first_low_reservoir_alarm_h", "first low-reservoir alarm", "h"),
@@ -221,7 +221,16 @@ def write_report_png(sweep: Sweep, out: Path, data: dict[str, Any]) -> None:
     ax.set_xlabel("% of successful runs (bars: 95 % Wilson interval)")
     ax.set_title("hazards", fontsize=10)
     for yi, f in zip(y, fractions, strict=True):
-        ax.text(min(f + 1, 92), yi, f"{f:.1f} %", va="center", fontsize=8)
+        inside = f > 85  # a long bar: label inside it, or it would run off the axes
+        ax.text(
+            f - 1 if inside else f + 1,
+            yi,
+            f"{f:.1f} %",
+            va="center",
+            fontsize=8,
+            ha="right" if inside else "left",
+            color="white" if inside else "black",
+        )
     for extra in flat[len(shown) + 1 :]:
         extra.set_visible(False)
     fig.suptitle(
