@@ -25,9 +25,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from emulator.sweep.engine import run_sweep
-from emulator.sweep.spec import Sweep, load_sweep
-from emulator.sweep.worker import execute_run
+from itpump.emulator.sweep.engine import run_sweep
+from itpump.emulator.sweep.spec import Sweep, load_sweep
+from itpump.emulator.sweep.worker import execute_run
 
 
 def year_sweep(runs: int) -> Sweep:

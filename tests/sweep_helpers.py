@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from emulator.sweep.spec import SHIPPED_SWEEP_DIR, Sweep, parse_sweep
-from emulator.sweep.store import read_rows
+from itpump.emulator.sweep.spec import SHIPPED_SWEEP_DIR, Sweep, parse_sweep
+from itpump.emulator.sweep.store import read_rows
 
 BASE_SCENARIO = SHIPPED_SWEEP_DIR / "scenarios" / "continuous-10d.toml"
 

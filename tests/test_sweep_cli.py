@@ -16,7 +16,7 @@ import pytest
 from distributed import Client
 
 from tests.sweep_helpers import rows_without_timing, tiny_sweep, tiny_sweep_toml
-from tools.cli import main
+from itpump.tools.cli import main
 
 DASK = shutil.which("dask") or str(Path(sys.executable).with_name("dask"))
 

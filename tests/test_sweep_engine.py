@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
-from emulator.sweep.engine import run_sweep
-from emulator.sweep.store import RUNS_DIR, TIMESERIES_DIR, SweepDirError, part_paths
+from itpump.emulator.sweep.engine import run_sweep
+from itpump.emulator.sweep.store import RUNS_DIR, TIMESERIES_DIR, SweepDirError, part_paths
 from tests.sweep_helpers import rows_without_timing, tiny_sweep
 
 

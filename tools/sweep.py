@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from tools.cli import UsageError
+from itpump.tools.cli import UsageError
 
 EPILOG = """\
 SWEEP is a sweep TOML file (schema: docs/sweep.md) or the name of a shipped example:
@@ -25,7 +25,7 @@ _SCHEDULER_RE = re.compile(r"(tcp|tls|ws|wss|ucx|inproc)://[^\s/:]+(:(\d{1,5}))?
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `sweep` sub-command."""
-    from emulator.sweep.spec import shipped_sweeps
+    from itpump.emulator.sweep.spec import shipped_sweeps
 
     parser = sub.add_parser(
         "sweep",
@@ -88,10 +88,10 @@ def check_scheduler(address: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the sweep, write summary and report."""
-    from emulator.sweep.engine import SweepClusterError, run_sweep
-    from emulator.sweep.report import write_report_png, write_summary
-    from emulator.sweep.spec import SweepError, load_sweep
-    from emulator.sweep.store import SweepDirError, prepare_dir
+    from itpump.emulator.sweep.engine import SweepClusterError, run_sweep
+    from itpump.emulator.sweep.report import write_report_png, write_summary
+    from itpump.emulator.sweep.spec import SweepError, load_sweep
+    from itpump.emulator.sweep.store import SweepDirError, prepare_dir
 
     workers = _count(args.workers, "--workers")
     chunk = _count(args.chunk, "--chunk")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.sweep.spec import Sweep, run_parameters
-from emulator.sweep.store import PartWriter, done_mask, prepare_dir, write_timeseries
-from emulator.sweep.worker import RunRecord, row_schema, run_chunk
+from itpump.emulator.sweep.spec import Sweep, run_parameters
+from itpump.emulator.sweep.store import PartWriter, done_mask, prepare_dir, write_timeseries
+from itpump.emulator.sweep.worker import RunRecord, row_schema, run_chunk
 
 log = logging.getLogger(__name__)
 

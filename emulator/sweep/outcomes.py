@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from emulator.outputs import first_alarm_h, first_truly_empty_h
-from emulator.patient import concentration_columns
-from emulator.recorder import FloatArray, interp_right
-from emulator.runner import RunResult
-from emulator.sweep.spec import Thresholds
+from itpump.emulator.outputs import first_alarm_h, first_truly_empty_h
+from itpump.emulator.patient import concentration_columns
+from itpump.emulator.recorder import FloatArray, interp_right
+from itpump.emulator.runner import RunResult
+from itpump.emulator.sweep.spec import Thresholds
 
 # name -> arrow type name ("float64", "int64", "bool", "string"); None/NaN = not applicable.
 OUTCOME_COLUMNS: dict[str, str] = {

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from emulator.recorder import FloatArray
-from emulator.sweep.spec import Sweep
-from emulator.sweep.store import read_rows, write_atomic, write_json_atomic
+from itpump.emulator.recorder import FloatArray
+from itpump.emulator.sweep.spec import Sweep
+from itpump.emulator.sweep.store import read_rows, write_atomic, write_json_atomic
 
 
 @dataclass(frozen=True, slots=True)

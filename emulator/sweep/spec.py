@@ -27,11 +27,11 @@ from pydantic import (
     model_validator,
 )
 
-from emulator.device_profile import DeviceProfile, ProfileError, load_profile
-from emulator.faults import Fault, FaultError
-from emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, VARIABLE_PARAMETERS
-from emulator.pk.timing import EFFECT_THRESHOLD_FRACTION
-from emulator.scenario import (
+from itpump.emulator.device_profile import DeviceProfile, ProfileError, load_profile
+from itpump.emulator.faults import Fault, FaultError
+from itpump.emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, VARIABLE_PARAMETERS
+from itpump.emulator.pk.timing import EFFECT_THRESHOLD_FRACTION
+from itpump.emulator.scenario import (
     ProgramAction,
     RefillAction,
     Scenario,
@@ -39,7 +39,7 @@ from emulator.scenario import (
     load_scenario,
     parse_duration_h,
 )
-from emulator.toml_input import read_toml
+from itpump.emulator.toml_input import read_toml
 
 SHIPPED_SWEEP_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 NO_FAULT = "none"  # a fault kind value meaning "no fault in this run" (for grids with a baseline)
@@ -561,7 +561,7 @@ def _value_problem(sweep: Sweep, name: str, value: float | str) -> str | None:
 
 def apply_profile(profile: DeviceProfile, changes: Mapping[str, float | str]) -> DeviceProfile:
     """The profile with some numeric fields changed, validated again (ProfileError if not)."""
-    from emulator.device_profile import format_validation_error
+    from itpump.emulator.device_profile import format_validation_error
 
     data = profile.model_dump()
     for name, value in changes.items():

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emulator.sweep.spec import Sweep
+from itpump.emulator.sweep.spec import Sweep
 
 RUNS_DIR = "runs"
 TIMESERIES_DIR = "timeseries"

@@ -16,22 +16,22 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emulator.device_profile import ProfileError
-from emulator.hardware.pump_hardware import RefillOutcome
-from emulator.outputs import timeseries
-from emulator.pk import PKModel, PKParameters
-from emulator.pk.parameters import sample_parameter_arrays
-from emulator.pump import EmulatedPump
-from emulator.runner import ScenarioRun
-from emulator.scenario import (
+from itpump.emulator.device_profile import ProfileError
+from itpump.emulator.hardware.pump_hardware import RefillOutcome
+from itpump.emulator.outputs import timeseries
+from itpump.emulator.pk import PKModel, PKParameters
+from itpump.emulator.pk.parameters import sample_parameter_arrays
+from itpump.emulator.pump import EmulatedPump
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.scenario import (
     FaultAction,
     PatientBolusAction,
     RefillAction,
     Scenario,
     parse_scenario,
 )
-from emulator.sweep.outcomes import OUTCOME_COLUMNS, outcome_row
-from emulator.sweep.spec import (
+from itpump.emulator.sweep.outcomes import OUTCOME_COLUMNS, outcome_row
+from itpump.emulator.sweep.spec import (
     NO_FAULT,
     RunParameters,
     Sweep,
@@ -40,8 +40,8 @@ from emulator.sweep.spec import (
     run_parameters,
     scenario_data,
 )
-from firmware_stubs.errors import Refusal
-from protocol.codes import ResultCode
+from itpump.firmware_stubs.errors import Refusal
+from itpump.protocol.codes import ResultCode
 
 log = logging.getLogger(__name__)
 
