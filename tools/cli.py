@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "itpump.tools.ctl",
     "itpump.tools.decode",
     "itpump.tools.replay",
+    "itpump.tools.sweep",
 )
 
 
