@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import time
 from collections.abc import Callable
 
 from emulator.pump import EmulatedPump
 from firmware_stubs.command_handler import CommandHandler, identity_of
-from protocol.auth import NonceSource, seeded_nonce_source
+from protocol.auth import NonceSource
 from protocol.connection import (
     AutoReply,
     PumpConnection,
@@ -41,6 +42,11 @@ class TelemetryEndpoint:
 
     Session idle timeouts run on `link_clock` (real seconds by default): a programmer talks
     in real time even when the pump's world runs at 3600 x.
+
+    Challenge nonces and session ids come from the OS CSPRNG (`os.urandom`) unless
+    `nonce_source` is given: a source derived from the key or serial would repeat after every
+    restart, so a recorded session could be replayed and the next challenge predicted. Pass
+    `seeded_nonce_source(...)` only in a test or simulation that needs reproducible bytes.
     """
 
     def __init__(
@@ -62,7 +68,7 @@ class TelemetryEndpoint:
         self.connection = PumpConnection(
             identity_of(pump.firmware),
             key,
-            nonce_source or seeded_nonce_source(int.from_bytes(key[:8], "big")),
+            os.urandom if nonce_source is None else nonce_source,
             allow_unauthenticated=allow,
         )
         self.handler = CommandHandler(pump.firmware, refill=self._refill)
