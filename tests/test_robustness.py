@@ -7,6 +7,7 @@ only on 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -14,11 +15,12 @@ import pytest
 from emulator.farm import PortSpec, PumpFarm
 from emulator.scenario import load_scenario
 from emulator.telemetry import TelemetryEndpoint
+from firmware_stubs.errors import Refusal
 from firmware_stubs.firmware import TherapyState
 from protocol import messages as m
 from protocol.auth import seeded_nonce_source
 from protocol.codes import ResultCode
-from protocol.connection import ProgrammerConnection, ResponseReceived
+from protocol.connection import ProgrammerConnection, PumpIdentity, ResponseReceived
 from protocol.framing import Deframer
 from protocol.header import parse_body
 
@@ -134,3 +136,156 @@ def test_a_recorded_session_replayed_after_a_restart_is_refused() -> None:
     assert isinstance(stop, m.Refusal)
     assert stop.result is ResultCode.NOT_AUTHENTICATED
     assert served.reported().therapy_state is TherapyState.RUNNING
+
+
+# --- 2. an unexpected exception never leaves the pump deaf ------------------------------------
+
+_DEC_31_2099_S = 4_102_358_400  # 2099-12-31T00:00:00Z
+
+
+def test_a_failing_handler_is_answered_internal_error_and_the_pump_keeps_answering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    farm = _farm()
+    served = farm.pumps[0]
+    endpoint = served.endpoint
+    handle = endpoint.handler.handle
+    calls: list[type[m.Request]] = []
+
+    def failing(request: m.Request) -> m.Response:
+        calls.append(type(request))
+        if isinstance(request, m.InterrogateRequest):
+            raise ZeroDivisionError("a bug in the firmware")
+        return handle(request)
+
+    endpoint.handler.handle = failing  # type: ignore[method-assign]
+    pc = _open_session(served.handler, served.key)
+    frame = pc.send(m.InterrogateRequest(), 0.0)
+    with caplog.at_level(logging.ERROR, logger="emulator.telemetry"):
+        reply = served.handler(frame)
+    pc.receive_data(reply)
+    event = pc.next_event()
+    assert isinstance(event, ResponseReceived)
+    assert isinstance(event.response, m.Refusal)
+    assert event.response.result is ResultCode.INTERNAL_ERROR
+    assert "ZeroDivisionError" in event.response.detail
+    assert any(r.exc_info is not None for r in caplog.records), "the traceback is logged"
+    assert endpoint.connection.stats.internal_errors == 1
+    # A retransmission gets the same answer from the cache: nothing is done twice.
+    assert served.handler(frame) == reply
+    assert calls.count(m.InterrogateRequest) == 1
+    # The request machine is idle again: the pump keeps answering.
+    assert isinstance(_exchange(served.handler, pc, m.StopTherapyRequest()), m.Ack)
+    assert served.reported().therapy_state is TherapyState.STOPPED
+
+
+def test_an_answer_the_wire_cannot_carry_is_answered_internal_error() -> None:
+    farm = _farm()
+    served = farm.pumps[0]
+    endpoint = served.endpoint
+    handle = endpoint.handler.handle
+
+    def unencodable(request: m.Request) -> m.Response:
+        response = handle(request)
+        if isinstance(response, m.InterrogateResponse):
+            # Bypass the constructor's check, as a bug in a converter would.
+            object.__setattr__(response, "projected_eri_s", 1 << 40)
+        return response
+
+    endpoint.handler.handle = unencodable  # type: ignore[method-assign]
+    pc = _open_session(served.handler, served.key)
+    refused = _exchange(served.handler, pc, m.InterrogateRequest())
+    assert isinstance(refused, m.Refusal)
+    assert refused.result is ResultCode.INTERNAL_ERROR
+    assert "INTERROGATE" in refused.detail
+    assert isinstance(_exchange(served.handler, pc, m.StopTherapyRequest()), m.Ack)
+
+
+def test_a_protocol_layer_failure_is_answered_and_the_pump_keeps_answering() -> None:
+    farm = _farm()
+    served = farm.pumps[0]
+    broken = True
+
+    def nonces(n: int) -> bytes:
+        if broken:
+            raise OSError("entropy source unavailable")
+        return bytes(range(n))
+
+    endpoint = TelemetryEndpoint(served.pump, served.key, nonce_source=nonces)
+    pc = ProgrammerConnection(seeded_nonce_source(1), key=served.key)
+    assert isinstance(_exchange(endpoint, pc, m.IdentifyRequest()), m.IdentifyResponse)
+    refused = _exchange(endpoint, pc, pc.auth_begin(m.Role.CLINICIAN))
+    assert isinstance(refused, m.Refusal)
+    assert refused.result is ResultCode.INTERNAL_ERROR
+    broken = False
+    assert isinstance(_exchange(endpoint, pc, pc.auth_begin(m.Role.CLINICIAN)), m.AuthBeginResponse)
+    assert isinstance(_exchange(endpoint, pc, pc.auth_proof()), m.AuthProofResponse)
+    assert isinstance(_exchange(endpoint, pc, m.InterrogateRequest()), m.InterrogateResponse)
+
+
+def test_clock_set_to_2099_then_status_and_stop_are_answered() -> None:
+    # The reproduction of the finding: `itpump ctl ... clock set 2099-12-31T00:00:00Z`,
+    # then `status` and `stop` failed with WireError projected_eri_s=... for good.
+    farm = _farm()
+    served = farm.pumps[0]
+    pc = _open_session(served.handler, served.key)
+    assert isinstance(
+        _exchange(served.handler, pc, m.SetClockRequest(_DEC_31_2099_S)), m.SetClockResponse
+    )
+    status = _exchange(served.handler, pc, m.InterrogateRequest())
+    assert isinstance(status, m.InterrogateResponse)
+    assert status.time_s >= _DEC_31_2099_S
+    # ERI is projected after 2106, beyond the field: it saturates ("at or after"), not "none".
+    projected = served.reported().projected_eri_rtc_s
+    assert projected is not None
+    assert projected > 0xFFFF_FFFF
+    assert status.projected_eri_s == 0xFFFF_FFFF
+    assert isinstance(_exchange(served.handler, pc, m.StopTherapyRequest()), m.Ack)
+    assert served.reported().therapy_state is TherapyState.STOPPED
+
+
+def test_a_clock_beyond_the_pumps_range_is_refused_naming_field_and_range() -> None:
+    farm = _farm()
+    served = farm.pumps[0]
+    pc = _open_session(served.handler, served.key)
+    refused = _exchange(served.handler, pc, m.SetClockRequest(4_200_000_000))  # 2103
+    assert isinstance(refused, m.Refusal)
+    assert refused.result is ResultCode.OUT_OF_RANGE
+    assert "epoch_s" in refused.detail
+    assert "4102444800" in refused.detail
+    assert isinstance(_exchange(served.handler, pc, m.InterrogateRequest()), m.InterrogateResponse)
+
+
+@pytest.mark.parametrize("field_name", ["patient_id", "drug"])
+def test_names_longer_than_32_utf8_bytes_are_refused(field_name: str) -> None:
+    farm = _farm()
+    served = farm.pumps[0]
+    fw = served.pump.firmware
+    name = "€" * 11  # 11 characters pass a character count; 33 bytes do not fit the wire
+    command: Callable[[], None] = (
+        (lambda: fw.set_patient_id(name))
+        if field_name == "patient_id"
+        else (lambda: fw.refill(1.0, name, 500.0))
+    )
+    with pytest.raises(Refusal) as refused:
+        served.pump.call(command)
+    assert refused.value.code is ResultCode.OUT_OF_RANGE
+    assert field_name in refused.value.detail
+    assert "32 UTF-8 bytes" in refused.value.detail
+    served.pump.call(fw.set_patient_id, "€" * 10)  # 30 bytes: fits
+    pc = _open_session(served.handler, served.key)
+    status = _exchange(served.handler, pc, m.InterrogateRequest())
+    assert isinstance(status, m.InterrogateResponse)
+    assert status.program.patient_id == "€" * 10
+
+
+@pytest.mark.parametrize(
+    ("field_name", "serial", "model"),
+    [("serial", "PÜMP-" + "Ü" * 14, "peristaltic-20"), ("model", "PP20-1", "ß" * 17)],
+    ids=["serial", "model"],
+)
+def test_an_identity_the_wire_cannot_carry_is_refused_when_the_pump_is_built(
+    field_name: str, serial: str, model: str
+) -> None:
+    with pytest.raises(ValueError, match=rf"{field_name}=.* UTF-8 bytes; IDENTIFY carries 1\.\.32"):
+        PumpIdentity(serial, model, "1.0.0", m.Capability.NONE, 10)
