@@ -7,7 +7,9 @@ only on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -15,13 +17,17 @@ import pytest
 from emulator.farm import PortSpec, PumpFarm
 from emulator.scenario import load_scenario
 from emulator.telemetry import TelemetryEndpoint
+from emulator.transports.base import DEFAULT_MAX_PENDING_BYTES, Connection
+from emulator.transports.link import LinkConfig, LinkEmulator
+from emulator.transports.rfc2217 import MAX_SUBNEGOTIATION_BYTES, Rfc2217Transport, _Rfc2217Link
+from emulator.transports.tcp import MAX_WRITE_BUFFER_BYTES, TcpTransport, _TcpLink
 from firmware_stubs.errors import Refusal
 from firmware_stubs.firmware import TherapyState
 from protocol import messages as m
 from protocol.auth import seeded_nonce_source
 from protocol.codes import ResultCode
 from protocol.connection import ProgrammerConnection, PumpIdentity, ResponseReceived
-from protocol.framing import Deframer
+from protocol.framing import MAX_QUEUED_FRAMES, Deframer, encode_frame
 from protocol.header import parse_body
 
 pytestmark = pytest.mark.timeout(60)
@@ -289,3 +295,175 @@ def test_an_identity_the_wire_cannot_carry_is_refused_when_the_pump_is_built(
 ) -> None:
     with pytest.raises(ValueError, match=rf"{field_name}=.* UTF-8 bytes; IDENTIFY carries 1\.\.32"):
         PumpIdentity(serial, model, "1.0.0", m.Capability.NONE, 10)
+
+
+# --- 3. every buffer is bounded; a hostile client costs only its own connection -------------
+
+
+def test_the_deframer_bounds_its_partial_frame_and_its_queue() -> None:
+    deframer = Deframer()
+    deframer.receive_data(b"\x7e")
+    for _ in range(256):  # a frame that never ends: 1 MiB without a flag
+        deframer.receive_data(b"\x01" * 4096)
+        assert deframer.buffered_bytes <= deframer.max_buffered_bytes
+    assert deframer.stats.oversized == 1
+    frames = encode_frame(b"\x01\x02\x03") * 1000
+    deframer.receive_data(b"\x7e" + frames)  # a thousand frames nobody takes
+    assert deframer.queued_frames == MAX_QUEUED_FRAMES
+    assert deframer.stats.overrun == 1000 - MAX_QUEUED_FRAMES
+    while deframer.next_frame() is not None:
+        pass
+    deframer.receive_data(encode_frame(b"\x04"))  # taking frames makes room again
+    assert deframer.next_frame() == b"\x04"
+
+
+class _Handler:
+    """A byte handler: ``ping`` gets ``pong``; other bytes are counted and echoed times
+    ``amplify``. Tells when a client goes away."""
+
+    def __init__(self, amplify: int = 0) -> None:
+        self.amplify = amplify
+        self.handled_bytes = 0
+        self.closed = asyncio.Event()
+
+    def __call__(self, data: bytes, /) -> bytes:
+        if data == b"ping":
+            return b"pong"
+        self.handled_bytes += len(data)
+        return data * self.amplify
+
+    def link_closed(self) -> None:
+        self.closed.set()
+
+
+class _WatchedLink(_TcpLink):
+    def __init__(self, owner: TcpTransport) -> None:
+        super().__init__(owner)
+        self.paused = asyncio.Event()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused.set()
+
+
+class _WatchedTcp(TcpTransport):
+    """A TCP transport that keeps every link and connection it made, for inspection."""
+
+    def __init__(self, handler: _Handler, emulation: LinkEmulator | None = None) -> None:
+        super().__init__(handler, emulation=emulation)
+        self.made_links: list[_WatchedLink] = []
+        self.made_connections: list[Connection] = []
+
+    def _make_link(self) -> _TcpLink:
+        link = _WatchedLink(self)
+        self.made_links.append(link)
+        return link
+
+    def _new_connection(self, write: Callable[[bytes], None], name: str) -> Connection:
+        conn = super()._new_connection(write, name)
+        self.made_connections.append(conn)
+        return conn
+
+
+class _WatchedRfc2217(Rfc2217Transport):
+    def __init__(self, handler: _Handler) -> None:
+        super().__init__(handler)
+        self.made_links: list[_Rfc2217Link] = []
+
+    def _make_link(self) -> _TcpLink:
+        link = _Rfc2217Link(self)
+        self.made_links.append(link)
+        return link
+
+
+async def _ping(port: int) -> None:
+    """A second client is answered (the reply may follow Telnet negotiation bytes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"ping")
+        assert (await reader.readuntil(b"pong")).endswith(b"pong")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_paced_link_bounds_what_it_queues_and_serves_a_second_client() -> None:
+    handler = _Handler()
+    transport = _WatchedTcp(handler, LinkEmulator(LinkConfig(baud=19_200)))
+    flood = 2 * 1024 * 1024  # 18 minutes of link time at 19 200 baud
+    async with transport:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+        writer.write(b"\x00" * flood)
+        await writer.drain()
+        await _ping(transport.port)  # served while the flood is still "arriving"
+        writer.close()
+        await writer.wait_closed()
+        await handler.closed.wait()  # the server has read every byte the flooder sent
+    flooded = transport.made_connections[0]
+    assert flooded.pending_peak_bytes <= flooded.max_pending_bytes == DEFAULT_MAX_PENDING_BYTES
+    assert flooded.bytes_overrun >= flood - DEFAULT_MAX_PENDING_BYTES
+
+
+async def test_a_tcp_client_that_never_reads_is_paused_and_a_second_client_is_served() -> None:
+    handler = _Handler(amplify=2)  # every byte read makes two bytes of reply
+    transport = _WatchedTcp(handler)
+    loop = asyncio.get_running_loop()
+    flood = 8 * 1024 * 1024
+    async with transport:
+        sock = socket.create_connection(("127.0.0.1", transport.port))
+        sock.setblocking(False)
+        sender = asyncio.create_task(loop.sock_sendall(sock, b"\x00" * flood))
+        try:
+            while not transport.made_links:
+                await asyncio.sleep(0)  # a yield to the loop until the server accepts
+            flooded = transport.made_links[0]
+            waits = {
+                asyncio.create_task(flooded.paused.wait()),
+                asyncio.create_task(handler.closed.wait()),
+            }
+            _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            assert flooded.paused.is_set()
+            assert flooded.reading_paused  # it cannot make the pump produce more
+            assert flooded.write_buffer_bytes <= MAX_WRITE_BUFFER_BYTES
+            assert handler.handled_bytes < flood
+            await _ping(transport.port)
+            assert flooded.write_buffer_bytes <= MAX_WRITE_BUFFER_BYTES
+        finally:
+            sender.cancel()
+            sock.close()
+
+
+async def test_an_unclosed_rfc2217_subnegotiation_is_bounded() -> None:
+    handler = _Handler()
+    transport = _WatchedRfc2217(handler)
+    async with transport:
+        reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+        writer.write(b"\xff\xfa" + b"\x2c" * (1024 * 1024))  # IAC SB, never IAC SE
+        await writer.drain()
+        await _ping(transport.port)  # the other client is served meanwhile
+        writer.write(b"\xff\xf0ping")  # IAC SE: the link is back
+        assert (await reader.readuntil(b"pong")).endswith(b"pong")
+        link = transport.made_links[0]
+        assert link._manager.subnegotiation_peak_bytes <= MAX_SUBNEGOTIATION_BYTES
+        assert link._manager.subnegotiation_overflows == 1
+        assert link.subnegotiation_bytes == 0
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "telnet",
+    [b"\xff\xf0", b"\xff\xfa\x2c\x01\x00\xff\xf0"],
+    ids=["IAC SE without SB", "SET_BAUDRATE cut short"],
+)
+async def test_a_stray_or_malformed_rfc2217_command_is_ignored(telnet: bytes) -> None:
+    handler = _Handler()
+    async with Rfc2217Transport(handler) as transport:
+        reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+        writer.write(telnet)
+        writer.write(b"ping")
+        assert (await reader.readuntil(b"pong")).endswith(b"pong")
+        writer.close()
+        await writer.wait_closed()
