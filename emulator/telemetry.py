@@ -14,10 +14,10 @@ import os
 import time
 from collections.abc import Callable
 
-from emulator.pump import EmulatedPump, PumpSilentError
-from firmware_stubs.command_handler import CommandHandler, identity_of
-from protocol.auth import NonceSource
-from protocol.connection import (
+from itpump.emulator.pump import EmulatedPump, PumpSilentError
+from itpump.firmware_stubs.command_handler import CommandHandler, identity_of
+from itpump.protocol.auth import NonceSource
+from itpump.protocol.connection import (
     AutoReply,
     PumpConnection,
     RequestReceived,
@@ -25,7 +25,7 @@ from protocol.connection import (
     SessionEnded,
     SessionStarted,
 )
-from protocol.state import LocalProtocolError
+from itpump.protocol.state import LocalProtocolError
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from protocol.examples import DOC_PATH, examples_markdown, main, update_document
-from protocol.framing import crc16_ccitt_false
+from itpump.protocol.examples import DOC_PATH, examples_markdown, main, update_document
+from itpump.protocol.framing import crc16_ccitt_false
 
 
 def test_document_matches_the_code() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     assert update_document(text) == text, (
-        "docs/protocol.md is out of date: run `python -m protocol.examples --write`"
+        "docs/protocol.md is out of date: run `python -m itpump.protocol.examples --write`"
     )
 
 

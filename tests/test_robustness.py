@@ -14,21 +14,21 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
-from emulator.telemetry import TelemetryEndpoint
-from emulator.transports.base import DEFAULT_MAX_PENDING_BYTES, Connection
-from emulator.transports.link import LinkConfig, LinkEmulator
-from emulator.transports.rfc2217 import MAX_SUBNEGOTIATION_BYTES, Rfc2217Transport, _Rfc2217Link
-from emulator.transports.tcp import MAX_WRITE_BUFFER_BYTES, TcpTransport, _TcpLink
-from firmware_stubs.errors import Refusal
-from firmware_stubs.firmware import TherapyState
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import ProgrammerConnection, PumpIdentity, ResponseReceived
-from protocol.framing import MAX_QUEUED_FRAMES, Deframer, encode_frame
-from protocol.header import parse_body
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
+from itpump.emulator.telemetry import TelemetryEndpoint
+from itpump.emulator.transports.base import DEFAULT_MAX_PENDING_BYTES, Connection
+from itpump.emulator.transports.link import LinkConfig, LinkEmulator
+from itpump.emulator.transports.rfc2217 import MAX_SUBNEGOTIATION_BYTES, Rfc2217Transport, _Rfc2217Link
+from itpump.emulator.transports.tcp import MAX_WRITE_BUFFER_BYTES, TcpTransport, _TcpLink
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import TherapyState
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import ProgrammerConnection, PumpIdentity, ResponseReceived
+from itpump.protocol.framing import MAX_QUEUED_FRAMES, Deframer, encode_frame
+from itpump.protocol.header import parse_body
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -167,7 +167,7 @@ def test_a_failing_handler_is_answered_internal_error_and_the_pump_keeps_answeri
     endpoint.handler.handle = failing  # type: ignore[method-assign]
     pc = _open_session(served.handler, served.key)
     frame = pc.send(m.InterrogateRequest(), 0.0)
-    with caplog.at_level(logging.ERROR, logger="emulator.telemetry"):
+    with caplog.at_level(logging.ERROR, logger="itpump.emulator.telemetry"):
         reply = served.handler(frame)
     pc.receive_data(reply)
     event = pc.next_event()

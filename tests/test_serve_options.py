@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.cli import main
-from tools.serve import SPEED_MAX, SPEED_MIN, _speed
+from itpump.tools.cli import main
+from itpump.tools.serve import SPEED_MAX, SPEED_MIN, _speed
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from programmer import (
+from itpump.programmer import (
     AlarmId,
     AuthenticationError,
     Catheter,
@@ -39,10 +39,10 @@ from programmer import (
     parse_key,
     to_data,
 )
-from programmer.operations import KeySource
-from programmer.program import format_start
-from protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from protocol.messages import (
+from itpump.programmer.operations import KeySource
+from itpump.programmer.program import format_start
+from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
+from itpump.protocol.messages import (
     MAX_CONCENTRATION_NG_PER_ML,
     MAX_FLEX_STEPS_WIRE,
     MAX_MASS_NG,
@@ -53,9 +53,9 @@ from protocol.messages import (
     FlexPeriod,
     MessageType,
 )
-from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
-from tools.argtypes import non_negative_float, positive_float, positive_int
-from tools.cli import UsageError
+from itpump.protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
+from itpump.tools.argtypes import non_negative_float, positive_float, positive_int
+from itpump.tools.cli import UsageError
 
 log = logging.getLogger(__name__)
 
