@@ -8,12 +8,13 @@ the reply bytes go back to the transport. A pump with a dead battery is silent.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
-from itpump.emulator.pump import EmulatedPump
+from itpump.emulator.pump import EmulatedPump, PumpSilentError
 from itpump.firmware_stubs.command_handler import CommandHandler, identity_of
-from itpump.protocol.auth import NonceSource, seeded_nonce_source
+from itpump.protocol.auth import NonceSource
 from itpump.protocol.connection import (
     AutoReply,
     PumpConnection,
@@ -22,6 +23,7 @@ from itpump.protocol.connection import (
     SessionEnded,
     SessionStarted,
 )
+from itpump.protocol.state import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,11 @@ class TelemetryEndpoint:
 
     Session idle timeouts run on `link_clock` (real seconds by default): a programmer talks
     in real time even when the pump's world runs at 3600 x.
+
+    Challenge nonces and session ids come from the OS CSPRNG (`os.urandom`) unless
+    `nonce_source` is given: a source derived from the key or serial would repeat after every
+    restart, so a recorded session could be replayed and the next challenge predicted. Pass
+    `seeded_nonce_source(...)` only in a test or simulation that needs reproducible bytes.
     """
 
     def __init__(
@@ -53,7 +60,7 @@ class TelemetryEndpoint:
         self.connection = PumpConnection(
             identity_of(pump.firmware),
             key,
-            nonce_source or seeded_nonce_source(int.from_bytes(key[:8], "big")),
+            os.urandom if nonce_source is None else nonce_source,
             allow_unauthenticated=allow,
         )
         self.handler = CommandHandler(pump.firmware, refill=self._refill)
@@ -83,13 +90,43 @@ class TelemetryEndpoint:
             elif isinstance(event, SessionStarted | SessionEnded):
                 self.handler.session_changed()
             elif isinstance(event, RequestReceived):
-                response = pump.call(self.handler.handle, event.request)
-                out.append(conn.send(response))
+                frame = self._answer(event)
+                if frame is None:
+                    return b""  # the battery ran out while answering: nothing goes out
+                out.append(frame)
                 self.requests_answered += 1
         reply = b"".join(out)
         # Radio time costs battery: 10 bits per byte at the link's baud rate.
         pump.hardware.add_telemetry_time(10.0 * (len(data) + len(reply)) / self._baud)
         return reply
+
+    def _answer(self, event: RequestReceived) -> bytes | None:
+        """The reply frame to one accepted request (``None``: the pump lost power doing it).
+
+        The request never stays pending: any unexpected exception (a firmware bug, a value
+        the wire cannot carry) is logged and answered INTERNAL_ERROR, so the pump keeps
+        answering later requests instead of going deaf with its request machine stuck.
+        """
+        conn = self.connection
+        name = type(event.request).__name__
+        try:
+            response = self.pump.call(self.handler.handle, event.request)
+        except PumpSilentError:
+            # The battery ran out during the command: a dead pump sends nothing; answering
+            # only returns the request machine to idle.
+            conn.send_internal_error("no power")
+            return None
+        except Exception as exc:
+            log.exception("pump %s: %s failed; answering INTERNAL_ERROR", self.pump.serial, name)
+            return conn.send_internal_error(f"{name} failed: {type(exc).__name__}: {exc}")
+        try:
+            return conn.send(response)
+        except LocalProtocolError as exc:
+            # The handler answered with the wrong message type: a bug, not the peer's fault.
+            log.exception(
+                "pump %s: bad answer to %s; answering INTERNAL_ERROR", self.pump.serial, name
+            )
+            return conn.send_internal_error(f"{name} failed: {exc}")
 
     def link_closed(self) -> None:
         """The telemetry head was lifted or the client went away: the session ends."""

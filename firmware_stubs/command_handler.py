@@ -160,8 +160,17 @@ def program_to_wire(firmware: Firmware, status: PumpStatus) -> m.TherapyProgram:
     )
 
 
+#: The latest instant a u32 "s since epoch" field holds: 2106-02-07T06:28:15Z.
+LATEST_WIRE_EPOCH_S = 0xFFFF_FFFF
+
+
 def _s_or_none(rtc_s: float | None) -> int | None:
-    return None if rtc_s is None else max(epoch_s_from_float(rtc_s), 1)
+    """A projected instant for the wire. ``None`` (nothing projected) stays ``None``; a
+    projection beyond the field's range saturates at :data:`LATEST_WIRE_EPOCH_S`, read as
+    "at or after". Not "none": that would say no ERI or low reservoir is coming at all."""
+    if rtc_s is None:
+        return None
+    return min(max(epoch_s_from_float(rtc_s), 1), LATEST_WIRE_EPOCH_S)
 
 
 # ---------------------------------------------------------------------- handler

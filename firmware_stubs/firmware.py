@@ -32,12 +32,33 @@ from itpump.firmware_stubs.therapy import (
     validate_program,
 )
 from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
+from itpump.protocol.messages import NAME_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
 _EPS_S = 1e-6
 _DAY_S = 86400.0
 _MAX_CONC_MCG_PER_ML = 100_000.0
+
+
+NAME_MAX_CHARS = 20
+CLOCK_MIN_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
+CLOCK_MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+
+def check_name(field_name: str, text: str) -> None:
+    """Refuse a name (patient id, drug) the pump cannot store and report.
+
+    Characters are what a clinician counts; bytes are what the status carries (UTF-8, at
+    most 32), and a name the status cannot carry would make every INTERROGATE fail.
+    """
+    n_bytes = len(text.encode("utf-8"))
+    if not 0 < len(text) <= NAME_MAX_CHARS or not text.isprintable() or n_bytes > NAME_MAX_BYTES:
+        raise Refusal(
+            ResultCode.OUT_OF_RANGE,
+            f"{field_name} must be 1..{NAME_MAX_CHARS} printable characters "
+            f"and at most {NAME_MAX_BYTES} UTF-8 bytes",
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -240,7 +261,14 @@ class Firmware:
     # ------------------------------------------------------------------ commands
     def set_clock(self, epoch_s: float) -> None:
         """Set the real-time clock (flex schedules follow it; delivery accounting does not)."""
-        check_range("epoch_s", epoch_s, 946_684_800, 4_102_444_800, "s")  # 2000..2100
+        # Named in full: the generic range text rounds these to 4.10244e+09, which no one
+        # can act on. The upper bound keeps the reported clock within its u32 field.
+        if not CLOCK_MIN_EPOCH_S <= epoch_s <= CLOCK_MAX_EPOCH_S:
+            raise Refusal(
+                ResultCode.OUT_OF_RANGE,
+                f"epoch_s={epoch_s:.0f} outside {CLOCK_MIN_EPOCH_S}..{CLOCK_MAX_EPOCH_S} "
+                "s since epoch (2000-01-01..2100-01-01 UTC)",
+            )
         self._settle()
         old = self.hal.rtc_s()
         self.hal.set_rtc(epoch_s)
@@ -250,8 +278,7 @@ class Firmware:
     @staticmethod
     def check_patient_id(patient_id: str) -> None:
         """Refuse an identifier the pump cannot store."""
-        if not 0 < len(patient_id) <= 20 or not patient_id.isprintable():
-            raise Refusal(ResultCode.OUT_OF_RANGE, "patient_id must be 1..20 printable characters")
+        check_name("patient_id", patient_id)
 
     @staticmethod
     def check_catheter(length_cm: float, volume_ul_per_cm: float) -> None:
@@ -372,8 +399,7 @@ class Firmware:
             _MAX_CONC_MCG_PER_ML,
             "mcg/mL",
         )
-        if not 0 < len(drug) <= 20 or not drug.isprintable():
-            raise Refusal(ResultCode.OUT_OF_RANGE, "drug must be 1..20 printable characters")
+        check_name("drug", drug)
         if aspirated_ml is not None:
             check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
         validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)

@@ -29,6 +29,10 @@ class ResultCode(IntEnum):
     ROLE_FORBIDDEN = 0x08  # e.g. patient role asking for a clinician command
     SEQUENCE_ERROR = 0x09
     SESSION_BUSY = 0x0A
+    # The last number of the link range, so that codes added after SESSION_BUSY never clash
+    # with it: the pump failed while answering; the request may or may not have been carried
+    # out (interrogate), and the pump keeps answering.
+    INTERNAL_ERROR = 0x1F
     # --- therapy refusals (firmware layer) ---
     OUT_OF_RANGE = 0x20  # a field outside its allowed range; detail names field and range
     RATE_OUT_OF_RANGE = 0x21

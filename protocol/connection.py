@@ -47,8 +47,10 @@ from itpump.protocol.header import (
 )
 from itpump.protocol.messages import (
     MESSAGES,
+    NAME_MAX_BYTES,
     NONCE_SIZE,
     RESPONSE_BIT,
+    SERIAL_MAX_BYTES,
     Ack,
     AuthBeginRequest,
     AuthBeginResponse,
@@ -121,6 +123,8 @@ DEFAULT_MAX_ATTEMPTS = 4  # first transmission + 3 retransmissions: 1 + 2 + 4 + 
 DEFAULT_IDLE_TIMEOUT_S = 300
 # A response frame is at most about 1100 bytes on the wire (1 KiB body, a little stuffing).
 _LONGEST_RESPONSE_BYTES = 1100
+#: IDENTIFY's ``firmware_version`` field (str8 of at most 16 bytes).
+_FIRMWARE_VERSION_MAX_BYTES = 16
 
 
 def recommended_timeout_s(baud: int, request_bytes: int = 0) -> float:
@@ -248,6 +252,7 @@ class LinkStats:
     duplicates: int = 0  # pump: retransmissions answered from the cache
     retransmissions: int = 0  # programmer: frames sent again
     timeouts: int = 0  # programmer: requests given up
+    internal_errors: int = 0  # pump: requests answered INTERNAL_ERROR (see the log)
     refusals: Counter[ResultCode] = field(default_factory=Counter)  # protocol-level
 
     def as_dict(self) -> dict[str, object]:
@@ -271,6 +276,21 @@ class PumpIdentity:
     firmware_version: str
     capabilities: Capability
     max_flex_steps: int
+
+    def __post_init__(self) -> None:
+        # Checked here, when a pump is built, because IDENTIFY could not carry a longer
+        # text: the pump would fail on every IDENTIFY instead of refusing to start. The
+        # limits are UTF-8 bytes on the wire, not characters.
+        for name, text, max_bytes in (
+            ("serial", self.serial, SERIAL_MAX_BYTES),
+            ("model", self.model, NAME_MAX_BYTES),
+            ("firmware_version", self.firmware_version, _FIRMWARE_VERSION_MAX_BYTES),
+        ):
+            n_bytes = len(text.encode("utf-8"))
+            if not 0 < n_bytes <= max_bytes:
+                raise ValueError(
+                    f"{name}={text!r} is {n_bytes} UTF-8 bytes; IDENTIFY carries 1..{max_bytes}"
+                )
 
 
 @dataclass(slots=True)
@@ -480,10 +500,36 @@ class PumpConnection(_Endpoint[PumpEvent]):
                 f"{type(response).__name__} does not answer {info.code.name}; "
                 f"expected {info.response.__name__} or Refusal"
             )
-        frame = self._answer(header, response, ctx)
+        try:
+            frame = self._answer(header, response, ctx)
+        except Exception as exc:
+            # A value the wire cannot carry (or any bug in encoding it) must not leave the
+            # request pending: the pump would never answer again.
+            _log.exception("%s: the answer could not be encoded", info.code.name)
+            frame = self._internal_error(header, ctx, f"{info.code.name} answer: {exc}")
         self._pending = None
         self._request.fire(RequestEvent.RESPONSE)
         return frame
+
+    def send_internal_error(self, detail: str = "") -> bytes:
+        """Answer the pending request with INTERNAL_ERROR (the firmware failed on it).
+
+        The request machine returns to idle, so the pump keeps answering; a retransmission
+        of the same request gets the same answer, nothing is redone. ``detail`` travels to
+        the programmer (at most 120 bytes): name what failed, never a secret.
+        """
+        if self._pending is None:
+            raise LocalProtocolError("no request is waiting for a response")
+        header, _info, ctx = self._pending
+        frame = self._internal_error(header, ctx, detail)
+        self._pending = None
+        self._request.fire(RequestEvent.RESPONSE)
+        return frame
+
+    def _internal_error(self, header: Header, ctx: _Context, detail: str) -> bytes:
+        """Frame (and cache) an INTERNAL_ERROR answer to an accepted request."""
+        self.stats.internal_errors += 1
+        return self._answer(header, Refusal.make(ResultCode.INTERNAL_ERROR, detail), ctx)
 
     def end_session(self, reason: str = "ended by the pump") -> None:
         """End the active session (idle timeout, telemetry link lost, ...)."""
@@ -511,6 +557,18 @@ class PumpConnection(_Endpoint[PumpEvent]):
             # start an endless exchange, so it is ignored.
             self._drop("response frame received by the pump")
             return
+        try:
+            self._handle_request(header, body)
+        except Exception as exc:
+            # Frames from the peer never raise by design; if one does anyway (a bug, or a
+            # value such as a serial number the wire cannot carry), the pump answers
+            # INTERNAL_ERROR and stays responsive instead of failing on every later frame.
+            _log.exception("pump failed on seq %d type 0x%02X", header.seq, header.msg_type)
+            self.stats.internal_errors += 1
+            self._refuse(header, ResultCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _handle_request(self, header: Header, body: bytes) -> None:
+        """Check and dispatch one request whose header parsed."""
         for scope in self._scopes():
             if body == scope.last_body and scope.last_response is not None:
                 self.stats.duplicates += 1

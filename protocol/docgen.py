@@ -71,6 +71,8 @@ RESULT_CODE_MEANINGS: dict[str, str] = {
     "ROLE_FORBIDDEN": "the session's role may not send this command",
     "SEQUENCE_ERROR": "sequence number outside the window, or a chunk out of order",
     "SESSION_BUSY": "another programmer holds the pump (reserved)",
+    "INTERNAL_ERROR": "the pump failed while answering (logged); the request may or may not "
+    "have been carried out: interrogate. The pump keeps answering",
     "OUT_OF_RANGE": "a field outside the pump's allowed range; detail names field and range",
     "RATE_OUT_OF_RANGE": "the resulting flow rate is outside the pump's range",
     "DAILY_DOSE_EXCEEDED": "the program or bolus could exceed the maximum daily dose",

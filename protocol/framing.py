@@ -35,6 +35,7 @@ __all__ = [
     "ESCAPE_XOR",
     "FLAG",
     "MAX_BODY_SIZE",
+    "MAX_QUEUED_FRAMES",
     "MIN_BODY_SIZE",
     "Deframer",
     "FrameError",
@@ -57,6 +58,10 @@ CRC_SIZE = 2
 # largest message (a status with a 64-step flex program and 32 alarms) with room to spare.
 MAX_BODY_SIZE = 1024
 MIN_BODY_SIZE = 1
+# Complete frames held until the connection takes them. A stop-and-wait peer has one or two
+# in flight; a burst of thousands of tiny frames in one read must not become thousands of
+# queued frames (and answers), so frames beyond this are dropped and counted as overrun.
+MAX_QUEUED_FRAMES = 64
 
 _FLAG_BYTE = bytes([FLAG])
 # An escape followed by any byte; DOTALL so that an escaped newline is matched too.
@@ -164,6 +169,7 @@ class FramingStats:
     runts: int = 0  # shorter than a CRC plus one byte: typically a truncated frame
     oversized: int = 0
     aborted: int = 0
+    overrun: int = 0  # valid frames dropped because MAX_QUEUED_FRAMES were waiting
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name (for logs and JSON output)."""
@@ -172,7 +178,7 @@ class FramingStats:
     @property
     def frames_dropped(self) -> int:
         """Candidate frames dropped for any reason."""
-        return self.bad_crc + self.runts + self.oversized + self.aborted
+        return self.bad_crc + self.runts + self.oversized + self.aborted + self.overrun
 
 
 class Deframer:
@@ -180,11 +186,19 @@ class Deframer:
 
     It never raises on bad input. Bytes before the first flag are discarded; a candidate frame
     that is truncated, oversized, aborted or fails its CRC is dropped and counted in
-    :attr:`stats`, and decoding resumes at the next flag.
+    :attr:`stats`, and decoding resumes at the next flag. Memory is bounded whatever arrives:
+    a partial frame holds at most its longest stuffed length (:attr:`max_buffered_bytes`),
+    and at most ``max_queued_frames`` complete frames wait (later ones are dropped as
+    ``overrun`` until some are taken).
     """
 
-    def __init__(self, max_body_size: int = MAX_BODY_SIZE) -> None:
+    def __init__(
+        self, max_body_size: int = MAX_BODY_SIZE, max_queued_frames: int = MAX_QUEUED_FRAMES
+    ) -> None:
+        if max_queued_frames < 1:
+            raise ValueError(f"max_queued_frames must be >= 1, got {max_queued_frames}")
         self.max_body_size = max_body_size
+        self.max_queued_frames = max_queued_frames
         self.stats = FramingStats()
         self._buffer = bytearray()
         self._in_frame = False  # a flag has been seen: bytes now belong to a candidate frame
@@ -233,6 +247,10 @@ class Deframer:
             setattr(self.stats, exc.reason, getattr(self.stats, exc.reason) + 1)
             _log.debug("dropping frame: %s", exc)
             return
+        if len(self._frames) >= self.max_queued_frames:
+            self.stats.overrun += 1
+            _log.debug("dropping frame: %d frames already waiting", len(self._frames))
+            return
         self.stats.frames_ok += 1
         self._frames.append(body)
 
@@ -244,6 +262,16 @@ class Deframer:
     def buffered_bytes(self) -> int:
         """Bytes of an incomplete frame held while waiting for its closing flag."""
         return len(self._buffer)
+
+    @property
+    def max_buffered_bytes(self) -> int:
+        """The most :attr:`buffered_bytes` can be between two calls (every byte escaped)."""
+        return self._max_stuffed
+
+    @property
+    def queued_frames(self) -> int:
+        """Complete frames waiting for :meth:`next_frame` (at most ``max_queued_frames``)."""
+        return len(self._frames)
 
     def reset(self) -> None:
         """Forget any partial frame (e.g. after the link dropped); statistics are kept."""

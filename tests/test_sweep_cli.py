@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from distributed import Client
 
-from tests.sweep_helpers import rows_without_timing, tiny_sweep, tiny_sweep_toml
 from itpump.tools.cli import main
+from tests.sweep_helpers import rows_without_timing, tiny_sweep, tiny_sweep_toml
 
 DASK = shutil.which("dask") or str(Path(sys.executable).with_name("dask"))
 

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from itpump.emulator.sweep.spec import SweepError, load_sweep, parse_sweep, run_parameters, shipped_sweeps
+from itpump.emulator.sweep.spec import (
+    SweepError,
+    load_sweep,
+    parse_sweep,
+    run_parameters,
+    shipped_sweeps,
+)
 from itpump.emulator.sweep.worker import execute_run, row_schema
 from tests.sweep_helpers import tiny_sweep, tiny_sweep_data
 

@@ -20,6 +20,10 @@ from itpump.emulator.transports.link import LinkEmulator
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024
+"""Received bytes a paced link holds before handling them (8.5 s at 19 200 baud): far above
+what a stop-and-wait programmer has in flight (one frame, at most about 2 KiB stuffed)."""
+
 
 class ByteHandler(Protocol):
     """The pump side of a link: received bytes in, reply bytes out (synchronous)."""
@@ -44,6 +48,12 @@ class Connection:
     ``feed`` is called by the backend with bytes as they are read. Without delays (no pacing,
     no turnaround) the handler runs at once and its reply is written synchronously; with
     delays, chunks are processed in order by a task that awaits the link's ``sleep``.
+
+    A paced link holds at most ``max_pending_bytes`` received bytes that wait for their
+    transmission time. A client that sends faster than the baud rate (a socket is not a
+    UART) loses the excess, as a UART's receive FIFO overruns: the bytes are counted in
+    :attr:`bytes_overrun` and the frames they belonged to fail their CRC. Memory stays
+    bounded, and only this client's link is affected.
     """
 
     def __init__(
@@ -53,7 +63,10 @@ class Connection:
         emulation: LinkEmulator | None = None,
         *,
         name: str = "",
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
+        if max_pending_bytes < 1:
+            raise ValueError(f"max_pending_bytes must be >= 1, got {max_pending_bytes}")
         self._handler = handler
         self._write = write
         self._emulation = emulation
@@ -61,6 +74,10 @@ class Connection:
         self._pending: collections.deque[bytes] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0  # received, waiting for their transmission time
+        self.pending_peak_bytes = 0
+        self.bytes_overrun = 0  # received while max_pending_bytes were waiting: dropped
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -83,7 +100,20 @@ class Connection:
         if self._worker is None and not emulation.has_delays:
             self._respond_now(data)
             return
+        room = self.max_pending_bytes - self.pending_bytes
+        if len(data) > room:
+            if self.bytes_overrun == 0:  # once per link: a flood must not flood the log too
+                log.warning(
+                    "%s: client sends faster than the link's baud rate; excess bytes dropped",
+                    self._name,
+                )
+            self.bytes_overrun += len(data) - room
+            data = data[:room]
+            if not data:
+                return
         self._pending.append(data)
+        self.pending_bytes += len(data)
+        self.pending_peak_bytes = max(self.pending_peak_bytes, self.pending_bytes)
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(emulation))
 
@@ -98,6 +128,7 @@ class Connection:
             return
         self._closed = True
         self._pending.clear()
+        self.pending_bytes = 0
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
@@ -132,10 +163,13 @@ class Connection:
     async def _work(self, emulation: LinkEmulator) -> None:
         try:
             while self._pending and not self._closed:
-                data = self._pending.popleft()
+                # The chunk stays counted while it is still arriving at the baud rate.
+                data = self._pending[0]
                 await emulation.receive_delay(len(data))
                 if self.closed:
                     return
+                self._pending.popleft()
+                self.pending_bytes -= len(data)
                 reply = self._call_handler(data)
                 if reply:
                     await emulation.send(reply, self._send)
