@@ -432,11 +432,15 @@ class CaptureTap:
         return CapturingHandler(self, index, handler)
 
     def start(self, path: str | Path) -> None:
-        """Start writing a new capture to ``path`` (truncated); stops a running one first."""
-        self.stop()
+        """Start writing a new capture to ``path`` (truncated); a running one is finished.
+
+        The new file is opened first: a path that cannot be written raises (``OSError`` or
+        ``ValueError``) and leaves a running capture untouched.
+        """
         target = Path(path)
         # buffering=0: each block reaches the OS in one write (see the module docstring).
         file = open(target, "wb", buffering=0)  # noqa: SIM115 - closed by stop()
+        self.stop()
         with self._lock:
             self._file = file
             self._writer = CaptureWriter(file, application=self._application)

@@ -167,7 +167,10 @@ class ServedPump:
         return self._call(lambda: self.pump.concentrations())
 
     def reported(self) -> PumpStatus:
-        """What the pump would report at interrogation now (read without telemetry)."""
+        """What the pump would report at interrogation now (read without telemetry).
+
+        Raises `PumpSilentError` when the pump has no power: it reports nothing then.
+        """
         return self._call(lambda: self.pump.call(self.pump.firmware.status))
 
     def now_h(self) -> float:

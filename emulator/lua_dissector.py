@@ -46,7 +46,7 @@ _REGION = re.compile(
 
 def dissector_path() -> Path:
     """Where the installed dissector is (copy it into Wireshark's plugin folder)."""
-    return Path(str(resources.files("emulator").joinpath("wireshark", "itpump.lua")))
+    return Path(str(resources.files("itpump.emulator").joinpath("wireshark", "itpump.lua")))
 
 
 class _Tables:

@@ -103,6 +103,8 @@ async def test_stepped_clock_moves_only_when_advanced(rig: Rig) -> None:
         ({"hours": -1}, "hours", "greater than or equal to 0"),
         ({"hours": 1e9}, "hours", "less than or equal to 87660"),
         ({"hours": "soon"}, "hours", "valid number"),
+        ({"hours": "24"}, "hours", "valid number"),  # strict: a string is not a number
+        ({"hours": True}, "hours", "valid number"),  # nor is a boolean
         ({"until": "tomorrow"}, "until", "next_alarm"),
         ({"until": "next_alarm", "limit_hours": 0}, "limit_hours", "greater than 0"),
         ({"hours": 1, "until": "next_alarm"}, "body", "either"),
@@ -154,7 +156,7 @@ async def test_speed_number_max_and_stepped(rig: Rig) -> None:
     assert (await rig.post("/clock/speed", {"speed": "max"}))["speed"] == "max"
     stepped = await rig.post("/clock/speed", {"speed": 0})
     assert stepped["stepped"] is True
-    for bad in (-1, "fast", 1e300):
+    for bad in (-1, "fast", 1e300, 1e-300, False, "0"):
         response = await rig.refused("POST", "/clock/speed", {"speed": bad})
         assert response.status_code == 422
         assert "speed" in _messages(response)
@@ -228,7 +230,10 @@ async def test_head_and_link_faults(rig: Rig) -> None:
     bad = await rig.refused("POST", f"/pumps/{serial}/link", {"drop_rate": 2})
     assert "drop_rate" in _messages(bad)
     assert (await rig.get(f"/pumps/{serial}/link"))["drop_rate"] == 0.0
-    assert (await rig.refused("POST", f"/pumps/{serial}/head", {"placed": "maybe"})).status_code
+    for bad in ("maybe", "off", 1, None):
+        refused = await rig.refused("POST", f"/pumps/{serial}/head", {"placed": bad})
+        assert "placed" in _messages(refused)
+    assert rig.farm.pumps[0].head_placed  # nothing changed
 
 
 async def test_snapshot_restore_reset_and_their_errors(rig: Rig) -> None:
@@ -412,3 +417,42 @@ async def test_capture_starts_and_stops_over_the_api(rig: Rig, tmp_path: Path) -
     assert bad.status_code == 400
     assert "path" in bad.json()["detail"]
     assert (await rig.get("/capture"))["capturing"] is False
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("{tmp}/no/such/dir/x.pcapng", "cannot write"),
+        ("{tmp}/x\\u0000.pcapng", "cannot write"),  # a JSON-escaped NUL byte
+        ("{tmp}", "exists"),
+        ("{tmp}/taken.pcapng", "exists"),
+        ("relative.pcapng", "absolute"),
+    ],
+)
+async def test_a_refused_capture_leaves_the_running_one_alone(
+    rig: Rig, tmp_path: Path, path: str, words: str
+) -> None:
+    (tmp_path / "taken.pcapng").write_bytes(b"precious")
+    running = tmp_path / "running.pcapng"
+    await rig.post("/capture", {"path": str(running)})
+    bad = await rig.http.post(
+        "/capture",
+        content=('{"path": "' + path.replace("{tmp}", str(tmp_path)) + '"}').encode(),
+        headers={"content-type": "application/json"},
+    )
+    assert bad.status_code == 400, bad.text
+    assert words in bad.json()["detail"]
+    assert await rig.get("/capture") == {
+        "capturing": True,
+        "path": str(running),
+        "packets_written": 0,
+    }
+    assert (tmp_path / "taken.pcapng").read_bytes() == b"precious"
+
+
+async def test_a_pump_without_power_reports_nothing_409_but_its_truth_reads(rig: Rig) -> None:
+    await rig.post(f"/pumps/{rig.serial}/faults", {"kind": "battery_dead"})
+    silent = await rig.refused("GET", f"/pumps/{rig.serial}/reported")
+    assert silent.status_code == 409
+    assert "no power" in silent.json()["detail"]
+    assert (await rig.get(f"/pumps/{rig.serial}/truth"))["faults"] == ["battery_dead"]

@@ -26,3 +26,29 @@ def test_the_namespace_links_every_package_folder() -> None:
         link = ROOT / "itpump" / name
         assert link.is_symlink(), link
         assert link.resolve() == (ROOT / name).resolve()
+
+
+def test_package_data_is_found_outside_the_checkout(tmp_path: Path) -> None:
+    """From another directory only the installed itpump namespace is importable; the shipped
+    data files (profiles, scenarios, dissector) must be found through it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import itpump.tools.cli as cli, sys; "
+        "sys.exit(cli.main(['decode', '--dissector-path']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).is_file()
+    assert "Traceback" not in done.stderr
+    listed = subprocess.run(
+        [sys.executable, "-c", "import itpump.tools.cli as c; c.main(['profiles'])"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "peristaltic-20" in listed.stdout, listed.stderr

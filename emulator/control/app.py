@@ -46,6 +46,7 @@ from itpump.emulator.control.schema import (
 )
 from itpump.emulator.farm import PumpFarm, ServedPump, SnapshotLimitError
 from itpump.emulator.faults import FaultKind
+from itpump.emulator.pump import PumpSilentError
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,13 @@ def create_app(farm: PumpFarm) -> FastAPI:
             errors.append(item)
         return JSONResponse(status_code=422, content={"detail": errors})
 
+    @app.exception_handler(PumpSilentError)
+    async def _silent(_request: Request, exc: PumpSilentError) -> JSONResponse:
+        return JSONResponse(
+            status_code=409,
+            content={"detail": f"{exc}: it reports nothing (its truth is still readable)"},
+        )
+
     @app.exception_handler(ControlRefused)
     async def _refused(_request: Request, exc: ControlRefused) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": exc.detail})
@@ -166,7 +174,11 @@ def create_app(farm: PumpFarm) -> FastAPI:
         served = pump(serial)
         return TruthOut.of(served.truth(), served.concentrations())
 
-    @app.get("/pumps/{serial}/reported", tags=["pumps"], responses=_ERRORS)
+    @app.get(
+        "/pumps/{serial}/reported",
+        tags=["pumps"],
+        responses={**_ERRORS, 409: {"model": ErrorOut, "description": "the pump has no power"}},
+    )
     async def reported(serial: str) -> ReportedOut:
         """What the pump would report at interrogation now, read without telemetry."""
         return ReportedOut.of(pump(serial).reported())
@@ -288,15 +300,24 @@ def create_app(farm: PumpFarm) -> FastAPI:
     @app.post(
         "/capture",
         tags=["capture"],
-        responses={400: {"model": ErrorOut, "description": "the file cannot be written"}},
+        responses={
+            400: {"model": ErrorOut, "description": "not absolute, exists, or cannot be written"}
+        },
     )
     async def start_capture(body: CaptureRequest) -> CaptureOut:
         """Record every telemetry byte of every pump, both ways, to a new pcapng file (a
         running capture is finished first). Open it in Wireshark or with `itpump decode`."""
+        target = Path(body.path)
+        if not target.is_absolute():
+            raise ControlRefused(400, f"path: give an absolute path (got {body.path!r})")
+        if target.exists():
+            # The API must not become a way to truncate files: name a new one.
+            raise ControlRefused(400, f"path: {body.path!r} exists; name a new file")
         try:
-            farm.start_capture(body.path)
-        except OSError as exc:
-            raise ControlRefused(400, f"path: cannot write {body.path!r}: {exc.strerror}") from None
+            farm.start_capture(target)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ControlRefused(400, f"path: cannot write {body.path!r}: {why}") from None
         return capture_state()
 
     @app.delete("/capture", tags=["capture"])

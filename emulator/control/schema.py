@@ -35,11 +35,15 @@ MAX_ADVANCE_H = 10 * 8766.0
 MAX_SPEED = 1e7
 """Fastest finite speed (simulated s per real s); use "max" for as fast as possible."""
 
+MIN_SPEED = 1e-3
+"""Slowest running speed (as `itpump serve --speed`); 0 means stepped."""
+
 
 class Request(BaseModel):
     """Base of every request body: unknown fields are an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "24" is not 24 and true is not 1 hour; JSON numbers still fill float fields.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---------------------------------------------------------------------- requests
@@ -70,11 +74,20 @@ class SpeedRequest(Request):
 
     speed: Annotated[float, Field(ge=0, le=MAX_SPEED, allow_inf_nan=False)] | Literal["max"]
 
+    @field_validator("speed")
+    @classmethod
+    def _stepped_or_running(cls, speed: float | str) -> float | str:
+        # Between 0 and the minimum the runtime's waits would overflow for no use.
+        if isinstance(speed, float) and 0 < speed < MIN_SPEED:
+            raise ValueError(f"speed must be 0 (stepped) or {MIN_SPEED:g}..{MAX_SPEED:g}")
+        return speed
+
 
 class FaultRequest(Request):
     """Start a hardware fault now; `value` is the kind's parameter (see the kind's range)."""
 
-    kind: FaultKind
+    # Not strict: FastAPI validates the parsed JSON, where the kind is a string.
+    kind: FaultKind = Field(strict=False)
     value: float | None = Field(
         default=None,
         allow_inf_nan=False,
