@@ -230,8 +230,8 @@ async def test_head_and_link_faults(rig: Rig) -> None:
     bad = await rig.refused("POST", f"/pumps/{serial}/link", {"drop_rate": 2})
     assert "drop_rate" in _messages(bad)
     assert (await rig.get(f"/pumps/{serial}/link"))["drop_rate"] == 0.0
-    for bad in ("maybe", "off", 1, None):
-        refused = await rig.refused("POST", f"/pumps/{serial}/head", {"placed": bad})
+    for placed in ("maybe", "off", 1, None):
+        refused = await rig.refused("POST", f"/pumps/{serial}/head", {"placed": placed})
         assert "placed" in _messages(refused)
     assert rig.farm.pumps[0].head_placed  # nothing changed
 
