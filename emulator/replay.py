@@ -21,6 +21,7 @@ session id, session key, MACs and counters differ. The replay therefore
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from itpump.emulator.conversation import (
 from itpump.programmer.client import PumpClient
 from itpump.programmer.errors import PumpError, PumpRefused, PumpTimeout
 from itpump.programmer.operations import KeySource, resolve_key
+from itpump.protocol.codes import ResultCode
 from itpump.protocol.messages import (
     AuthBeginRequest,
     AuthProofRequest,
@@ -80,6 +82,39 @@ DEFAULT_IGNORED_FIELDS: frozenset[str] = frozenset(
 
 class ReplayInputError(ValueError):
     """The capture cannot be replayed (unreadable, no such pump, several pumps, no requests)."""
+
+
+class ReplayKeyError(PumpError):
+    """The replay could not authenticate: the key given is not the pump's."""
+
+
+def check_ignored_fields(names: Sequence[str]) -> None:
+    """`ValueError` naming any `Record.field` that no response record has."""
+    known: dict[str, set[str]] = {}
+    for cls in _response_classes():
+        known[cls.__name__] = {f.name for f in dataclasses.fields(cls)}
+    for name in names:
+        record, _, field_name = name.partition(".")
+        if record not in known or field_name not in known[record]:
+            hint = ", ".join(sorted(known)) if record not in known else ", ".join(
+                sorted(known[record])
+            )
+            raise ValueError(
+                f"--ignore {name!r}: expected Record.field; "
+                + (f"records: {hint}" if record not in known else f"fields of {record}: {hint}")
+            )
+
+
+def _response_classes() -> list[type]:
+    import itpump.protocol.messages as messages
+
+    return [
+        obj
+        for obj in vars(messages).values()
+        if isinstance(obj, type)
+        and dataclasses.is_dataclass(obj)
+        and (issubclass(obj, messages.ResponseBody) or obj is messages.Refusal)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +271,17 @@ def replay_capture(
         except PumpTimeout as exc:
             step.differences.append(FieldDifference("answer", "answered", f"no answer ({exc})"))
             continue
+        if (
+            isinstance(exchange.request, AuthProofRequest)
+            and isinstance(answer, Refusal)
+            and answer.result is ResultCode.AUTH_FAILED
+            and not isinstance(exchange.response, Refusal)
+        ):
+            # Not a difference in the pump: the replay has the wrong key, and every later
+            # answer would only say NOT_AUTHENTICATED.
+            raise ReplayKeyError(
+                f"the pump refused the replay's proof (AUTH_FAILED): wrong key for {serial}?"
+            )
         step.differences = compare_answers(exchange.response, answer, ignored)
         if step.differences:
             log.info("%s: %d fields differ", name, len(step.differences))

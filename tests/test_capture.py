@@ -269,6 +269,40 @@ async def test_replay_reports_what_a_changed_pump_answers_differently(
     assert "alarms.count" in status_fields
 
 
+async def test_replay_with_the_wrong_key_is_bad_input_not_a_difference(
+    recorded: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    farm = await _served(None)
+    served = farm.pumps[0]
+    argv = ["replay", str(recorded), "--against", served.url, "--master-key", "not-the-key"]
+    try:
+        status = await asyncio.to_thread(main, argv)
+    finally:
+        await farm.close()
+    assert status == 2
+    assert "wrong key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--against", "socket://127.0.0.1:1", "--key", "00" * 32], "cannot open"),
+        (["--against", "x", "--key", "00" * 32, "--ignore", "Nope.field"], "Record.field"),
+        (
+            ["--against", "x", "--key", "00" * 32, "--ignore", "InterrogateResponse.nope"],
+            "fields of InterrogateResponse",
+        ),
+    ],
+)
+def test_replay_bad_input_is_one_line_and_exit_2(
+    recorded: Path, extra: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", str(recorded), *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert "Traceback" not in err
+
+
 def test_load_exchanges_pairs_requests_and_answers(recorded: Path) -> None:
     serial, exchanges = load_exchanges(recorded)
     assert serial == "PP20-000001"

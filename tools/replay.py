@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from itpump.emulator.replay import (
         DEFAULT_IGNORED_FIELDS,
         ReplayInputError,
+        check_ignored_fields,
         load_exchanges,
         replay_capture,
     )
@@ -137,10 +138,14 @@ def run(args: argparse.Namespace) -> int:
             f"the session authenticates: give --key HEX (or ${KEY_ENV}) or --master-key TEXT "
             f"(or ${MASTER_KEY_ENV})"
         )
+    try:
+        check_ignored_fields(args.ignore)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     ignored = DEFAULT_IGNORED_FIELDS | frozenset(args.ignore)
     try:
         client = PumpClient(args.against, key=key, timeout_s=args.timeout)
-    except (serial.SerialException, OSError, ValueError) as exc:
+    except (serial.SerialException, OSError, ValueError, PumpError) as exc:
         raise UsageError(f"cannot open {args.against}: {exc}") from None
     try:
         with client:
