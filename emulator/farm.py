@@ -259,12 +259,35 @@ class ServedPump:
 
 
 @dataclass(frozen=True, slots=True)
-class AlarmStop:
-    """Where `PumpFarm.advance_until_alarm` stopped: which pump raised which alarms."""
+class PumpAlarms:
+    """Alarms one pump newly raised, and the pump's own time then."""
 
     serial: str
     alarms: tuple[str, ...]
+    pump_t_h: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStop:
+    """Where `PumpFarm.advance_until_alarm` stopped: the instant, and every pump (watched)
+    that raised alarms at that instant."""
+
     t_h: float  # farm simulated time
+    pumps: tuple[PumpAlarms, ...]
+
+    @property
+    def serial(self) -> str:
+        """The first pump that raised an alarm."""
+        return self.pumps[0].serial
+
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        """The alarms the first pump raised."""
+        return self.pumps[0].alarms
+
+
+ADVANCE_SLICE_S = 0.02
+"""Real seconds an advance runs before it lets the event loop serve telemetry and requests."""
 
 
 class PumpFarm:
@@ -321,7 +344,9 @@ class PumpFarm:
         self._by_serial: dict[str, ServedPump] = {}
         self._snapshots: dict[str, PumpSnapshot] = {}
         self._snapshot_counter = 0
-        self._alarm_stop: AlarmStop | None = None
+        self._alarm_hits: list[PumpAlarms] = []
+        self._alarm_hit_t_h = math.nan
+        self._lock: asyncio.Lock | None = None
         self._watch_serial: str | None = None
         self._watching = False
         self._link_path = link_path
@@ -406,9 +431,11 @@ class PumpFarm:
         self.runtime.set_speed(speed)
 
     def advance(self, hours: float) -> float:
-        """Run `hours` of simulated time now, every event on the way; returns the new time."""
-        if not (hours >= 0 and math.isfinite(hours)):
-            raise ValueError(f"hours must be >= 0 and finite (got {hours})")
+        """Run `hours` of simulated time now, every event on the way; returns the new time.
+
+        Blocking: nothing else runs on the loop meanwhile (see `advance_async`).
+        """
+        _check_hours("hours", hours)
         self.runtime.advance_by(hours)
         return float(self.env.now)
 
@@ -416,29 +443,93 @@ class PumpFarm:
         self, limit_h: float, serial: str | None = None
     ) -> tuple[float, AlarmStop | None]:
         """Run simulated time until a pump (or the one named) raises an alarm, at most
-        `limit_h` hours; returns the new time and where it stopped (None: the limit)."""
-        if not (limit_h >= 0 and math.isfinite(limit_h)):
-            raise ValueError(f"limit_h must be >= 0 and finite (got {limit_h})")
-        if serial is not None:
-            self.pump(serial)  # unknown serial: KeyError before time moves
-        self._alarm_stop = None
-        self._watch_serial = serial
-        self._watching = True
+        `limit_h` hours; returns the new time and where it stopped (None: the limit).
+
+        Alarms raised at the current instant already (e.g. at an injection) do not count.
+        """
+        target = self._start_watch(limit_h, serial)
         try:
-            target = self.runtime.now_h() + limit_h
-            self.runtime.advance_to(target, stop=lambda: self._alarm_stop is not None)
+            self.runtime.advance_to(target, stop=lambda: bool(self._alarm_hits))
+            return float(self.env.now), self._finish_watch()
         finally:
             self._watching = False
-        return float(self.env.now), self._alarm_stop
+
+    async def advance_async(self, hours: float, *, slice_s: float = ADVANCE_SLICE_S) -> float:
+        """`advance`, in slices of about `slice_s` real seconds with the event loop served in
+        between: telemetry frames and control requests are answered while simulated time
+        passes, at the simulated time reached. Advances run one at a time."""
+        _check_hours("hours", hours)
+        async with self._advance_lock:
+            target = max(self.runtime.now_h(), float(self.env.now)) + hours
+            await self._advance_in_slices(target, slice_s, lambda: False)
+            return float(self.env.now)
+
+    async def advance_until_alarm_async(
+        self, limit_h: float, serial: str | None = None, *, slice_s: float = ADVANCE_SLICE_S
+    ) -> tuple[float, AlarmStop | None]:
+        """`advance_until_alarm`, in slices (see `advance_async`)."""
+        async with self._advance_lock:
+            target = self._start_watch(limit_h, serial)
+            try:
+                await self._advance_in_slices(target, slice_s, lambda: bool(self._alarm_hits))
+                return float(self.env.now), self._finish_watch()
+            finally:
+                self._watching = False
+
+    @property
+    def _advance_lock(self) -> asyncio.Lock:
+        # Created on first use: the farm may be built before its event loop runs.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _advance_in_slices(
+        self, target_h: float, slice_s: float, done: Callable[[], bool]
+    ) -> None:
+        env, runtime = self.env, self.runtime
+        deadline = [0.0]  # one cell, read by the stop test of the current slice
+
+        def stop() -> bool:
+            return done() or time.perf_counter() > deadline[0]
+
+        while True:
+            deadline[0] = time.perf_counter() + slice_s
+            runtime.advance_to(max(target_h, float(env.now)), stop=stop)
+            if done() or (env.now >= target_h and env.peek() > target_h):
+                return
+            await asyncio.sleep(0)  # one loop turn: frames and requests are served here
+
+    def _start_watch(self, limit_h: float, serial: str | None) -> float:
+        _check_hours("limit_h", limit_h)
+        if serial is not None:
+            self.pump(serial)  # unknown serial: KeyError before time moves
+        self._alarm_hits = []
+        self._watch_serial = serial
+        self._watching = True
+        return max(self.runtime.now_h(), float(self.env.now)) + limit_h
+
+    def _finish_watch(self) -> AlarmStop | None:
+        if not self._alarm_hits:
+            return None
+        env = self.env
+        # Other pumps may alarm at the very same instant: let them, and report them all.
+        while env.peek() <= env.now:
+            env.step()
+        hits, self._alarm_hits = self._alarm_hits, []
+        return AlarmStop(float(env.now), tuple(hits))
 
     def on_pump_alarm(self, pump: EmulatedPump, new_ids: frozenset[int]) -> None:
         """Pump listener: a pump raised alarms (stops `advance_until_alarm`)."""
-        if not self._watching or self._alarm_stop is not None:
+        if not self._watching:
             return
         if self._watch_serial is not None and pump.serial != self._watch_serial:
             return
+        if self._alarm_hits and self._alarm_hit_t_h != float(self.env.now):
+            return  # a later instant than the one already stopping the advance
+        if not self._alarm_hits:
+            self._alarm_hit_t_h = float(self.env.now)
         names = tuple(sorted(AlarmId(i).name.lower() for i in new_ids))
-        self._alarm_stop = AlarmStop(pump.serial, names, float(self.env.now))
+        self._alarm_hits.append(PumpAlarms(pump.serial, names, pump.now_h))
 
     def take_snapshot(self, served: ServedPump) -> PumpSnapshot:
         """Keep `served`'s whole state under a new id (`SnapshotLimitError` when full)."""
@@ -527,6 +618,11 @@ class PumpFarm:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _check_hours(name: str, hours: float) -> None:
+    if not (hours >= 0 and math.isfinite(hours)):
+        raise ValueError(f"{name} must be >= 0 and finite (got {hours})")
 
 
 async def serve_until_signalled(

@@ -138,17 +138,49 @@ async def test_form_body_gets_a_hint_about_json(rig: Rig) -> None:
     assert "application/json" in _messages(response)
 
 
-async def test_advance_until_next_alarm_reports_the_pump_and_alarm(rig: Rig) -> None:
+async def test_advance_until_next_alarm_reports_every_pump_alarming_then(rig: Rig) -> None:
     result = await rig.post("/clock/advance", {"until": "next_alarm", "limit_hours": 24 * 120})
     assert result["stopped_by"] == "alarm"
-    assert result["alarm"]["alarms"] == ["low_reservoir"]
-    reported = await rig.get(f"/pumps/{result['alarm']['serial']}/reported")
+    first = result["alarm"]["pumps"][0]
+    assert first["alarms"] == ["low_reservoir"]
+    assert first["pump_t_h"] == pytest.approx(result["t_h"])
+    reported = await rig.get(f"/pumps/{first['serial']}/reported")
     assert [a["name"] for a in reported["alarms"]] == ["low_reservoir"]
     quiet = await rig.post("/clock/advance", {"until": "next_alarm", "limit_hours": 1})
     assert quiet["stopped_by"] == "time"
     assert quiet["t_h"] == pytest.approx(result["t_h"] + 1)
     missing = await rig.refused("POST", "/clock/advance", {"until": "next_alarm", "serial": "x"})
     assert missing.status_code == 404
+
+
+async def test_pumps_alarming_at_the_same_instant_are_all_reported(rig: Rig) -> None:
+    # Reset both pumps at the same farm time: identical programs alarm at the same instant.
+    for served in rig.farm.pumps:
+        await rig.post(f"/pumps/{served.serial}/reset")
+    result = await rig.post("/clock/advance", {"until": "next_alarm", "limit_hours": 24 * 120})
+    stopped = {p["serial"] for p in result["alarm"]["pumps"]}
+    # The alarm follows the pump's estimate, which is the same for both programs.
+    assert stopped == {served.serial for served in rig.farm.pumps}
+    for served in rig.farm.pumps:
+        names = [a["name"] for a in (await rig.get(f"/pumps/{served.serial}/reported"))["alarms"]]
+        assert names == ["low_reservoir"]
+
+
+async def test_telemetry_is_answered_while_a_long_advance_runs(rig: Rig) -> None:
+    served = rig.farm.pumps[0]
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    advance = asyncio.create_task(rig.http.post("/clock/advance", json={"hours": 24 * 365}))
+    seen_h: list[float] = []
+    while not advance.done():
+        # A frame through the pump's handler, as a transport would deliver it, on this loop.
+        pc.receive_data(served.handler(pc.send(m.IdentifyRequest(), 0.0)))
+        event = pc.next_event()
+        assert event is not None
+        seen_h.append(rig.farm.env.now)
+        await asyncio.sleep(0)  # yield to the advance, as an idle transport does
+    assert (await advance).json()["t_h"] == pytest.approx(24.0 + 24 * 365)
+    # Frames were answered part-way through the simulated year, not only before or after.
+    assert any(24.0 < t < 24.0 + 24 * 365 for t in seen_h)
 
 
 async def test_speed_number_max_and_stepped(rig: Rig) -> None:

@@ -150,13 +150,15 @@ def create_app(farm: PumpFarm) -> FastAPI:
     async def advance(body: AdvanceRequest) -> AdvanceResult:
         """Run simulated time now: `{"hours": H}`, or `{"until": "next_alarm"}` (at most
         `limit_hours`, default a year; `serial` watches one pump). Every event on the way
-        happens, telemetry sessions included (an idle session times out)."""
+        happens, telemetry sessions included (an idle session times out). Telemetry and other
+        requests are served while it runs, at the simulated time reached; advances run one
+        at a time."""
         if body.hours is not None:
-            return AdvanceResult(t_h=farm.advance(body.hours), stopped_by="time")
+            return AdvanceResult(t_h=await farm.advance_async(body.hours), stopped_by="time")
         if body.serial is not None:
             pump(body.serial)
         limit_h = DEFAULT_ALARM_LIMIT_H if body.limit_hours is None else body.limit_hours
-        t_h, stop = farm.advance_until_alarm(limit_h, body.serial)
+        t_h, stop = await farm.advance_until_alarm_async(limit_h, body.serial)
         if stop is None:
             return AdvanceResult(t_h=t_h, stopped_by="time")
         return AdvanceResult(t_h=t_h, stopped_by="alarm", alarm=AlarmStopOut.of(stop))

@@ -177,17 +177,30 @@ class ClockState(BaseModel):
     stepped: bool
 
 
-class AlarmStopOut(BaseModel):
-    """Which pump raised which alarms."""
+class PumpAlarmsOut(BaseModel):
+    """Alarms one pump newly raised."""
 
     serial: str
     alarms: list[str]
-    t_h: float
+    pump_t_h: float = Field(description="the pump's own simulated time then")
+
+
+class AlarmStopOut(BaseModel):
+    """The instant an advance stopped, and every watched pump that raised alarms then."""
+
+    t_h: float = Field(description="farm simulated time")
+    pumps: list[PumpAlarmsOut]
 
     @classmethod
     def of(cls, stop: AlarmStop) -> AlarmStopOut:
         """From the farm's record."""
-        return cls(serial=stop.serial, alarms=list(stop.alarms), t_h=stop.t_h)
+        return cls(
+            t_h=stop.t_h,
+            pumps=[
+                PumpAlarmsOut(serial=p.serial, alarms=list(p.alarms), pump_t_h=p.pump_t_h)
+                for p in stop.pumps
+            ],
+        )
 
 
 class AdvanceResult(BaseModel):
