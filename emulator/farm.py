@@ -420,7 +420,8 @@ class PumpFarm:
             return self._by_serial[serial]
         except KeyError:
             known = ", ".join(sorted(self._by_serial)[:10])
-            raise KeyError(f"no pump with serial {serial!r} (served: {known})") from None
+            shown = serial if len(serial) <= 64 else serial[:64] + "..."
+            raise KeyError(f"no pump with serial {shown!r} (served: {known})") from None
 
     def now_h(self) -> float:
         """Farm simulated time now (hours; each pump's own clock may differ after a reset)."""
@@ -550,7 +551,8 @@ class PumpFarm:
         try:
             return self._snapshots[snapshot_id]
         except KeyError:
-            raise KeyError(f"no snapshot {snapshot_id!r}") from None
+            shown = snapshot_id if len(snapshot_id) <= 64 else snapshot_id[:64] + "..."
+            raise KeyError(f"no snapshot {shown!r}") from None
 
     def snapshots(self) -> list[PumpSnapshot]:
         """Every kept snapshot, oldest first."""

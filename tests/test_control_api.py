@@ -488,3 +488,45 @@ async def test_a_pump_without_power_reports_nothing_409_but_its_truth_reads(rig:
     assert silent.status_code == 409
     assert "no power" in silent.json()["detail"]
     assert (await rig.get(f"/pumps/{rig.serial}/truth"))["faults"] == ["battery_dead"]
+
+
+async def test_requests_from_elsewhere_or_too_large_are_refused(rig: Rig) -> None:
+    # DNS rebinding: a page on another name that resolves to 127.0.0.1.
+    rebound = await rig.http.get("/clock", headers={"host": "evil.example:80"})
+    assert rebound.status_code == 421
+    # A cross-site page posting blindly (a "simple" request needs no preflight).
+    blind = await rig.http.post(
+        f"/pumps/{rig.serial}/reset", headers={"origin": "http://evil.example"}
+    )
+    assert blind.status_code == 403
+    assert rig.farm.now_h() == 24.0
+    local = await rig.http.get("/clock", headers={"origin": "http://127.0.0.1:9"})
+    assert local.status_code == 200
+    huge = await rig.http.post(
+        "/clock/advance",
+        content=b'{"serial": "' + b"x" * 100_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert huge.status_code == 413
+    long_serial = await rig.refused("GET", "/pumps/" + "y" * 5000)
+    assert len(long_serial.text) < 500  # the unknown name is not echoed back in full
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "tcp:0", "--capture", ""], "--capture: name a file"),
+        (["--port", "tcp:0", "--capture", "/"], "--capture: name a file"),
+        (["--port", "tcp:65535", "--count", "2"], "at most 65534"),
+        (["--port", "rfc2217:65535", "--count", "3"], "at most 65533"),
+    ],
+)
+def test_serve_port_and_capture_flags_are_checked(
+    args: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from itpump.tools.cli import main
+
+    assert main(["serve", *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err
+    assert "Traceback" not in err

@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from itpump.emulator.device_profile import ProfileError, load_profile
@@ -176,11 +177,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if port.kind == "pty" and not PTY_AVAILABLE:
         raise UsageError(f"--port pty: {PTY_UNAVAILABLE_MESSAGE}")
-    if args.capture:
+    if port.port and port.port + args.count - 1 > 65535:
+        raise UsageError(
+            f"--port {args.port} --count {args.count}: pump i listens on PORT+i, so PORT must be "
+            f"at most {65536 - args.count} (or 0 for free ports)"
+        )
+    if args.capture is not None:
+        if not args.capture or Path(args.capture).is_dir():
+            raise UsageError(f"--capture: name a file (got {args.capture!r})")
         try:
             open(args.capture, "ab").close()  # fail here, not inside the farm, on a bad path
-        except OSError as exc:
-            raise UsageError(f"--capture: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--capture: cannot write {args.capture!r}: {exc}") from None
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(

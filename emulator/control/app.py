@@ -16,6 +16,7 @@ import socket
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -51,6 +52,9 @@ from itpump.emulator.pump import PumpSilentError
 log = logging.getLogger(__name__)
 
 API_VERSION = "1.0"
+
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body accepted: every request of the API is a few hundred bytes."""
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "no pump (or snapshot) by that name"},
@@ -93,6 +97,26 @@ def create_app(farm: PumpFarm) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+
+    allowed_hosts = {"127.0.0.1", "localhost", "::1"}
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Any) -> Any:
+        # Loopback only, and only for loopback pages: a web page elsewhere must not reach the
+        # API through a browser (DNS rebinding: Host; cross-site requests: Origin).
+        host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+        if host not in allowed_hosts:
+            return JSONResponse(status_code=421, content={"detail": f"host {host!r} refused"})
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).hostname not in allowed_hosts:
+            return JSONResponse(status_code=403, content={"detail": "cross-origin request refused"})
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return JSONResponse(
+                status_code=413,
+                content={"detail": f"request body over {MAX_BODY_BYTES} bytes"},
+            )
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
