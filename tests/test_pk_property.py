@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
@@ -18,9 +18,12 @@ RELATIVE_TOLERANCE = 1e-6
 # modal path sums exponentials, so its rounding error scales with the run, not with a value that
 # has barely started to rise (e.g. plasma a few seconds after an intrathecal dose). 1e-12 was
 # found too tight once: the matrix-exponential path (coinciding rate constants) gave 1.02e-12
-# of the peak 4 microseconds after an infusion started, about 5e3 machine epsilons.
-NEGLIGIBLE_FRACTION = 1e-5
-
+# of the peak 4 microseconds after an infusion started, about 5e3 machine epsilons; and 1e-11
+# too once: the modal path gave the effect site 2.1e-11 of its peak in error 0.0625 h into a
+# tissue infusion (value 1.5e-6 of the peak; a tighter independent integration agreed with
+# the test's reference to 1.7e-12), because its terms scale with the plasma amounts, not
+# with the effect site's small peak. The floor is therefore 1e-10 of the peak.
+NEGLIGIBLE_FRACTION = 1e-4
 
 @dataclass(frozen=True)
 class Case:
@@ -28,6 +31,28 @@ class Case:
     schedule: InputSchedule
     times_h: np.ndarray
 
+
+# Examples that once failed, checked in every run whatever Hypothesis draws.
+_TISSUE_INFUSION_CASE = Case(
+    PKParameters(
+        csf_clearance_ml_per_h=5.0,
+        csf_volume_ml=20.0,
+        csf_peripheral_volume_ml=0.0,
+        csf_intercompartmental_clearance_ml_per_h=0.0,
+        gradient_length_constant_cm=22.0,
+        cisternal_distance_cm=30.498475944637594,
+        catheter_tip_cm=0.0,
+        effect_rate_constant_per_h=1.0,
+        systemic_clearance_ml_per_h=2000.0,
+        plasma_volume_ml=18081.0,
+        csf_plasma_penetration_ratio=0.03125,
+        tissue_absorption_rate_per_h=0.25,
+        tissue_bioavailability=1.0,
+        weight_kg=70.0,
+    ),
+    InputSchedule(np.array([0.0, 0.0625]), np.array([[0.0, 5.0], [0.0, 0.0]]), np.zeros((2, 2))),
+    np.concatenate([[0.0, 0.0625], np.arange(2.0, 49.0, 2.0)]),
+)
 
 TAYLOR_BELOW_H = 1e-6
 
@@ -148,6 +173,7 @@ def cases(draw: st.DrawFn) -> Case:
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
+@example(_TISSUE_INFUSION_CASE)
 def test_exact_solution_matches_solve_ivp(case: Case) -> None:
     model = PKModel(case.parameters)
     prediction = model.predict_schedule(case.schedule, case.times_h)
