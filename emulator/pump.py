@@ -218,13 +218,16 @@ class EmulatedPump:
         bridge: bool = True,
         aspirate_ml: float | None = None,
         reported_aspirated_ml: float | Literal["measured"] | None = "measured",
+        entered_conc_mcg_per_ml: float | None = None,
     ) -> RefillOutcome:
         """A clinic refill: aspirate, inject through the septum, tell the firmware.
 
         The firmware is told first so that a refusal (e.g. too much volume) leaves the
         reservoir untouched, as a clinician would not inject a refused refill. The pump is
         told the truly aspirated volume unless `reported_aspirated_ml` says otherwise (what a
-        programmer entered, or None for "not measured").
+        programmer entered, or None for "not measured"), and the concentration filled
+        (`conc_mcg_per_ml`) unless `entered_conc_mcg_per_ml` says what the clinician entered
+        instead (a concentration entry error: the pump computes doses from the wrong number).
         """
         self._sync()
         hw = self.hardware
@@ -239,7 +242,8 @@ class EmulatedPump:
                 "after aspiration",
             )
         told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
-        self.call(self.firmware.refill, add_ml, drug, conc_mcg_per_ml, told, bridge)
+        entered = conc_mcg_per_ml if entered_conc_mcg_per_ml is None else entered_conc_mcg_per_ml
+        self.call(self.firmware.refill, add_ml, drug, entered, told, bridge)
         outcome = hw.refill(self.now_h, add_ml, conc_mcg_per_ml, aspirate_ml)
         self._after()
         return outcome

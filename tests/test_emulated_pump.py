@@ -347,3 +347,18 @@ def test_a_valve_budget_too_small_for_float_time_is_spent_not_looped_on() -> Non
     truth = pump.truth()
     assert pump.hardware.valve_budget_ml == 0.0
     assert abs(truth.ledger.imbalance_mcg) <= 1e-9 * truth.ledger.filled_mcg
+
+
+def test_a_concentration_entry_error_misleads_the_pump_not_the_reservoir() -> None:
+    env, pump = make_pump(fill_ml=10.0, conc=500.0)
+    pump.call(pump.firmware.program, continuous(200.0, 600.0))
+    env.run(until=24.0)
+    # Filled with 2000 mcg/mL, entered as 500: the pump still runs 0.4 mL/day for 200 mcg/day.
+    pump.refill(10.0, "baclofen", 2000.0, bridge=False, entered_conc_mcg_per_ml=500.0)
+    status = pump.firmware.status()
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert pump.truth().reservoir_conc_mcg_per_ml == pytest.approx(2000.0, rel=1e-6)
+    env.run(until=24.0 + 24.0 * 4)  # the catheter's old drug (0.29 mL) is pushed out first
+    day = pump.truth().ledger.to_csf_mcg
+    env.run(until=24.0 + 24.0 * 5)
+    assert pump.truth().ledger.to_csf_mcg - day == pytest.approx(800.0, rel=0.05)  # 4x dose

@@ -40,8 +40,6 @@ from itpump.emulator.sweep.spec import (
     run_parameters,
     scenario_data,
 )
-from itpump.firmware_stubs.errors import Refusal
-from itpump.protocol.codes import ResultCode
 
 log = logging.getLogger(__name__)
 
@@ -205,21 +203,17 @@ def _entered_refill(
             )
             log_entered.append((now, conc_mcg_per_ml))
             return outcome
-        # EmulatedPump.refill with two concentrations: the firmware hears the entered one,
-        # the reservoir receives the filled one. Same order: a refusal injects nothing.
+        # The firmware hears the entered concentration, the reservoir receives the filled one.
         entered = conc_mcg_per_ml * factor
-        hw = pump.hardware
-        pump.truth()  # bring the hardware to now
-        measured = hw.reservoir_ml if aspirate_ml is None else min(aspirate_ml, hw.reservoir_ml)
-        if add_ml > pump.profile.reservoir_capacity_ml - (hw.reservoir_ml - measured) + 1e-9:
-            raise Refusal(
-                ResultCode.RESERVOIR_CAPACITY_EXCEEDED,
-                f"volume_ml={add_ml:g}: the septum resists, the reservoir has no room for it",
-            )
-        told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
-        pump.call(pump.firmware.refill, add_ml, drug, entered, told, bridge)
-        outcome = hw.refill(pump.now_h, add_ml, conc_mcg_per_ml, aspirate_ml)
-        pump.call(lambda: None)  # `call` re-arms the firmware's timer after the change
+        outcome = original(
+            add_ml,
+            drug,
+            conc_mcg_per_ml,
+            bridge=bridge,
+            aspirate_ml=aspirate_ml,
+            reported_aspirated_ml=reported_aspirated_ml,
+            entered_conc_mcg_per_ml=entered,
+        )
         log_entered.append((now, entered))
         return outcome
 
