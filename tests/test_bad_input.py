@@ -225,7 +225,7 @@ CASES: list[tuple[str, list[str], str]] = [
     # --- ctl (checked before the port is opened)
     ("ctl-timeout-inf", [*CTL, "--timeout", "inf", "status"], "--timeout"),
     ("ctl-timeout-nan", [*CTL, "--timeout", "nan", "status"], "--timeout"),
-    ("ctl-timeout-1e308", [*CTL, "--timeout", "1e308", "status"], "--timeout"),
+    ("ctl-timeout-1e308", [*CTL, "--timeout", "1e308", "status"], "--timeout: must be in (0, 120]"),
     ("ctl-attempts-0", [*CTL, "--attempts", "0", "status"], "--attempts"),
     ("ctl-attempts-huge", [*CTL, "--attempts", "99999999999", "status"], "--attempts"),
     ("ctl-log-page-negative", [*CTL, "log", "--page=-1"], "--page"),

@@ -75,9 +75,10 @@ EXIT_REFUSED = 3  # the pump refused, or authentication failed
 EXIT_LINK = 4  # no answer (timeout), or the port could not be used
 
 #: --timeout and --attempts bounds: with the doubling backoff the worst case waits
-#: 60 x (2**8 - 1) s, about four hours, before giving up; an unbounded value would overflow the
+#: 120 x (2**8 - 1) s, about eight hours, before giving up (120 s covers a full log page at
+#: 300 baud, docs/protocol.md section 9); an unbounded value would overflow the
 #: wait (inf, 1e308 doubled) or never return.
-MAX_TIMEOUT_S = 60.0
+MAX_TIMEOUT_S = 120.0
 MAX_ATTEMPTS = 8
 
 KEY_ENV = "ITPUMP_KEY"
