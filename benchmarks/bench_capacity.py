@@ -52,9 +52,9 @@ from benchmarks.served import (
     shown_command,
     slots_missed,
 )
-from programmer import AsyncPumpClient
-from programmer.errors import PumpError, PumpRefused
-from protocol.codes import ResultCode
+from itpump.programmer import AsyncPumpClient
+from itpump.programmer.errors import PumpError, PumpRefused
+from itpump.protocol.codes import ResultCode
 
 CONNECT_CONCURRENCY = 16
 

@@ -27,7 +27,7 @@ import pytest
 TEST_FILE = '''
 import time
 import pytest
-from programmer import PumpClient
+from itpump.programmer import PumpClient
 
 RECORD = {record!r}
 
@@ -83,7 +83,7 @@ def measure(port: str, runs: int) -> tuple[list[float], list[float]]:
         test.write_text(TEST_FILE.format(record=str(record), port=port, runs=runs))
         recorder = Recorder()
         code = pytest.main(
-            [str(test), "-q", "-p", "emulator.pytest_plugin", "-p", "no:cacheprovider",
+            [str(test), "-q", "-p", "itpump.emulator.pytest_plugin", "-p", "no:cacheprovider",
              "-o", "asyncio_default_fixture_loop_scope=function", "--rootdir", tmp],
             plugins=[recorder],
         )

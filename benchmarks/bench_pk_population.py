@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from emulator.pk import InputSchedule, PKParameters
-from emulator.pk.population import PopulationResult, simulate_population
-from emulator.pk.system import OUTPUT_NAMES, build_system
+from itpump.emulator.pk import InputSchedule, PKParameters
+from itpump.emulator.pk.population import PopulationResult, simulate_population
+from itpump.emulator.pk.system import OUTPUT_NAMES, build_system
 
 SEED = 2026
 OUTPUT_STEP_H = 1.0 / 6.0

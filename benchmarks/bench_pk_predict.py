@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from emulator.pk import PKModel
+from itpump.emulator.pk import PKModel
 
 
 def main() -> None:

@@ -33,11 +33,11 @@ from benchmarks.latency import (
     run_suite,
 )
 from benchmarks.peer_modbus import PEER_NAME, modbus_targets
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.connection import ProgrammerConnection, ResponseReceived
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 
 OUR_NAME = "itpump interrogate"
 FLAG = 0x7E

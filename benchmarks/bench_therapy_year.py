@@ -15,8 +15,8 @@ import statistics
 import time
 from typing import Any
 
-from emulator.runner import ScenarioRun
-from emulator.scenario import Scenario, parse_scenario
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.scenario import Scenario, parse_scenario
 
 
 def scenario(years: float) -> Scenario:

@@ -25,10 +25,10 @@ from typing import Any
 
 import httpx
 
-import emulator.control.app as control_app
+import itpump.emulator.control.app as control_app
 from benchmarks.latency import percentiles_us
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
 
 
 class _TcpProtoSocket(socket.socket):

@@ -1,7 +1,7 @@
 """Shared pieces of the out-of-process benchmarks (bench_control, bench_capacity).
 
 - :class:`ServeProcess`: ``itpump serve ... --json`` as a subprocess of this worktree's code
-  (``python -m tools.cli serve``), with its printed pump lines and control URL parsed;
+  (``python -m itpump.tools.cli serve``), with its printed pump lines and control URL parsed;
 - :func:`parse_serve_lines`: that parsing, on its own (tested);
 - :func:`proc_cpu_s` / :func:`proc_rss_mib`: a process's CPU time and resident memory from
   ``/proc/PID/stat`` and ``/proc/PID/status`` (Linux);
@@ -64,8 +64,8 @@ def parse_serve_lines(lines: Iterable[str]) -> tuple[list[ServedInfo], str | Non
 
 
 def serve_argv(options: Sequence[str]) -> list[str]:
-    """``python -m tools.cli serve OPTIONS`` with this interpreter (= ``itpump serve``)."""
-    return [sys.executable, "-m", "tools.cli", "serve", *options]
+    """``python -m itpump.tools.cli serve OPTIONS`` with this interpreter (= ``itpump serve``)."""
+    return [sys.executable, "-m", "itpump.tools.cli", "serve", *options]
 
 
 def shown_command(options: Sequence[str]) -> str:

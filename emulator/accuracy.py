@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from emulator.device_profile import DeviceProfile
-from emulator.hardware.pump_hardware import PumpHardware
+from itpump.emulator.device_profile import DeviceProfile
+from itpump.emulator.hardware.pump_hardware import PumpHardware
 
 FloatArray = NDArray[np.float64]
 

@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emulator.accuracy import AccuracyResult
-from emulator.device_profile import Mechanism
+from itpump.emulator.accuracy import AccuracyResult
+from itpump.emulator.device_profile import Mechanism
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

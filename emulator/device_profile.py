@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from emulator.toml_input import read_toml
-from firmware_stubs.config import FirmwareConfig
+from itpump.emulator.toml_input import read_toml
+from itpump.firmware_stubs.config import FirmwareConfig
 
 SHIPPED_PROFILE_DIR = Path(__file__).with_name("profiles")
 PROFILE_PATH_ENV = "ITPUMP_PROFILE_PATH"

@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emulator.device_profile import DeviceProfile
-from emulator.faults import Fault, FaultError, FaultKind
-from emulator.pk import Concentrations
-from emulator.pump import CountingEnvironment, EmulatedPump, Truth
-from emulator.runner import ScenarioRun
-from emulator.runtime import SimRuntime
-from emulator.scenario import Scenario
-from emulator.telemetry import DEFAULT_MASTER_KEY, TelemetryEndpoint, pump_key
-from emulator.transports import (
+from itpump.emulator.device_profile import DeviceProfile
+from itpump.emulator.faults import Fault, FaultError, FaultKind
+from itpump.emulator.pk import Concentrations
+from itpump.emulator.pump import CountingEnvironment, EmulatedPump, Truth
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.runtime import SimRuntime
+from itpump.emulator.scenario import Scenario
+from itpump.emulator.telemetry import DEFAULT_MASTER_KEY, TelemetryEndpoint, pump_key
+from itpump.emulator.transports import (
     LinkConfig,
     LinkEmulator,
     NullModem,
@@ -33,8 +33,8 @@ from emulator.transports import (
     Rfc2217Transport,
     TcpTransport,
 )
-from firmware_stubs.alarms import AlarmId
-from firmware_stubs.firmware import PumpStatus
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.firmware import PumpStatus
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +526,7 @@ async def serve_until_signalled(
     try:
         async with farm:
             if control_port is not None:
-                from emulator.control.app import ControlServer
+                from itpump.emulator.control.app import ControlServer
 
                 control = ControlServer(farm, control_port)
                 await control.start()

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from emulator.patient import concentration_columns
-from emulator.recorder import FloatArray, interp_right
-from emulator.runner import RunResult
-from firmware_stubs.alarms import AlarmId
+from itpump.emulator.patient import concentration_columns
+from itpump.emulator.recorder import FloatArray, interp_right
+from itpump.emulator.runner import RunResult
+from itpump.firmware_stubs.alarms import AlarmId
 
 _ALARM_BITS = {int(a): a.name.lower() for a in AlarmId}
 
@@ -156,7 +156,7 @@ def summary(result: RunResult) -> dict[str, Any]:
 
 def write_dose_records_csv(path: Path, result: RunResult, obs_times_h: FloatArray) -> int:
     """The drug that truly left the catheter, as NONMEM-style records (see `itpump pk`)."""
-    from emulator.pk.records import write_dose_records
+    from itpump.emulator.pk.records import write_dose_records
 
     recorder = result.pump.recorder
     assert recorder is not None

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from emulator.pk import Concentrations, PKModel, PKState
-from emulator.recorder import FloatArray, Recorder
+from itpump.emulator.pk import Concentrations, PKModel, PKState
+from itpump.emulator.recorder import FloatArray, Recorder
 
 CONCENTRATION_COLUMNS = (
     "csf_lumbar_ng_per_ml",

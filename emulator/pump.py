@@ -17,18 +17,18 @@ from typing import Literal, TypeVar
 
 import simpy
 
-from emulator.device_profile import DeviceProfile
-from emulator.faults import Fault, FaultKind
-from emulator.hardware.pump_hardware import MassLedger, PumpHardware, RefillOutcome
-from emulator.patient import LivePatient
-from emulator.pk import Concentrations
-from emulator.recorder import Recorder
-from firmware_stubs.alarms import AlarmId
-from firmware_stubs.errors import Refusal
-from firmware_stubs.firmware import Firmware
-from firmware_stubs.hal import Tone
-from firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
-from protocol.codes import ResultCode
+from itpump.emulator.device_profile import DeviceProfile
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.pump_hardware import MassLedger, PumpHardware, RefillOutcome
+from itpump.emulator.patient import LivePatient
+from itpump.emulator.pk import Concentrations
+from itpump.emulator.recorder import Recorder
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.hal import Tone
+from itpump.firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
+from itpump.protocol.codes import ResultCode
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.rig import (
+from itpump.emulator.rig import (
     DEFAULT_PORT,
     DEFAULT_SCENARIO,
     RigFarm,

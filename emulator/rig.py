@@ -3,8 +3,8 @@
 This is the engine behind the pytest plugin (:mod:`emulator.pytest_plugin`), usable without
 pytest too::
 
-    from emulator.rig import RigOptions, serve_in_thread
-    from programmer import PumpClient
+    from itpump.emulator.rig import RigOptions, serve_in_thread
+    from itpump.programmer import PumpClient
 
     with serve_in_thread(RigOptions()) as rig:      # one pump, tcp, stepped time
         pump = rig.pumps[0]
@@ -40,8 +40,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emulator.device_profile import ProfileError, load_profile
-from emulator.farm import (
+from itpump.emulator.device_profile import ProfileError, load_profile
+from itpump.emulator.farm import (
     DEFAULT_WARMUP_H,
     AlarmStop,
     PortSpec,
@@ -50,12 +50,12 @@ from emulator.farm import (
     PumpSnapshot,
     ServedPump,
 )
-from emulator.faults import Fault
-from emulator.pk import Concentrations
-from emulator.pump import Truth
-from emulator.scenario import ScenarioError, load_scenario, parse_duration_h
-from emulator.transports import LinkConfig
-from firmware_stubs.firmware import PumpStatus
+from itpump.emulator.faults import Fault
+from itpump.emulator.pk import Concentrations
+from itpump.emulator.pump import Truth
+from itpump.emulator.scenario import ScenarioError, load_scenario, parse_duration_h
+from itpump.emulator.transports import LinkConfig
+from itpump.firmware_stubs.firmware import PumpStatus
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import simpy
 
-from emulator.device_profile import DeviceProfile, load_profile
-from emulator.faults import Fault, FaultKind
-from emulator.patient import LivePatient
-from emulator.pk import PKModel
-from emulator.pump import CountingEnvironment, EmulatedPump, PumpSilentError
-from emulator.scenario import (
+from itpump.emulator.device_profile import DeviceProfile, load_profile
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.patient import LivePatient
+from itpump.emulator.pk import PKModel
+from itpump.emulator.pump import CountingEnvironment, EmulatedPump, PumpSilentError
+from itpump.emulator.scenario import (
     Action,
     AlarmThresholdAction,
     BolusAction,
@@ -33,8 +33,8 @@ from emulator.scenario import (
     SetClockAction,
     SimpleAction,
 )
-from firmware_stubs.errors import Refusal
-from firmware_stubs.therapy import (
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.therapy import (
     FlexPeriod,
     FlexStep,
     PatientBolusSettings,

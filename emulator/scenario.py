@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from emulator.faults import Fault, FaultKind
-from emulator.toml_input import read_toml
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.toml_input import read_toml
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"

@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from emulator.pump import EmulatedPump
-from firmware_stubs.command_handler import CommandHandler, identity_of
-from protocol.auth import NonceSource, seeded_nonce_source
-from protocol.connection import (
+from itpump.emulator.pump import EmulatedPump
+from itpump.firmware_stubs.command_handler import CommandHandler, identity_of
+from itpump.protocol.auth import NonceSource, seeded_nonce_source
+from itpump.protocol.connection import (
     AutoReply,
     PumpConnection,
     RequestReceived,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
 
-from firmware_stubs.event_log import EventLog
-from firmware_stubs.hal import Tone
-from protocol.codes import EventCode
+from itpump.firmware_stubs.event_log import EventLog
+from itpump.firmware_stubs.hal import Tone
+from itpump.protocol.codes import EventCode
 
 
 class Severity(StrEnum):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from firmware_stubs.alarms import AlarmId, Severity
-from firmware_stubs.errors import Refusal
-from firmware_stubs.firmware import Firmware, PumpStatus
-from firmware_stubs.therapy import (
+from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import Firmware, PumpStatus
+from itpump.firmware_stubs.therapy import (
     CatheterSettings,
     FlexPeriod,
     FlexStep,
@@ -23,11 +23,11 @@ from firmware_stubs.therapy import (
     TherapyProgram,
     validate_program,
 )
-from protocol import messages as m
-from protocol.codes import ResultCode
-from protocol.connection import PumpIdentity
-from protocol.transfer import ProgramReceiver
-from protocol.units import (
+from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import PumpIdentity
+from itpump.protocol.transfer import ProgramReceiver
+from itpump.protocol.units import (
     cm_from_mm,
     epoch_s_from_float,
     mcg_from_ng,

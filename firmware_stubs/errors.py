@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol.codes import ResultCode
+from itpump.protocol.codes import ResultCode
 
 
 class Refusal(Exception):

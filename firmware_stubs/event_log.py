@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from firmware_stubs.nvm import NonVolatileMemory
-from protocol.codes import EventCode
+from itpump.firmware_stubs.nvm import NonVolatileMemory
+from itpump.protocol.codes import EventCode
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,12 +16,12 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
-from firmware_stubs.config import FirmwareConfig
-from firmware_stubs.errors import Refusal, check_range
-from firmware_stubs.event_log import EventLog, LogEntry
-from firmware_stubs.hal import Hal
-from firmware_stubs.therapy import (
+from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
+from itpump.firmware_stubs.config import FirmwareConfig
+from itpump.firmware_stubs.errors import Refusal, check_range
+from itpump.firmware_stubs.event_log import EventLog, LogEntry
+from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.therapy import (
     CatheterSettings,
     DrugSettings,
     TherapyMode,
@@ -31,7 +31,7 @@ from firmware_stubs.therapy import (
     mean_daily_dose_mcg,
     validate_program,
 )
-from protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
+from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Protocol
 
-from firmware_stubs.nvm import NonVolatileMemory
+from itpump.firmware_stubs.nvm import NonVolatileMemory
 
 
 class Tone(StrEnum):

@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from firmware_stubs.config import FirmwareConfig
-from firmware_stubs.errors import Refusal, check_range
-from protocol.codes import ResultCode
+from itpump.firmware_stubs.config import FirmwareConfig
+from itpump.firmware_stubs.errors import Refusal, check_range
+from itpump.protocol.codes import ResultCode
 
 MIN_PER_DAY = 1440
 S_PER_DAY = 86400.0

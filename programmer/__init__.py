@@ -13,9 +13,9 @@ The protocol itself (framing, MACs, sequence numbers, retransmission) is the san
 See ``docs/programmer.md``.
 """
 
-from programmer.aio import AsyncPumpClient
-from programmer.client import PumpClient
-from programmer.errors import (
+from itpump.programmer.aio import AsyncPumpClient
+from itpump.programmer.client import PumpClient
+from itpump.programmer.errors import (
     AuthenticationError,
     LinkError,
     ProgramMismatch,
@@ -23,8 +23,8 @@ from programmer.errors import (
     PumpRefused,
     PumpTimeout,
 )
-from programmer.keys import derive_pump_key, master_key_source, parse_key
-from programmer.models import (
+from itpump.programmer.keys import derive_pump_key, master_key_source, parse_key
+from itpump.programmer.models import (
     AlarmInfo,
     BolusResult,
     LogPage,
@@ -35,8 +35,8 @@ from programmer.models import (
     SessionDetails,
     to_data,
 )
-from programmer.operations import KeySource
-from programmer.program import (
+from itpump.programmer.operations import KeySource
+from itpump.programmer.program import (
     Catheter,
     Continuous,
     Flex,
@@ -47,8 +47,8 @@ from programmer.program import (
     Program,
     Stopped,
 )
-from protocol.codes import ResultCode
-from protocol.messages import AlarmId, Capability, FlexPeriod, Role, TherapyState
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.messages import AlarmId, Capability, FlexPeriod, Role, TherapyState
 
 __all__ = [
     "AlarmId",

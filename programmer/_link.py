@@ -13,14 +13,14 @@ from typing import Any, Protocol
 
 import serial
 
-from programmer import operations as ops
-from programmer.errors import AuthenticationError, LinkError, PumpRefused, PumpTimeout
-from programmer.models import PumpInfo, SessionDetails
-from programmer.operations import KeySource, Operation
-from protocol import messages as m
-from protocol.auth import NonceSource
-from protocol.codes import ResultCode
-from protocol.connection import (
+from itpump.programmer import operations as ops
+from itpump.programmer.errors import AuthenticationError, LinkError, PumpRefused, PumpTimeout
+from itpump.programmer.models import PumpInfo, SessionDetails
+from itpump.programmer.operations import KeySource, Operation
+from itpump.protocol import messages as m
+from itpump.protocol.auth import NonceSource
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import (
     DEFAULT_BACKOFF,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_TIMEOUT_S,
@@ -31,7 +31,7 @@ from protocol.connection import (
     RequestTimedOut,
     ResponseReceived,
 )
-from protocol.messages import MessageType, Role
+from itpump.protocol.messages import MessageType, Role
 
 _log = logging.getLogger("programmer")
 

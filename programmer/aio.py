@@ -34,8 +34,8 @@ from typing import Any, Self, TypeVar
 
 import serial
 
-from programmer import operations as ops
-from programmer._link import (
+from itpump.programmer import operations as ops
+from itpump.programmer._link import (
     READ_SLICE_S,
     ClientBase,
     ClientCore,
@@ -46,8 +46,8 @@ from programmer._link import (
     read_some,
     write_all,
 )
-from programmer.errors import LinkError, PumpError
-from programmer.models import (
+from itpump.programmer.errors import LinkError, PumpError
+from itpump.programmer.models import (
     BolusResult,
     LogPage,
     LogRecord,
@@ -56,12 +56,12 @@ from programmer.models import (
     RefillResult,
     SessionDetails,
 )
-from programmer.operations import KeySource, Operation
-from programmer.program import Program
-from protocol import messages as m
-from protocol.auth import NonceSource
-from protocol.messages import Role
-from protocol.transfer import DEFAULT_CHUNK_BYTES
+from itpump.programmer.operations import KeySource, Operation
+from itpump.programmer.program import Program
+from itpump.protocol import messages as m
+from itpump.protocol.auth import NonceSource
+from itpump.protocol.messages import Role
+from itpump.protocol.transfer import DEFAULT_CHUNK_BYTES
 
 __all__ = ["AsyncPumpClient"]
 

@@ -13,8 +13,8 @@ catches one class. The others tell *why*:
 
 from __future__ import annotations
 
-from protocol.codes import ResultCode
-from protocol.messages import MessageType, Request
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.messages import MessageType, Request
 
 __all__ = [
     "AuthenticationError",

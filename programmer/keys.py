@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from protocol.auth import MIN_KEY_SIZE
+from itpump.protocol.auth import MIN_KEY_SIZE
 
 __all__ = ["derive_pump_key", "master_key_source", "parse_key"]
 

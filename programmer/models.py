@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from enum import Enum, IntEnum, IntFlag
 from typing import Any
 
-from programmer.program import Program
-from protocol import messages as m
-from protocol.codes import (
+from itpump.programmer.program import Program
+from itpump.protocol import messages as m
+from itpump.protocol.codes import (
     EventArg,
     EventCode,
     LogBolusKind,
@@ -22,8 +22,8 @@ from protocol.codes import (
     ResultCode,
     event_args,
 )
-from protocol.messages import AlarmId, AlarmSeverity, Capability, Role, TherapyState
-from protocol.units import float_from_milli, mcg_from_ng, ml_from_nl
+from itpump.protocol.messages import AlarmId, AlarmSeverity, Capability, Role, TherapyState
+from itpump.protocol.units import float_from_milli, mcg_from_ng, ml_from_nl
 
 __all__ = [
     "AlarmInfo",

@@ -15,14 +15,14 @@ from collections.abc import Callable, Generator, Mapping
 from datetime import datetime
 from typing import TypeVar
 
-from programmer.errors import (
+from itpump.programmer.errors import (
     AuthenticationError,
     LinkError,
     ProgramMismatch,
     PumpError,
     PumpRefused,
 )
-from programmer.models import (
+from itpump.programmer.models import (
     BolusResult,
     LogPage,
     LogRecord,
@@ -33,18 +33,18 @@ from programmer.models import (
     datetime_from_s,
     s_from_datetime,
 )
-from programmer.program import Program
-from protocol import messages as m
-from protocol.codes import ResultCode
-from protocol.connection import ProgrammerConnection
-from protocol.messages import Role
-from protocol.transfer import (
+from itpump.programmer.program import Program
+from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import ProgrammerConnection
+from itpump.protocol.messages import Role
+from itpump.protocol.transfer import (
     DEFAULT_CHUNK_BYTES,
     commit_request,
     transfer_requests,
     verify_matches,
 )
-from protocol.units import ng_from_mcg, nl_from_ml
+from itpump.protocol.units import ng_from_mcg, nl_from_ml
 
 __all__ = [
     "KeySource",

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from protocol import messages as m
-from protocol.messages import FlexPeriod
-from protocol.units import cm_from_mm, mcg_from_ng, mm_from_cm, ng_from_mcg, nl_from_ul, ul_from_nl
+from itpump.protocol import messages as m
+from itpump.protocol.messages import FlexPeriod
+from itpump.protocol.units import cm_from_mm, mcg_from_ng, mm_from_cm, ng_from_mcg, nl_from_ul, ul_from_nl
 
 __all__ = [
     "Catheter",

@@ -30,11 +30,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
 
-from protocol import auth
-from protocol.auth import NonceSource
-from protocol.codes import ResultCode
-from protocol.framing import MAX_BODY_SIZE, Deframer, FramingStats, encode_frame
-from protocol.header import (
+from itpump.protocol import auth
+from itpump.protocol.auth import NonceSource
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.framing import MAX_BODY_SIZE, Deframer, FramingStats, encode_frame
+from itpump.protocol.header import (
     MAX_COUNTER,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
@@ -45,7 +45,7 @@ from protocol.header import (
     parse_body,
     parse_header,
 )
-from protocol.messages import (
+from itpump.protocol.messages import (
     MESSAGES,
     NONCE_SIZE,
     RESPONSE_BIT,
@@ -69,7 +69,7 @@ from protocol.messages import (
     encode_response,
     role_allows,
 )
-from protocol.state import (
+from itpump.protocol.state import (
     HANDSHAKE_TRANSITIONS,
     PUMP_SESSION_TRANSITIONS,
     REQUEST_TRANSITIONS,
@@ -86,7 +86,7 @@ from protocol.state import (
     classify_seq,
     counter_is_fresh,
 )
-from protocol.wire import WireError
+from itpump.protocol.wire import WireError
 
 __all__ = [
     "DEFAULT_BACKOFF",

@@ -11,7 +11,7 @@ import inspect
 from collections.abc import Iterable
 from enum import IntEnum, IntFlag
 
-from protocol.codes import (
+from itpump.protocol.codes import (
     EVENT_ARGS,
     VOLUME_BOLUS_KINDS,
     EventArg,
@@ -19,7 +19,7 @@ from protocol.codes import (
     LogTherapyMode,
     ResultCode,
 )
-from protocol.messages import (
+from itpump.protocol.messages import (
     BOLUS_KINDS,
     MESSAGES,
     THERAPY_MODES,
@@ -37,7 +37,7 @@ from protocol.messages import (
     TherapyProgram,
     TherapyState,
 )
-from protocol.wire import (
+from itpump.protocol.wire import (
     IntSpec,
     ListSpec,
     OptionalSpec,

@@ -8,8 +8,8 @@ document drifted from the code.
 
 Usage::
 
-    python -m protocol.examples --write   # refresh every generated region of the document
-    python -m protocol.examples --check   # exit status 1 if the document is out of date
+    python -m itpump.protocol.examples --write   # refresh every generated region of the document
+    python -m itpump.protocol.examples --check   # exit status 1 if the document is out of date
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 
-from protocol import auth
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import (
+from itpump.protocol import auth
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import (
     AutoReply,
     ProgrammerConnection,
     PumpConnection,
@@ -36,10 +36,10 @@ from protocol.connection import (
     ResentResponse,
     ResponseReceived,
 )
-from protocol.docgen import enum_tables, message_tables, result_code_table
-from protocol.framing import crc16_ccitt_false, decode_frame
-from protocol.header import parse_body
-from protocol.transfer import ProgramReceiver, program_digest, transfer_requests
+from itpump.protocol.docgen import enum_tables, message_tables, result_code_table
+from itpump.protocol.framing import crc16_ccitt_false, decode_frame
+from itpump.protocol.header import parse_body
+from itpump.protocol.transfer import ProgramReceiver, program_digest, transfer_requests
 
 __all__ = [
     "DOC_PATH",
@@ -416,7 +416,7 @@ def check_document(path: Path = DOC_PATH) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``--write`` refreshes the document, ``--check`` verifies it."""
     parser = argparse.ArgumentParser(
-        prog="python -m protocol.examples",
+        prog="python -m itpump.protocol.examples",
         description="Regenerate the code-derived parts of the protocol specification.",
     )
     group = parser.add_mutually_exclusive_group(required=True)
@@ -429,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     updated = update_document(text)
     if args.check:
         if updated != text:
-            _log.error("%s is out of date: run python -m protocol.examples --write", args.doc)
+            _log.error("%s is out of date: run python -m itpump.protocol.examples --write", args.doc)
             return 1
         _log.info("%s is up to date", args.doc)
         return 0

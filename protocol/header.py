@@ -21,8 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from protocol.auth import MAC_SIZE, compute_mac
-from protocol.framing import MAX_BODY_SIZE
+from itpump.protocol.auth import MAC_SIZE, compute_mac
+from itpump.protocol.framing import MAX_BODY_SIZE
 
 __all__ = [
     "COUNTER_SIZE",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import ClassVar
 
-from protocol.codes import ResultCode
-from protocol.wire import (
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.wire import (
     IntSpec,
     WireError,
     WireStruct,

@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 from enum import Enum, auto
 
-from protocol.codes import ResultCode
-from protocol.messages import (
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.messages import (
     MAX_PROGRAM_BYTES,
     MAX_PROGRAM_CHUNK,
     Ack,
@@ -35,7 +35,7 @@ from protocol.messages import (
     Request,
     TherapyProgram,
 )
-from protocol.wire import WireError
+from itpump.protocol.wire import WireError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",

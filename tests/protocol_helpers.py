@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocol import messages as m
+from itpump.protocol import messages as m
 
 __all__ = ["PROGRAM", "STATUS"]
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from emulator.device_profile import DeviceProfile, load_profile
-from emulator.pump import CountingEnvironment, EmulatedPump
-from firmware_stubs.hal import Tone
-from firmware_stubs.nvm import InMemoryNvm
-from firmware_stubs.therapy import TherapyMode, TherapyProgram
+from itpump.emulator.device_profile import DeviceProfile, load_profile
+from itpump.emulator.pump import CountingEnvironment, EmulatedPump
+from itpump.firmware_stubs.hal import Tone
+from itpump.firmware_stubs.nvm import InMemoryNvm
+from itpump.firmware_stubs.therapy import TherapyMode, TherapyProgram
 
 START_EPOCH_S = 1_767_600_000.0  # 2026-01-05 08:00 UTC
 CATHETER_ML = 110 * 2.6 / 1000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.accuracy import (
+from itpump.emulator.accuracy import (
     IEC_WINDOWS_MIN,
     AccuracyInputError,
     AccuracySettings,
@@ -15,7 +15,7 @@ from emulator.accuracy import (
     trumpet_pct,
     window_errors_pct,
 )
-from emulator.device_profile import load_profile
+from itpump.emulator.device_profile import load_profile
 
 
 def _one_stroke_per_interval(

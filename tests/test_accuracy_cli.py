@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from emulator import accuracy
-from tools.accuracy import (
+from itpump.emulator import accuracy
+from itpump.tools.accuracy import (
     DEFAULT_ANALYSIS_H,
     DEFAULT_ANALYSIS_START_H,
     DEFAULT_SAMPLE_MIN,
     DEFAULT_WINDOWS_MIN,
 )
-from tools.cli import main
+from itpump.tools.cli import main
 
 OUTPUTS = ("trumpet.csv", "startup.csv", "summary.json", "trumpet.png", "startup.png")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.device_profile import SHIPPED_PROFILE_DIR
-from emulator.pk.records import MAX_FILE_BYTES
-from emulator.toml_input import MAX_TOML_BYTES
-from tools.cli import main
+from itpump.emulator.device_profile import SHIPPED_PROFILE_DIR
+from itpump.emulator.pk.records import MAX_FILE_BYTES
+from itpump.emulator.toml_input import MAX_TOML_BYTES
+from itpump.tools.cli import main
 
 EXAMPLE_CSV = Path(__file__).resolve().parents[1] / "emulator" / "pk" / "examples"
 PK_HEADER = "ID,TIME,AMT,RATE,EVID,CMT,WT\n"
@@ -316,8 +316,7 @@ def test_a_failed_write_leaves_no_out_directory(
 ) -> None:
     """A run that fails while writing (here: the plot) leaves neither the directory nor any
     of the files already written: outputs are staged and moved into place only when done."""
-    import emulator.outputs
-
+    import itpump.emulator.outputs
     def broken_plot(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 

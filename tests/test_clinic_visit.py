@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
-from programmer import (
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
+from itpump.programmer import (
     Continuous,
     Flex,
     LogRecord,
@@ -27,7 +27,7 @@ from programmer import (
     ResultCode,
     Role,
 )
-from protocol.messages import TherapyState
+from itpump.protocol.messages import TherapyState
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.control.app import ControlServer, create_app
-from emulator.control.client import ControlClient, ControlError
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
+from itpump.emulator.control.app import ControlServer, create_app
+from itpump.emulator.control.client import ControlClient, ControlError
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,7 +179,7 @@ async def test_faults_inject_and_clear_with_ranges_named(rig: Rig) -> None:
 
 
 async def test_every_fault_kind_can_be_injected_and_cleared(rig: Rig) -> None:
-    from emulator.faults import FaultKind
+    from itpump.emulator.faults import FaultKind
 
     for kind in FaultKind:
         serial = rig.serial
@@ -268,7 +268,7 @@ async def test_openapi_document_is_served_and_committed(rig: Rig) -> None:
     committed = json.loads(OPENAPI_FILE.read_text(encoding="utf-8"))
     assert served == committed, (
         "docs/control-openapi.json is stale: regenerate with "
-        "`python -m tools.gen_control_openapi`"
+        "`python -m itpump.tools.gen_control_openapi`"
     )
     paths = served["paths"]
     for route in (
@@ -341,7 +341,7 @@ def test_serve_prints_the_control_url_and_serves_it_until_signalled() -> None:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "tools.cli", "serve", "--port", "tcp:0", "--control", "0"]
+    cmd = [sys.executable, "-m", "itpump.tools.cli", "serve", "--port", "tcp:0", "--control", "0"]
     proc = subprocess.Popen(
         [*cmd, "--stepped", "--json"],
         stdout=subprocess.PIPE,
@@ -377,7 +377,7 @@ def test_serve_prints_the_control_url_and_serves_it_until_signalled() -> None:
 def test_serve_control_flags_are_checked(
     args: list[str], words: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from tools.cli import main
+    from itpump.tools.cli import main
 
     assert main(["serve", *args]) == 2
     assert words in capsys.readouterr().err

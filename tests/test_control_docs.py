@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.control.app import ControlServer
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario
+from itpump.emulator.control.app import ControlServer
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "control.md"
 

@@ -7,13 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.faults import Fault, FaultError, FaultKind
-from emulator.outputs import timeseries
-from emulator.pump import PumpSilentError
-from emulator.runner import run_scenario
-from emulator.scenario import load_scenario
-from firmware_stubs.alarms import AlarmId
-from firmware_stubs.errors import Refusal
+from itpump.emulator.faults import Fault, FaultError, FaultKind
+from itpump.emulator.outputs import timeseries
+from itpump.emulator.pump import PumpSilentError
+from itpump.emulator.runner import run_scenario
+from itpump.emulator.scenario import load_scenario
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.errors import Refusal
 from tests.pump_helpers import continuous, make_pump
 
 
@@ -229,7 +229,7 @@ def test_mass_is_conserved_in_random_scenarios(
 
 
 def test_pk_follows_the_drug_at_the_tip_live_and_on_the_grid() -> None:
-    from emulator.runner import ScenarioRun
+    from itpump.emulator.runner import ScenarioRun
 
     run = ScenarioRun(load_scenario("withdrawal-occlusion"), live_pk=True)
     result = run.run()
@@ -260,7 +260,7 @@ def test_resampled_truth_is_linear_between_events() -> None:
 
 
 def timeseries_for(pump: object, times_h: np.ndarray) -> dict[str, np.ndarray]:
-    from emulator.pump import EmulatedPump
+    from itpump.emulator.pump import EmulatedPump
 
     assert isinstance(pump, EmulatedPump)
     pump.truth()

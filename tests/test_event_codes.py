@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.runner import ScenarioRun
-from emulator.scenario import load_scenario
-from programmer.models import LogRecord
-from protocol import messages as m
-from protocol.codes import (
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.scenario import load_scenario
+from itpump.programmer.models import LogRecord
+from itpump.protocol import messages as m
+from itpump.protocol.codes import (
     EVENT_ARGS,
     VOLUME_BOLUS_KINDS,
     EventCode,
@@ -19,7 +19,7 @@ from protocol.codes import (
     LogTherapyMode,
     event_args,
 )
-from protocol.examples import DOC_PATH
+from itpump.protocol.examples import DOC_PATH
 
 SCENARIOS = [
     "baclofen-180d",

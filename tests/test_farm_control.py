@@ -7,15 +7,15 @@ import logging
 
 import pytest
 
-from emulator.farm import PortSpec, PumpFarm, ServedPump, SnapshotLimitError
-from emulator.faults import FaultError
-from emulator.scenario import load_scenario
-from firmware_stubs.alarms import AlarmId
-from firmware_stubs.firmware import TherapyState
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import ProgrammerConnection, ResponseReceived
+from itpump.emulator.farm import PortSpec, PumpFarm, ServedPump, SnapshotLimitError
+from itpump.emulator.faults import FaultError
+from itpump.emulator.scenario import load_scenario
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.firmware import TherapyState
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 
 
 class FakeClock:
@@ -245,7 +245,7 @@ def test_link_faults_are_validated_and_applied() -> None:
 def test_a_pump_that_loses_power_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     farm = _farm()
     served = farm.pumps[0]
-    with caplog.at_level(logging.WARNING, logger="emulator.pump"):
+    with caplog.at_level(logging.WARNING, logger="itpump.emulator.pump"):
         served.inject("battery_dead")
         farm.advance(1.0)
         served.truth()

@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from emulator.device_profile import load_profile
-from firmware_stubs.alarms import AlarmId
-from firmware_stubs.errors import Refusal
-from firmware_stubs.firmware import Firmware, TherapyState
-from firmware_stubs.hal import Tone
-from firmware_stubs.therapy import (
+from itpump.emulator.device_profile import load_profile
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import Firmware, TherapyState
+from itpump.firmware_stubs.hal import Tone
+from itpump.firmware_stubs.therapy import (
     FlexPeriod,
     FlexStep,
     PatientBolusSettings,
@@ -21,7 +21,7 @@ from firmware_stubs.therapy import (
     basal_at,
     max_24h_dose_mcg,
 )
-from protocol.codes import EventCode, ResultCode
+from itpump.protocol.codes import EventCode, ResultCode
 from tests.pump_helpers import START_EPOCH_S, FakeHal, continuous
 
 CFG = load_profile("peristaltic-20").firmware_config()
@@ -412,7 +412,7 @@ def test_commanded_rate_never_exceeds_the_drive_maximum() -> None:
 
 
 def test_refusing_a_program_commit_changes_no_setting() -> None:
-    from firmware_stubs.therapy import CatheterSettings
+    from itpump.firmware_stubs.therapy import CatheterSettings
 
     _, fw = filled_firmware()
     before = fw.status().catheter

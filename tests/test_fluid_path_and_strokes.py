@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.hardware.fluid_path import FluidPath
-from emulator.hardware.stroke_model import StrokeVolumeModel
+from itpump.emulator.hardware.fluid_path import FluidPath
+from itpump.emulator.hardware.stroke_model import StrokeVolumeModel
 
 
 def test_old_drug_leaves_the_tip_first_after_a_concentration_change() -> None:

@@ -44,8 +44,8 @@ def test_transports_and_farm_import_and_tcp_serves_without_termios() -> None:
     result = _run(
         """
         import asyncio
-        import emulator.farm
-        from emulator.transports import PTY_AVAILABLE, TcpTransport
+        import itpump.emulator.farm
+        from itpump.emulator.transports import PTY_AVAILABLE, TcpTransport
 
         assert not PTY_AVAILABLE
 
@@ -68,7 +68,7 @@ def test_transports_and_farm_import_and_tcp_serves_without_termios() -> None:
 def test_asking_for_a_pty_without_termios_is_a_clear_error() -> None:
     result = _run(
         """
-        from emulator.transports import PtyTransport, PtyUnavailableError, make_raw
+        from itpump.emulator.transports import PtyTransport, PtyUnavailableError, make_raw
 
         for attempt in (lambda: PtyTransport(lambda data: data), lambda: make_raw(0)):
             try:
@@ -88,7 +88,7 @@ def test_asking_for_a_pty_without_termios_is_a_clear_error() -> None:
 def test_serve_with_a_pty_port_without_termios_exits_2_with_the_hint(argv: list[str]) -> None:
     result = _run(
         f"""
-        from tools.cli import main
+        from itpump.tools.cli import main
         raise SystemExit(main({argv!r}))
         """
     )

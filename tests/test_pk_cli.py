@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emulator.pk import PKModel
-from tools.cli import main
+from itpump.emulator.pk import PKModel
+from itpump.tools.cli import main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "emulator" / "pk" / "examples"
 BOLUS_EXAMPLE = EXAMPLES / "baclofen_bolus.csv"

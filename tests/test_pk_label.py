@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from emulator.pk import InputSchedule, PKModel, PKParameters
-from emulator.pk.oral import oral_average_plasma_ng_per_ml
-from emulator.pk.population import simulate_population
-from emulator.pk.timing import bolus_effect_timing, infusion_effect_timing
+from itpump.emulator.pk import InputSchedule, PKModel, PKParameters
+from itpump.emulator.pk.oral import oral_average_plasma_ng_per_ml
+from itpump.emulator.pk.population import simulate_population
+from itpump.emulator.pk.timing import bolus_effect_timing, infusion_effect_timing
 
 ADULT = PKModel.baclofen_default(weight_kg=70.0)
 HOURS_PER_DAY = 24.0

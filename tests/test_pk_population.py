@@ -8,11 +8,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from emulator.pk import InputSchedule, PKModel, PKParameters
-from emulator.pk.parameters import cv_percent_to_omega, sample_parameter_arrays
-from emulator.pk.population import simulate_population
-from emulator.pk.solver import ExactSolver
-from emulator.pk.system import OUTPUT_NAMES, build_system
+from itpump.emulator.pk import InputSchedule, PKModel, PKParameters
+from itpump.emulator.pk.parameters import cv_percent_to_omega, sample_parameter_arrays
+from itpump.emulator.pk.population import simulate_population
+from itpump.emulator.pk.solver import ExactSolver
+from itpump.emulator.pk.system import OUTPUT_NAMES, build_system
 from tests.tolerances import MODAL_ROUNDING_ULPS, assert_close_to_peak
 
 BASE = PKParameters.baclofen()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
-from emulator.pk import InputSchedule, PKModel, PKParameters
+from itpump.emulator.pk import InputSchedule, PKModel, PKParameters
 
 RELATIVE_TOLERANCE = 1e-6
 # Values below this fraction of a channel's largest value over the run are held to an absolute

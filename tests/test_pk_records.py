@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emulator.pk import PKModel
-from emulator.pk.records import (
+from itpump.emulator.pk import PKModel
+from itpump.emulator.pk.records import (
     DoseFileError,
     parse_dose_records,
     read_dose_file,

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from emulator.pk import InputSchedule, PKModel, PKState, Prediction
-from emulator.pk.solver import ExactSolver
+from itpump.emulator.pk import InputSchedule, PKModel, PKState, Prediction
+from itpump.emulator.pk.solver import ExactSolver
 from tests.tolerances import (
     EPS,
     EXPM_ROUNDING_ULPS,

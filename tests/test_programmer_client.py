@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import pytest
 
-from programmer import (
+from itpump.programmer import (
     AlarmId,
     AsyncPumpClient,
     AuthenticationError,
@@ -41,9 +41,9 @@ from programmer import (
     derive_pump_key,
     master_key_source,
 )
-from programmer import operations as ops
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
+from itpump.programmer import operations as ops
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
 from tests.test_programmer_fakepump import (
     CLOCK_S,
     KEY,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from protocol import messages as m
+from itpump.protocol import messages as m
 from tests.test_programmer_fakepump import KEY_HEX, SERIAL, FakePump, served
-from tools.cli import main
+from itpump.tools.cli import main
 
 GUARD_S = 10.0
 
@@ -396,7 +396,7 @@ async def test_other_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_clock_differences_in_words() -> None:
-    from tools.ctl import _duration
+    from itpump.tools.ctl import _duration
 
     assert [_duration(x) for x in (2.4, -250, 7500, 28_339_167)] == [
         "2 s",

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.farm import PortSpec, PumpFarm
-from emulator.scenario import load_scenario, parse_duration_h
-from tools.cli import main
-from tools.serve import DEFAULT_MASTER_KEY
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.scenario import load_scenario, parse_duration_h
+from itpump.tools.cli import main
+from itpump.tools.serve import DEFAULT_MASTER_KEY
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "programmer.md"
 DOC_PORT = "/tmp/ttyPUMP0"

@@ -15,18 +15,18 @@ import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
-from emulator.transports import PtyTransport, PumpTransport, TcpTransport
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import (
+from itpump.emulator.transports import PtyTransport, PumpTransport, TcpTransport
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import (
     AutoReply,
     PumpConnection,
     PumpIdentity,
     RequestReceived,
     ResentResponse,
 )
-from protocol.transfer import ProgramReceiver
+from itpump.protocol.transfer import ProgramReceiver
 
 KEY = bytes(range(32))
 KEY_HEX = KEY.hex()
@@ -295,7 +295,7 @@ async def served(pump: FakePump, kind: str = "tcp") -> AsyncIterator[str]:
 
 
 def test_fake_pump_answers_identify_through_the_real_protocol() -> None:
-    from protocol.connection import ProgrammerConnection, ResponseReceived
+    from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 
     pump = FakePump()
     programmer = ProgrammerConnection(seeded_nonce_source(3))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from programmer import (
+from itpump.programmer import (
     Catheter,
     Continuous,
     Flex,
@@ -21,8 +21,8 @@ from programmer import (
     parse_key,
     to_data,
 )
-from programmer.program import format_start, parse_start
-from protocol import messages as m
+from itpump.programmer.program import format_start, parse_start
+from itpump.protocol import messages as m
 from tests.test_programmer_fakepump import PROGRAM
 
 TOML_DOC = """

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import pytest
 
 # Used for the pump side and the document path only; the programmer below uses none of them.
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import AutoReply, PumpConnection, PumpIdentity, RequestReceived
-from protocol.examples import DOC_PATH
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import AutoReply, PumpConnection, PumpIdentity, RequestReceived
+from itpump.protocol.examples import DOC_PATH
 
 # ---------------------------------------------------------------------------------------------
 # Clean-room programmer: sections 3, 4, 6, 7 and 8 of the specification.

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from protocol.examples import DOC_PATH, examples_markdown, main, update_document
-from protocol.framing import crc16_ccitt_false
+from itpump.protocol.examples import DOC_PATH, examples_markdown, main, update_document
+from itpump.protocol.framing import crc16_ccitt_false
 
 
 def test_document_matches_the_code() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     assert update_document(text) == text, (
-        "docs/protocol.md is out of date: run `python -m protocol.examples --write`"
+        "docs/protocol.md is out of date: run `python -m itpump.protocol.examples --write`"
     )
 
 
@@ -47,7 +47,7 @@ def test_readme_states_the_key_formula_byte_for_byte() -> None:
     import hashlib
     import hmac
 
-    from emulator.telemetry import DEFAULT_MASTER_KEY, pump_key
+    from itpump.emulator.telemetry import DEFAULT_MASTER_KEY, pump_key
 
     readme = (DOC_PATH.parents[1] / "README.md").read_text(encoding="utf-8")
     formula = 'hmac.new(master.encode("utf-8"), serial.encode("utf-8"),\nhashlib.sha256).digest()'

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.framing import (
+from itpump.protocol.framing import (
     FLAG,
     MAX_BODY_SIZE,
     Deframer,

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol import messages as m
-from protocol.codes import ResultCode
-from protocol.header import MAX_PAYLOAD_SIZE
-from protocol.wire import (
+from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.header import MAX_PAYLOAD_SIZE
+from itpump.protocol.wire import (
     BoolSpec,
     BytesSpec,
     EnumSpec,
@@ -291,7 +291,7 @@ def test_clinician_may_send_everything(request_: m.Request) -> None:
 
 
 def test_alarm_ids_match_the_firmware() -> None:
-    firmware_alarms = pytest.importorskip("firmware_stubs.alarms")
+    firmware_alarms = pytest.importorskip("itpump.firmware_stubs.alarms")
     assert {a.name: a.value for a in m.AlarmId} == {
         a.name: a.value for a in firmware_alarms.AlarmId
     }

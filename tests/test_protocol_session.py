@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.codes import ResultCode
-from protocol.connection import (
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.connection import (
     AutoReply,
     ProgrammerConnection,
     ProgrammerEvent,
@@ -29,9 +29,9 @@ from protocol.connection import (
     SessionEnded,
     SessionStarted,
 )
-from protocol.framing import decode_frame, encode_frame
-from protocol.header import Header, build_body, parse_body
-from protocol.state import HandshakeState, LocalProtocolError, PumpSessionState
+from itpump.protocol.framing import decode_frame, encode_frame
+from itpump.protocol.header import Header, build_body, parse_body
+from itpump.protocol.state import HandshakeState, LocalProtocolError, PumpSessionState
 from tests.protocol_helpers import PROGRAM, STATUS
 
 KEY = bytes(range(32))

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol import messages as m
-from protocol.codes import ResultCode
-from protocol.transfer import (
+from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.transfer import (
     ProgramReceiver,
     ReceiverState,
     commit_request,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import units
-from protocol.connection import DEFAULT_TIMEOUT_S, recommended_timeout_s
+from itpump.protocol import units
+from itpump.protocol.connection import DEFAULT_TIMEOUT_S, recommended_timeout_s
 
 
 def test_examples() -> None:

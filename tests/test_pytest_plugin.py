@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.faults import FaultError
-from emulator.rig import (
+from itpump.emulator.faults import FaultError
+from itpump.emulator.rig import (
     FarmCaller,
     RigClosedError,
     RigFarm,
@@ -24,11 +24,11 @@ from emulator.rig import (
     RigPump,
     serve_in_thread,
 )
-from programmer import PumpClient
+from itpump.programmer import PumpClient
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = ("-p", "emulator.pytest_plugin", "-p", "no:cacheprovider")
+PLUGIN = ("-p", "itpump.emulator.pytest_plugin", "-p", "no:cacheprovider")
 INI = """
 [pytest]
 asyncio_default_fixture_loop_scope = function
@@ -207,7 +207,7 @@ def test_teardown_closes_ports_and_stops_the_thread_even_when_tests_fail(
     pytester.makepyfile(
         f"""
         import pytest
-        from programmer import PumpClient
+        from itpump.programmer import PumpClient
 
         def keep(url):
             with open({str(urls)!r}, "a") as f:

@@ -28,9 +28,9 @@ itpump_warmup = 2d
 """
 
 USER_TEST = '''\
-import emulator
+import itpump.emulator as emulator
 import pytest
-from programmer import PumpClient
+from itpump.programmer import PumpClient
 
 
 @pytest.mark.itpump(port="tcp")

@@ -8,8 +8,8 @@ from collections.abc import Generator
 import pytest
 import simpy
 
-from emulator.runtime import SimRuntime, real_to_sim_h, sim_to_real_s
-from emulator.transports import NullModem
+from itpump.emulator.runtime import SimRuntime, real_to_sim_h, sim_to_real_s
+from itpump.emulator.transports import NullModem
 
 GUARD_S = 5.0
 
@@ -244,7 +244,7 @@ def test_advance_leaves_no_phantom_event_at_now() -> None:
     its loop sees an event due 'now' forever and never yields to I/O."""
     import simpy
 
-    from emulator.runtime import SimRuntime
+    from itpump.emulator.runtime import SimRuntime
 
     env = simpy.Environment()
     env.timeout(5.0)

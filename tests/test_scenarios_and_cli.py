@@ -7,21 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from emulator.device_profile import (
+from itpump.emulator.device_profile import (
     PROFILE_PATH_ENV,
     ProfileError,
     available_profiles,
     load_profile,
 )
-from emulator.runner import expand_actions
-from emulator.scenario import (
+from itpump.emulator.runner import expand_actions
+from itpump.emulator.scenario import (
     ScenarioError,
     load_scenario,
     parse_duration_h,
     parse_scenario,
     shipped_scenarios,
 )
-from tools.cli import main
+from itpump.tools.cli import main
 
 BASE = {
     "scenario": {"name": "t", "duration": "2d"},

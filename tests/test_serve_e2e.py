@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from emulator.farm import PortSpec, PortSpecError, PumpFarm
-from emulator.scenario import load_scenario
-from protocol import messages as m
-from protocol.auth import seeded_nonce_source
-from protocol.connection import ProgrammerConnection, ResponseReceived
+from itpump.emulator.farm import PortSpec, PortSpecError, PumpFarm
+from itpump.emulator.scenario import load_scenario
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,7 +103,7 @@ def test_port_spec_errors_name_the_allowed_forms() -> None:
 
 
 def test_dead_battery_pump_is_silent() -> None:
-    from emulator.faults import Fault
+    from itpump.emulator.faults import Fault
 
     farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0)
     served = farm.pumps[0]
@@ -113,14 +113,14 @@ def test_dead_battery_pump_is_silent() -> None:
 
 
 def test_serve_help_documents_the_real_default_master_key() -> None:
-    from emulator.telemetry import DEFAULT_MASTER_KEY
-    from tools import serve
+    from itpump.emulator.telemetry import DEFAULT_MASTER_KEY
+    from itpump.tools import serve
 
     assert serve.DEFAULT_MASTER_KEY == DEFAULT_MASTER_KEY
 
 
 def test_profile_turnaround_delays_replies_unless_disabled() -> None:
-    from emulator.transports import LinkConfig
+    from itpump.emulator.transports import LinkConfig
 
     scenario = load_scenario("clinic-ready")
     default = PumpFarm(scenario, port=PortSpec("null"), speed=0.0)
@@ -137,7 +137,7 @@ def test_profile_turnaround_delays_replies_unless_disabled() -> None:
 
 
 def test_warmup_finishes_the_scenario_set_up_before_serving() -> None:
-    from firmware_stubs.firmware import TherapyState
+    from itpump.firmware_stubs.firmware import TherapyState
 
     farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=1.0, warmup_h=24.0)
     assert farm.env.now == pytest.approx(24.0)

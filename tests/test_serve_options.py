@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tools.cli import main
-from tools.serve import SPEED_MAX, SPEED_MIN, _speed
+from itpump.tools.cli import main
+from itpump.tools.serve import SPEED_MAX, SPEED_MIN, _speed
 
 
 @pytest.mark.parametrize(
@@ -40,8 +40,8 @@ def test_help_states_the_speed_range(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_battery_warning_when_the_cell_is_flat_within_an_hour_of_real_time() -> None:
-    from emulator.device_profile import load_profile
-    from tools.serve import battery_life_h, battery_warning
+    from itpump.emulator.device_profile import load_profile
+    from itpump.tools.serve import battery_life_h, battery_warning
 
     profile = load_profile("peristaltic-20")  # 1500 mAh at 15 uA idle: 100,000 h
     life_h = battery_life_h(profile, 100.0)

@@ -15,7 +15,7 @@ from typing import Protocol
 import pytest
 import serial
 
-from emulator.transports import (
+from itpump.emulator.transports import (
     BITS_PER_BYTE,
     LinkConfig,
     LinkEmulator,
@@ -27,7 +27,7 @@ from emulator.transports import (
     pacing_schedule,
     transmit_time_s,
 )
-from emulator.transports.base import ByteHandler
+from itpump.emulator.transports.base import ByteHandler
 
 GUARD_S = 5.0
 KINDS = ["pty", "tcp", "null"]
@@ -512,7 +512,7 @@ async def test_paced_send_awaits_turnaround_then_chunks() -> None:
 
 
 async def test_link_never_replaces_a_regular_file(tmp_path: Path) -> None:
-    from emulator.transports import LinkPathError
+    from itpump.emulator.transports import LinkPathError
 
     precious = tmp_path / "scenario.toml"
     precious.write_text("keep me")

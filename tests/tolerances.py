@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emulator.pk.solver import COND_LIMIT
+from itpump.emulator.pk.solver import COND_LIMIT
 
 EPS = float(np.finfo(np.float64).eps)
 

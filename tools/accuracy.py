@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tools.cli import UsageError
-from tools.outdir import check_out_dir, staged_out_dir
+from itpump.tools.cli import UsageError
+from itpump.tools.outdir import check_out_dir, staged_out_dir
 
 DESCRIPTION = """\
 Flow accuracy of a pump model by the IEC 60601-2-24 method: run a full pump with the profile
@@ -139,9 +139,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate everything, compute, render, then write the outputs and print a digest."""
     # Imported here: numpy and matplotlib would slow every other sub-command's start.
-    from emulator.accuracy import AccuracyInputError, AccuracySettings, analyse
-    from emulator.accuracy_outputs import render_outputs, write_outputs
-    from emulator.device_profile import Mechanism, ProfileError, load_profile
+    from itpump.emulator.accuracy import AccuracyInputError, AccuracySettings, analyse
+    from itpump.emulator.accuracy_outputs import render_outputs, write_outputs
+    from itpump.emulator.device_profile import Mechanism, ProfileError, load_profile
 
     out: Path = args.out
     check_out_dir(out)

@@ -12,12 +12,12 @@ from typing import NoReturn
 # Each module named here exposes `register(subparsers)`, which adds its sub-parser and sets
 # `func(args) -> int` as the default. Order is the order shown in --help.
 SUBCOMMAND_MODULES = (
-    "tools.simulate",
-    "tools.profiles",
-    "tools.serve",
-    "tools.pk",
-    "tools.accuracy",
-    "tools.ctl",
+    "itpump.tools.simulate",
+    "itpump.tools.profiles",
+    "itpump.tools.serve",
+    "itpump.tools.pk",
+    "itpump.tools.accuracy",
+    "itpump.tools.ctl",
 )
 
 
@@ -86,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run as `python -m tools.cli`, this file is `__main__`, and the sub-commands would raise
+    # Run as `python -m itpump.tools.cli`, this file is `__main__`, and the sub-commands would raise
     # tools.cli.UsageError, a class this copy does not catch: hand over to the imported module.
-    from tools.cli import main as imported_main
+    from itpump.tools.cli import main as imported_main
 
     sys.exit(imported_main())

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from emulator.toml_input import MAX_TOML_BYTES
-from programmer import (
+from itpump.emulator.toml_input import MAX_TOML_BYTES
+from itpump.programmer import (
     AlarmId,
     AuthenticationError,
     Catheter,
@@ -41,10 +41,10 @@ from programmer import (
     parse_key,
     to_data,
 )
-from programmer.operations import KeySource
-from programmer.program import format_start
-from protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from protocol.messages import (
+from itpump.programmer.operations import KeySource
+from itpump.programmer.program import format_start
+from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
+from itpump.protocol.messages import (
     ALL_ALARMS,
     MAX_CONCENTRATION_NG_PER_ML,
     MAX_FLEX_STEPS_WIRE,
@@ -56,15 +56,15 @@ from protocol.messages import (
     FlexPeriod,
     MessageType,
 )
-from protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
-from tools.argtypes import (
+from itpump.protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
+from itpump.tools.argtypes import (
     float_in_range,
     int_in_range,
     non_negative_float,
     positive_float,
     positive_int,
 )
-from tools.cli import UsageError
+from itpump.tools.cli import UsageError
 
 log = logging.getLogger(__name__)
 

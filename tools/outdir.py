@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.cli import UsageError
+from itpump.tools.cli import UsageError
 
 
 def _nearest_existing(path: Path) -> Path:

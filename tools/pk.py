@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from tools.argtypes import float_in_range, int_in_range
-from tools.cli import UsageError
+from itpump.tools.argtypes import float_in_range, int_in_range
+from itpump.tools.cli import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,10 @@ def _check_destination(path: Path | None, option: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate everything, compute, then write the outputs."""
     # Imported here: scipy and matplotlib would slow every other sub-command's start.
-    from emulator.pk.batch import predict_subjects
-    from emulator.pk.parameters import PKParameters
-    from emulator.pk.plotting import save_plot, supported_plot_suffixes
-    from emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
+    from itpump.emulator.pk.batch import predict_subjects
+    from itpump.emulator.pk.parameters import PKParameters
+    from itpump.emulator.pk.plotting import save_plot, supported_plot_suffixes
+    from itpump.emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
 
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")

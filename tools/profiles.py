@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from emulator.device_profile import PROFILE_PATH_ENV, ProfileError, available_profiles, load_profile
-from tools.cli import UsageError
+from itpump.emulator.device_profile import PROFILE_PATH_ENV, ProfileError, available_profiles, load_profile
+from itpump.tools.cli import UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -9,14 +9,14 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
-from emulator.device_profile import MIN_BAUD, ProfileError, load_profile
-from emulator.scenario import ScenarioError, load_scenario, parse_duration_h
-from tools.cli import UsageError
+from itpump.emulator.device_profile import MIN_BAUD, ProfileError, load_profile
+from itpump.emulator.scenario import ScenarioError, load_scenario, parse_duration_h
+from itpump.tools.cli import UsageError
 
 if TYPE_CHECKING:
-    from emulator.device_profile import DeviceProfile
-    from emulator.farm import ServedPump
-    from emulator.scenario import Scenario
+    from itpump.emulator.device_profile import DeviceProfile
+    from itpump.emulator.farm import ServedPump
+    from itpump.emulator.scenario import Scenario
 
 # Kept here (not imported from emulator.telemetry) so `itpump --help` stays fast; a test checks
 # that both agree.
@@ -190,8 +190,8 @@ def battery_warning(
 
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
-    from emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
-    from emulator.transports import (
+    from itpump.emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
+    from itpump.emulator.transports import (
         PTY_AVAILABLE,
         PTY_UNAVAILABLE_MESSAGE,
         LinkConfig,

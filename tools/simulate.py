@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from emulator.device_profile import ProfileError
-from emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, shipped_scenarios
-from tools.cli import UsageError
-from tools.outdir import check_out_dir, staged_out_dir
+from itpump.emulator.device_profile import ProfileError
+from itpump.emulator.scenario import DEFAULT_SCENARIO, ScenarioError, load_scenario, shipped_scenarios
+from itpump.tools.cli import UsageError
+from itpump.tools.outdir import check_out_dir, staged_out_dir
 
 #: The scenario file's own seed range (emulator.scenario.ScenarioHeader.seed).
 MAX_SEED = 2**63 - 1
@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the scenario and write outputs."""
     # Imported here: numpy/scipy/matplotlib would slow every other sub-command's start.
-    from emulator.outputs import (
+    from itpump.emulator.outputs import (
         summary,
         timeseries,
         write_dose_records_csv,
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         write_summary_json,
         write_timeseries_csv,
     )
-    from emulator.runner import ScenarioRun
+    from itpump.emulator.runner import ScenarioRun
 
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be 0..{MAX_SEED} (got {args.seed})")

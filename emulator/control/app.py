@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from emulator.control.schema import (
+from itpump.emulator.control.schema import (
     DEFAULT_ALARM_LIMIT_H,
     AdvanceRequest,
     AdvanceResult,
@@ -41,8 +41,8 @@ from emulator.control.schema import (
     SpeedRequest,
     TruthOut,
 )
-from emulator.farm import PumpFarm, ServedPump, SnapshotLimitError
-from emulator.faults import FaultKind
+from itpump.emulator.farm import PumpFarm, ServedPump, SnapshotLimitError
+from itpump.emulator.faults import FaultKind
 
 log = logging.getLogger(__name__)
 

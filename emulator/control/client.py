@@ -1,6 +1,6 @@
 """A Python client for the control API (blocking, over httpx).
 
-    from emulator.control.client import ControlClient
+    from itpump.emulator.control.client import ControlClient
     with ControlClient("http://127.0.0.1:8700") as rig:
         serial = rig.pumps()[0].serial
         rig.advance(hours=24)
@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, TypeAdapter
 
-from emulator.control.schema import (
+from itpump.emulator.control.schema import (
     AdvanceResult,
     ClockState,
     FaultsOut,

@@ -21,13 +21,13 @@ from pydantic import (
     model_validator,
 )
 
-from emulator.faults import FAULT_PARAMETERS, FaultKind
+from itpump.emulator.faults import FAULT_PARAMETERS, FaultKind
 
 if TYPE_CHECKING:
-    from emulator.farm import AlarmStop, PumpSnapshot, ServedPump
-    from emulator.pk import Concentrations
-    from emulator.pump import Truth
-    from firmware_stubs.firmware import PumpStatus
+    from itpump.emulator.farm import AlarmStop, PumpSnapshot, ServedPump
+    from itpump.emulator.pk import Concentrations
+    from itpump.emulator.pump import Truth
+    from itpump.firmware_stubs.firmware import PumpStatus
 
 MAX_ADVANCE_H = 10 * 8766.0
 """Longest single advance (ten years): the loop serves no telemetry while time is stepped."""

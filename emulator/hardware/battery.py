@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.device_profile import BatteryProfile
+from itpump.emulator.device_profile import BatteryProfile
 
 
 class Battery:

@@ -16,11 +16,11 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from emulator.device_profile import DeviceProfile, Mechanism
-from emulator.faults import Fault, FaultKind
-from emulator.hardware.battery import Battery
-from emulator.hardware.fluid_path import FluidPath
-from emulator.hardware.stroke_model import StrokeVolumeModel
+from itpump.emulator.device_profile import DeviceProfile, Mechanism
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.battery import Battery
+from itpump.emulator.hardware.fluid_path import FluidPath
+from itpump.emulator.hardware.stroke_model import StrokeVolumeModel
 
 _EPS_H = 1e-12
 FloatArray = NDArray[np.float64]

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emulator.pk.model import PKModel
-from emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, FloatArray, PKParameters
-from emulator.pk.population import DEFAULT_PERCENTILES, simulate_population
-from emulator.pk.records import Observation, SubjectRecords, format_csv
-from emulator.pk.system import OUTPUT_NAMES
+from itpump.emulator.pk.model import PKModel
+from itpump.emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, FloatArray, PKParameters
+from itpump.emulator.pk.population import DEFAULT_PERCENTILES, simulate_population
+from itpump.emulator.pk.records import Observation, SubjectRecords, format_csv
+from itpump.emulator.pk.system import OUTPUT_NAMES
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from emulator.pk.parameters import PKParameters, typical_parameter_arrays
-from emulator.pk.schedule import InputSchedule
-from emulator.pk.solver import DEFAULT_MAX_ELEMENTS, ExactSolver
-from emulator.pk.system import (
+from itpump.emulator.pk.parameters import PKParameters, typical_parameter_arrays
+from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.solver import DEFAULT_MAX_ELEMENTS, ExactSolver
+from itpump.emulator.pk.system import (
     N_ROUTES,
     OUTPUT_NAMES,
     ROUTE_CSF,

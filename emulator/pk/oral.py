@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from emulator.pk.model import PKModel
-from emulator.pk.parameters import (
+from itpump.emulator.pk.model import PKModel
+from itpump.emulator.pk.parameters import (
     BACLOFEN_ORAL_ABSORPTION_RATE_PER_H,
     BACLOFEN_ORAL_BIOAVAILABILITY,
     PKParameters,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from emulator.pk.batch import PredictionRun, percentile_column
+from itpump.emulator.pk.batch import PredictionRun, percentile_column
 
 
 def supported_plot_suffixes() -> frozenset[str]:

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from emulator.pk.parameters import (
+from itpump.emulator.pk.parameters import (
     BACLOFEN_VARIABILITY_CV_PERCENT,
     FloatArray,
     PKParameters,
     sample_parameter_arrays,
 )
-from emulator.pk.schedule import InputSchedule
-from emulator.pk.solver import DEFAULT_MAX_ELEMENTS, ExactSolver
-from emulator.pk.system import OUTPUT_NAMES, build_system
+from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.solver import DEFAULT_MAX_ELEMENTS, ExactSolver
+from itpump.emulator.pk.system import OUTPUT_NAMES, build_system
 
 logger = logging.getLogger(__name__)
 

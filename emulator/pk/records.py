@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emulator.pk.schedule import InputSchedule
-from emulator.pk.system import ROUTE_CSF, ROUTE_TISSUE
+from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.system import ROUTE_CSF, ROUTE_TISSUE
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("ID", "TIME", "AMT", "RATE", "EVID", "CMT")
 WEIGHT_COLUMN = "WT"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from emulator.pk.parameters import FloatArray
-from emulator.pk.system import N_ROUTES, ROUTE_CSF, ROUTE_TISSUE
+from itpump.emulator.pk.parameters import FloatArray
+from itpump.emulator.pk.system import N_ROUTES, ROUTE_CSF, ROUTE_TISSUE
 
 
 def _as_1d(name: str, values: ArrayLike | None, length: int | None = None) -> FloatArray:

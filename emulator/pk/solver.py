@@ -30,9 +30,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.linalg import expm
 
-from emulator.pk.parameters import FloatArray
-from emulator.pk.schedule import InputSchedule
-from emulator.pk.system import LinearSystem
+from itpump.emulator.pk.parameters import FloatArray
+from itpump.emulator.pk.schedule import InputSchedule
+from itpump.emulator.pk.system import LinearSystem
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emulator.pk.parameters import (
+from itpump.emulator.pk.parameters import (
     CLEARANCE_WEIGHT_EXPONENT,
     REFERENCE_WEIGHT_KG,
     VOLUME_WEIGHT_EXPONENT,

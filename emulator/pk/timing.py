@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emulator.pk.model import PKModel
-from emulator.pk.parameters import FloatArray
+from itpump.emulator.pk.model import PKModel
+from itpump.emulator.pk.parameters import FloatArray
 
 EFFECT_THRESHOLD_FRACTION = 0.5
 EFFECT_MAXIMUM_FRACTION = 0.95

@@ -8,16 +8,16 @@ optional stable symlink; POSIX only, see ``PTY_AVAILABLE``), :mod:`~emulator.tra
 turnaround, corruption, drop) lives in :mod:`~emulator.transports.link` and nowhere else.
 """
 
-from emulator.transports.base import ByteHandler, Connection, LinkAware, PumpTransport
-from emulator.transports.link import (
+from itpump.emulator.transports.base import ByteHandler, Connection, LinkAware, PumpTransport
+from itpump.emulator.transports.link import (
     BITS_PER_BYTE,
     LinkConfig,
     LinkEmulator,
     pacing_schedule,
     transmit_time_s,
 )
-from emulator.transports.null_modem import NullModem, NullModemClient
-from emulator.transports.pty import (
+from itpump.emulator.transports.null_modem import NullModem, NullModemClient
+from itpump.emulator.transports.pty import (
     PTY_AVAILABLE,
     PTY_UNAVAILABLE_MESSAGE,
     LinkPathError,
@@ -25,8 +25,8 @@ from emulator.transports.pty import (
     PtyUnavailableError,
     make_raw,
 )
-from emulator.transports.rfc2217 import Rfc2217Transport
-from emulator.transports.tcp import TcpTransport
+from itpump.emulator.transports.rfc2217 import Rfc2217Transport
+from itpump.emulator.transports.tcp import TcpTransport
 
 __all__ = [
     "BITS_PER_BYTE",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from emulator.transports.link import LinkEmulator
+from itpump.emulator.transports.link import LinkEmulator
 
 log = logging.getLogger(__name__)
 

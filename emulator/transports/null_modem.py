@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import logging
 
-from emulator.transports.base import ByteHandler, Connection, PumpTransport
-from emulator.transports.link import LinkEmulator
+from itpump.emulator.transports.base import ByteHandler, Connection, PumpTransport
+from itpump.emulator.transports.link import LinkEmulator
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-from emulator.transports.base import ByteHandler, Connection, PumpTransport
-from emulator.transports.link import LinkEmulator
+from itpump.emulator.transports.base import ByteHandler, Connection, PumpTransport
+from itpump.emulator.transports.link import LinkEmulator
 
 # termios and tty exist on POSIX systems only. Without them (Windows) this module must still
 # import, so that the TCP and RFC 2217 transports (and the farm) work; asking for a PTY then

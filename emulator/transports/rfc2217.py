@@ -17,9 +17,9 @@ from typing import Any
 import serial
 from serial import rfc2217
 
-from emulator.transports.base import ByteHandler
-from emulator.transports.link import LinkEmulator
-from emulator.transports.tcp import TcpTransport, _TcpLink
+from itpump.emulator.transports.base import ByteHandler
+from itpump.emulator.transports.link import LinkEmulator
+from itpump.emulator.transports.tcp import TcpTransport, _TcpLink
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from emulator.transports.base import ByteHandler, Connection, PumpTransport
-from emulator.transports.link import LinkEmulator
+from itpump.emulator.transports.base import ByteHandler, Connection, PumpTransport
+from itpump.emulator.transports.link import LinkEmulator
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import PumpClient, PumpStatus
+from itpump.emulator.rig import RigPump
+from itpump.programmer import PumpClient, PumpStatus
 
 
 @pytest.fixture

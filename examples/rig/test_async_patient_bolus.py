@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import AsyncPumpClient, Role
+from itpump.emulator.rig import RigPump
+from itpump.programmer import AsyncPumpClient, Role
 
 
 @pytest.mark.asyncio  # needed under pytest-asyncio's strict mode; harmless in auto mode

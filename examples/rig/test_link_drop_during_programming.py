@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import serial
 
-from emulator.rig import RigPump
-from programmer import Flex, PumpClient, PumpTimeout
-from protocol.framing import Deframer
-from protocol.messages import MessageType
+from itpump.emulator.rig import RigPump
+from itpump.programmer import Flex, PumpClient, PumpTimeout
+from itpump.protocol.framing import Deframer
+from itpump.protocol.messages import MessageType
 
 HEADER_TYPE_OFFSET = 1  # frame body: version, msg_type, ... (docs/protocol.md)
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import AlarmId, PumpStatus
+from itpump.emulator.rig import RigPump
+from itpump.programmer import AlarmId, PumpStatus
 
 DAY_H = 24.0
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import AlarmId, PumpStatus
-from protocol.messages import AlarmSeverity
+from itpump.emulator.rig import RigPump
+from itpump.programmer import AlarmId, PumpStatus
+from itpump.protocol.messages import AlarmSeverity
 
 STALL_H = 6.0
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import PumpStatus
+from itpump.emulator.rig import RigPump
+from itpump.programmer import PumpStatus
 
 DAY_H = 24.0
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.rig import RigPump
-from programmer import PumpClient, TherapyState
+from itpump.emulator.rig import RigPump
+from itpump.programmer import PumpClient, TherapyState
 
 DAY_H = 24.0
 
