@@ -32,7 +32,18 @@ class Mechanism(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan literals, and `gt=0` lets inf through (an
+    # infinite idle current gives a pump that starts and never answers).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: Slowest telemetry link a profile (or `itpump serve --baud`) may have. Below it a full log
+#: page takes minutes to arrive and every programmer times out: a server that starts and never
+#: works (docs/protocol.md, section 9, has the timing).
+MIN_BAUD = 300
+#: Shortest battery life at the idle current alone (capacity / idle current), in hours: a
+#: profile whose cell is flat within a month at rest is a typing error, not a pump.
+MIN_IDLE_BATTERY_LIFE_H = 30 * 24.0
 
 
 class BatteryProfile(_Strict):
@@ -40,17 +51,29 @@ class BatteryProfile(_Strict):
 
     service_life_years: float = Field(gt=0, le=30)
     eri_to_eos_days: float = Field(gt=0, le=365)
-    capacity_mah: float = Field(gt=0)
-    idle_current_ua: float = Field(ge=0)
-    charge_per_ml_mah: float = Field(ge=0)
-    telemetry_current_ma: float = Field(ge=0)
+    capacity_mah: float = Field(gt=0, le=100_000)
+    idle_current_ua: float = Field(ge=0, le=1000)
+    charge_per_ml_mah: float = Field(ge=0, le=100)
+    telemetry_current_ma: float = Field(ge=0, le=1000)
     eri_remaining_pct: float = Field(gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _lasts_at_rest(self) -> BatteryProfile:
+        idle_ma = self.idle_current_ua / 1000.0
+        if idle_ma > 0 and self.capacity_mah / idle_ma < MIN_IDLE_BATTERY_LIFE_H:
+            raise ValueError(
+                f"capacity_mah / idle_current_ua: the cell would be flat after "
+                f"{self.capacity_mah / idle_ma:.3g} h at rest; it must last at least "
+                f"{MIN_IDLE_BATTERY_LIFE_H:g} h (capacity_mah >= "
+                f"{MIN_IDLE_BATTERY_LIFE_H * idle_ma:g} at this idle current)"
+            )
+        return self
 
 
 class TelemetryProfile(_Strict):
     """Link characteristics of the telemetry head."""
 
-    baud: int = Field(gt=0, le=1_000_000)
+    baud: int = Field(ge=MIN_BAUD, le=1_000_000)
     turnaround_ms: float = Field(ge=0, le=1000)
     allow_unauthenticated: bool = False
 
@@ -62,20 +85,21 @@ class DeviceProfile(_Strict):
     description: str = ""
     mechanism: Mechanism
     reservoir_capacity_ml: float = Field(gt=0, le=100)
-    min_rate_ml_per_day: float = Field(ge=0)
+    min_rate_ml_per_day: float = Field(ge=0, le=100)
     max_rate_ml_per_day: float = Field(gt=0, le=100)
-    minimum_rate_mode_ml_per_day: float = Field(ge=0)
-    stroke_volume_ul: float = Field(gt=0, le=100)
+    minimum_rate_mode_ml_per_day: float = Field(ge=0, le=100)
+    # 10 nL: a smaller stroke means billions of strokes a year for the stroke model.
+    stroke_volume_ul: float = Field(ge=0.01, le=100)
     flow_error_systematic_pct: float = Field(ge=-50, le=50)
     flow_error_random_cv_pct: float = Field(ge=0, le=20)
     flow_error_block_strokes: int = Field(ge=1, le=10_000_000)
     internal_path_volume_ml: float = Field(ge=0, le=5)
-    low_reservoir_alarm_default_ml: float = Field(ge=0)
-    empty_reservoir_alarm_ml: float = Field(ge=0)
+    low_reservoir_alarm_default_ml: float = Field(ge=0, le=100)
+    empty_reservoir_alarm_ml: float = Field(ge=0, le=100)
     flex_max_steps: int = Field(ge=1, le=48)
     event_log_capacity: int = Field(ge=16, le=1_000_000)
     serial_prefix: str = Field(min_length=1, max_length=8)
-    mri_valve_shutoff_ul: float | None = Field(default=None, gt=0)
+    mri_valve_shutoff_ul: float | None = Field(default=None, gt=0, le=100_000)
     battery: BatteryProfile
     telemetry: TelemetryProfile
 
@@ -133,7 +157,11 @@ def load_profile_file(path: Path) -> DeviceProfile:
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        raise ProfileError(f"profile {path}:\n{format_validation_error(exc)}") from exc
+        text = format_validation_error(exc)
+        if len(exc.errors()) == 1:
+            # One problem, one line (what a CI log or a script reading stderr sees first).
+            raise ProfileError(f"profile {path}: {text.strip()}") from exc
+        raise ProfileError(f"profile {path}:\n{text}") from exc
 
 
 def load_profile(name_or_path: str) -> DeviceProfile:
@@ -152,8 +180,9 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """One line per problem: dotted field path, what is allowed, what was given."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  {prefix}{loc}: {err['msg']}{shown}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {prefix}{loc + ': ' if loc else ''}{msg}{shown}")
     return "\n".join(lines)

@@ -7,11 +7,13 @@ a bad file gets one line per problem naming the action, the field and what is al
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -35,12 +37,37 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be read or does not validate."""
 
 
+# Limits that keep a run's time and memory bounded (docs/scenarios.md, "Limits").
+#: Longest simulated time: 30 years, the longest battery service life a profile may have.
+#: Also caps every action time and `--warmup`.
+MAX_DURATION_H = 30 * 365.25 * 24.0
+#: Most output samples (rows of timeseries.csv): about 100 MB of columns in memory.
+MAX_SAMPLES = 1_000_000
+#: Most action occurrences after `every` is expanded (each is a SimPy event and an outcome).
+MAX_ACTION_OCCURRENCES = 100_000
+#: The pump's clock range (the firmware's set_clock range): scenario start and set_clock times.
+EARLIEST_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+LATEST_CLOCK = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+# Wire limits of the telemetry protocol (protocol/messages.py), in scenario units: values
+# beyond them could never be programmed and overflow the mass arithmetic.
+_MAX_MCG = 1e6
+_MAX_ML = 1000.0
+_MAX_MCG_PER_ML = 1e6
+_MAX_MINUTES = 7 * 1440.0
+
+
 def parse_duration_h(value: object) -> float:
     """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
     if isinstance(value, int | float):
-        return float(value)
+        number = float(value)
+        if number > MAX_DURATION_H:  # False for nan: the field's own check refuses it
+            raise ValueError(
+                f"{value!r} h is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
+                f"({MAX_DURATION_H:g} h)"
+            )
+        return number
     if not isinstance(value, str):
         raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
     text = value.strip().lower()
@@ -53,6 +80,13 @@ def parse_duration_h(value: object) -> float:
             break
         total += float(match.group(1)) * _UNIT_H[match.group(2)]
         pos = match.end()
+        if total > MAX_DURATION_H:
+            # Checked here, not only by the field's bound: '9' * 400 parses to inf, and a
+            # bare float message would not say which limit applies.
+            raise ValueError(
+                f"{value!r} is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
+                f"({MAX_DURATION_H:g} h)"
+            )
     if pos == 0 or text[pos:].strip():
         raise ValueError(
             f"{value!r} is not a duration; use numbers with units w, d, h, m, s, e.g. '1d 8h'"
@@ -75,12 +109,32 @@ def parse_time_of_period_min(value: object) -> int:
     return day * 1440 + int(match.group(1)) * 60 + int(match.group(2))
 
 
-DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0)]
+DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0, le=MAX_DURATION_H)]
 PeriodMin = Annotated[int, BeforeValidator(parse_time_of_period_min)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan literals, and `gt=0` lets inf through.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _clock_in_range(value: dt.datetime) -> dt.datetime:
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    if not EARLIEST_CLOCK <= aware < LATEST_CLOCK:
+        raise ValueError(
+            f"must be from {EARLIEST_CLOCK:%Y-%m-%d} to before {LATEST_CLOCK:%Y-%m-%d} "
+            "(the pump clock's range)"
+        )
+    return value
+
+
+ClockTime = Annotated[dt.datetime, AfterValidator(_clock_in_range)]
+
+
+def _serial_bytes(value: str | None) -> str | None:
+    if value is not None and (len(value.encode("utf-8")) > 32 or not value.isprintable()):
+        raise ValueError("must be 1..32 printable characters (32 UTF-8 bytes on the wire)")
+    return value
 
 
 class ScenarioHeader(_Model):
@@ -90,10 +144,10 @@ class ScenarioHeader(_Model):
     description: str = ""
     profile: str = "peristaltic-20"
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
-    start: dt.datetime = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
+    start: ClockTime = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
     duration: DurationH | None = None
     sample_interval: DurationH = Field(default=1.0, gt=0)
-    serial: str | None = None
+    serial: Annotated[str | None, AfterValidator(_serial_bytes)] = Field(default=None, min_length=1)
 
 
 class Implant(_Model):
@@ -115,14 +169,14 @@ class FlexStepSpec(_Model):
     """One step of a flex pattern."""
 
     start: PeriodMin
-    dose_mcg_per_day: float = Field(gt=0)
+    dose_mcg_per_day: float = Field(gt=0, le=_MAX_MCG)
 
 
 class PeriodicSpec(_Model):
     """Periodic bolus settings."""
 
-    dose_mcg: float = Field(gt=0)
-    duration_min: float = Field(gt=0)
+    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
+    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
     interval: DurationH = Field(gt=0)
     first_offset: DurationH = 0.0
 
@@ -130,10 +184,10 @@ class PeriodicSpec(_Model):
 class PatientBolusSpec(_Model):
     """Patient-activated bolus settings."""
 
-    dose_mcg: float = Field(gt=0)
-    duration_min: float = Field(gt=0)
-    lockout_min: float = Field(gt=0)
-    max_per_day: int = Field(ge=1)
+    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
+    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
+    lockout_min: float = Field(gt=0, le=_MAX_MINUTES)
+    max_per_day: int = Field(ge=1, le=255)
 
 
 class _Timed(_Model):
@@ -152,18 +206,18 @@ class RefillAction(_Timed):
     """Aspirate the residual and fill the reservoir; tell the pump."""
 
     type: Literal["refill"]
-    volume_ml: float = Field(gt=0)
+    volume_ml: float = Field(gt=0, le=_MAX_ML)
     drug: str = Field(default="baclofen", min_length=1, max_length=20)
-    concentration_mcg_per_ml: float = Field(gt=0)
+    concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     bridge: bool = True
-    aspirate_ml: float | None = Field(default=None, ge=0)
+    aspirate_ml: float | None = Field(default=None, ge=0, le=_MAX_ML)
 
 
 class PrimeAction(_Timed):
     """Priming bolus: fill the catheter after implant or catheter revision."""
 
     type: Literal["prime"]
-    volume_ml: float | None = Field(default=None, gt=0)
+    volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
 
 class ProgramAction(_Timed):
@@ -171,8 +225,8 @@ class ProgramAction(_Timed):
 
     type: Literal["program"]
     mode: Literal["stopped", "continuous", "flex", "periodic_bolus"]
-    max_daily_dose_mcg: float = Field(default=0.0, ge=0)
-    dose_mcg_per_day: float = Field(default=0.0, ge=0)
+    max_daily_dose_mcg: float = Field(default=0.0, ge=0, le=_MAX_MCG)
+    dose_mcg_per_day: float = Field(default=0.0, ge=0, le=_MAX_MCG)
     period: Literal["daily", "weekly"] = "daily"
     steps: list[FlexStepSpec] = Field(default_factory=list)
     periodic: PeriodicSpec | None = None
@@ -193,8 +247,8 @@ class BolusAction(_Timed):
     """Clinician bolus."""
 
     type: Literal["bolus"]
-    dose_mcg: float = Field(gt=0)
-    duration_min: float = Field(gt=0)
+    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
+    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
     then: Literal["resume", "stop"] = "resume"
 
 
@@ -202,8 +256,8 @@ class BridgeBolusAction(_Timed):
     """Explicit bridge bolus at the old-drug equivalent rate."""
 
     type: Literal["bridge_bolus"]
-    old_concentration_mcg_per_ml: float = Field(gt=0)
-    volume_ml: float | None = Field(default=None, gt=0)
+    old_concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
+    volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
 
 class PatientBolusAction(_Timed):
@@ -251,14 +305,14 @@ class AlarmThresholdAction(_Timed):
     """Program the low-reservoir alarm."""
 
     type: Literal["set_alarm_threshold"]
-    low_reservoir_ml: float = Field(gt=0)
+    low_reservoir_ml: float = Field(gt=0, le=_MAX_ML)
 
 
 class SetClockAction(_Timed):
     """Set the pump clock (e.g. a daylight-saving or wrong-clock test)."""
 
     type: Literal["set_clock"]
-    time: dt.datetime
+    time: ClockTime
 
 
 class RunUntilAction(_Model):
@@ -297,6 +351,26 @@ class Scenario(_Model):
     def _has_end(self) -> Scenario:
         if self.end_h <= 0:
             raise ValueError("set scenario.duration or add a 'run_until' action")
+        samples = self.end_h / self.scenario.sample_interval
+        if samples > MAX_SAMPLES:
+            raise ValueError(
+                f"scenario.sample_interval: {self.scenario.sample_interval:g} h over "
+                f"{self.end_h:g} h gives {samples:.3g} samples, more than {MAX_SAMPLES}; "
+                f"use a sample_interval of at least {self.end_h / MAX_SAMPLES:.3g} h"
+            )
+        occurrences = 0
+        for index, action in enumerate(self.actions, start=1):
+            if isinstance(action, RunUntilAction) or action.every is None:
+                occurrences += 1
+                continue
+            last = min(self.end_h, action.until if action.until is not None else self.end_h)
+            occurrences += max(math.floor((last - action.at) / action.every + 1e-9) + 1, 0)
+            if occurrences > MAX_ACTION_OCCURRENCES:
+                raise ValueError(
+                    f"action #{index} ({action.type} every {action.every:g} h): the actions "
+                    f"repeat more than {MAX_ACTION_OCCURRENCES} times in {self.end_h:g} h; "
+                    "use a longer 'every' or an 'until'"
+                )
         return self
 
     @property
@@ -342,8 +416,14 @@ def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scena
             given = err.get("input")
             shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"  {_describe_loc(tuple(err['loc']), data)}: {msg}{shown}")
-        raise ScenarioError(f"{source}: invalid scenario\n" + "\n".join(lines)) from exc
+            where = f"{_describe_loc(tuple(err['loc']), data)}: " if err["loc"] else ""
+            lines.append(f"{where}{msg}{shown}")
+        if len(lines) == 1:
+            # One problem, one line: what a CI log or a script reading stderr shows first.
+            raise ScenarioError(f"{source}: invalid scenario: {lines[0]}") from exc
+        raise ScenarioError(
+            f"{source}: invalid scenario\n" + "\n".join(f"  {line}" for line in lines)
+        ) from exc
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -517,6 +517,7 @@ class Firmware:
         check_range("duration_min", duration_min, 1.0, 1440.0, "min")
         self._settle()
         now = self.hal.monotonic_s()
+        self._require_no_manual_bolus(now)
         self._check_bolus_fits(now, dose_mcg, duration_min, conc, "dose_mcg")
         self._start_bolus(now, BolusKind.CLINICIAN, dose_mcg, duration_min, resume_after)
         self.service()
@@ -536,6 +537,7 @@ class Firmware:
             conc = self._require_drug()
             self._settle()
             now = self.hal.monotonic_s()
+            self._require_no_manual_bolus(now)
             if self._patient_bolus_starts:
                 wait_s = self._patient_bolus_starts[-1] + pb.lockout_min * 60.0 - now
                 if wait_s > _EPS_S:
@@ -828,6 +830,24 @@ class Firmware:
             raise Refusal(
                 ResultCode.INVALID_STATE, f"{self._volume_op.kind.value} bolus in progress"
             )
+
+    def _require_no_manual_bolus(self, now: float) -> None:
+        """One clinician or patient bolus at a time, as on real pumps: a second request while
+        one runs is refused, naming the running bolus, rather than stacked on top of it
+        (two back-to-back commands, e.g. a programmer retrying with a new counter, would
+        otherwise double the dose). Cancel the running bolus first to replace it. Periodic
+        boluses belong to the program and do not count."""
+        for bolus in self._boluses:
+            # A bolus ending now is over even if service() has not retired it yet.
+            if (
+                bolus.kind in (BolusKind.CLINICIAN, BolusKind.PATIENT)
+                and bolus.end_s > now + _EPS_S
+            ):
+                raise Refusal(
+                    ResultCode.INVALID_STATE,
+                    f"{bolus.kind.value} bolus of {bolus.dose_mcg:g} mcg in progress, ends in "
+                    f"{(bolus.end_s - now) / 60.0:.1f} min: cancel it first",
+                )
 
     def _require_drug(self) -> float:
         conc = self._p.drug.concentration_mcg_per_ml

@@ -27,7 +27,7 @@ class ResultCode(IntEnum):
     BAD_MAC = 0x06
     REPLAYED = 0x07  # counter not above the last accepted one
     ROLE_FORBIDDEN = 0x08  # e.g. patient role asking for a clinician command
-    SEQUENCE_ERROR = 0x09
+    SEQUENCE_ERROR = 0x09  # header seq outside the window (recover: IDENTIFY, then resend)
     SESSION_BUSY = 0x0A
     # The last number of the link range, so that codes added after SESSION_BUSY never clash
     # with it: the pump failed while answering; the request may or may not have been carried
@@ -48,6 +48,10 @@ class ResultCode(IntEnum):
     NOT_PRIMED = 0x2B
     LOG_PAGE_OUT_OF_RANGE = 0x2C
     NOT_SUPPORTED = 0x2D  # the device profile lacks the feature
+    # A PROGRAM_DATA chunk whose offset is not the number of bytes received so far. Not
+    # SEQUENCE_ERROR: that one is recovered by IDENTIFY and a resend of the same frame, which
+    # would be refused again here; this one is recovered by sending the expected offset.
+    PROGRAM_CHUNK_OUT_OF_ORDER = 0x2E
 
 
 class EventCode(IntEnum):

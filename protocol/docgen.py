@@ -69,7 +69,8 @@ RESULT_CODE_MEANINGS: dict[str, str] = {
     "BAD_MAC": "MAC missing or wrong",
     "REPLAYED": "counter not above the last accepted one of the session",
     "ROLE_FORBIDDEN": "the session's role may not send this command",
-    "SEQUENCE_ERROR": "sequence number outside the window, or a chunk out of order",
+    "SEQUENCE_ERROR": "header sequence number outside the window (section 9); recover with "
+    "IDENTIFY, then send the request again",
     "SESSION_BUSY": "another programmer holds the pump (reserved)",
     "INTERNAL_ERROR": "the pump failed while answering (logged); the request may or may not "
     "have been carried out: interrogate. The pump keeps answering",
@@ -87,6 +88,8 @@ RESULT_CODE_MEANINGS: dict[str, str] = {
     "NOT_PRIMED": "catheter not primed",
     "LOG_PAGE_OUT_OF_RANGE": "log page number beyond the last page",
     "NOT_SUPPORTED": "this pump model lacks the feature",
+    "PROGRAM_CHUNK_OUT_OF_ORDER": "PROGRAM_DATA offset is not the number of bytes received so "
+    "far; the detail gives the expected offset: send the chunk from there",
 }
 
 

@@ -87,23 +87,29 @@ EXAMPLE_PROGRAM = m.TherapyProgram(
 _STATUS = m.InterrogateResponse(
     time_s=_T0,
     therapy_state=m.TherapyState.RUNNING,
-    reservoir_volume_nl=3_250_000,
+    # Below the 2 mL threshold, so the LOW_RESERVOIR alarm below is consistent with it (and
+    # no low-reservoir time is projected: it has been reached).
+    reservoir_volume_nl=1_850_000,
     reservoir_capacity_nl=20_000_000,
     low_reservoir_threshold_nl=2_000_000,
     rate_nl_per_day=200_000,
-    dose_24h_ng=400_000,
+    # 400 mcg of basal plus the one 25 mcg patient bolus of the program's settings below
+    dose_24h_ng=425_000,
     patient_boluses_24h=1,
     battery_per_mille=870,
     battery_eri=False,
     battery_eos=False,
-    projected_low_reservoir_s=_T0 + 6 * 86_400 + 7_200,
+    projected_low_reservoir_s=None,
     projected_eri_s=_T0 + 3 * 365 * 86_400,
     program=m.TherapyProgram(
         max_daily_dose_ng=600_000,
         concentration_ng_per_ml=2_000_000,
         catheter_length_mm=1100,
         catheter_volume_nl_per_cm=2600,
-        patient_bolus=None,
+        # patient_boluses_24h above counts boluses of these settings
+        patient_bolus=m.PatientBolusSettings(
+            dose_ng=25_000, duration_min=10, lockout_min=180, max_per_day=4
+        ),
         mode=m.ContinuousMode(dose_ng_per_day=400_000),
         drug_name="baclofen",
         patient_id="P-0001",
@@ -119,7 +125,7 @@ _STATUS = m.InterrogateResponse(
 )
 _BOLUS_REFUSAL = m.Refusal.make(
     ResultCode.DAILY_DOSE_EXCEEDED,
-    "dose_mcg=900 would bring the 24 h dose to 1300 mcg; max_daily_dose_mcg is 600",
+    "dose_mcg=900 would bring the 24 h dose to 1325 mcg; max_daily_dose_mcg is 600",
 )
 
 

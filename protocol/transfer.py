@@ -144,15 +144,16 @@ class ProgramReceiver:
             return Refusal.make(ResultCode.NO_PENDING_PROGRAM, "PROGRAM_BEGIN first")
         if request.offset != len(self._buffer):
             return Refusal.make(
-                ResultCode.SEQUENCE_ERROR,
+                ResultCode.PROGRAM_CHUNK_OUT_OF_ORDER,
                 f"offset={request.offset}; expected {len(self._buffer)}",
             )
         end = request.offset + len(request.chunk)
         if end > self._length:
+            length = self._length  # read before _abort() resets it: the detail must name it
             self._abort()
             return Refusal.make(
                 ResultCode.OUT_OF_RANGE,
-                f"chunk ends at {end}, beyond length_bytes={self._length}",
+                f"chunk ends at {end}, beyond length_bytes={length}",
             )
         self._buffer += request.chunk
         return ProgramDataResponse(len(self._buffer))

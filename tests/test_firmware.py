@@ -184,6 +184,43 @@ def test_clinician_bolus_respects_daily_maximum() -> None:
     assert fw.therapy_state() is TherapyState.BOLUS
 
 
+def test_a_second_clinician_bolus_is_refused_while_one_runs() -> None:
+    hal, fw = filled_firmware()
+    fw.program(
+        dataclasses.replace(
+            continuous(200.0, 500.0), patient_bolus=PatientBolusSettings(25, 10, 120, 4)
+        )
+    )
+    advance(hal, fw, 3600.0)
+    fw.clinician_bolus(50.0, 30.0)
+    advance(hal, fw, 3600.0 + 600.0)
+    with pytest.raises(Refusal) as info:
+        fw.clinician_bolus(50.0, 30.0)  # back to back: it must not stack on the first
+    assert info.value.code is ResultCode.INVALID_STATE
+    assert info.value.detail == (
+        "clinician bolus of 50 mcg in progress, ends in 20.0 min: cancel it first"
+    )
+    # Only one bolus runs: the commanded rate is the basal plus one bolus.
+    one_bolus_ml_per_h = (200.0 / 24.0 + 50.0 / 0.5) / 500.0
+    assert fw.commanded_rate_ml_per_h == pytest.approx(one_bolus_ml_per_h)
+    # Nor can the patient add one; the refusal is logged as a denied patient bolus.
+    with pytest.raises(Refusal) as info:
+        fw.patient_bolus()
+    assert info.value.code is ResultCode.INVALID_STATE
+    assert fw.log.entries()[-1].code is EventCode.PATIENT_BOLUS_DENIED
+
+
+def test_a_bolus_may_follow_once_the_first_ends_or_is_cancelled() -> None:
+    hal, fw = filled_firmware()
+    fw.program(continuous(200.0, 500.0))
+    fw.clinician_bolus(20.0, 30.0)
+    advance(hal, fw, 1800.0)  # the first bolus ends exactly now
+    fw.clinician_bolus(20.0, 30.0)
+    fw.cancel_bolus()
+    fw.clinician_bolus(20.0, 30.0)
+    assert fw.therapy_state() is TherapyState.BOLUS
+
+
 def test_estimate_falls_with_commanded_rate_and_low_alarm_fires_on_time() -> None:
     hal, fw = filled_firmware(volume_ml=5.0)
     fw.program(continuous(500.0, 1000.0))  # 1 mL/day

@@ -41,3 +41,30 @@ def test_write_and_check(tmp_path: Path) -> None:
 def test_missing_region_is_an_error() -> None:
     with pytest.raises(ValueError, match="lacks generated regions"):
         update_document("no markers here\n")
+
+
+def test_readme_states_the_key_formula_byte_for_byte() -> None:
+    import hashlib
+    import hmac
+
+    from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key
+
+    readme = (DOC_PATH.parents[1] / "README.md").read_text(encoding="utf-8")
+    formula = 'hmac.new(master.encode("utf-8"), serial.encode("utf-8"),\nhashlib.sha256).digest()'
+    assert " ".join(formula.split()) in " ".join(readme.split())
+    assert f"`{DEFAULT_MASTER_KEY.decode('ascii')}`" in readme
+    master, serial = DEFAULT_MASTER_KEY.decode("utf-8"), "PP20-000001"
+    assert (
+        hmac.new(master.encode("utf-8"), serial.encode("utf-8"), hashlib.sha256).digest()
+        == derive_pump_key(DEFAULT_MASTER_KEY, serial)
+    )
+
+
+def test_protocol_text_names_every_unauthenticated_refusal() -> None:
+    text = " ".join(DOC_PATH.read_text(encoding="utf-8").split())
+    section = text[text.index("**Unauthenticated refusals**") : text.index("**How a programmer")]
+    for name in ("UNSUPPORTED_VERSION", "MALFORMED", "UNKNOWN_MESSAGE", "NOT_AUTHENTICATED"):
+        assert name in section
+    assert "BAD_MAC" in section
+    assert "**REPLAYED**" in section
+    assert "PROGRAM_CHUNK_OUT_OF_ORDER" in text

@@ -145,7 +145,10 @@ def test_out_of_order_chunk_can_be_resent() -> None:
     handler.handle(requests[0])
     skipped = handler.handle(requests[2])
     assert isinstance(skipped, m.Refusal)
-    assert skipped.result is ResultCode.SEQUENCE_ERROR
+    # Its own code: SEQUENCE_ERROR's recovery (IDENTIFY, then the same frame) would be refused
+    # again; this one says which offset to send.
+    assert skipped.result is ResultCode.PROGRAM_CHUNK_OUT_OF_ORDER
+    assert skipped.detail == "offset=32; expected 0"
     for request in requests[1:]:
         assert not isinstance(handler.handle(request), m.Refusal)
     handler.handle(commit_request(FLEX))
@@ -158,6 +161,22 @@ def test_chunk_beyond_announced_length_is_refused() -> None:
     response = handler.handle(m.ProgramDataRequest(0, b"12345"))
     assert isinstance(response, m.Refusal)
     assert response.result is ResultCode.OUT_OF_RANGE
+    # The announced length, not the 0 left after the transfer is discarded.
+    assert response.detail == "chunk ends at 5, beyond length_bytes=4"
+
+
+def test_chunk_past_the_end_of_a_real_program_names_its_length() -> None:
+    handler = Handler()
+    encoded = FLEX.encode()
+    handler.handle(m.ProgramBeginRequest(len(encoded), program_digest(encoded)))
+    response = handler.handle(m.ProgramDataRequest(0, encoded + b"x"))
+    assert isinstance(response, m.Refusal)
+    size = len(encoded)
+    assert response.detail == f"chunk ends at {size + 1}, beyond length_bytes={size}"
+    # and the transfer is gone
+    again = handler.handle(m.ProgramDataRequest(0, encoded))
+    assert isinstance(again, m.Refusal)
+    assert again.result is ResultCode.NO_PENDING_PROGRAM
 
 
 def test_data_without_begin_and_oversized_begin() -> None:

@@ -37,3 +37,25 @@ def test_help_states_the_speed_range(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "0.001..1e7, or 'max'" in " ".join(capsys.readouterr().out.split())
+
+
+def test_battery_warning_when_the_cell_is_flat_within_an_hour_of_real_time() -> None:
+    from itpump.emulator.device_profile import load_profile
+    from itpump.tools.serve import battery_life_h, battery_warning
+
+    profile = load_profile("peristaltic-20")  # 1500 mAh at 15 uA idle: 100,000 h
+    life_h = battery_life_h(profile, 100.0)
+    assert life_h == pytest.approx(100_000.0)
+    assert battery_life_h(profile, 10.0) == pytest.approx(10_000.0)
+    # 1e5 x: (100,000 - 24) h x 3600 / 1e5 = 59.98 min of real time: warned
+    warning = battery_warning(life_h, 24.0, 1e5, profile.model)
+    assert warning is not None
+    assert warning.startswith("--speed 100000: the battery of peristaltic-20 is flat")
+    assert "60 min of real time" in warning
+    # 3600 x (the README's example): about 28 real hours, no warning; stepped never warns
+    assert battery_warning(life_h, 24.0, 3600.0, profile.model) is None
+    assert battery_warning(life_h, 24.0, 0.0, profile.model) is None
+    # 'max' always warns: a pump-year takes well under a real second
+    max_warning = battery_warning(life_h, 24.0, None, profile.model)
+    assert max_warning is not None
+    assert max_warning.startswith("--speed max")

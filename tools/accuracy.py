@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from itpump.tools.cli import UsageError
+from itpump.tools.outdir import check_out_dir, staged_out_dir
 
 DESCRIPTION = """\
 Flow accuracy of a pump model by the IEC 60601-2-24 method: run a full pump with the profile
@@ -143,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
     from itpump.emulator.device_profile import Mechanism, ProfileError, load_profile
 
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a directory")
+    check_out_dir(out)
     try:
         profile = load_profile(args.profile)
     except ProfileError as exc:
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         result = analyse(profile, settings)
     except AccuracyInputError as exc:
         raise UsageError(f"{_FLAGS[exc.field]}: {exc}") from None
-    write_outputs(out, render_outputs(result, plots=not args.no_plot))
+    with staged_out_dir(out) as stage:
+        write_outputs(stage, render_outputs(result, plots=not args.no_plot))
 
     s = result.settings
     units = "pulses" if profile.mechanism is Mechanism.VALVE_GATED else "strokes"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 
 def _number(text: str) -> float:
@@ -37,3 +39,38 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """A whole number from `low` to `high`; '1e5' is read as 100000 so that a number written
+    in exponent form gets the range in its message, not 'not a whole number'."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            number = _number(text)
+            if not (math.isfinite(number) and number == int(number)):
+                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            value = int(number)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high} (got {text})")
+        return value
+
+    parse.__name__ = f"int {low}..{high}"  # argparse names the type in some messages
+    return parse
+
+
+def float_in_range(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """A number from `low` (excluded when `low_open`) to `high`; nan and inf are refused."""
+
+    def parse(text: str) -> float:
+        value = _number(text)
+        above_low = value > low if low_open else value >= low
+        if not (above_low and value <= high):  # written so that nan fails too
+            bracket = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {bracket}{low:g}, {high:g}] (got {text})")
+        return value
+
+    parse.__name__ = f"number {low:g}..{high:g}"
+    return parse

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Each module named here exposes `register(subparsers)`, which adds its sub-parser and sets
 # `func(args) -> int` as the default. Order is the order shown in --help.
@@ -27,9 +28,23 @@ class UsageError(Exception):
     """Bad user input detected after parsing; printed without a traceback, exit status 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one line on stderr, like a `UsageError`.
+
+    argparse's own error() prints the whole usage block first; in CI logs that buries the one
+    line that names the flag, and scripts that read the first stderr line get the usage
+    instead. `--help` still prints the usage. Sub-parsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see --help)` and exit with status 2 (SystemExit, as
+        argparse does)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `itpump` parser with every sub-command registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="itpump",
         description=(
             "Emulator of an implanted programmable intrathecal drug pump: simulated therapy, "

@@ -15,8 +15,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from itpump.emulator.toml_input import MAX_TOML_BYTES
 from itpump.programmer import (
     AlarmId,
     AuthenticationError,
@@ -43,6 +45,7 @@ from itpump.programmer.operations import KeySource
 from itpump.programmer.program import format_start
 from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from itpump.protocol.messages import (
+    ALL_ALARMS,
     MAX_CONCENTRATION_NG_PER_ML,
     MAX_FLEX_STEPS_WIRE,
     MAX_MASS_NG,
@@ -54,7 +57,13 @@ from itpump.protocol.messages import (
     MessageType,
 )
 from itpump.protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
-from itpump.tools.argtypes import non_negative_float, positive_float, positive_int
+from itpump.tools.argtypes import (
+    float_in_range,
+    int_in_range,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from itpump.tools.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -64,6 +73,13 @@ EXIT_ERROR = 1  # e.g. the pump's program echo did not match (nothing committed)
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # the pump refused, or authentication failed
 EXIT_LINK = 4  # no answer (timeout), or the port could not be used
+
+#: --timeout and --attempts bounds: with the doubling backoff the worst case waits
+#: 120 x (2**8 - 1) s, about eight hours, before giving up (120 s covers a full log page at
+#: 300 baud, docs/protocol.md section 9); an unbounded value would overflow the
+#: wait (inf, 1e308 doubled) or never return.
+MAX_TIMEOUT_S = 120.0
+MAX_ATTEMPTS = 8
 
 KEY_ENV = "ITPUMP_KEY"
 MASTER_KEY_ENV = "ITPUMP_MASTER_KEY"
@@ -165,16 +181,17 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument(
         "--timeout",
         metavar="S",
-        type=positive_float,
+        type=float_in_range(0.0, MAX_TIMEOUT_S, low_open=True),
         default=default(DEFAULT_TIMEOUT_S),
-        help=f"first response timeout, doubled at each retry (default {DEFAULT_TIMEOUT_S:g})",
+        help=f"first response timeout, doubled at each retry, up to {MAX_TIMEOUT_S:g} "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
     )
     group.add_argument(
         "--attempts",
         metavar="N",
-        type=positive_int,
+        type=int_in_range(1, MAX_ATTEMPTS),
         default=default(DEFAULT_MAX_ATTEMPTS),
-        help=f"transmissions before giving up (default {DEFAULT_MAX_ATTEMPTS})",
+        help=f"transmissions before giving up, 1..{MAX_ATTEMPTS} (default {DEFAULT_MAX_ATTEMPTS})",
     )
     group.add_argument(
         "--json",
@@ -310,7 +327,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     p = _command(sub, "log", cmd_log, "read the event log (newest first)")
-    p.add_argument("--page", metavar="N", type=int, help="one page only (0 = newest)")
+    p.add_argument(
+        "--page",
+        metavar="N",
+        type=int_in_range(0, 0xFFFF),
+        help="one page only (0 = newest; the wire carries 0..65535)",
+    )
     p.add_argument("--limit", metavar="N", type=positive_int, help="show at most N entries")
 
     p = _command(sub, "clock", cmd_clock, "show or set the pump clock (UTC)")
@@ -651,7 +673,7 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
     """The flags as program settings, each checked in its own units before any wire record is
     built (a wire error would name nanograms and nanolitres)."""
     try:
-        base = Program.load(args.file) if args.file else None
+        base = _load_program_file(args.file) if args.file else None
         mode: Mode | None = None
         if args.continuous is not None:
             mode = Continuous(args.continuous)
@@ -696,6 +718,21 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return _ProgramFlags(base, mode, changes)
+
+
+def _load_program_file(path: str) -> Program:
+    """Program.load behind the limits every TOML input has (emulator/toml_input.py)."""
+    file = Path(path)
+    if file.is_file() and file.stat().st_size > MAX_TOML_BYTES:
+        raise ValueError(
+            f"{path}: {file.stat().st_size} bytes, more than the {MAX_TOML_BYTES} bytes a "
+            "program file may have"
+        )
+    try:
+        return Program.load(path)
+    except RecursionError:
+        # tomllib and json parse nested values recursively: thousands of '[' end here
+        raise ValueError(f"{path}: nested too deeply to parse") from None
 
 
 def _periodic(text: str) -> PeriodicBolus:
@@ -870,6 +907,10 @@ def _alarm_id(text: str | None) -> int | None:
         return None
     value = text.strip()
     if value.isdigit():
+        if int(value) >= ALL_ALARMS:  # one byte on the wire; 0xFF means "every alarm"
+            raise UsageError(
+                f"alarm {text!r}: a number 0..{ALL_ALARMS - 1}, 'all' or an alarm name"
+            )
         return int(value)
     try:
         return int(AlarmId[value.upper().replace("-", "_")])

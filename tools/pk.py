@@ -7,10 +7,17 @@ import logging
 import sys
 from pathlib import Path
 
-from itpump.tools.argtypes import positive_int
+from itpump.tools.argtypes import float_in_range, int_in_range
 from itpump.tools.cli import UsageError
 
 logger = logging.getLogger(__name__)
+
+#: Most virtual patients per subject. The population is solved in one numpy batch (about
+#: 1.2 ms and 1 kB of parameters per patient for a 90-day regimen, BENCHMARKS.md): 100,000
+#: take about two minutes per subject; 1e8 would take a day and gigabytes of memory.
+MAX_POPULATION = 100_000
+#: --catheter-tip-cm range: the length of the adult spinal canal, give or take.
+MAX_CATHETER_TIP_CM = 100.0
 
 DESCRIPTION = """\
 Predict intrathecal baclofen concentrations (ng/mL) for a file of NONMEM-style dose and
@@ -38,6 +45,10 @@ output (one row per observation record, same order):
   variability, reproducible with --seed):
   ID,TIME,CSF_LUMBAR_P05,CSF_LUMBAR_P50,CSF_LUMBAR_P95,CSF_CISTERNAL_P05,...,CE_P95
 
+limits (refused before any computation, exit status 2): file at most 64 MiB and
+1,000,000 records; TIME (and infusion ends) 0..876600 h (100 years); AMT at most 1e6 mcg;
+RATE at most 1e6 mcg/h; WT 0.5..500 kg; --population at most 100000.
+
 A malformed file is reported with its line and column, and nothing is written.
 example:
   itpump pk emulator/pk/examples/baclofen_bolus.csv --out pred.csv --plot pred.png
@@ -60,8 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--population",
         metavar="N",
-        type=positive_int,
-        help="simulate N virtual patients per subject and report percentiles 5/50/95",
+        type=int_in_range(1, MAX_POPULATION),
+        help=f"simulate N virtual patients per subject (1..{MAX_POPULATION}) and report "
+        "percentiles 5/50/95",
     )
     parser.add_argument(
         "--seed", metavar="S", type=int, default=0, help="random seed for --population (default 0)"
@@ -72,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--catheter-tip-cm",
         metavar="CM",
-        type=float,
+        type=float_in_range(-MAX_CATHETER_TIP_CM, MAX_CATHETER_TIP_CM),
         default=0.0,
         help="catheter tip, cm cranial of the lumbar sampling level (default 0: lumbar)",
     )
@@ -85,7 +97,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _check_destination(path: Path | None, option: str) -> None:
-    if path is not None and not path.parent.is_dir():
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"{option}: {path} is a directory; give a file name")
+    if not path.parent.is_dir():
         raise UsageError(f"{option}: directory {path.parent} does not exist")
 
 
@@ -97,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     from itpump.emulator.pk.plotting import save_plot, supported_plot_suffixes
     from itpump.emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
 
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     _check_destination(args.out, "--out")
     _check_destination(args.plot, "--plot")
     if args.plot is not None:

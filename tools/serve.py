@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from itpump.emulator.device_profile import ProfileError, load_profile
+from itpump.emulator.device_profile import MIN_BAUD, ProfileError, load_profile
 from itpump.emulator.scenario import ScenarioError, load_scenario, parse_duration_h
 from itpump.tools.cli import UsageError
 
 if TYPE_CHECKING:
+    from itpump.emulator.device_profile import DeviceProfile
     from itpump.emulator.farm import ServedPump
+    from itpump.emulator.scenario import Scenario
 
 from itpump.protocol.auth import DEFAULT_MASTER_KEY
 
@@ -31,6 +33,9 @@ ports), rfc2217:PORT (pyserial rfc2217://).
 
 Time: --speed 1 is real time, 3600 makes an hour pass per second; --speed max runs as fast as
 possible. Frames act at the current simulated time. Stop with Ctrl-C or SIGTERM.
+A warning line goes to stderr at start when the pumps' batteries would be flat within an hour
+of real time at that speed (at the profile's idle current alone; a flat pump never answers);
+a --warmup longer than the battery's life is refused.
 """
 
 
@@ -70,8 +75,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--baud",
         type=int,
-        help="pace bytes at this baud rate (default: the profile's, 19200 for the shipped "
-        "ones; 0 = no pacing, as fast as the host allows)",
+        help="pace bytes at this baud rate, 300..1000000 (default: the profile's, 19200 for "
+        "the shipped ones; 0 = no pacing, as fast as the host allows)",
     )
     parser.add_argument(
         "--corruption",
@@ -137,6 +142,57 @@ def _speed(text: str) -> float | None:
     return value
 
 
+#: Fastest pacing accepted by --baud (and by a profile's telemetry.baud).
+MAX_BAUD = 1_000_000
+#: Real time under which `serve` warns that the battery will be flat (see battery_warning).
+BATTERY_WARNING_REAL_S = 3600.0
+
+
+def battery_life_h(profile: DeviceProfile, remaining_pct: float) -> float | None:
+    """Simulated hours until the cell is flat at the profile's idle current alone (an upper
+    bound: delivery and telemetry draw more), from `remaining_pct` of capacity; None when the
+    profile draws no idle current."""
+    idle_ma = profile.battery.idle_current_ua / 1000.0
+    if idle_ma <= 0:
+        return None
+    return profile.battery.capacity_mah * remaining_pct / 100.0 / idle_ma
+
+
+def battery_source(profile: DeviceProfile, scenario: Scenario) -> str:
+    """Where battery_life_h's figure comes from, for messages."""
+    return (
+        f"{profile.battery.capacity_mah:g} mAh x {scenario.implant.battery_remaining_pct:g} % "
+        f"at {profile.battery.idle_current_ua:g} uA idle"
+    )
+
+
+def battery_warning(
+    life_h: float | None, warmup_h: float, speed: float | None, model: str
+) -> str | None:
+    """The warning `serve` prints when the pumps' batteries go flat within an hour of real time
+    (a dead pump never answers, which looks like a broken link), or None.
+
+    `speed` is simulated seconds per real second; None is 'max' (as fast as possible: always
+    warned, a pump-year takes well under a second); 0 is stepped (the rig moves time: never).
+    """
+    if life_h is None or speed == 0.0:
+        return None
+    left_h = life_h - warmup_h
+    if speed is None:
+        return (
+            f"--speed max: the battery of {model} is flat after at most {left_h:.4g} simulated "
+            "hours, which takes seconds at full speed; the pumps then stop answering"
+        )
+    real_s = left_h * 3600.0 / speed
+    if real_s >= BATTERY_WARNING_REAL_S:
+        return None
+    return (
+        f"--speed {speed:g}: the battery of {model} is flat after at most {left_h:.4g} "
+        f"simulated hours, {real_s / 60.0:.3g} min of real time; the pumps then stop "
+        "answering (lower --speed, or use --stepped)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
     from itpump.emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
@@ -151,8 +207,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--count must be 1..1000 (got {args.count})")
     if not 0.0 <= args.corruption <= 1.0:
         raise UsageError(f"--corruption must be 0..1 (got {args.corruption})")
-    if args.baud is not None and args.baud < 0:
-        raise UsageError(f"--baud must be >= 0, 0 = no pacing (got {args.baud})")
+    if args.baud is not None and args.baud != 0 and not MIN_BAUD <= args.baud <= MAX_BAUD:
+        raise UsageError(
+            f"--baud must be 0 (no pacing) or {MIN_BAUD}..{MAX_BAUD} (got {args.baud})"
+        )
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     if args.master_key is not None and not args.master_key:
@@ -175,6 +233,21 @@ def run(args: argparse.Namespace) -> int:
         profile = load_profile(args.profile) if args.profile else None
     except (PortSpecError, ScenarioError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
+    try:
+        battery_profile = profile or load_profile(scenario.scenario.profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    speed = 0.0 if args.stepped else _speed(args.speed)
+    life_h = battery_life_h(battery_profile, scenario.implant.battery_remaining_pct)
+    if life_h is not None and life_h <= warmup_h:
+        raise UsageError(
+            f"--warmup {args.warmup}: the battery of {battery_profile.model} is flat after at "
+            f"most {life_h:.4g} simulated hours ({battery_source(battery_profile, scenario)}), "
+            "so the pumps would never answer; use a shorter --warmup"
+        )
+    warning = battery_warning(life_h, warmup_h, speed, battery_profile.model)
+    if warning is not None:
+        print(f"itpump serve: warning: {warning}", file=sys.stderr, flush=True)
     if port.kind == "pty" and not PTY_AVAILABLE:
         raise UsageError(f"--port pty: {PTY_UNAVAILABLE_MESSAGE}")
     if port.port and port.port + args.count - 1 > 65535:
@@ -198,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
         scenario,
         count=args.count,
         port=port,
-        speed=0.0 if args.stepped else _speed(args.speed),
+        speed=speed,
         seed=args.seed,
         link_path=args.link,
         link_config=link_config,

@@ -14,6 +14,10 @@ from itpump.emulator.scenario import (
     shipped_scenarios,
 )
 from itpump.tools.cli import UsageError
+from itpump.tools.outdir import check_out_dir, staged_out_dir
+
+#: The scenario file's own seed range (emulator.scenario.ScenarioHeader.seed).
+MAX_SEED = 2**63 - 1
 
 EPILOG = """\
 SCENARIO is a TOML file (schema: docs/scenarios.md) or the name of a shipped scenario:
@@ -22,7 +26,11 @@ Outputs in --out DIR: timeseries.csv (truth vs pump estimate at every sample),
 summary.json (mass balance, alarms, refusals), report.png, and dose_records.csv (the drug
 that truly left the catheter as NONMEM-style records, CMT 1 = CSF, CMT 2 = tissue, with an
 observation row per sample: feed it to `itpump pk` or your own pharmacometric tool).
-Exit status: 0 run completed, 2 bad input (nothing written).
+Limits (refused with exit status 2 before anything runs): a scenario file of at most 1 MiB,
+at most 30 years simulated, at most 1,000,000 samples and 100,000 action occurrences
+(docs/scenarios.md, "Limits").
+Exit status: 0 run completed, 2 bad input (one line naming the field or option; nothing
+written: outputs appear in --out only once all of them are complete).
 """
 
 
@@ -78,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from itpump.emulator.runner import ScenarioRun
 
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be >= 0 (got {args.seed})")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be 0..{MAX_SEED} (got {args.seed})")
+    out: Path = args.out
+    check_out_dir(out)  # before a run that may take minutes
     try:
         scenario = load_scenario(args.scenario)
         sim = ScenarioRun(scenario, args.seed)
@@ -98,15 +108,14 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     else:
         result = sim.run()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     columns = timeseries(result)
-    write_timeseries_csv(out / "timeseries.csv", result, columns)
-    write_dose_records_csv(out / "dose_records.csv", result, columns["time_h"])
     data = summary(result)
-    write_summary_json(out / "summary.json", data)
-    if not args.no_plot:
-        write_report_png(out / "report.png", result, columns)
+    with staged_out_dir(out) as stage:
+        write_timeseries_csv(stage / "timeseries.csv", result, columns)
+        write_dose_records_csv(stage / "dose_records.csv", result, columns["time_h"])
+        write_summary_json(stage / "summary.json", data)
+        if not args.no_plot:
+            write_report_png(stage / "report.png", result, columns)
     if args.json:
         import json
 

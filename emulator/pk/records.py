@@ -12,6 +12,11 @@ Format (one header row, then one row per record; comma separated; '#' starts a c
           ignored on observation records (0, 1, 2 or '.')
     WT    optional, kg, constant within a subject ('.' or empty: 70 kg)
 
+Limits (a file beyond them is refused, naming the line and column, before any computation):
+at most MAX_FILE_BYTES bytes and MAX_RECORDS records; TIME and infusion ends at most MAX_TIME_H
+(100 years); AMT at most MAX_AMOUNT_MCG (1 g); RATE at most MAX_RATE_MCG_PER_H; WT from
+MIN_WEIGHT_KG to MAX_WEIGHT_KG.
+
 Other columns (MDV, DV, ...) are allowed and ignored. Overlapping infusions add up. An
 observation at the same TIME as a dose sees that dose when the dose record comes first, and not
 when the observation record comes first (NONMEM's reading of record order).
@@ -40,6 +45,23 @@ CMT_INTRATHECAL = 1
 CMT_TISSUE = 2
 _ROUTE_OF_CMT = {CMT_INTRATHECAL: ROUTE_CSF, CMT_TISSUE: ROUTE_TISSUE}
 MISSING = "."
+
+# Input limits (documented in the module docstring, `itpump pk --help` and docs/pk.md). They
+# keep a hostile or mistaken file from costing gigabytes of memory (the size is checked before
+# reading) or producing NaN/inf predictions that exit 0.
+#: Largest dose file read: 64 MiB (about a million records with room for extra columns).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Most records (rows after the header) in a file.
+MAX_RECORDS = 1_000_000
+#: Largest TIME (and infusion end), h: 100 years.
+MAX_TIME_H = 876_600.0
+#: Largest dose, mcg (1 g: orders of magnitude above any intrathecal dose).
+MAX_AMOUNT_MCG = 1e6
+#: Largest infusion rate, mcg/h.
+MAX_RATE_MCG_PER_H = 1e6
+#: Body weight range, kg.
+MIN_WEIGHT_KG = 0.5
+MAX_WEIGHT_KG = 500.0
 
 
 class DoseFileError(ValueError):
@@ -110,13 +132,21 @@ def _integer(source: str, line: int, column: str, text: str, allowed: Iterable[i
 def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecords]:
     """Parse and fully validate a dose file's text; raises DoseFileError on the first fault."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    records = 0
     header: list[str] | None = None
     header_line = 0
     subjects: list[SubjectRecords] = []
     seen_ids: set[str] = set()
     # Per current subject: (time, is_dose) of records in file order, for pre-dose flags.
     last_time: float | None = None
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # e.g. a field over the csv module's 128 KiB limit, or a NUL byte
+            raise DoseFileError(source, reader.line_num, None, f"not valid CSV: {exc}") from None
         line = reader.line_num
         if not row or all(cell.strip() == "" for cell in row) or row[0].lstrip().startswith("#"):
             continue
@@ -136,6 +166,11 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
                         "required column missing (need " + ",".join(REQUIRED_COLUMNS) + ")",
                     )
             continue
+        records += 1
+        if records > MAX_RECORDS:
+            raise DoseFileError(
+                source, line, None, f"more than {MAX_RECORDS} records (the limit per file)"
+            )
         if len(cells) != len(header):
             raise DoseFileError(
                 source, line, None, f"{len(cells)} fields, but the header has {len(header)}"
@@ -158,6 +193,10 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
         time_h = _number(source, line, "TIME", record["TIME"])
         if time_h < 0.0:
             raise DoseFileError(source, line, "TIME", "must be >= 0")
+        if time_h > MAX_TIME_H:
+            raise DoseFileError(
+                source, line, "TIME", f"{time_h:g} h outside the allowed range 0..{MAX_TIME_H:g} h"
+            )
         if last_time is not None and time_h < last_time:
             raise DoseFileError(
                 source, line, "TIME", f"{time_h} h is earlier than the previous record"
@@ -166,8 +205,14 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
 
         if WEIGHT_COLUMN in record and record[WEIGHT_COLUMN] not in ("", MISSING):
             weight = _number(source, line, WEIGHT_COLUMN, record[WEIGHT_COLUMN])
-            if weight <= 0.0:
-                raise DoseFileError(source, line, WEIGHT_COLUMN, "must be > 0 kg")
+            if not MIN_WEIGHT_KG <= weight <= MAX_WEIGHT_KG:
+                raise DoseFileError(
+                    source,
+                    line,
+                    WEIGHT_COLUMN,
+                    f"must be > 0 kg, within the allowed range {MIN_WEIGHT_KG:g}.."
+                    f"{MAX_WEIGHT_KG:g} kg (got {weight:g})",
+                )
             if subject.weight_kg is not None and weight != subject.weight_kg:
                 raise DoseFileError(
                     source, line, WEIGHT_COLUMN, "must be constant within a subject"
@@ -192,7 +237,21 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
         amount = _number(source, line, "AMT", amt_text)
         if amount <= 0.0:
             raise DoseFileError(source, line, "AMT", "a dose record needs AMT > 0 (mcg)")
+        if amount > MAX_AMOUNT_MCG:
+            raise DoseFileError(
+                source,
+                line,
+                "AMT",
+                f"{amount:g} mcg outside the allowed range 0 < AMT <= {MAX_AMOUNT_MCG:g} mcg",
+            )
         rate = _number(source, line, "RATE", rate_text)
+        if rate > MAX_RATE_MCG_PER_H:
+            raise DoseFileError(
+                source,
+                line,
+                "RATE",
+                f"{rate:g} mcg/h outside the allowed range 0..{MAX_RATE_MCG_PER_H:g} mcg/h",
+            )
         if rate < 0.0:
             raise DoseFileError(
                 source, line, "RATE", "modelled rates/durations (RATE -1/-2) are not supported"
@@ -206,6 +265,14 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
             if not math.isfinite(end_h) or end_h == time_h:
                 raise DoseFileError(
                     source, line, "RATE", "infusion duration AMT/RATE is not usable"
+                )
+            if end_h > MAX_TIME_H:
+                raise DoseFileError(
+                    source,
+                    line,
+                    "RATE",
+                    f"the infusion ends at {end_h:g} h (TIME + AMT/RATE), beyond the allowed "
+                    f"{MAX_TIME_H:g} h",
                 )
             subject.infusions.append((time_h, end_h, rate, route))
         # An observation recorded just before, at this same time, is a pre-dose observation.
@@ -230,8 +297,25 @@ def parse_dose_records(text: str, source: str = "<input>") -> list[SubjectRecord
 def read_dose_file(path: str | os.PathLike[str]) -> list[SubjectRecords]:
     """Read and validate a dose file (see the module docstring for the format)."""
     source = os.fspath(path)
+    file_path = Path(path)
+    # The size is checked before reading (and the read is capped, for pipes and devices): a
+    # gigabyte file would otherwise cost several gigabytes of memory before the first error.
+    if file_path.is_file() and file_path.stat().st_size > MAX_FILE_BYTES:
+        raise DoseFileError(
+            source,
+            1,
+            None,
+            f"{file_path.stat().st_size} bytes, more than the {MAX_FILE_BYTES} bytes "
+            f"({MAX_FILE_BYTES // 2**20} MiB) a dose file may have",
+        )
+    with file_path.open("rb") as stream:
+        raw = stream.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise DoseFileError(
+            source, 1, None, f"more than the {MAX_FILE_BYTES} bytes a dose file may have"
+        )
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DoseFileError(source, 1, None, f"not UTF-8 text ({exc.reason})") from None
     return parse_dose_records(text, source)
