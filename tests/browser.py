@@ -107,5 +107,5 @@ def ensure_chromium() -> Path:
     install_chromium()
     found = find_chromium()
     if found is None:
-        raise BrowserMissingError("apt-get installed chromium but it is not on PATH; " + INSTALL_HINT)
+        raise BrowserMissingError("apt-get installed chromium, not on PATH; " + INSTALL_HINT)
     return found
