@@ -415,6 +415,20 @@ class CaptureTap:
         self._writer: CaptureWriter | None = None
         self._path: Path | None = None
         self.packets_written = 0
+        # In-memory listeners (the dashboard's live conversation): called with every record
+        # whether or not a file is being written.
+        self._observers: list[Callable[[CaptureRecord], None]] = []
+
+    def observe(self, callback: Callable[[CaptureRecord], None]) -> Callable[[], None]:
+        """Call ``callback`` with every chunk of every pump from now on; returns the function
+        that stops it. Called on the transport's thread: keep it short."""
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback)
+
+    @property
+    def active(self) -> bool:
+        """Whether anything records: a file, or an observer."""
+        return self._path is not None or bool(self._observers)
 
     @property
     def path(self) -> Path | None:
@@ -471,6 +485,11 @@ class CaptureTap:
         """Append one chunk (no-op when not capturing or ``data`` is empty)."""
         if not data:
             return
+        for observer in list(self._observers):
+            serial = self._serials[index]
+            observer(
+                CaptureRecord(index, serial, direction, wall_time_ns, self._sim_clock_h(), data)
+            )
         with self._lock:
             writer = self._writer
             if writer is None:
@@ -504,7 +523,7 @@ class CapturingHandler:
 
     def __call__(self, data: bytes, /) -> bytes:
         tap = self._tap
-        if tap.path is None:
+        if not tap.active:
             return self.handler(data)
         received_ns = tap.now_ns()
         reply = self.handler(data)

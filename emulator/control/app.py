@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from itpump.emulator.control.dashboard import mount_dashboard
 from itpump.emulator.control.schema import (
     DEFAULT_ALARM_LIMIT_H,
     AdvanceRequest,
@@ -351,6 +352,8 @@ def create_app(farm: PumpFarm) -> FastAPI:
         """Finish the capture; `path` names the finished file."""
         return capture_state(farm.stop_capture())
 
+    # The web pages at / (docs/dashboard.md): same server, same loop, not in the OpenAPI.
+    mount_dashboard(app, farm)
     return app
 
 
