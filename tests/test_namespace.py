@@ -52,3 +52,13 @@ def test_package_data_is_found_outside_the_checkout(tmp_path: Path) -> None:
         check=False,
     )
     assert "peristaltic-20" in listed.stdout, listed.stderr
+
+
+def test_ci_runs_exactly_the_readme_test_command_with_the_pins() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert ci.startswith("python3 -m pip install -c constraints.txt -e '.[test]'")
+    assert ci in readme.splitlines()
+    pins = (ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
+    pinned = {line.split("==")[0].lower() for line in pins if "==" in line}
+    assert {"numpy", "scipy", "fastapi", "pytest", "hypothesis"} <= pinned

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from itpump.tools.cli import UsageError
+from itpump.tools.extras import require_plotting
 from itpump.tools.outdir import check_out_dir, staged_out_dir
 
 DESCRIPTION = """\
@@ -138,6 +139,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, compute, render, then write the outputs and print a digest."""
+    if not args.no_plot:
+        require_plotting("trumpet.png and startup.png", "pass --no-plot")
     # Imported here: numpy and matplotlib would slow every other sub-command's start.
     from itpump.emulator.accuracy import AccuracyInputError, AccuracySettings, analyse
     from itpump.emulator.accuracy_outputs import render_outputs, write_outputs

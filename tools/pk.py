@@ -9,6 +9,7 @@ from pathlib import Path
 
 from itpump.tools.argtypes import float_in_range, int_in_range
 from itpump.tools.cli import UsageError
+from itpump.tools.extras import require_plotting
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: scipy and matplotlib would slow every other sub-command's start.
     from itpump.emulator.pk.batch import predict_subjects
     from itpump.emulator.pk.parameters import PKParameters
-    from itpump.emulator.pk.plotting import save_plot, supported_plot_suffixes
     from itpump.emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
 
     if args.seed < 0:
@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
     _check_destination(args.out, "--out")
     _check_destination(args.plot, "--plot")
     if args.plot is not None:
+        require_plotting("--plot", "leave --plot out")
+        from itpump.emulator.pk.plotting import save_plot, supported_plot_suffixes
+
         suffix = args.plot.suffix.lower().lstrip(".")
         if suffix not in supported_plot_suffixes():
             choices = ", ".join(sorted(supported_plot_suffixes()))

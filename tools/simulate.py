@@ -14,6 +14,7 @@ from itpump.emulator.scenario import (
     shipped_scenarios,
 )
 from itpump.tools.cli import UsageError
+from itpump.tools.extras import require_plotting
 from itpump.tools.outdir import check_out_dir, staged_out_dir
 
 #: The scenario file's own seed range (emulator.scenario.ScenarioHeader.seed).
@@ -75,6 +76,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the scenario and write outputs."""
+    if not args.no_plot:
+        require_plotting("report.png", "pass --no-plot")
     # Imported here: numpy/scipy/matplotlib would slow every other sub-command's start.
     from itpump.emulator.outputs import (
         summary,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from itpump.tools.cli import UsageError
+from itpump.tools.extras import require_plotting, require_sweep
 
 EPILOG = """\
 SWEEP is a sweep TOML file (schema: docs/sweep.md) or the name of a shipped example:
@@ -88,6 +89,9 @@ def check_scheduler(address: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the sweep, write summary and report."""
+    require_sweep()
+    if not args.no_plot:
+        require_plotting("report.png", "pass --no-plot")
     from itpump.emulator.sweep.engine import SweepClusterError, run_sweep
     from itpump.emulator.sweep.report import write_report_png, write_summary
     from itpump.emulator.sweep.spec import SweepError, load_sweep
