@@ -228,6 +228,7 @@ def test_event_log_newest_first_and_bounded() -> None:
         "rtc": "2026-01-05T08:00:04Z",
         "code": "refill",
         "args": [20.0, 500.0],
+        "labels": ["volume=20 mL", "concentration=500 mcg/mL"],
     }
 
 

@@ -25,6 +25,8 @@ from itpump.emulator.pump import Truth
 from itpump.emulator.recorder import Recorder
 from itpump.firmware_stubs.event_log import LogEntry
 from itpump.firmware_stubs.firmware import PumpStatus
+from itpump.programmer.models import format_arg
+from itpump.protocol.codes import event_args
 
 Row = dict[str, Any]
 """One pump's line of the overview (JSON-able)."""
@@ -281,6 +283,13 @@ def event_log_view(entries: Sequence[LogEntry], limit: int = 50) -> list[dict[st
             "rtc": _iso(entry.rtc_s),
             "code": entry.code.name.lower(),
             "args": [round(a, 4) for a in entry.args],
+            # Labelled as `itpump ctl log` shows them: the same table, the same formatting.
+            "labels": [
+                format_arg(arg, value)
+                for arg, value in zip(
+                    event_args(int(entry.code), entry.args), entry.args, strict=True
+                )
+            ],
         }
         for entry in list(entries)[::-1][:limit]
     ]

@@ -340,7 +340,7 @@
     const body = $("#events");
     body.innerHTML = events.map((e) =>
       "<tr><td>" + e.index + "</td><td>" + escapeText(e.rtc || "") + "</td><td>" + escapeText(e.code) +
-      "</td><td>" + escapeText(e.args.join(", ")) + "</td></tr>").join("");
+      "</td><td>" + escapeText(e.labels.join(", ")) + "</td></tr>").join("");
   }
 
   function showSnapshots(snaps) {
