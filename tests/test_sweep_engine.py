@@ -24,7 +24,7 @@ def two_process_client() -> Iterator[Client]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
@@ -40,7 +40,7 @@ def one_worker_client() -> Iterator[Client]:
             n_workers=1,
             threads_per_worker=1,
             processes=False,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
