@@ -2,7 +2,8 @@
 
 The message layouts, enumerations and result codes in the specification are rendered from
 the same wire specs that encode and decode them, so the document cannot disagree with the
-implementation. :mod:`protocol.examples` writes them into the document.
+implementation. :mod:`protocol.examples` renders them;
+``python -m itpump.tools.gen_protocol_docs`` writes them into the document.
 """
 
 from __future__ import annotations

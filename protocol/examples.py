@@ -6,22 +6,18 @@ conversation through :class:`~protocol.connection.PumpConnection` and
 The output is byte-exact from run to run, so a test can regenerate it and fail when the
 document drifted from the code.
 
-Usage::
-
-    python -m itpump.protocol.examples --write   # refresh every generated region of the document
-    python -m itpump.protocol.examples --check   # exit status 1 if the document is out of date
+Pure functions (sans-IO, like the rest of the package): ``update_document(text)`` returns the
+document with its generated regions refreshed. Reading and writing ``docs/protocol.md`` is the
+job of ``python -m itpump.tools.gen_protocol_docs --write`` (or ``--check``).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from enum import Enum
-from pathlib import Path
 
 from itpump.protocol import auth
 from itpump.protocol import messages as m
@@ -42,19 +38,13 @@ from itpump.protocol.header import parse_body
 from itpump.protocol.transfer import ProgramReceiver, program_digest, transfer_requests
 
 __all__ = [
-    "DOC_PATH",
     "EXAMPLE_KEY",
     "EXAMPLE_PUMP",
-    "check_document",
     "examples_markdown",
     "generated_regions",
-    "main",
     "update_document",
 ]
 
-_log = logging.getLogger(__name__)
-
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 EXAMPLE_KEY = bytes(range(32))  # 00 01 02 ... 1f: for examples only, obviously
 PUMP_SEED = 1
 PROGRAMMER_SEED = 2
@@ -405,43 +395,3 @@ def update_document(text: str) -> str:
     if missing:
         raise ValueError(f"document lacks generated regions: {sorted(missing)}")
     return updated
-
-
-def check_document(path: Path = DOC_PATH) -> bool:
-    """Whether the document's generated regions match the code."""
-    text = path.read_text(encoding="utf-8")
-    return update_document(text) == text
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``--write`` refreshes the document, ``--check`` verifies it."""
-    parser = argparse.ArgumentParser(
-        prog="python -m itpump.protocol.examples",
-        description="Regenerate the code-derived parts of the protocol specification.",
-    )
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true", help="update the document in place")
-    group.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
-    parser.add_argument("--doc", type=Path, default=DOC_PATH, help="path of protocol.md")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    text = args.doc.read_text(encoding="utf-8")
-    updated = update_document(text)
-    if args.check:
-        if updated != text:
-            _log.error(
-                "%s is out of date: run python -m itpump.protocol.examples --write", args.doc
-            )
-            return 1
-        _log.info("%s is up to date", args.doc)
-        return 0
-    if updated != text:
-        args.doc.write_text(updated, encoding="utf-8")
-        _log.info("updated %s", args.doc)
-    else:
-        _log.info("%s already up to date", args.doc)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

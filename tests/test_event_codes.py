@@ -19,7 +19,7 @@ from itpump.protocol.codes import (
     LogTherapyMode,
     event_args,
 )
-from itpump.protocol.examples import DOC_PATH
+from itpump.tools.gen_protocol_docs import DOC_PATH
 
 SCENARIOS = [
     "baclofen-180d",

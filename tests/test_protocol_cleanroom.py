@@ -20,7 +20,7 @@ from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import AutoReply, PumpConnection, PumpIdentity, RequestReceived
-from itpump.protocol.examples import DOC_PATH
+from itpump.tools.gen_protocol_docs import DOC_PATH
 
 # ---------------------------------------------------------------------------------------------
 # Clean-room programmer: sections 3, 4, 6, 7 and 8 of the specification.

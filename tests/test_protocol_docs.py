@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from itpump.protocol.examples import DOC_PATH, examples_markdown, main, update_document
+from itpump.protocol.examples import examples_markdown, update_document
 from itpump.protocol.framing import crc16_ccitt_false
+from itpump.tools.gen_protocol_docs import DOC_PATH, main
 
 
 def test_document_matches_the_code() -> None:
     text = DOC_PATH.read_text(encoding="utf-8")
     assert update_document(text) == text, (
-        "docs/protocol.md is out of date: run `python -m itpump.protocol.examples --write`"
+        "docs/protocol.md is out of date: run `python -m itpump.tools.gen_protocol_docs --write`"
     )
 
 
