@@ -46,6 +46,7 @@ from itpump.programmer._link import (
     read_some,
     write_all,
 )
+from itpump.programmer.client import PumpClient
 from itpump.programmer.errors import LinkError, PumpError
 from itpump.programmer.models import (
     BolusResult,
@@ -110,7 +111,6 @@ class AsyncPumpClient(ClientBase):
 
     @property
     def port(self) -> serial.SerialBase:
-        """The pyserial port (after :meth:`open`)."""
         if self._port is None:
             raise RuntimeError("AsyncPumpClient not opened")
         return self._port
@@ -152,7 +152,6 @@ class AsyncPumpClient(ClientBase):
         return await asyncio.shield(task)
 
     async def run(self, operation: Operation[T]) -> T:
-        """Drive an operation of :mod:`programmer.operations` to its result."""
         async with self._lock:
             await self.open()
             await self._settle()
@@ -172,7 +171,6 @@ class AsyncPumpClient(ClientBase):
                 operation.close()
 
     async def request(self, request: m.Request) -> m.ResponseBody:
-        """Send any request; returns the response body or raises (low-level escape hatch)."""
 
         def one() -> Operation[m.ResponseBody]:
             body = yield request
@@ -183,49 +181,39 @@ class AsyncPumpClient(ClientBase):
     # -- session
 
     async def identify(self, versions: tuple[int, ...] = (1,)) -> PumpInfo:
-        """IDENTIFY (see :meth:`PumpClient.identify <programmer.client.PumpClient.identify>`)."""
         return await self.run(ops.identify(versions))
 
     async def authenticate(
         self, role: Role = Role.CLINICIAN, key: KeySource | None = None
     ) -> SessionDetails:
-        """Open an authenticated session (IDENTIFY first if not done yet)."""
         return await self.run(self._core.authenticate(role, key))
 
     async def connect(self, role: Role = Role.CLINICIAN, key: KeySource | None = None) -> PumpInfo:
-        """IDENTIFY, then authenticate when a key is known (see ``PumpClient.connect``)."""
         return await self.run(self._core.connect(role, key))
 
     async def end_session(self) -> None:
-        """END_SESSION."""
         await self.run(ops.end_session())
 
     # -- status
 
     async def interrogate(self) -> PumpStatus:
-        """INTERROGATE: the full status."""
         return await self.run(ops.interrogate())
 
     async def read_log_page(self, page: int) -> LogPage:
-        """One page of the event log (0 = newest) with the totals."""
         return await self.run(ops.read_log_page(page))
 
     async def read_log(self, page: int | None = None) -> list[LogRecord]:
-        """The entries of one page, or of every page (``page=None``); newest first."""
         return await self.run(ops.read_log(page))
 
     # -- settings
 
     async def set_clock(self, when: datetime) -> datetime:
-        """Set the pump clock; returns the clock before the change."""
         return await self.run(ops.set_clock(when))
 
     async def set_low_reservoir_alarm(self, volume_ml: float) -> None:
-        """Alarm when the estimated reservoir volume falls to ``volume_ml``."""
         await self.run(ops.set_low_reservoir_alarm(volume_ml))
 
     async def acknowledge_alarm(self, alarm: int | None = None) -> int:
-        """Acknowledge one alarm id or all; returns the count."""
         return await self.run(ops.acknowledge_alarm(alarm))
 
     # -- therapy
@@ -238,37 +226,30 @@ class AsyncPumpClient(ClientBase):
         confirm: Callable[[Program], bool] | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> Program:
-        """Transfer, verify and commit a therapy program (see ``PumpClient.program``)."""
         return await self.run(
             ops.program(program, commit=commit, confirm=confirm, chunk_bytes=chunk_bytes)
         )
 
     async def abort_program(self) -> None:
-        """PROGRAM_ABORT."""
         await self.run(ops.simple(m.ProgramAbortRequest()))
 
     async def bolus_clinician(
         self, dose_mcg: float, duration_min: int, then_resume: bool = True
     ) -> BolusResult:
-        """A clinician bolus on top of the basal."""
         return await self.run(ops.bolus(ops.clinician_bolus(dose_mcg, duration_min, then_resume)))
 
     async def prime(self, volume_ml: float | None = None) -> BolusResult:
-        """A priming bolus (``None``: the pump computes the volume)."""
         return await self.run(ops.bolus(m.PrimingBolus(ops.optional_nl(volume_ml))))
 
     async def bridge_bolus(
         self, volume_ml: float | None = None, old_concentration_mcg_per_ml: float | None = None
     ) -> BolusResult:
-        """A bridge bolus pushing the old drug out."""
         return await self.run(ops.bridge_bolus(volume_ml, old_concentration_mcg_per_ml))
 
     async def patient_bolus(self) -> BolusResult:
-        """A patient-activated bolus."""
         return await self.run(ops.bolus(m.PatientBolus()))
 
     async def cancel_bolus(self) -> int:
-        """Cancel every bolus in progress; returns how many."""
         return (await self.run(ops.bolus(m.CancelBolus()))).cancelled
 
     async def refill(
@@ -279,17 +260,14 @@ class AsyncPumpClient(ClientBase):
         aspirated_ml: float | None = None,
         bridge: bool = True,
     ) -> RefillResult:
-        """Record a refill (see ``PumpClient.refill``)."""
         return await self.run(
             ops.refill(volume_ml, drug, concentration_mcg_per_ml, aspirated_ml, bridge)
         )
 
     async def stop_therapy(self) -> None:
-        """Stop all delivery."""
         await self.run(ops.simple(m.StopTherapyRequest()))
 
     async def resume_therapy(self) -> None:
-        """Resume the programmed therapy."""
         await self.run(ops.simple(m.ResumeTherapyRequest()))
 
     # -- lifetime
@@ -323,3 +301,15 @@ class AsyncPumpClient(ClientBase):
                     _log.info("END_SESSION on close failed: %s", end_exc)
         finally:
             await self.close()
+
+
+def _document_twins() -> None:
+    """Each operation is documented once, on the blocking client; its async twin shows the
+    same text (so help() and IDEs show it on both)."""
+    for name, method in vars(AsyncPumpClient).items():
+        twin = getattr(PumpClient, name, None)
+        if callable(method) and not name.startswith("_") and method.__doc__ is None:
+            method.__doc__ = None if twin is None else twin.__doc__
+
+
+_document_twins()

@@ -464,6 +464,10 @@ def test_async_client_is_a_twin_of_the_blocking_one() -> None:
         assert callable(twin), name
         assert inspect.iscoroutinefunction(twin), name
         assert inspect.signature(twin).parameters == inspect.signature(attr).parameters, name
+        if name not in ("close", "__enter__", "__exit__"):
+            # Documented once, on the blocking client; the twin shows the same text.
+            assert twin.__doc__ == attr.__doc__, name
+            assert attr.__doc__, name
 
 
 async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:
