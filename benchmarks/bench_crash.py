@@ -104,17 +104,18 @@ def _client(pump: ServedInfo) -> PumpClient:
 
 
 def _check(pump: ServedInfo, acked: dict[str, Change], in_flight: Change | None) -> list[str]:
-    """The kinds whose last acknowledged change is missing after the restart."""
+    """The kinds whose last acknowledged change is missing after the restart (`acked` is
+    updated with the change in flight at the kill when the pump holds it)."""
     with _client(pump) as client:
         client.connect()
         status = client.interrogate()
     lost = []
+    if in_flight is not None and holds(status, in_flight):
+        # Applied and committed, only its answer was lost: it is what later checks expect.
+        acked[in_flight.kind] = in_flight
     for kind, change in acked.items():
-        if holds(status, change):
-            continue
-        if in_flight is not None and in_flight.kind == kind and holds(status, in_flight):
-            continue
-        lost.append(f"{kind}: acknowledged {change.value}, pump holds another value")
+        if not holds(status, change):
+            lost.append(f"{kind}: acknowledged {change.value}, pump holds another value")
     return lost
 
 
