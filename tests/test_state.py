@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -97,6 +97,41 @@ async def test_time_driven_changes_are_saved_at_a_clean_stop(tmp_path: Path) -> 
     assert second.now_h() == 100.0
     assert second.pumps[0].truth().reservoir_ml == reservoir
     await second.close()
+
+
+async def test_time_driven_changes_are_saved_periodically_while_running(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "farm.db"
+    farm = PumpFarm(
+        load_scenario("clinic-ready"),
+        port=PortSpec("null"),
+        speed=3600.0,
+        state=db,
+        save_every_s=0.01,
+    )
+    store = farm.store
+    assert store is not None
+    start_h = farm.now_h()
+    saved = asyncio.Event()
+    save = store.save
+
+    def watched(farm_h: float, pumps: Iterable[tuple[str, float, bytes]]) -> None:
+        save(farm_h, pumps)
+        if farm_h > start_h:
+            saved.set()
+
+    store.save = watched  # type: ignore[method-assign]
+    task = asyncio.create_task(farm.run())
+    await asyncio.wait_for(saved.wait(), 30)
+    # Read as after a kill: the first farm is neither stopped nor closed yet.
+    after = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0, state=db)
+    assert after.now_h() > start_h
+    assert after.pumps[0].now_h() > start_h  # the pump was saved with the clock
+    await after.close()
+    farm.stop()
+    await task
+    await farm.close()
 
 
 async def test_a_pump_missing_from_the_file_is_built_fresh(tmp_path: Path) -> None:
