@@ -17,6 +17,9 @@ from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import load_scenario
 from itpump.emulator.state import SCHEMA_VERSION, StateFileError, StateStore
 from itpump.programmer import Continuous, LogRecord, Program, PumpClient, PumpStatus
+from itpump.protocol import messages as m
+from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 from itpump.tools.cli import main
 
 pytestmark = pytest.mark.timeout(60)
@@ -132,6 +135,41 @@ async def test_time_driven_changes_are_saved_periodically_while_running(
     farm.stop()
     await task
     await farm.close()
+
+
+def test_a_reply_is_withheld_until_its_change_is_committed(tmp_path: Path) -> None:
+    db = tmp_path / "farm.db"
+    farm = _farm(db, "null")
+    served = farm.pumps[0]
+    pc = ProgrammerConnection(seeded_nonce_source(3), key=served.key)
+    clock = [0.0]
+
+    def send(request: m.Request) -> bytes:
+        return served.handler(pc.send(request, clock[0]))
+
+    for request in (m.IdentifyRequest(), pc.auth_begin(m.Role.CLINICIAN)):
+        pc.receive_data(send(request))
+        pc.next_event()
+    pc.receive_data(send(pc.auth_proof()))
+    pc.next_event()
+    store = farm.store
+    assert store is not None
+    save = store.save
+
+    def disk_full(farm_h: float, pumps: Iterable[tuple[str, float, bytes]]) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    store.save = disk_full  # type: ignore[method-assign]
+    # The pump acts, but the commit fails: no acknowledgement leaves.
+    assert send(m.SetAlarmThresholdsRequest(1_234_000)) == b""
+    store.save = save  # type: ignore[method-assign]
+    clock[0] += 60.0  # the programmer's response timer runs out: it retransmits
+    reply = served.handler(pc.poll(clock[0]))
+    assert reply  # answered from the pump's cache, now that the commit went through
+    pc.receive_data(reply)
+    assert isinstance(pc.next_event(), ResponseReceived)
+    again = _farm(db, "null")
+    assert again.pumps[0].reported().low_reservoir_threshold_ml == pytest.approx(1.234)
 
 
 async def test_a_pump_missing_from_the_file_is_built_fresh(tmp_path: Path) -> None:
