@@ -17,6 +17,7 @@ import sqlite3
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 from itpump import __version__
 
@@ -53,23 +54,25 @@ class StateStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.commits = 0
+        self._lock = _lock_exclusively(Path(f"{self.path}.lock"), self.path)
         try:
             # isolation_level=None: transactions are explicit (BEGIN ... COMMIT) below.
             self._db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
+            self._lock.close()
             raise StateFileError(f"{self.path}: cannot open the state file: {exc}") from None
         try:
             self._check_or_create()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as exc:
-            self._db.close()
+            self.close()
             raise StateFileError(
                 f"{self.path}: not an itpump state file ({exc}); name a new file or one "
                 "`itpump serve --state` wrote"
             ) from None
         except StateFileError:
-            self._db.close()
+            self.close()
             raise
 
     def _check_or_create(self) -> None:
@@ -140,3 +143,30 @@ class StateStore:
     def close(self) -> None:
         """Close the file (a later `StateStore` on the same path reads what was committed)."""
         self._db.close()
+        self._lock.close()  # releases the lock
+
+
+def _lock_exclusively(lock_path: Path, path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on `lock_path` until the returned file is closed.
+
+    Two servers on one state file would overwrite each other's pumps; the kernel drops the
+    lock when its process dies, so a restart after SIGKILL is never locked out. A lock file
+    beside the database (not the database itself) keeps it apart from SQLite's own locks.
+    Where `fcntl` does not exist (Windows) nothing is locked.
+    """
+    try:
+        lock = open(lock_path, "ab")  # noqa: SIM115 - kept open: the lock lives with it
+    except OSError as exc:
+        raise StateFileError(f"{path}: cannot create the lock file {lock_path}: {exc}") from None
+    try:
+        import fcntl
+    except ImportError:
+        return lock
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise StateFileError(
+            f"{path}: in use by another itpump serve (or farm); stop it, or name another file"
+        ) from None
+    return lock

@@ -31,6 +31,13 @@ def _farm(state: Path, port: str = "tcp") -> PumpFarm:
     return PumpFarm(load_scenario("clinic-ready"), port=PortSpec(port), speed=0.0, state=state)
 
 
+def _let_go(farm: PumpFarm) -> None:
+    """Close the farm's state file without saving, as a SIGKILL would leave it."""
+    assert farm.store is not None
+    farm.store.close()
+    farm.store = None
+
+
 @asynccontextmanager
 async def _serving(farm: PumpFarm) -> AsyncIterator[PumpFarm]:
     await farm.start()
@@ -70,8 +77,9 @@ async def test_a_new_farm_on_the_state_file_has_every_acknowledged_change(
         served = first.pumps[0]
         seen, log = await asyncio.to_thread(_visit, served.url, served.key)
         clock_h, pump_h = first.now_h(), served.now_h()
-        # The first farm is never closed (closing saves everything): what the second one
-        # finds is what the commits before each reply put there, as after a kill.
+        # As at a kill: the first farm's file is let go without the save a clean stop makes,
+        # so what the second farm finds is what the commits before each reply put there.
+        _let_go(first)
         second = _farm(db)
         async with _serving(second):
             again = second.pumps[0]
@@ -127,13 +135,13 @@ async def test_time_driven_changes_are_saved_periodically_while_running(
     store.save = watched  # type: ignore[method-assign]
     task = asyncio.create_task(farm.run())
     await asyncio.wait_for(saved.wait(), 30)
-    # Read as after a kill: the first farm is neither stopped nor closed yet.
+    farm.stop()
+    await task
+    _let_go(farm)  # as at a kill: no save at the stop
     after = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0, state=db)
     assert after.now_h() > start_h
     assert after.pumps[0].now_h() > start_h  # the pump was saved with the clock
     await after.close()
-    farm.stop()
-    await task
     await farm.close()
 
 
@@ -168,6 +176,7 @@ def test_a_reply_is_withheld_until_its_change_is_committed(tmp_path: Path) -> No
     assert reply  # answered from the pump's cache, now that the commit went through
     pc.receive_data(reply)
     assert isinstance(pc.next_event(), ResponseReceived)
+    _let_go(farm)
     again = _farm(db, "null")
     assert again.pumps[0].reported().low_reservoir_threshold_ml == pytest.approx(1.234)
 
@@ -207,6 +216,15 @@ def test_a_file_of_another_format_or_version_is_refused_in_one_line(tmp_path: Pa
         db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION + 1,))
     with pytest.raises(StateFileError, match=f"reads version {SCHEMA_VERSION} only"):
         StateStore(newer)
+
+
+def test_a_state_file_in_use_is_refused_and_free_again_after_close(tmp_path: Path) -> None:
+    db = tmp_path / "farm.db"
+    first = StateStore(db)
+    with pytest.raises(StateFileError, match="in use by another itpump serve"):
+        StateStore(db)
+    first.close()
+    StateStore(db).close()
 
 
 def test_serve_refuses_a_foreign_state_file_with_one_line_and_exit_2(
