@@ -7,7 +7,7 @@ each pump's truth (`farm.pumps[i].pump.truth()`) while programmer software talks
 from __future__ import annotations
 
 import asyncio
-import copy
+import functools
 import logging
 import math
 import time
@@ -24,6 +24,7 @@ from itpump.emulator.pump import CountingEnvironment, EmulatedPump, Truth
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.runtime import SimRuntime
 from itpump.emulator.scenario import Scenario
+from itpump.emulator.state import StateFileError, StateStore
 from itpump.emulator.telemetry import TelemetryEndpoint
 from itpump.emulator.transports import (
     LinkConfig,
@@ -80,14 +81,38 @@ class _SyncedEndpoint:
 
     `endpoint` is replaced when the pump behind it is (snapshot restore, reset); the
     transport keeps calling the same object.
+
+    With `commit` set (a farm with a state file), the pump's state is committed after the
+    endpoint answered a request and before the reply is returned to the transport: a reply
+    leaves only once what it acknowledges is on disk. If the commit fails the pump stays
+    silent (the programmer retransmits; the retransmission is answered only after a commit
+    succeeds), so an acknowledgement never outruns the file.
     """
 
     def __init__(self, endpoint: TelemetryEndpoint, runtime: SimRuntime) -> None:
         self.endpoint = endpoint
         self._runtime = runtime
+        self.commit: Callable[[], None] | None = None
+        self._dirty = False
 
     def __call__(self, data: bytes, /) -> bytes:
-        return self._runtime.call(lambda: self.endpoint(data))
+        return self._runtime.call(lambda: self._answer(data))
+
+    def _answer(self, data: bytes) -> bytes:
+        endpoint = self.endpoint
+        answered = endpoint.requests_answered
+        reply = endpoint(data)
+        if self.commit is None:
+            return reply
+        self._dirty = self._dirty or endpoint.requests_answered != answered
+        if self._dirty and reply:
+            try:
+                self.commit()
+            except Exception:
+                log.exception("pump %s: state not committed; reply withheld", endpoint.pump.serial)
+                return b""
+            self._dirty = False
+        return reply
 
     def link_closed(self) -> None:
         self.endpoint.link_closed()
@@ -100,12 +125,21 @@ class SnapshotLimitError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class PumpSnapshot:
     """A pump's whole state at one instant (hardware, firmware memory, history, pending
-    scenario actions), kept in memory by the farm; restore it any number of times."""
+    scenario actions), kept in memory by the farm; restore it any number of times.
+
+    `state` is `ScenarioRun.to_bytes()`, the format `itpump serve --state` stores: write it
+    to a file and `ScenarioRun.from_bytes` reads it back (trusted input only: a pickle).
+    """
 
     id: str
     serial: str
     t_h: float  # pump-local simulated time when taken
-    run: ScenarioRun  # detached: belongs to no world
+    state: bytes
+
+    @property
+    def run(self) -> ScenarioRun:
+        """A new detached run in the snapshot's state (each call decodes a fresh one)."""
+        return ScenarioRun.from_bytes(self.state)
 
 
 class ServedPump:
@@ -182,6 +216,7 @@ class ServedPump:
         """Start a hardware fault now (`FaultError` names the parameter and range)."""
         fault = Fault.make(kind, value)
         self._call(lambda: self.pump.inject(fault))
+        self._farm.commit(self)
         return fault
 
     def clear(self, kind: str) -> bool:
@@ -191,7 +226,9 @@ class ServedPump:
         except ValueError:
             allowed = ", ".join(k.value for k in FaultKind)
             raise FaultError(f"unknown fault kind {kind!r}; allowed: {allowed}") from None
-        return self._call(lambda: self.pump.clear(fault_kind))
+        removed = self._call(lambda: self.pump.clear(fault_kind))
+        self._farm.commit(self)
+        return removed
 
     def lift_head(self) -> None:
         """Lift the telemetry head off the pump: bytes vanish both ways, the session ends."""
@@ -225,7 +262,7 @@ class ServedPump:
             raise ValueError(
                 f"snapshot {snapshot.id} is of pump {snapshot.serial}, not {self.serial}"
             )
-        self._replace(copy.deepcopy(snapshot.run))
+        self._replace(snapshot.run)
 
     def reset(self) -> None:
         """Replace the pump with a fresh one in its scenario's state after the farm's warm-up:
@@ -245,6 +282,7 @@ class ServedPump:
             old.link_closed()
 
         self._call(swap)
+        farm.commit(self)
 
     def describe(self) -> dict[str, Any]:
         """One JSON-able line for `itpump serve --json`."""
@@ -286,6 +324,12 @@ class AlarmStop:
         return self.pumps[0].alarms
 
 
+DEFAULT_SAVE_EVERY_S = 5.0
+"""Real seconds between saves of every pump while a farm with a state file runs."""
+
+SAVE_BATCH = 32
+"""Pumps saved per event-loop turn by the periodic save (about 1 ms each)."""
+
 ADVANCE_SLICE_S = 0.02
 """Real seconds an advance runs before it lets the event loop serve telemetry and requests."""
 
@@ -314,6 +358,8 @@ class PumpFarm:
         pace: bool = False,
         clock: Callable[[], float] = time.monotonic,
         capture: str | Path | None = None,
+        state: str | Path | None = None,
+        save_every_s: float = DEFAULT_SAVE_EVERY_S,
     ) -> None:
         """`speed` is simulated seconds per real second (0: stepped by the rig, None: as
         fast as possible); `turnaround` applies the profile's reply turnaround delay (off:
@@ -322,14 +368,28 @@ class PumpFarm:
         set-up is done when the first programmer connects; `pace` paces bytes at the
         profile's baud rate unless `link_config` sets one; `clock` is the real-time clock
         (seconds; injectable for tests); `capture` records every telemetry byte to that
-        pcapng file (docs/capture.md)."""
+        pcapng file (docs/capture.md).
+
+        `state` keeps every pump's whole state in that SQLite file (`emulator/state.py`):
+        when the file holds a farm, its clock and each stored pump (by serial) continue where
+        they were committed, no warm-up; pumps not in it are built fresh, warmed up on their
+        own. A pump is committed before each telemetry reply it sends, after each rig change,
+        after each advance, every `save_every_s` real seconds while `run()` runs, and at
+        `close()`. `StateFileError` for a file of another format or version."""
         if not (warmup_h >= 0 and math.isfinite(warmup_h)):
             raise ValueError(f"warmup_h must be >= 0 and finite (got {warmup_h})")
         if count < 1:
             raise ValueError(f"count must be >= 1 (got {count})")
+        if not save_every_s > 0:
+            raise ValueError(f"save_every_s must be > 0 (got {save_every_s})")
         self.port = port or PortSpec("pty")
         self.scenario = scenario
-        self.env = CountingEnvironment()
+        self.store = None if state is None else StateStore(state)
+        self.save_every_s = save_every_s
+        resumed_h = None if self.store is None else self.store.farm_h()
+        # A resumed farm's world starts at the committed clock: every pump's epoch, the
+        # runtime's anchor and the rig's view of time continue from there.
+        self.env = CountingEnvironment(resumed_h or 0.0)
         self.runtime = SimRuntime(self.env, speed=speed, clock=clock)
         self._clock = clock
         self.warmup_h = warmup_h
@@ -354,7 +414,11 @@ class PumpFarm:
         for i in range(count):
             header_serial = scenario.scenario.serial
             serial = f"{header_serial}-{i}" if header_serial and count > 1 else None
-            run = self.build_run(base_seed + i, serial, warm=False)
+            run = (
+                self.build_run(base_seed + i, serial, warm=False)
+                if resumed_h is None
+                else self._resumed_run(base_seed + i, serial)
+            )
             pump = run.pump
             pump.on_alarm = self.on_pump_alarm
             key = derive_pump_key(master_key, pump.serial)
@@ -372,14 +436,17 @@ class PumpFarm:
                 emulation,
                 base_seed + i,
             )
+            synced.commit = functools.partial(self.commit, served)
             self.pumps.append(served)
             self._by_serial[pump.serial] = served
         if capture is not None:
             self.capture.start(capture)
 
-        if warmup_h > 0:
+        if warmup_h > 0 and resumed_h is None:
             self.runtime.advance_to(warmup_h)
             self.runtime.skipped_s = 0.0  # the warm-up happened before any session
+        # Committed at once: a farm killed before its first request restarts from here.
+        self.save_all()
 
     # ------------------------------------------------------------------ building
     def build_run(self, seed: int, serial: str | None, *, warm: bool) -> ScenarioRun:
@@ -393,6 +460,68 @@ class PumpFarm:
             env.run(until=self.warmup_h)
             run.pump.truth()  # the hardware's own time is the pump's time when attached
         return run
+
+    def _resumed_run(self, seed: int, serial: str | None) -> ScenarioRun:
+        """The stored pump with this seed's serial, attached to the farm's world with its own
+        clock continuing; a fresh warmed-up one when the file does not hold it."""
+        assert self.store is not None
+        found = ScenarioRun.serial_for(self.scenario, seed, self._profile, serial)
+        data = self.store.load(found)
+        if data is None:
+            run = self.build_run(seed, serial, warm=True)
+        else:
+            try:
+                run = ScenarioRun.from_bytes(data)
+            except Exception as exc:
+                raise StateFileError(
+                    f"{self.store.path}: pump {found}: stored state unreadable by this itpump "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+        run.attach(self.env)
+        return run
+
+    # ------------------------------------------------------------------ persistence
+    def commit(self, served: ServedPump) -> None:
+        """Store `served`'s whole state now and the farm's clock (no-op without a state
+        file); when this returns the state is in the file."""
+        if self.store is not None:
+            self._save((served,))
+
+    def save_all(self) -> None:
+        """Store every pump's whole state now in one transaction (no-op without a file)."""
+        if self.store is not None:
+            self._save(self.pumps)
+
+    def _save(self, pumps: tuple[ServedPump, ...] | list[ServedPump]) -> None:
+        store = self.store
+        assert store is not None
+
+        def collect() -> tuple[float, list[tuple[str, float, bytes]]]:
+            rows = [(p.serial, p.pump.now_h, p.run.to_bytes()) for p in pumps]
+            return float(self.env.now), rows
+
+        farm_h, rows = self.runtime.call(collect)
+        store.save(farm_h, rows)
+
+    async def _save_periodically(self) -> None:
+        # Time alone changes pumps (delivery, battery, alarms): without a request to commit
+        # them, they are saved every `save_every_s` real seconds, a few pumps per loop turn
+        # so that a large farm does not hold up telemetry. A pass is skipped when simulated
+        # time has not moved (stepped: requests and advances commit what changed), and the
+        # wait grows with the pass's cost so saving takes at most ~10 % of the loop (about
+        # 1-2 ms a pump: 1000 pumps are saved every 10-20 s, not every 5 s).
+        wait_s = self.save_every_s
+        saved_at_h = float(self.env.now)
+        while True:
+            await asyncio.sleep(wait_s)
+            if self.runtime.now_h() == saved_at_h:
+                continue
+            saved_at_h = self.runtime.now_h()
+            started = time.perf_counter()
+            for start in range(0, len(self.pumps), SAVE_BATCH):
+                self._save(self.pumps[start : start + SAVE_BATCH])
+                await asyncio.sleep(0)
+            wait_s = max(self.save_every_s, 9.0 * (time.perf_counter() - started))
 
     def make_endpoint(self, pump: EmulatedPump, key: bytes) -> TelemetryEndpoint:
         """A telemetry endpoint for `pump`; its session clock jumps when the rig advances
@@ -438,6 +567,7 @@ class PumpFarm:
         """
         _check_hours("hours", hours)
         self.runtime.advance_by(hours)
+        self.save_all()
         return float(self.env.now)
 
     def advance_until_alarm(
@@ -451,7 +581,9 @@ class PumpFarm:
         target = self._start_watch(limit_h, serial)
         try:
             self.runtime.advance_to(target, stop=lambda: bool(self._alarm_hits))
-            return float(self.env.now), self._finish_watch()
+            stop = self._finish_watch()
+            self.save_all()
+            return float(self.env.now), stop
         finally:
             self._watching = False
 
@@ -463,6 +595,7 @@ class PumpFarm:
         async with self._advance_lock:
             target = max(self.runtime.now_h(), float(self.env.now)) + hours
             await self._advance_in_slices(target, slice_s, lambda: False)
+            self.save_all()
             return float(self.env.now)
 
     async def advance_until_alarm_async(
@@ -473,7 +606,9 @@ class PumpFarm:
             target = self._start_watch(limit_h, serial)
             try:
                 await self._advance_in_slices(target, slice_s, lambda: bool(self._alarm_hits))
-                return float(self.env.now), self._finish_watch()
+                stop = self._finish_watch()
+                self.save_all()
+                return float(self.env.now), stop
             finally:
                 self._watching = False
 
@@ -538,11 +673,9 @@ class PumpFarm:
             raise SnapshotLimitError(
                 f"the farm keeps at most {self.MAX_SNAPSHOTS} snapshots; delete one first"
             )
-        run = self.runtime.call(served.run.copy_detached)
+        t_h, state = self.runtime.call(lambda: (served.pump.now_h, served.run.to_bytes()))
         self._snapshot_counter += 1
-        snap = PumpSnapshot(
-            f"{served.serial}.{self._snapshot_counter}", served.serial, run.pump.hardware.t_h, run
-        )
+        snap = PumpSnapshot(f"{served.serial}.{self._snapshot_counter}", served.serial, t_h, state)
         self._snapshots[snap.id] = snap
         return snap
 
@@ -591,8 +724,16 @@ class PumpFarm:
         return self.pumps
 
     async def run(self, until_h: float | None = None) -> None:
-        """Drive simulated time (until `until_h`, `stop()` or cancellation)."""
-        await self.runtime.run(until_h)
+        """Drive simulated time (until `until_h`, `stop()` or cancellation); with a state
+        file, every pump is also saved every `save_every_s` real seconds meanwhile."""
+        if self.store is None:
+            await self.runtime.run(until_h)
+            return
+        saver = asyncio.create_task(self._save_periodically())
+        try:
+            await self.runtime.run(until_h)
+        finally:
+            saver.cancel()
 
     def stop(self) -> None:
         """Make `run()` return."""
@@ -607,12 +748,17 @@ class PumpFarm:
         return self.capture.stop()
 
     async def close(self) -> None:
-        """Close every port (and remove symlinks); finish any capture."""
+        """Close every port (and remove symlinks); finish any capture; save every pump and
+        close the state file."""
         self.capture.stop()
         for served in self.pumps:
             transport = served.transport
             if isinstance(transport, PumpTransport):
                 await transport.close()
+        if self.store is not None:
+            self.save_all()  # after the ports: no request can change a pump any more
+            self.store.close()
+            self.store = None
 
     async def __aenter__(self) -> PumpFarm:
         await self.start()

@@ -6,6 +6,7 @@ import copy
 import datetime as dt
 import logging
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,9 +183,7 @@ class ScenarioRun:
         # The label model (baclofen) stands for any drug name in the reservoir.
         self.pk_model = PKModel.baclofen_default(weight_kg=scenario.patient.weight_kg)
         implant = scenario.implant
-        serial = (
-            serial or header.serial or f"{self.profile.serial_prefix}-{self.seed % 1_000_000:06d}"
-        )
+        serial = ScenarioRun.serial_for(scenario, self.seed, self.profile, serial)
         self.pump = EmulatedPump(
             self.env,
             self.profile,
@@ -256,6 +255,53 @@ class ScenarioRun:
         twin._detached = True
         twin.pump._detached = True
         return twin
+
+    def to_bytes(self) -> bytes:
+        """The run's whole state now, as `copy_detached` would copy it, pickled: the format
+        of snapshots and of `itpump serve --state` (`emulator/state.py`).
+
+        Pickles the live run with its links to the world (environment, scenario player, alarm
+        listener) left out for the duration, which costs a fraction of a deep copy.
+        """
+        pump = self.pump
+        pump.truth()  # bring hardware and recorder to now before saving
+        kept = self.env, self.result.env, self._player, pump.env, pump.on_alarm
+        # None stands in for the world while pickling; put back in `finally`, so a failing
+        # pickle never leaves the live run without its world.
+        self.env = self.result.env = pump.env = None  # type: ignore[assignment]
+        self._player = pump.on_alarm = None
+        try:
+            return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        finally:
+            self.env, self.result.env, self._player, pump.env, pump.on_alarm = kept
+
+    @staticmethod
+    def from_bytes(data: bytes) -> ScenarioRun:
+        """A detached run from `to_bytes` output; `attach` puts it into a world.
+
+        Unpickling runs code named by the data: only load bytes this program wrote (a
+        snapshot, or a state file the user trusts).
+        """
+        run = pickle.loads(data)  # trusted input: see the docstring
+        if not isinstance(run, ScenarioRun):
+            raise TypeError(f"not a pump state: a pickled {type(run).__name__}")
+        run._detached = True
+        run.pump._detached = True
+        return run
+
+    @staticmethod
+    def serial_for(
+        scenario: Scenario, seed: int | None, profile: DeviceProfile | None, serial: str | None
+    ) -> str:
+        """The serial number `ScenarioRun(scenario, seed, profile, serial=serial)` gives its
+        pump, without building it (to find a stored pump by serial)."""
+        header = scenario.scenario
+        given = serial or header.serial
+        if given:
+            return given
+        seed = header.seed if seed is None else seed
+        prefix = (profile or load_profile(header.profile)).serial_prefix
+        return f"{prefix}-{seed % 1_000_000:06d}"
 
     def attach(self, env: CountingEnvironment) -> None:
         """Put a detached run into `env`: its pump and its remaining actions act there."""

@@ -104,6 +104,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="start with simulated time frozen: it moves only when the rig advances it "
         "(POST /clock/advance); needs --control",
     )
+    parser.add_argument(
+        "--state",
+        metavar="PATH",
+        help="keep every pump's whole state in this SQLite file: committed before each "
+        "telemetry reply, after each control change, every few seconds and at stop; an "
+        "existing file resumes the pumps and the clock where they were (trusted input: "
+        "point it only at files itpump wrote)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
     parser.add_argument(
         "--capture",
@@ -196,6 +204,7 @@ def battery_warning(
 def run(args: argparse.Namespace) -> int:
     """Build the farm and serve until signalled."""
     from itpump.emulator.farm import PortSpec, PortSpecError, PumpFarm, serve_until_signalled
+    from itpump.emulator.state import StateFileError
     from itpump.emulator.transports import (
         PTY_AVAILABLE,
         PTY_UNAVAILABLE_MESSAGE,
@@ -262,26 +271,32 @@ def run(args: argparse.Namespace) -> int:
             open(args.capture, "ab").close()  # fail here, not inside the farm, on a bad path
         except (OSError, ValueError) as exc:
             raise UsageError(f"--capture: cannot write {args.capture!r}: {exc}") from None
+    if args.state is not None and (not args.state or Path(args.state).is_dir()):
+        raise UsageError(f"--state: name a file (got {args.state!r})")
     link_config = None
     if args.baud or args.corruption:
         link_config = LinkConfig(
             baud=args.baud or None, corruption_rate=args.corruption, seed=args.seed or 0
         )
-    farm = PumpFarm(
-        scenario,
-        count=args.count,
-        port=port,
-        speed=speed,
-        seed=args.seed,
-        link_path=args.link,
-        link_config=link_config,
-        profile=profile,
-        master_key=args.master_key.encode() if args.master_key else DEFAULT_MASTER_KEY,
-        allow_unauthenticated=True if args.allow_unauthenticated else None,
-        warmup_h=warmup_h,
-        pace=args.baud is None,
-        capture=args.capture,
-    )
+    try:
+        farm = PumpFarm(
+            scenario,
+            count=args.count,
+            port=port,
+            speed=speed,
+            seed=args.seed,
+            link_path=args.link,
+            link_config=link_config,
+            profile=profile,
+            master_key=args.master_key.encode() if args.master_key else DEFAULT_MASTER_KEY,
+            allow_unauthenticated=True if args.allow_unauthenticated else None,
+            warmup_h=warmup_h,
+            pace=args.baud is None,
+            capture=args.capture,
+            state=args.state,
+        )
+    except StateFileError as exc:
+        raise UsageError(f"--state: {exc}") from None
 
     def ready(pumps: list[ServedPump], control_url: str | None) -> None:
         for served in pumps:
