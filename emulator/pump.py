@@ -111,6 +111,7 @@ class EmulatedPump:
         battery_initial_fraction: float = 1.0,
         record: bool = True,
         patient: LivePatient | None = None,
+        history_window_h: float | None = None,
     ) -> None:
         self.env = env
         # Pump-local time is `env.now - epoch_h`: zero for a pump built with its world; a pump
@@ -119,7 +120,13 @@ class EmulatedPump:
         self.epoch_h = 0.0
         self.profile = profile
         self.serial = serial
-        self.recorder: Recorder | None = Recorder() if record else None
+        # `history_window_h`: keep only that much recorded history (a served pump runs for
+        # ever); the patient's PK model lets the recorder carry the state across the cut.
+        self.recorder: Recorder | None = (
+            Recorder(history_window_h, None if patient is None else patient.model)
+            if record
+            else None
+        )
         self.patient = patient  # fed the drug leaving the tip as the simulation runs
         self.hardware = PumpHardware(
             profile,
