@@ -349,12 +349,13 @@ class EmulatedPump:
                     self.firmware.on_motor_stall()
                 else:
                     self.firmware.on_motor_recovered()
-        self._record()
-        self._track_alarms()
+        # The active alarms, read once for the history and the rig's alarm watch.
+        ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
+        self._record(ids)
+        self._track_alarms(ids)
         self._arm()
 
-    def _track_alarms(self) -> None:
-        ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
+    def _track_alarms(self, ids: frozenset[int]) -> None:
         if ids == self._alarm_ids:
             return
         new = ids - self._alarm_ids
@@ -364,15 +365,17 @@ class EmulatedPump:
             if self.on_alarm is not None:
                 self.on_alarm(self, new)
 
-    def _record(self) -> None:
+    def _record(self, alarm_ids: frozenset[int] | None = None) -> None:
         if self.recorder is None:
             return
         hw = self.hardware
         now = self.now_h
         self.recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
+        if alarm_ids is None:
+            alarm_ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
         mask = 0
-        for alarm in self.firmware.alarms.active():
-            mask |= 1 << int(alarm.alarm)
+        for alarm_id in alarm_ids:
+            mask |= 1 << alarm_id
         self.recorder.add_firmware(
             now,
             self.firmware.reservoir_estimate_ml(),
