@@ -63,3 +63,26 @@ def test_unbounded_recorder_is_the_default_and_window_must_be_positive() -> None
     assert Recorder().window_h is None
     with pytest.raises(ValueError, match="window_h"):
         Recorder(0.0)
+
+
+async def test_a_served_pump_keeps_a_bounded_history_its_charts_can_read() -> None:
+    from itpump.emulator.control.views import history_view
+    from itpump.emulator.farm import PortSpec, PumpFarm
+    from itpump.emulator.scenario import load_scenario
+
+    farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0)
+    assert farm.history_days == 30.0
+    farm.advance(24.0 * 70)  # past twice the window: the first trim has happened
+    pump = farm.pumps[0].pump
+    recorder = pump.recorder
+    assert recorder is not None
+    assert recorder.window_h == 30 * 24.0
+    assert recorder.start_h > 24.0 * 10
+    assert recorder.origin_pk_state is not None
+    assert pump.patient is not None
+    view = history_view(recorder, pump.now_h, 500.0, pk_model=pump.patient.model, points=20)
+    assert view["t_h"][0] == pytest.approx(recorder.start_h, abs=1e-4)
+    # The chart's last concentration is the live patient's (the chart rounds to 3 decimals).
+    live = pump.concentrations()
+    assert live is not None
+    assert view["csf_lumbar_ng_per_ml"][-1] == pytest.approx(live.csf_lumbar_ng_per_ml, abs=1e-3)
