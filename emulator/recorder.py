@@ -118,7 +118,17 @@ class Recorder:
         self.tissue_bolus_mcg.append(mass_mcg)
 
     def add_truth(self, t_h: float, reservoir_ml: float, battery_fraction: float) -> None:
-        """Truth at a breakpoint."""
+        """Truth at a breakpoint (an exact repeat of the last point is not stored again)."""
+        # The hardware reports a breakpoint where a gap ends and the pump then records the
+        # same instant after its event: the repeat carries nothing (half the truth points).
+        t = self.truth_t_h
+        if (
+            t
+            and t[-1] == t_h
+            and self.truth_reservoir_ml[-1] == reservoir_ml
+            and self.truth_battery_fraction[-1] == battery_fraction
+        ):
+            return
         self.revision += 1
         self.truth_t_h.append(t_h)
         self.truth_reservoir_ml.append(reservoir_ml)
