@@ -340,6 +340,12 @@ class PumpFarm:
     MAX_SNAPSHOTS = 256
     """Snapshots kept at once (each is a whole pump); delete one to take another."""
 
+    history_days: float | None = 30.0
+    """Simulated days of recorded history each served pump keeps (charts, concentrations from
+    the history); older history is dropped in batches, so a pump holds at most about twice
+    this. None keeps everything (~2 MB per pump-year). Read when a pump is built: set it on
+    the class (or a subclass) before building a farm; `itpump simulate` keeps everything."""
+
     def __init__(
         self,
         scenario: Scenario,
@@ -454,7 +460,13 @@ class PumpFarm:
         own (a reset pump), to be attached to the farm's world."""
         env = CountingEnvironment() if warm else self.env
         run = ScenarioRun(
-            self.scenario, seed, self._profile, live_pk=True, env=env, serial=serial
+            self.scenario,
+            seed,
+            self._profile,
+            live_pk=True,
+            env=env,
+            serial=serial,
+            history_window_h=None if self.history_days is None else self.history_days * 24.0,
         )
         if warm and self.warmup_h > 0:
             env.run(until=self.warmup_h)

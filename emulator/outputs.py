@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import math
@@ -48,23 +47,35 @@ def alarm_names(mask: float) -> str:
 
 
 def write_timeseries_csv(path: Path, result: RunResult, columns: dict[str, FloatArray]) -> None:
-    """One row per sample; times as hours and as UTC wall-clock."""
+    """One row per sample; times as hours and as UTC wall-clock.
+
+    Formatted a column at a time (the same `%.12g` / `%.9g` text and CRLF rows as the csv
+    module writes): a per-row writer was ~0.1 s of a one-year `itpump simulate`.
+    """
     start = result.scenario.scenario.start
     names = [n for n in columns if n not in ("time_h", "alarm_mask")]
+    times = np.asarray(columns["time_h"], dtype=np.float64)
+    masks = np.asarray(columns["alarm_mask"])
+    alarm_text = {m: alarm_names(m) for m in np.unique(masks).tolist()}
+    fields = [
+        np.char.mod("%.12g", times).tolist(),
+        _utc_stamps(start, times),
+        *(np.char.mod("%.9g", np.asarray(columns[n], dtype=np.float64)).tolist() for n in names),
+        [alarm_text[m] for m in masks.tolist()],
+    ]
+    header = ",".join(["time_h", "time_utc", *names, "alarms"])
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["time_h", "time_utc", *names, "alarms"])
-        times = columns["time_h"]
-        for i, t in enumerate(times):
-            stamp = (start + dt.timedelta(hours=float(t))).strftime("%Y-%m-%dT%H:%M:%SZ")
-            writer.writerow(
-                [
-                    f"{t:.12g}",
-                    stamp,
-                    *(f"{columns[n][i]:.9g}" for n in names),
-                    alarm_names(columns["alarm_mask"][i]),
-                ]
-            )
+        fh.write(header + "\r\n")
+        fh.writelines(",".join(row) + "\r\n" for row in zip(*fields, strict=True))
+
+
+def _utc_stamps(start: dt.datetime, times_h: FloatArray) -> list[str]:
+    # As `(start + timedelta(hours=t)).strftime("%Y-%m-%dT%H:%M:%SZ")` (start's own wall clock,
+    # offsets rounded to the microsecond, the stamp truncated to the second), vectorised.
+    base = np.datetime64(start.replace(tzinfo=None), "us")
+    offsets_us = np.round(times_h * 3_600_000_000.0).astype("timedelta64[us]")
+    stamps = np.datetime_as_string((base + offsets_us).astype("datetime64[s]"), unit="s")
+    return [f"{s}Z" for s in stamps.tolist()]
 
 
 def first_truly_empty_h(result: RunResult) -> float | None:

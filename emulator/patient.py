@@ -58,7 +58,7 @@ def contiguous_segments(recorder: Recorder) -> tuple[FloatArray, FloatArray, Flo
     csf = np.asarray(recorder.seg_csf_mcg_per_h)
     tissue = np.asarray(recorder.seg_tissue_mcg_per_h)
     if len(t0) == 0:
-        return np.zeros(1), np.zeros(1), np.zeros(1)
+        return np.full(1, recorder.start_h), np.zeros(1), np.zeros(1)
     # After each segment, a zero-rate segment that the next start (or nothing) supersedes.
     starts = np.empty(2 * len(t0))
     starts[0::2] = t0
@@ -76,7 +76,10 @@ def contiguous_segments(recorder: Recorder) -> tuple[FloatArray, FloatArray, Flo
 def concentration_columns(
     model: PKModel, recorder: Recorder, times_h: npt.ArrayLike
 ) -> dict[str, FloatArray]:
-    """CSF lumbar / cisternal, plasma and effect-site concentrations at `times_h`."""
+    """CSF lumbar / cisternal, plasma and effect-site concentrations at `times_h`.
+
+    With a bounded recorder, `times_h` must not precede `recorder.start_h`.
+    """
     starts, csf, tissue = contiguous_segments(recorder)
     prediction = model.predict(
         DoseSchedule(
@@ -88,6 +91,8 @@ def concentration_columns(
             bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_mcg),
         ),
         np.asarray(times_h, dtype=np.float64),
+        # A bounded recorder carries the patient's state at the start of what it kept.
+        initial_state=recorder.origin_pk_state,
     )
     values = prediction.as_dict()
     return {name: values[name] for name in CONCENTRATION_COLUMNS}

@@ -2,15 +2,25 @@
 
 Between two recorded points every quantity is linear (volumes) or constant (rates, alarms), so
 resampling onto any grid afterwards is exact; nothing is sampled on a timer during the run.
+
+A bounded recorder (`window_h`) keeps only the last stretch of history (a served pump would
+otherwise grow ~2 MB per simulated year). What the dropped part contributed is folded into
+its origin: the cumulative doses, the alarms still raised and, given the PK model, the
+patient's state, so everything resampled after `start_h` is exactly as if nothing was dropped.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from itpump.emulator.pk import PKModel, PKState
 
 FloatArray = NDArray[np.float64]
 
@@ -45,9 +55,27 @@ def interp_right(
 
 
 class Recorder:
-    """Append-only columns; `grid()` turns them into evenly spaced samples."""
+    """Append-only columns; `grid()` turns them into evenly spaced samples.
 
-    def __init__(self) -> None:
+    `window_h` None (the default, `itpump simulate`) keeps everything. Otherwise the history
+    is trimmed to at least the last `window_h` hours, in batches once it spans twice that
+    (amortised O(1) per point, at most ~2 x `window_h` held). `pk_model` lets the recorder
+    carry the patient's PK state across what it drops (`origin_pk_state`).
+    """
+
+    def __init__(self, window_h: float | None = None, pk_model: PKModel | None = None) -> None:
+        if window_h is not None and not window_h > 0:
+            raise ValueError(f"window_h must be > 0 or None (got {window_h!r})")
+        self.window_h = window_h
+        self._pk_model = pk_model
+        # Where the retained history starts, and what happened before it.
+        self.start_h = 0.0
+        self.origin_csf_mcg = 0.0
+        self.origin_tissue_mcg = 0.0
+        self.origin_pk_state: PKState | None = None
+        # Bumped at every point added: a cheap "has anything changed" for the dashboard
+        # (lengths alone can repeat once the history is trimmed).
+        self.revision = 0
         # Tip history: drug rates leaving to CSF (catheter tip) and to tissue, piecewise constant.
         self.seg_t0_h: list[float] = []
         self.seg_t1_h: list[float] = []
@@ -69,6 +97,7 @@ class Recorder:
 
     def add_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
         """One piece of the tip history (merged with the previous one when seamless and equal)."""
+        self.revision += 1
         if (
             self.seg_t1_h
             and self.seg_t1_h[-1] == t0_h
@@ -84,11 +113,23 @@ class Recorder:
 
     def add_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
         """An instantaneous amount reached tissue."""
+        self.revision += 1
         self.tissue_bolus_t_h.append(t_h)
         self.tissue_bolus_mcg.append(mass_mcg)
 
     def add_truth(self, t_h: float, reservoir_ml: float, battery_fraction: float) -> None:
-        """Truth at a breakpoint."""
+        """Truth at a breakpoint (an exact repeat of the last point is not stored again)."""
+        # The hardware reports a breakpoint where a gap ends and the pump then records the
+        # same instant after its event: the repeat carries nothing (half the truth points).
+        t = self.truth_t_h
+        if (
+            t
+            and t[-1] == t_h
+            and self.truth_reservoir_ml[-1] == reservoir_ml
+            and self.truth_battery_fraction[-1] == battery_fraction
+        ):
+            return
+        self.revision += 1
         self.truth_t_h.append(t_h)
         self.truth_reservoir_ml.append(reservoir_ml)
         self.truth_battery_fraction.append(battery_fraction)
@@ -102,6 +143,7 @@ class Recorder:
         alarm_names: dict[int, str],
     ) -> None:
         """Firmware beliefs at a pump event; alarm changes become transitions."""
+        self.revision += 1
         self.fw_t_h.append(t_h)
         self.fw_reservoir_ml.append(reservoir_ml)
         self.fw_rate_ml_per_day.append(rate_ml_per_day)
@@ -114,6 +156,78 @@ class Recorder:
                         AlarmTransition(t_h, name, bool(alarm_mask & (1 << bit)))
                     )
             self._last_mask = alarm_mask
+        window = self.window_h
+        if window is not None and t_h - self.start_h > 2.0 * window:
+            self.trim_before(t_h - window)
+
+    def trim_before(self, cut_h: float) -> None:
+        """Drop the history before `cut_h` (kept exact from the new `start_h` on).
+
+        A tip segment that spans the cut is kept whole, so the retained history starts at the
+        earlier of `cut_h` and that segment's start. Truth and firmware keep their last point
+        before the start (the value there is interpolated from it).
+        """
+        k = bisect.bisect_right(self.seg_t1_h, cut_h)
+        origin = cut_h if k == len(self.seg_t0_h) else min(cut_h, self.seg_t0_h[k])
+        if origin <= self.start_h:
+            return
+        b = bisect.bisect_left(self.tissue_bolus_t_h, origin)
+        self._fold_into_origin(k, b, origin)
+        del self.seg_t0_h[:k], self.seg_t1_h[:k]
+        del self.seg_csf_mcg_per_h[:k], self.seg_tissue_mcg_per_h[:k]
+        del self.tissue_bolus_t_h[:b], self.tissue_bolus_mcg[:b]
+        i = max(bisect.bisect_right(self.truth_t_h, origin) - 1, 0)
+        del self.truth_t_h[:i], self.truth_reservoir_ml[:i], self.truth_battery_fraction[:i]
+        j = max(bisect.bisect_right(self.fw_t_h, origin) - 1, 0)
+        del self.fw_t_h[:j], self.fw_reservoir_ml[:j], self.fw_rate_ml_per_day[:j]
+        del self.fw_alarm_mask[:j]
+        # Alarm transitions: a span that ended before the origin goes; one still open keeps
+        # its raise (the dashboard draws it from when it was raised).
+        open_raise: dict[str, AlarmTransition] = {}
+        n = 0
+        for change in self.alarm_transitions:
+            if change.t_h >= origin:
+                break
+            n += 1
+            if change.raised:
+                open_raise.setdefault(change.alarm, change)
+            else:
+                open_raise.pop(change.alarm, None)
+        kept = sorted(open_raise.values(), key=lambda c: c.t_h)
+        self.alarm_transitions[:n] = kept
+        self.start_h = origin
+
+    def _fold_into_origin(self, k: int, b: int, origin: float) -> None:
+        # Cumulative doses and (with a PK model) the patient's state at `origin`, through the
+        # first `k` segments and `b` boluses, in the order the hardware reported them.
+        t0s, t1s = self.seg_t0_h, self.seg_t1_h
+        csf, tissue = self.seg_csf_mcg_per_h, self.seg_tissue_mcg_per_h
+        for i in range(k):
+            self.origin_csf_mcg += csf[i] * (t1s[i] - t0s[i])
+            self.origin_tissue_mcg += tissue[i] * (t1s[i] - t0s[i])
+        self.origin_tissue_mcg += sum(self.tissue_bolus_mcg[:b])
+        model = self._pk_model
+        if model is None:
+            return
+        state = self.origin_pk_state or model.initial_state(self.start_h)
+
+        def advance_to(state: PKState, t_h: float) -> PKState:
+            if t_h > state.time_h:
+                return model.advance(state, t_h - state.time_h, 0.0, 0.0)
+            return state
+
+        j = 0
+        for i in range(k):
+            while j < b and self.tissue_bolus_t_h[j] <= t0s[i]:
+                state = advance_to(state, self.tissue_bolus_t_h[j])
+                state = model.add_bolus(state, tissue_mcg=self.tissue_bolus_mcg[j])
+                j += 1
+            state = advance_to(state, t0s[i])
+            state = model.advance(state, t1s[i] - t0s[i], csf[i], tissue[i])
+        for jj in range(j, b):
+            state = advance_to(state, self.tissue_bolus_t_h[jj])
+            state = model.add_bolus(state, tissue_mcg=self.tissue_bolus_mcg[jj])
+        self.origin_pk_state = advance_to(state, origin)
 
     # ------------------------------------------------------------------ resampling
     def cumulative_points(self) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -136,7 +250,12 @@ class Recorder:
             [np.full(len(t0), 3.0), np.zeros_like(t1), np.full(nb, 1.0), np.full(nb, 2.0)]
         )
         order = np.lexsort((kind, times))
-        return times[order], np.cumsum(d_csf[order]), np.cumsum(d_tis[order])
+        cum_csf = np.cumsum(d_csf[order])
+        cum_tis = np.cumsum(d_tis[order])
+        if self.origin_csf_mcg or self.origin_tissue_mcg:
+            cum_csf += self.origin_csf_mcg  # what the dropped history delivered
+            cum_tis += self.origin_tissue_mcg
+        return times[order], cum_csf, cum_tis
 
     def grid(self, times_in_h: npt.ArrayLike) -> dict[str, FloatArray]:
         """Columns sampled at `times_in_h` (exact: linear or step between recorded points)."""
@@ -153,9 +272,11 @@ class Recorder:
         out["alarm_mask"] = np.asarray(self.fw_alarm_mask, dtype=np.float64)[idx]
         t, csf, tissue = self.cumulative_points()
         if len(t):
-            out["delivered_csf_mcg"] = interp_right(times_h, t, csf, left=0.0)
-            out["delivered_tissue_mcg"] = interp_right(times_h, t, tissue, left=0.0)
+            out["delivered_csf_mcg"] = interp_right(times_h, t, csf, left=self.origin_csf_mcg)
+            out["delivered_tissue_mcg"] = interp_right(
+                times_h, t, tissue, left=self.origin_tissue_mcg
+            )
         else:
-            out["delivered_csf_mcg"] = np.zeros_like(times_h)
-            out["delivered_tissue_mcg"] = np.zeros_like(times_h)
+            out["delivered_csf_mcg"] = np.full_like(times_h, self.origin_csf_mcg)
+            out["delivered_tissue_mcg"] = np.full_like(times_h, self.origin_tissue_mcg)
         return out

@@ -170,9 +170,11 @@ class ScenarioRun:
         live_pk: bool = False,
         env: CountingEnvironment | None = None,
         serial: str | None = None,
+        history_window_h: float | None = None,
     ) -> None:
         """Build the pump; `live_pk` also feeds the PK model as the run goes (for rig queries;
-        outputs are computed from the recorded history either way)."""
+        outputs are computed from the recorded history either way). `history_window_h`
+        bounds the recorded history to about that many hours (None: all of it)."""
         self.scenario = scenario
         self.seed = scenario.scenario.seed if seed is None else seed
         self.profile = profile or load_profile(scenario.scenario.profile)
@@ -195,6 +197,7 @@ class ScenarioRun:
             / 1000,
             battery_initial_fraction=implant.battery_remaining_pct / 100.0,
             patient=LivePatient(self.pk_model) if live_pk else None,
+            history_window_h=history_window_h,
         )
         fw = self.pump.firmware
         # Implant programming: what the clinician enters before the first refill.

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import operator
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
 from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
@@ -24,6 +25,7 @@ from itpump.firmware_stubs.hal import Hal
 from itpump.firmware_stubs.therapy import (
     CatheterSettings,
     DrugSettings,
+    ScheduleSegment,
     TherapyMode,
     TherapyProgram,
     basal_at,
@@ -164,6 +166,15 @@ class _Persistent:
     disabled: str = ""  # "" or why delivery is impossible
 
 
+# Every field of _Persistent at C speed, in constructor order: `_save` compares and copies
+# the state through this tuple (dataclasses.replace cost ~12 us per service).
+_persistent_values = operator.attrgetter(*(f.name for f in fields(_Persistent)))
+
+# `basal_at` is recomputed inside this margin of a flex segment's end (float rounding of the
+# position in the period must not pick the next step while the cache says the old one).
+_BASAL_CACHE_MARGIN_S = 1e-3
+
+
 class Firmware:
     """The pump's program. All times are HAL monotonic seconds unless named `rtc`."""
 
@@ -187,6 +198,11 @@ class Firmware:
         self._last_self_test_s = self._last_settle_s
         self._rate_ml_per_h = 0.0
         self.next_deadline_s = math.inf
+        # What was last written to NVM, and where: `_save` writes only when either changed.
+        self._saved: tuple[object, tuple[object, ...]] | None = None
+        # (program, rtc it was computed at, segment): the flex segment in force stays valid
+        # until its end, so the two look-ups per service need not recompute it.
+        self._basal_cache: tuple[TherapyProgram, float, ScheduleSegment] | None = None
         self._save()
         self.log.add(hal.rtc_s(), EventCode.POWER_ON)
         self.service()
@@ -748,7 +764,20 @@ class Firmware:
             self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
 
     def _basal_mcg_per_h(self, rtc: float) -> float:
-        return basal_at(self._p.program, rtc).dose_mcg_per_day / 24.0
+        return self._basal_at(rtc).dose_mcg_per_day / 24.0
+
+    def _basal_at(self, rtc: float) -> ScheduleSegment:
+        program = self._p.program
+        cache = self._basal_cache
+        if (
+            cache is not None
+            and cache[0] is program
+            and cache[1] <= rtc < cache[2].until_rtc_s - _BASAL_CACHE_MARGIN_S
+        ):
+            return cache[2]
+        segment = basal_at(program, rtc)
+        self._basal_cache = (program, rtc, segment)
+        return segment
 
     def _apply_rate(self, rtc: float) -> None:
         conc = self._p.drug.concentration_mcg_per_ml
@@ -786,7 +815,7 @@ class Firmware:
             deadline = min(deadline, bolus.end_s)
         deadline = min(deadline, self._next_periodic_s)
         if self._p.program.mode is TherapyMode.FLEX:
-            deadline = min(deadline, now + basal_at(self._p.program, rtc).until_rtc_s - rtc)
+            deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
         if rate > 0:
             est = self._p.reservoir_estimate_ml
             for threshold, alarm in (
@@ -994,5 +1023,13 @@ class Firmware:
         return rtc + max(0.0, min(by_charge_s, by_age_s))
 
     def _save(self) -> None:
-        # Immutable snapshot: the NVM driver may keep the object as it is.
-        self.hal.nvm.write("persistent", replace(self._p))
+        # Written only when something changed (or the NVM was swapped): most services of a
+        # pump that is not infusing change nothing. The copy is an immutable snapshot: the
+        # NVM driver may keep the object as it is.
+        nvm = self.hal.nvm
+        values: tuple[object, ...] = _persistent_values(self._p)
+        saved = self._saved
+        if saved is not None and saved[0] is nvm and saved[1] == values:
+            return
+        self._saved = (nvm, values)
+        nvm.write("persistent", _Persistent(*values))  # type: ignore[arg-type]

@@ -193,3 +193,12 @@ def test_sweep_on_a_separately_started_cluster(
     # The same command again: everything is done, nothing is re-run.
     assert main(["sweep", str(sweep_file), "--out", str(out), "--scheduler", external_cluster]) == 0
     assert "0 run now" in capsys.readouterr().out
+
+
+def test_sweep_epilog_names_are_the_shipped_sweeps() -> None:
+    # The CLI lists them without importing the sweep package (issue 11: start-up time).
+    from itpump.emulator.sweep.spec import shipped_sweeps
+    from itpump.tools.sweep import _shipped_sweep_names
+
+    assert _shipped_sweep_names() == shipped_sweeps()
+    assert _shipped_sweep_names()

@@ -42,8 +42,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full `itpump` parser with every sub-command registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full `itpump` parser with every sub-command registered (or only the sub-command
+    `only`: what one command needs to parse its own arguments)."""
     parser = OneLineParser(
         prog="itpump",
         description=(
@@ -56,14 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        if only is None or name.rsplit(".", 1)[1] == only:
+            importlib.import_module(name).register(sub)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    # The sub-command a command line names, if it is a known one. The top-level options take
+    # no value (-v), so the first other word is the command.
+    known = {name.rsplit(".", 1)[1] for name in SUBCOMMAND_MODULES}
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in known else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `itpump`; returns the process exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # Registering every sub-command imports what each needs (the telemetry protocol, the
+    # programmer, ...): ~0.2 s that `itpump simulate` need not pay. Help and errors about
+    # the command itself still get the full parser.
+    parser = build_parser(_command_named(words))
+    args = parser.parse_args(words)
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",

@@ -24,16 +24,24 @@ Exit status: 0 done, 2 bad input (nothing run), 130 interrupted (resume by runni
 _SCHEDULER_RE = re.compile(r"(tcp|tls|ws|wss|ucx|inproc)://[^\s/:]+(:(\d{1,5}))?/?")
 
 
+def _shipped_sweep_names() -> list[str]:
+    # The names only: importing itpump.emulator.sweep (Dask, pyarrow, scipy) for the epilog
+    # cost every `itpump` command ~0.5 s. Same directory as sweep.spec.SHIPPED_SWEEP_DIR
+    # (tests/test_sweep_cli.py checks they agree).
+    import itpump.emulator
+
+    directory = Path(itpump.emulator.__file__).resolve().parent / "sweeps"
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `sweep` sub-command."""
-    from itpump.emulator.sweep.spec import shipped_sweeps
-
     parser = sub.add_parser(
         "sweep",
         help="population and fault sweeps on Dask (thousands of runs -> hazards)",
         description="Run many variations of a scenario (patients, mechanism accuracy, faults, "
         "habits) on Dask and summarise their outcomes.",
-        epilog=EPILOG.format(names=", ".join(shipped_sweeps())),
+        epilog=EPILOG.format(names=", ".join(_shipped_sweep_names())),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("sweep", help="sweep file or shipped name")

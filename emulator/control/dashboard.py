@@ -154,8 +154,7 @@ class DashboardHub:
         return (
             id(served.run),
             round(now_h, 3),
-            0 if recorder is None else len(recorder.fw_t_h),
-            0 if recorder is None else len(recorder.truth_t_h),
+            0 if recorder is None else recorder.revision,
             served.head_placed,
             len(pump.hardware.faults),
             pump.firmware.log.total_written,

@@ -232,7 +232,7 @@ def history_view(
     pk_model: PKModel | None = None,
     points: int = 240,
 ) -> dict[str, Any]:
-    """Chart columns over the pump's whole history, on `points` evenly spaced times.
+    """Chart columns over the pump's recorded history, on `points` evenly spaced times.
 
     Reservoir: true (hardware) and reported (firmware estimate). Dose: drug that truly left
     the catheter tip into CSF, and the dose the pump programmed (its commanded volume times
@@ -243,7 +243,9 @@ def history_view(
     """
     if points < 2:
         raise ValueError(f"points must be >= 2 (got {points})")
-    first = min(recorder.truth_t_h[0] if recorder.truth_t_h else now_h, now_h)
+    # A bounded recorder (a served pump) holds only its last days: chart what it holds.
+    first = max(recorder.truth_t_h[0], recorder.start_h) if recorder.truth_t_h else now_h
+    first = min(first, now_h)
     times = np.linspace(first, max(now_h, first + 1e-9), points)
     grid = recorder.grid(times)
     fw_t = np.asarray(recorder.fw_t_h, dtype=np.float64)

@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.linalg import expm
 
 from itpump.emulator.pk.parameters import FloatArray
 from itpump.emulator.pk.schedule import InputSchedule
@@ -174,6 +173,10 @@ class _ExpmGroup:
         augmented[:, :n, n:] = self.b
         # One expm per distinct step length: regular grids repeat the same few lengths.
         unique, inverse = np.unique(delta_h, return_inverse=True)
+        # Imported here: scipy costs ~0.2 s to import and only the rare safe path needs it
+        # (every `itpump simulate` would pay it otherwise).
+        from scipy.linalg import expm
+
         exponentials = expm(augmented[None, :, :, :] * unique[:, None, None, None])
         exponentials = exponentials[inverse.reshape(-1)]
         return exponentials[:, :, :n, :n], exponentials[:, :, :n, n:]

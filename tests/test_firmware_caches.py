@@ -1,0 +1,73 @@
+"""The firmware's per-service shortcuts (issue 11) change nothing it does or stores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from itpump.emulator.device_profile import load_profile
+from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.therapy import FlexStep, TherapyMode, TherapyProgram, basal_at
+from tests.pump_helpers import FakeHal
+
+CFG = load_profile("peristaltic-20").firmware_config()
+FLEX = TherapyProgram(
+    mode=TherapyMode.FLEX,
+    max_daily_dose_mcg=600,
+    flex_steps=(FlexStep(0, 180), FlexStep(7 * 60, 260), FlexStep(13 * 60, 220),
+                FlexStep(20 * 60, 200)),
+)
+
+
+def flex_firmware() -> tuple[FakeHal, Firmware]:
+    hal = FakeHal()
+    fw = Firmware(CFG, hal, "SN-1")
+    fw.set_catheter(110, 2.6)
+    fw.refill(20.0, "baclofen", 2000.0)
+    fw.program(FLEX)
+    return hal, fw
+
+
+def test_cached_flex_segment_equals_basal_at_at_every_deadline_and_between() -> None:
+    hal, fw = flex_firmware()
+    for _ in range(40):  # ten days of step changes, checked at and just around each
+        deadline = fw.next_deadline_s
+        for t_s in (deadline - 1.0, deadline - 1e-4, deadline):
+            hal.t_s = t_s
+            fw.service()
+            expected = basal_at(FLEX, hal.rtc_s())
+            assert fw._basal_at(hal.rtc_s()) == expected
+            assert fw.commanded_rate_ml_per_h * 24 * 2000.0 == expected.dose_mcg_per_day
+
+
+def test_cache_follows_a_clock_set_backwards_and_a_new_program() -> None:
+    hal, fw = flex_firmware()
+    hal.t_s = 8 * 3600.0
+    fw.service()
+    hal.set_rtc(hal.rtc_s() - 6 * 3600.0)  # back into the night step
+    fw.service()
+    assert fw._basal_at(hal.rtc_s()) == basal_at(FLEX, hal.rtc_s())
+    lower = dataclasses.replace(FLEX, flex_steps=(FlexStep(0, 100),))
+    fw.program(lower)
+    assert fw._basal_at(hal.rtc_s()).dose_mcg_per_day == 100
+
+
+def test_state_is_written_to_nvm_only_when_it_changed() -> None:
+    hal = FakeHal()
+    fw = Firmware(CFG, hal, "SN-1")  # never filled: nothing changes at its services
+    writes = hal.nvm.writes
+    for day in range(1, 4):
+        hal.t_s = day * 86400.0
+        fw.service()
+    assert hal.nvm.writes == writes
+    fw.set_catheter(110, 2.6)
+    assert hal.nvm.writes > writes
+    stored = hal.nvm.read("persistent")
+    assert stored.catheter.length_cm == 110
+    assert stored is not fw._p  # a snapshot, never the live state
+
+
+def test_an_infusing_pump_keeps_its_estimate_mirrored() -> None:
+    hal, fw = flex_firmware()
+    hal.t_s = 5 * 3600.0
+    fw.service()
+    assert hal.nvm.read("persistent").reservoir_estimate_ml == fw.reservoir_estimate_ml()

@@ -1,0 +1,88 @@
+"""A bounded recorder (served pumps) stays small and resamples exactly what it keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_therapy_year import scenario
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.patient import concentration_columns
+from itpump.emulator.recorder import Recorder
+from itpump.emulator.runner import ScenarioRun
+
+DAYS = 20
+
+
+def run_pair(window_h: float) -> tuple[ScenarioRun, ScenarioRun]:
+    runs = []
+    for window in (None, window_h):
+        run = ScenarioRun(scenario(DAYS / 365), live_pk=True, history_window_h=window)
+        run.run()
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def test_bounded_history_resamples_exactly_as_the_whole_history() -> None:
+    whole, bounded = run_pair(48.0)
+    rw, rb = whole.pump.recorder, bounded.pump.recorder
+    assert rw is not None
+    assert rb is not None
+    end_h = DAYS * 24.0
+    assert end_h - 2 * 48.0 <= rb.start_h <= end_h - 48.0
+    times = np.linspace(rb.start_h, end_h, 500)
+    gw, gb = rw.grid(times), rb.grid(times)
+    for name, column in gw.items():
+        np.testing.assert_allclose(gb[name], column, rtol=1e-12, atol=1e-9, err_msg=name)
+    model = bounded.pump.patient.model if bounded.pump.patient else None
+    assert model is not None
+    cw = concentration_columns(model, rw, times)
+    cb = concentration_columns(model, rb, times)
+    for name, column in cw.items():
+        np.testing.assert_allclose(cb[name], column, rtol=1e-8, atol=1e-12, err_msg=name)
+    # What was kept is a few days' worth, not the whole run.
+    assert len(rb.fw_t_h) < len(rw.fw_t_h) / 4
+    assert len(rb.seg_t0_h) < len(rw.seg_t0_h) / 4
+
+
+def test_an_alarm_still_raised_survives_the_trim() -> None:
+    run = ScenarioRun(scenario(DAYS / 365), live_pk=True, history_window_h=24.0)
+    run.env.run(until=48.0)
+    run.pump.inject(Fault(FaultKind.MOTOR_STALL))
+    run.env.run(until=24.0 * 10)
+    recorder = run.pump.recorder
+    assert recorder is not None
+    assert recorder.start_h > 48.0
+    raised = [a for a in recorder.alarm_transitions if a.alarm == "motor_stall"]
+    assert raised
+    assert raised[0].raised
+    assert raised[0].t_h == pytest.approx(48.0)
+
+
+def test_unbounded_recorder_is_the_default_and_window_must_be_positive() -> None:
+    assert Recorder().window_h is None
+    with pytest.raises(ValueError, match="window_h"):
+        Recorder(0.0)
+
+
+async def test_a_served_pump_keeps_a_bounded_history_its_charts_can_read() -> None:
+    from itpump.emulator.control.views import history_view
+    from itpump.emulator.farm import PortSpec, PumpFarm
+    from itpump.emulator.scenario import load_scenario
+
+    farm = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0)
+    assert farm.history_days == 30.0
+    farm.advance(24.0 * 70)  # past twice the window: the first trim has happened
+    pump = farm.pumps[0].pump
+    recorder = pump.recorder
+    assert recorder is not None
+    assert recorder.window_h == 30 * 24.0
+    assert recorder.start_h > 24.0 * 10
+    assert recorder.origin_pk_state is not None
+    assert pump.patient is not None
+    view = history_view(recorder, pump.now_h, 500.0, pk_model=pump.patient.model, points=20)
+    assert view["t_h"][0] == pytest.approx(recorder.start_h, abs=1e-4)
+    # The chart's last concentration is the live patient's (the chart rounds to 3 decimals).
+    live = pump.concentrations()
+    assert live is not None
+    assert view["csf_lumbar_ng_per_ml"][-1] == pytest.approx(live.csf_lumbar_ng_per_ml, abs=1e-3)
