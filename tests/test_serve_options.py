@@ -59,3 +59,30 @@ def test_battery_warning_when_the_cell_is_flat_within_an_hour_of_real_time() -> 
     max_warning = battery_warning(life_h, 24.0, None, profile.model)
     assert max_warning is not None
     assert max_warning.startswith("--speed max")
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "5000", "soon"])
+def test_turnaround_ms_is_checked(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from itpump.tools.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--turnaround-ms", value])
+    assert exit_info.value.code == 2
+    assert "--turnaround-ms" in capsys.readouterr().err
+
+
+def test_an_explicit_turnaround_replaces_the_profiles() -> None:
+    from itpump.emulator.farm import PortSpec, PumpFarm
+    from itpump.emulator.scenario import load_scenario
+    from itpump.emulator.transports import LinkConfig
+
+    scenario = load_scenario("clinic-ready")
+    # What `serve --turnaround-ms 2` builds: the profile's 5 ms replaced, not added to.
+    farm = PumpFarm(
+        scenario,
+        port=PortSpec("null"),
+        speed=0.0,
+        turnaround=False,
+        link_config=LinkConfig(turnaround_s=0.002),
+    )
+    assert farm.pumps[0].link.config.turnaround_s == 0.002

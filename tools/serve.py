@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from itpump.emulator.device_profile import MIN_BAUD, ProfileError, load_profile
 from itpump.emulator.scenario import ScenarioError, load_scenario, parse_duration_h
+from itpump.tools.argtypes import float_in_range
 from itpump.tools.cli import UsageError
 
 if TYPE_CHECKING:
@@ -77,6 +78,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         help="pace bytes at this baud rate, 300..1000000 (default: the profile's, 19200 for "
         "the shipped ones; 0 = no pacing, as fast as the host allows)",
+    )
+    parser.add_argument(
+        "--turnaround-ms",
+        type=float_in_range(0.0, MAX_TURNAROUND_MS),
+        metavar="MS",
+        help="delay before the pump starts to answer, in ms (default: the profile's, 5 for "
+        "the shipped ones; 0 = answer at once, to measure your own software without it)",
     )
     parser.add_argument(
         "--corruption",
@@ -150,6 +158,8 @@ def _speed(text: str) -> float | None:
     return value
 
 
+#: Longest reply delay accepted by --turnaround-ms: a real telemetry head answers in ms.
+MAX_TURNAROUND_MS = 1000.0
 #: Fastest pacing accepted by --baud (and by a profile's telemetry.baud).
 MAX_BAUD = 1_000_000
 #: Real time under which `serve` warns that the battery will be flat (see battery_warning).
@@ -274,9 +284,12 @@ def run(args: argparse.Namespace) -> int:
     if args.state is not None and (not args.state or Path(args.state).is_dir()):
         raise UsageError(f"--state: name a file (got {args.state!r})")
     link_config = None
-    if args.baud or args.corruption:
+    if args.baud or args.corruption or args.turnaround_ms is not None:
         link_config = LinkConfig(
-            baud=args.baud or None, corruption_rate=args.corruption, seed=args.seed or 0
+            baud=args.baud or None,
+            corruption_rate=args.corruption,
+            seed=args.seed or 0,
+            turnaround_s=(args.turnaround_ms or 0.0) / 1000.0,
         )
     try:
         farm = PumpFarm(
@@ -292,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
             allow_unauthenticated=True if args.allow_unauthenticated else None,
             warmup_h=warmup_h,
             pace=args.baud is None,
+            # An explicit --turnaround-ms replaces the profile's (0: replies at once).
+            turnaround=args.turnaround_ms is None,
             capture=args.capture,
             state=args.state,
         )
