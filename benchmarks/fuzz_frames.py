@@ -87,6 +87,27 @@ def identify_ok(url: str, key: bytes) -> bool:
     return False
 
 
+def barrier(sock: socket.socket, key: bytes, nonce_seed: int) -> bool:
+    """Send a valid IDENTIFY on `sock` and wait (up to 120 s) for its answer."""
+    pc = ProgrammerConnection(seeded_nonce_source(nonce_seed), key=key)
+    sock.setblocking(True)
+    sock.settimeout(120)
+    try:
+        sock.sendall(bytes([FLAG]) + pc.send(m.IdentifyRequest(), 0.0))
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return False
+            pc.receive_data(data)
+            while (event := pc.next_event()) is not None:
+                if isinstance(event, ResponseReceived):
+                    return isinstance(event.response, m.IdentifyResponse)
+    except TimeoutError:
+        return False
+    finally:
+        sock.setblocking(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fuzzer; exit 1 on any crash, hang or state change."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -132,7 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except BlockingIOError:
                     pass
             if sent % args.check_every == 0 or sent >= args.frames:
-                alive = identify_ok(pump.url, pump.key)
+                # Barrier: an IDENTIFY on the fuzzing connection itself is answered only after
+                # every byte before it was handled (one ordered stream), so the check below
+                # sees the pump after all of them, not a backlog.
+                processed = barrier(sock, pump.key, sent)
+                alive = processed and identify_ok(pump.url, pump.key)
                 now = http.get(f"/pumps/{pump.serial}/reported").json()
                 same = all(
                     now[k] == before[k]
