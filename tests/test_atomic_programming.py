@@ -153,6 +153,26 @@ def _transfer_stream(farm: PumpFarm, program: Program) -> int:
     return len(port.sent) - start
 
 
+def _program_through(
+    served: ServedPump, program: Program, tamper: Tamper, doses: tuple[float, float]
+) -> float:
+    """Send `program` through `tamper`, then interrogate: the old or the new dose, never
+    anything else, and the new one whenever the programmer saw the commit acknowledged."""
+    client, port = _client(served, tamper)
+    client.connect()
+    tamper.start = len(port.sent)
+    try:
+        client.program(program)
+        acknowledged = True
+    except PumpError:
+        acknowledged = False
+    dose = _interrogated_dose(served)
+    assert dose in doses, (tamper.position, dose)
+    if acknowledged:
+        assert dose == doses[1], tamper.position  # an acknowledged commit is never lost
+    return dose
+
+
 def test_a_cut_at_any_byte_leaves_the_old_or_the_new_program(farm: PumpFarm) -> None:
     served = farm.pumps[0]
     program, old_dose, new_dose = _new_program(served)
@@ -162,21 +182,9 @@ def test_a_cut_at_any_byte_leaves_the_old_or_the_new_program(farm: PumpFarm) -> 
     outcomes: dict[float, int] = {}
     for position in range(total + 1):
         served.restore(snap)
-        cut = Tamper(position, cut=True)
-        client, port = _client(served, cut)
-        client.connect()
-        cut.start = len(port.sent)
-        try:
-            client.program(program)
-            acknowledged = True
-        except PumpError:
-            acknowledged = False
-        dose = _interrogated_dose(served)
-        assert dose in (old_dose, new_dose), (position, dose)
-        if acknowledged:
-            assert dose == new_dose, position  # an acknowledged commit is never lost
+        dose = _program_through(served, program, Tamper(position, cut=True), (old_dose, new_dose))
         outcomes[dose] = outcomes.get(dose, 0) + 1
-    # Early cuts keep the old program, a cut after the commit arrived keeps the new one.
+    # Early cuts keep the old program; only a commit that arrived whole installs the new one.
     assert outcomes.get(old_dose, 0) > 0
     assert outcomes.get(new_dose, 0) > 0
     farm.delete_snapshot(snap.id)
@@ -189,17 +197,5 @@ def test_a_corrupt_byte_anywhere_leaves_the_old_or_the_new_program(farm: PumpFar
     snap = served.snapshot()
     for position in range(total):
         served.restore(snap)
-        flip = Tamper(position, cut=False)
-        client, port = _client(served, flip)
-        client.connect()
-        flip.start = len(port.sent)
-        try:
-            client.program(program)
-            acknowledged = True
-        except PumpError:
-            acknowledged = False
-        dose = _interrogated_dose(served)
-        assert dose in (old_dose, new_dose), (position, dose)
-        if acknowledged:
-            assert dose == new_dose, position
+        _program_through(served, program, Tamper(position, cut=False), (old_dose, new_dose))
     farm.delete_snapshot(snap.id)
