@@ -538,3 +538,8 @@ def test_serve_port_and_capture_flags_are_checked(
     err = capsys.readouterr().err
     assert words in err
     assert "Traceback" not in err
+
+
+async def test_a_trailing_slash_is_not_found_not_redirected(rig: Rig) -> None:
+    response = await rig.http.get(f"/pumps/{rig.serial}/")
+    assert response.status_code == 404

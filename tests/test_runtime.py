@@ -128,6 +128,39 @@ async def test_as_fast_as_possible_ignores_the_clock() -> None:
     assert runtime.events_processed >= 2000
 
 
+class SteppingClock:
+    """Each reading is 1 ms after the previous one (events that each take a millisecond)."""
+
+    def __init__(self) -> None:
+        self.t_s = 0.0
+
+    def __call__(self) -> float:
+        self.t_s += 0.001
+        return self.t_s
+
+
+async def test_as_fast_as_possible_yields_on_real_time_not_only_on_event_count() -> None:
+    env = simpy.Environment()
+    log: list[float] = []
+    env.process(ticker(env, log, 0.5))
+    runtime = SimRuntime(env, speed=None, clock=SteppingClock(), yield_every=1_000_000)
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.wait_for(runtime.run(until_h=100.0), GUARD_S)
+    counter.cancel()
+    # 200 events of "1 ms" each in 2 ms slices: the loop got a turn every couple of events,
+    # although the event-count bound alone (a million) would never have yielded.
+    assert len(log) == 200
+    assert turns >= 50
+
+
 async def test_as_fast_as_possible_stops_at_until_without_events() -> None:
     env = simpy.Environment()
     runtime = SimRuntime(env, speed=None)

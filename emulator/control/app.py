@@ -97,6 +97,8 @@ def create_app(farm: PumpFarm) -> FastAPI:
         # The interactive pages load scripts from a CDN; the API works offline without them.
         docs_url=None,
         redoc_url=None,
+        # A trailing slash is a wrong path (404), not a redirect a client may not follow.
+        redirect_slashes=False,
     )
 
     allowed_hosts = {"127.0.0.1", "localhost", "::1"}
