@@ -183,7 +183,10 @@ class ScenarioRun:
         self.start_epoch_s = start.timestamp()
         self.env = env if env is not None else CountingEnvironment()
         # The label model (baclofen) stands for any drug name in the reservoir.
-        self.pk_model = PKModel.baclofen_default(weight_kg=scenario.patient.weight_kg)
+        self.pk_model = PKModel.baclofen_default(
+            weight_kg=scenario.patient.weight_kg,
+            catheter_tip_cm=scenario.implant.catheter_tip_cm,
+        )
         implant = scenario.implant
         serial = ScenarioRun.serial_for(scenario, self.seed, self.profile, serial)
         self.pump = EmulatedPump(

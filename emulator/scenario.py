@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
@@ -155,6 +156,9 @@ class Implant(_Model):
 
     catheter_length_cm: float = Field(default=110.0, gt=0, le=200)
     catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0, le=20)
+    # Where the tip sits, cm cranial (+) or caudal (-) of the lumbar level where the label's
+    # CSF samples were taken: the patient's PK model puts the drug in there (docs/pk.md).
+    catheter_tip_cm: float = Field(default=0.0, ge=-MAX_CATHETER_TIP_CM, le=MAX_CATHETER_TIP_CM)
     battery_remaining_pct: float = Field(default=100.0, gt=0, le=100)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from itpump.emulator.device_profile import (
@@ -15,6 +16,7 @@ from itpump.emulator.device_profile import (
 )
 from itpump.emulator.runner import expand_actions
 from itpump.emulator.scenario import (
+    SHIPPED_SCENARIO_DIR,
     ScenarioError,
     load_scenario,
     parse_duration_h,
@@ -182,3 +184,29 @@ def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
     for name in ("timeseries.csv", "dose_records.csv"):
         mode = stat.S_IMODE((out / name).stat().st_mode)
         assert mode == 0o666 & ~umask, name
+
+
+def test_the_catheter_tip_level_reaches_the_patient_model() -> None:
+    from itpump.emulator.outputs import timeseries
+    from itpump.emulator.runner import ScenarioRun
+
+    base = load_scenario("clinic-ready")
+
+    def lumbar_on_day_3(tip_cm: float) -> float:
+        implant = base.implant.model_copy(update={"catheter_tip_cm": tip_cm})
+        run = ScenarioRun(base.model_copy(update={"implant": implant}))
+        assert run.pk_model.parameters.catheter_tip_cm == tip_cm
+        run.env.run(until=72.0)
+        run.pump.truth()
+        return float(timeseries(run.result, np.array([72.0]))["csf_lumbar_ng_per_ml"][0])
+
+    # A tip 10 cm up the spine leaves less drug at the lumbar sampling level (docs/pk.md).
+    assert lumbar_on_day_3(10.0) < 0.9 * lumbar_on_day_3(0.0)
+
+
+def test_a_catheter_tip_out_of_range_is_refused_naming_the_field(tmp_path: Path) -> None:
+    text = (SHIPPED_SCENARIO_DIR / "clinic-ready.toml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[patient]", "[implant]\ncatheter_tip_cm = 250\n\n[patient]"))
+    with pytest.raises(ScenarioError, match="catheter_tip_cm"):
+        load_scenario(str(bad))

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.tools.argtypes import float_in_range, int_in_range
 from itpump.tools.cli import UsageError
 from itpump.tools.extras import require_plotting
@@ -17,8 +18,6 @@ logger = logging.getLogger(__name__)
 #: 1.2 ms and 1 kB of parameters per patient for a 90-day regimen, BENCHMARKS.md): 100,000
 #: take about two minutes per subject; 1e8 would take a day and gigabytes of memory.
 MAX_POPULATION = 100_000
-#: --catheter-tip-cm range: the length of the adult spinal canal, give or take.
-MAX_CATHETER_TIP_CM = 100.0
 
 DESCRIPTION = """\
 Predict intrathecal baclofen concentrations (ng/mL) for a file of NONMEM-style dose and

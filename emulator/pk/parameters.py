@@ -40,6 +40,10 @@ LABEL_LUMBAR_TO_CISTERNAL_RATIO = 4.0
 # V = CL / k = CL * t1/2 / ln 2: the volume that makes the label's clearance and half-life agree.
 BACLOFEN_CSF_VOLUME_ML = LABEL_CSF_CLEARANCE_ML_PER_H * LABEL_CSF_HALF_LIFE_H / LN2
 
+MAX_CATHETER_TIP_CM = 100.0
+"""Largest catheter tip level either side of the lumbar sampling site: the length of the adult
+spinal canal, give or take."""
+
 # --- Spinal gradient (KROIN_1993, LABEL) -------------------------------------------------------
 # An exponential fall-off with a 22 cm length constant reproduces Kroin's T2/T12 tracer ratio
 # (43 % over ~20 cm). The lumbar-to-cisternal distance is then the one that gives the label's

@@ -163,15 +163,19 @@ def build_scenario(sweep: Sweep, p: RunParameters) -> tuple[Scenario, float | No
     return scenario, (min(onsets) if onsets else None)
 
 
-def build_pk(sweep: Sweep, p: RunParameters, weight_kg: float) -> PKModel:
-    """This run's virtual patient: documented variability and weight (docs/pk.md)."""
-    typical = PKParameters.baclofen(weight_kg)
+def build_pk(
+    sweep: Sweep, p: RunParameters, weight_kg: float, catheter_tip_cm: float = 0.0
+) -> PKModel:
+    """This run's virtual patient: documented variability and weight (docs/pk.md), with the
+    catheter tip where the scenario's implant puts it."""
+    typical = PKParameters.baclofen(weight_kg).replace(catheter_tip_cm=catheter_tip_cm)
     if not sweep.pk_variability_cv_percent:
         return PKModel(typical)
     arrays = sample_parameter_arrays(
         typical, 1, patient_rng(sweep, p.run_id), sweep.pk_variability_cv_percent, weight_kg
     )
-    return PKModel(PKParameters(**{name: float(values[0]) for name, values in arrays.items()}))
+    sampled = {name: float(values[0]) for name, values in arrays.items()}
+    return PKModel(PKParameters(**sampled).replace(catheter_tip_cm=catheter_tip_cm))
 
 
 def _entered_refill(
@@ -245,7 +249,9 @@ def execute_run(sweep: Sweep, run_id: int) -> RunRecord:
         profile = (
             apply_profile(sweep.profile, profile_changes) if profile_changes else sweep.profile
         )
-        model = build_pk(sweep, p, scenario.patient.weight_kg)
+        model = build_pk(
+            sweep, p, scenario.patient.weight_kg, scenario.implant.catheter_tip_cm
+        )
         for name in pk_columns(sweep):
             row[name] = getattr(model.parameters, name.removeprefix("pk_"))
         sim = ScenarioRun(scenario, p.pump_seed, profile)
