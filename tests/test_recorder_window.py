@@ -10,6 +10,7 @@ from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.patient import concentration_columns
 from itpump.emulator.recorder import Recorder
 from itpump.emulator.runner import ScenarioRun
+from tests.tolerances import MODAL_ROUNDING_ULPS, assert_close_to_peak
 
 DAYS = 20
 
@@ -33,13 +34,18 @@ def test_bounded_history_resamples_exactly_as_the_whole_history() -> None:
     times = np.linspace(rb.start_h, end_h, 500)
     gw, gb = rw.grid(times), rb.grid(times)
     for name, column in gw.items():
-        np.testing.assert_allclose(gb[name], column, rtol=1e-12, atol=1e-9, err_msg=name)
+        # Element-wise float arithmetic only (no BLAS): the same on every CPU; the carried
+        # offsets change the summation order, hence a few hundred ulps of the channel's peak.
+        assert_close_to_peak(gb[name], column, peak_ulps=1024.0)
     model = bounded.pump.patient.model if bounded.pump.patient else None
     assert model is not None
     cw = concentration_columns(model, rw, times)
     cb = concentration_columns(model, rb, times)
     for name, column in cw.items():
-        np.testing.assert_allclose(cb[name], column, rtol=1e-8, atol=1e-12, err_msg=name)
+        # The bounded history starts the PK solution from a carried-forward state instead of
+        # from the first dose: two evaluations of the same exact map, which may differ by the
+        # modal path's rounding (of the channel's peak, not of a value that decayed).
+        assert_close_to_peak(cb[name], column, peak_ulps=MODAL_ROUNDING_ULPS)
     # What was kept is a few days' worth, not the whole run.
     assert len(rb.fw_t_h) < len(rw.fw_t_h) / 4
     assert len(rb.seg_t0_h) < len(rw.seg_t0_h) / 4
