@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from itpump.tools.argtypes import number
 from itpump.tools.cli import UsageError
 from itpump.tools.extras import require_plotting
 from itpump.tools.outdir import check_out_dir, staged_out_dir
@@ -44,24 +45,17 @@ _FLAGS = {
 }
 
 
-def _number(text: str) -> float:
-    # Range checks live in emulator.accuracy.validate (they depend on the profile); here only
-    # "is it a number", so nan and inf reach the range check and get its message.
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
 def _windows(text: str) -> tuple[float, ...]:
     parts = [part.strip() for part in text.split(",")]
     if not all(parts):
         raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated minutes, e.g. 2,5")
-    return tuple(_number(part) for part in parts)
+    return tuple(number(part) for part in parts)
 
 
 # The standard's defaults, as in emulator.accuracy (IEC_*), written out so that building the
 # parser does not import numpy; a test keeps the two in step.
+# Range checks live in emulator.accuracy.validate (they depend on the profile): the flags only
+# parse numbers, so nan and inf reach the range check and get its message.
 DEFAULT_SAMPLE_MIN = "0.5"
 DEFAULT_WINDOWS_MIN = "2,5,11,19,31"
 DEFAULT_ANALYSIS_START_H = "1"
@@ -87,7 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--rate",
         required=True,
         metavar="ML_PER_DAY",
-        type=_number,
+        type=number,
         help="programmed rate in mL/day, within the profile's range (e.g. 0.048-24 for "
         "peristaltic-20)",
     )
@@ -100,8 +94,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--sample-min",
         metavar="MIN",
-        type=_number,
-        default=_number(DEFAULT_SAMPLE_MIN),
+        type=number,
+        default=number(DEFAULT_SAMPLE_MIN),
         help=f"sample interval in min (default {DEFAULT_SAMPLE_MIN}, the standard's)",
     )
     parser.add_argument(
@@ -115,16 +109,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--analysis-start-h",
         metavar="H",
-        type=_number,
-        default=_number(DEFAULT_ANALYSIS_START_H),
+        type=number,
+        default=number(DEFAULT_ANALYSIS_START_H),
         help="start of the analysis period in h from the start of delivery (default "
         f"{DEFAULT_ANALYSIS_START_H}: the second hour, as in the standard)",
     )
     parser.add_argument(
         "--analysis-h",
         metavar="H",
-        type=_number,
-        default=_number(DEFAULT_ANALYSIS_H),
+        type=number,
+        default=number(DEFAULT_ANALYSIS_H),
         help=f"length of the analysis period in h (default {DEFAULT_ANALYSIS_H})",
     )
     parser.add_argument(

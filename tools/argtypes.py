@@ -7,7 +7,8 @@ import math
 from collections.abc import Callable
 
 
-def _number(text: str) -> float:
+def number(text: str) -> float:
+    """Any float (nan and inf included: a later range check names them)."""
     try:
         return float(text)
     except ValueError:
@@ -16,7 +17,7 @@ def _number(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """A number > 0."""
-    value = _number(text)
+    value = number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
@@ -24,7 +25,7 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """A number >= 0."""
-    value = _number(text)
+    value = number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return value
@@ -49,10 +50,10 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            number = _number(text)
-            if not (math.isfinite(number) and number == int(number)):
+            as_float = number(text)
+            if not (math.isfinite(as_float) and as_float == int(as_float)):
                 raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-            value = int(number)
+            value = int(as_float)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {low}..{high} (got {text})")
         return value
@@ -65,7 +66,7 @@ def float_in_range(low: float, high: float, *, low_open: bool = False) -> Callab
     """A number from `low` (excluded when `low_open`) to `high`; nan and inf are refused."""
 
     def parse(text: str) -> float:
-        value = _number(text)
+        value = number(text)
         above_low = value > low if low_open else value >= low
         if not (above_low and value <= high):  # written so that nan fails too
             bracket = "(" if low_open else "["
