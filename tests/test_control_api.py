@@ -508,8 +508,12 @@ async def test_requests_from_elsewhere_or_too_large_are_refused(rig: Rig) -> Non
     )
     assert blind.status_code == 403
     assert rig.farm.now_h() == 24.0
-    local = await rig.http.get("/clock", headers={"origin": "http://127.0.0.1:9"})
-    assert local.status_code == 200
+    own_port = rig.server.url.rsplit(":", 1)[1]
+    local = await rig.http.get("/clock", headers={"origin": f"http://127.0.0.1:{own_port}"})
+    assert local.status_code == 200  # the dashboard's own pages
+    for other in ("http://127.0.0.1:9", f"http://127.0.0.1:{own_port}.evil.example", "null"):
+        refused = await rig.http.post(f"/pumps/{rig.serial}/reset", headers={"origin": other})
+        assert refused.status_code == 403, other
     huge = await rig.http.post(
         "/clock/advance",
         content=b'{"serial": "' + b"x" * 100_000 + b'"}',

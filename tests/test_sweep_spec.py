@@ -150,3 +150,14 @@ def test_shipped_sweeps_load_and_their_first_run_works(name: str) -> None:
     assert sweep.grid_axes
     # Not run here (a year each for one of them): their parameters are.
     assert run_parameters(sweep, sweep.n_runs - 1).run_id == sweep.n_runs - 1
+
+
+@pytest.mark.parametrize("n", [1, 7, 150, 400, 1000])
+def test_wilson_interval_always_contains_the_fraction(n: int) -> None:
+    from itpump.emulator.sweep.report import wilson_interval
+
+    for count in (0, 1, n // 2, n - 1, n):
+        if not 0 <= count <= n:
+            continue
+        low, high = wilson_interval(count, n)
+        assert 0.0 <= low <= count / n <= high <= 1.0, (count, n, low, high)

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -86,6 +86,20 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _same_origin(origin: SplitResult, target: SplitResult, loopback: set[str]) -> bool:
+    # Only this server's own pages (the dashboard): a loopback host AND this port. A page of
+    # another local server (another port) must not drive the pumps either.
+    try:
+        return (
+            origin.scheme in ("http", "https")
+            and origin.hostname in loopback
+            and origin.port == target.port
+            and not origin.path.strip("/")
+        )
+    except ValueError:  # a malformed port
+        return False
+
+
 def create_app(farm: PumpFarm) -> FastAPI:
     """The control API over `farm` (see docs/control.md)."""
     app = FastAPI(
@@ -107,11 +121,12 @@ def create_app(farm: PumpFarm) -> FastAPI:
     async def _guard(request: Request, call_next: Any) -> Any:
         # Loopback only, and only for loopback pages: a web page elsewhere must not reach the
         # API through a browser (DNS rebinding: Host; cross-site requests: Origin).
-        host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+        target = urlsplit(f"//{request.headers.get('host', '')}")
+        host = target.hostname or ""
         if host not in allowed_hosts:
             return JSONResponse(status_code=421, content={"detail": f"host {host!r} refused"})
         origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).hostname not in allowed_hosts:
+        if origin is not None and not _same_origin(urlsplit(origin), target, allowed_hosts):
             return JSONResponse(status_code=403, content={"detail": "cross-origin request refused"})
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):

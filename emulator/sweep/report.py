@@ -60,7 +60,9 @@ def wilson_interval(count: int, n: int, z: float = 1.959964) -> tuple[float, flo
     p = count / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 and n the exact bound is p itself; float rounding can leave it a hair beyond p
+    # (1.7e-18 above 0 at n = 150), which no interval around p may do.
+    return (min(max(0.0, centre - half), p), max(min(1.0, centre + half), p))
 
 
 def hazards(sweep: Sweep, out: Path) -> dict[str, dict[str, Any]]:
