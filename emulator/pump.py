@@ -11,6 +11,7 @@ import copy
 import functools
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -396,11 +397,14 @@ class EmulatedPump:
             return  # a timer for this very instant is still queued: it becomes the armed one
         queued.add(deadline_h)
         timeout = self.env.timeout(max(deadline_h - self.now_h, 0.0))
+        # A weak reference: SimPy cannot take a timeout back, so a pump replaced while time
+        # stands still (a stepped rig restoring snapshots) would otherwise stay alive in the
+        # world's queue, its whole state with it, until simulated time reached its deadline.
         timeout.callbacks.append(
-            functools.partial(self._on_timer, self._timer_generation, deadline_h)
+            functools.partial(_fire_timer, weakref.ref(self), self._timer_generation, deadline_h)
         )
 
-    def _on_timer(self, generation: int, deadline_h: float, _event: object = None) -> None:
+    def _on_timer(self, generation: int, deadline_h: float) -> None:
         if generation != self._timer_generation or self._detached:
             return  # the pump was replaced (snapshot, reset)
         self._queued_timers.remove(deadline_h)
@@ -417,3 +421,12 @@ class EmulatedPump:
 
 class PumpSilentError(RuntimeError):
     """The pump does not answer (dead battery)."""
+
+
+def _fire_timer(
+    pump_ref: weakref.ref[EmulatedPump], generation: int, deadline_h: float, _event: object
+) -> None:
+    """A pump's timer callback; does nothing once the pump is gone."""
+    pump = pump_ref()
+    if pump is not None:
+        pump._on_timer(generation, deadline_h)
