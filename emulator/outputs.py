@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from itpump.emulator.patient import concentration_columns
+from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray, interp_right
 from itpump.emulator.runner import RunResult
 from itpump.firmware_stubs.alarms import AlarmId
@@ -98,8 +99,62 @@ def first_alarm_h(result: RunResult, alarm: str) -> float | None:
     return next((a.t_h for a in recorder.alarm_transitions if a.alarm == alarm and a.raised), None)
 
 
-def summary(result: RunResult) -> dict[str, Any]:
-    """Machine-readable summary of a run."""
+def exposure(result: RunResult, columns: dict[str, FloatArray]) -> dict[str, Any]:
+    """Plasma and lumbar CSF against the reference levels of `emulator/pk/thresholds.py`.
+
+    Peaks and durations are read at the sample times of `columns` (a sample counts for the
+    interval that follows it), so a peak between samples is underestimated by at most the
+    change over one sample interval.
+    """
+    start = result.scenario.scenario.start
+    times = np.asarray(columns["time_h"], dtype=np.float64)
+    plasma = np.asarray(columns["plasma_ng_per_ml"], dtype=np.float64)
+    lumbar = np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64)
+    widths = np.diff(times, append=times[-1])
+
+    def stamp(t_h: float | None) -> str | None:
+        if t_h is None:
+            return None
+        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def first(mask: npt.NDArray[np.bool_]) -> float | None:
+        hits = np.flatnonzero(mask)
+        return float(times[hits[0]]) if len(hits) else None
+
+    cns = plasma >= thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML
+    severe = plasma >= thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
+    high = lumbar > thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    # Below the range only counts once the patient was in it: not the first hours of therapy.
+    reached = np.maximum.accumulate(lumbar >= thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
+    low = reached & (lumbar < thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
+    peak = int(np.argmax(plasma))
+    cns_h = first(cns)
+    return {
+        "plasma_peak_ng_per_ml": float(plasma[peak]),
+        "plasma_peak_utc": stamp(float(times[peak])),
+        "plasma_cns_depression_threshold_ng_per_ml": thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML,
+        "plasma_severe_toxicity_threshold_ng_per_ml": (
+            thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
+        ),
+        "plasma_above_cns_depression_h": float(widths[cns].sum()),
+        "plasma_above_cns_depression_first_utc": stamp(cns_h),
+        "plasma_above_severe_toxicity_h": float(widths[severe].sum()),
+        "csf_lumbar_peak_ng_per_ml": float(lumbar.max()),
+        "csf_therapeutic_range_ng_per_ml": [
+            thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML,
+            thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML,
+        ],
+        "csf_above_range_h": float(widths[high].sum()),
+        "csf_above_range_first_utc": stamp(first(high)),
+        "csf_below_range_h": float(widths[low].sum()),
+        "csf_below_range_first_utc": stamp(first(low)),
+        "systemic_overdose": cns_h is not None,
+    }
+
+
+def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> dict[str, Any]:
+    """Machine-readable summary of a run; `columns` (from `timeseries`) adds the patient's
+    exposure against the toxicity and therapeutic levels (computed when not given)."""
     pump = result.pump
     truth = pump.truth()
     ledger = truth.ledger
@@ -162,6 +217,7 @@ def summary(result: RunResult) -> dict[str, Any]:
             {"t_h": o.t_h, "action": o.index, "type": o.type, "code": o.code, "detail": o.detail}
             for o in result.refusals
         ],
+        "exposure": exposure(result, timeseries(result) if columns is None else columns),
     }
 
 
