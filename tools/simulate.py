@@ -153,19 +153,19 @@ def run(args: argparse.Namespace) -> int:
             f"  WARNING: systemic overdose: plasma {exposure['plasma_peak_ng_per_ml']:.0f} ng/mL "
             f"at {exposure['plasma_peak_utc']}, above the CNS-depression threshold "
             f"{exposure['plasma_cns_depression_threshold_ng_per_ml']:g} ng/mL for "
-            f"{exposure['plasma_above_cns_depression_h']:g} h"
+            f"{exposure['plasma_above_cns_depression_h']:.1f} h"
         )
     low, high = exposure["csf_therapeutic_range_ng_per_ml"]
     if exposure["csf_above_range_h"] > 0:
         print(
             f"  WARNING: lumbar CSF above the therapeutic range ({high:g} ng/mL) from "
-            f"{exposure['csf_above_range_first_utc']} for {exposure['csf_above_range_h']:g} h "
+            f"{exposure['csf_above_range_first_utc']} for {exposure['csf_above_range_h']:.1f} h "
             f"(peak {exposure['csf_lumbar_peak_ng_per_ml']:.0f} ng/mL): intrathecal overdose"
         )
     if exposure["csf_below_range_h"] > 0:
         print(
             f"  WARNING: lumbar CSF fell below the therapeutic range ({low:g} ng/mL) at "
-            f"{exposure['csf_below_range_first_utc']}, for {exposure['csf_below_range_h']:g} h: "
+            f"{exposure['csf_below_range_first_utc']}, for {exposure['csf_below_range_h']:.1f} h: "
             "withdrawal risk"
         )
     shown = 5
