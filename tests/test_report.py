@@ -95,3 +95,34 @@ def test_long_runs_get_wider_dose_bins() -> None:
     assert dose_bin_days(180 * 24.0) == 2
     assert dose_bin_days(100 * 24.0) == 1
     assert dose_bin_days(7 * 365 * 24.0) == 22
+
+
+def _pk_run(text: str) -> object:
+    from itpump.emulator.pk.batch import predict_subjects
+    from itpump.emulator.pk.records import parse_dose_records
+
+    return predict_subjects(parse_dose_records(text), curve_points=200)
+
+
+def test_the_pk_plot_has_a_title_dose_markers_and_days_for_long_runs() -> None:
+    from itpump.emulator.pk.batch import PredictionRun
+    from itpump.emulator.pk.plotting import render_predictions
+
+    long_run = _pk_run(
+        "ID,TIME,AMT,RATE,EVID,CMT\n"
+        "1,0,1800,12.5,1,1\n1,72,10000,0,1,2\n1,100,50,0,1,1\n1,144,.,.,0,.\n"
+    )
+    assert isinstance(long_run, PredictionRun)
+    figure = render_predictions(long_run, title="itpump pk: doses.csv")
+    csf = figure.axes[0]
+    assert figure.axes[-1].get_xlabel() == "time (days)"
+    assert "itpump pk: doses.csv" in figure.get_suptitle()
+    assert "1 subject, typical parameters" in figure.get_suptitle()
+    labels = _labels(csf)
+    assert {"ID 1 bolus into CSF", "ID 1 dose into tissue", "ID 1 infusion start"} <= set(labels)
+    tissue = csf.get_lines()[labels.index("ID 1 dose into tissue")]
+    assert np.asarray(tissue.get_xdata()).tolist() == [3.0]  # 72 h, in days
+
+    short_run = _pk_run("ID,TIME,AMT,RATE,EVID,CMT\n1,0,50,0,1,1\n1,12,.,.,0,.\n")
+    assert isinstance(short_run, PredictionRun)
+    assert render_predictions(short_run).axes[-1].get_xlabel() == "time (h)"
