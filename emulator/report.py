@@ -310,13 +310,38 @@ def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
     ax.stairs(
         programmed,
         edge_x,
+        baseline=None,
         color="black",
         linewidth=1.2,
         label="programmed (what the pump was told)",
     )
     ax.set_ylim(bottom=0.0)
+    if len(t):
+        _clip_outliers(ax, edge_x, per_day_csf + per_day_tissue, max(programmed.max(), 1.0))
     ax.set_ylabel("dose (mcg/day)" if days == 1 else f"dose (mcg/day,\nmean of {days} days)")
     _legend(ax)
+
+
+def _clip_outliers(
+    ax: Axes, edge_x: list[float], totals: FloatArray, programmed_max: float
+) -> None:
+    # A pocket fill puts a month of drug into one day: scaled to it, every other day (and the
+    # programmed line) would sit on the axis. Cut the axis at 3x the programmed dose and
+    # write the clipped day's amount on it instead.
+    top = 3.0 * programmed_max
+    if totals.max(initial=0.0) <= top:
+        return
+    ax.set_ylim(0.0, top)
+    for i in np.flatnonzero(totals > top):
+        ax.annotate(
+            f"{totals[i]:,.0f} ↑",
+            ((edge_x[i] + edge_x[i + 1]) / 2.0, top),
+            xytext=(0, -10),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
+        )
 
 
 def _csf_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
