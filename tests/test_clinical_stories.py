@@ -124,7 +124,8 @@ def test_mri_on_a_peristaltic_pump_stalls_it_until_20_h_after_the_scan() -> None
     result = _run("mri-peristaltic", 7)
     scan_start, scan_end = 5 * DAY_H + 2.0, 5 * DAY_H + 3.0
     (raised_h, raised), (cleared_h, cleared) = _alarm_times_h(result, "motor_stall")
-    assert raised and not cleared
+    assert raised
+    assert not cleared
     assert raised_h == pytest.approx(scan_start)
     assert cleared_h == pytest.approx(scan_end + 20.0)
     assert _exposure(result)["csf_below_range_h"] > 10.0
