@@ -389,6 +389,11 @@ class EmulatedPump:
         if self.hardware.dead or self._detached:
             return
         deadline_h = self.firmware.next_deadline_s / 3600.0
+        restart_h = self.hardware.pending_restart_h
+        if restart_h is not None:
+            # The firmware cannot know when a held drive turns again: wake it then, so the
+            # stall alarm clears and the estimate moves on from that instant.
+            deadline_h = min(deadline_h, restart_h)
         if deadline_h == self._armed_deadline_h or not math.isfinite(deadline_h):
             return
         self._armed_deadline_h = deadline_h

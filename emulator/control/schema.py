@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from itpump.emulator.faults import FAULT_PARAMETERS, FaultKind
+from itpump.emulator.pk.thresholds import classify
 
 if TYPE_CHECKING:
     from itpump.emulator.farm import AlarmStop, PumpSnapshot, ServedPump
@@ -229,6 +230,18 @@ class ConcentrationsOut(BaseModel):
     csf_cisternal_ng_per_ml: float
     plasma_ng_per_ml: float
     effect_ng_per_ml: float
+    exposure: list[str] = Field(
+        description="reference levels crossed now (docs/clinical.md): "
+        "plasma_above_cns_depression (>= 500 ng/mL), plasma_above_severe_toxicity "
+        "(>= 2316 ng/mL), csf_above_therapeutic (lumbar > 1240 ng/mL), csf_below_therapeutic "
+        "(lumbar < 130 ng/mL); empty inside the therapeutic range"
+    )
+
+    @classmethod
+    def of(cls, conc: Concentrations) -> ConcentrationsOut:
+        """From the patient's concentrations, with the reference levels they cross."""
+        flags = classify(conc.csf_lumbar_ng_per_ml, conc.plasma_ng_per_ml).flags
+        return cls(**dataclasses.asdict(conc), exposure=flags)
 
 
 class TruthOut(BaseModel):
@@ -260,7 +273,7 @@ class TruthOut(BaseModel):
             ledger=LedgerOut(**dataclasses.asdict(truth.ledger)),
             concentrations=None
             if conc is None
-            else ConcentrationsOut(**dataclasses.asdict(conc)),
+            else ConcentrationsOut.of(conc),
         )
 
 

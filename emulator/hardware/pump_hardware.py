@@ -76,6 +76,9 @@ class RefillOutcome:
 class PumpHardware:
     """Reservoir + drive + fluid path + battery. Times in simulated hours."""
 
+    # Class default: a pump state pickled before delayed MRI restarts existed still loads.
+    motor_restart_h = -math.inf
+
     def __init__(
         self,
         profile: DeviceProfile,
@@ -101,6 +104,8 @@ class PumpHardware:
         self.stroke_rate_per_h = 0.0
         self.faults: dict[FaultKind, Fault] = {}
         self.valve_budget_ml = math.inf  # valve-gated MRI: volume left before the valve shuts
+        # Peristaltic MRI with a delayed restart: the drive stays stalled until this time.
+        self.motor_restart_h = -math.inf
         self.t_h = 0.0
         # Stroke position is linear in time between these points (constant rate or stalled):
         # enough to regenerate every stroke of any window afterwards.
@@ -125,9 +130,14 @@ class PumpHardware:
     @property
     def motor_stalled(self) -> bool:
         """Drive cannot turn (stall fault, or MRI on a motor-driven pump)."""
-        if FaultKind.MOTOR_STALL in self.faults:
+        if FaultKind.MOTOR_STALL in self.faults or self.t_h < self.motor_restart_h - _EPS_H:
             return True
         return FaultKind.MRI in self.faults and self.profile.mechanism is Mechanism.PERISTALTIC
+
+    @property
+    def pending_restart_h(self) -> float | None:
+        """When a drive held after an MRI scan restarts, if that is still to come."""
+        return self.motor_restart_h if self.t_h < self.motor_restart_h - _EPS_H else None
 
     def ledger(self) -> MassLedger:
         """Mass balance at the last update."""
@@ -195,9 +205,12 @@ class PumpHardware:
     def clear(self, t_h: float, kind: FaultKind) -> bool:
         """End a fault at `t_h`; returns whether it was active."""
         self.advance_to(t_h)
-        removed = self.faults.pop(kind, None) is not None
+        fault = self.faults.pop(kind, None)
+        removed = fault is not None
         if kind is FaultKind.MRI:
             self.valve_budget_ml = math.inf  # valve reset by the clinician after the scan
+            if fault is not None and self.profile.mechanism is Mechanism.PERISTALTIC:
+                self.motor_restart_h = t_h + fault.value
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return removed
@@ -227,6 +240,11 @@ class PumpHardware:
         """Evolve everything from the last update to `t_h`."""
         if t_h <= self.t_h + _EPS_H:
             return
+        if self.t_h < self.motor_restart_h < t_h - _EPS_H:
+            # The drive restarts inside this gap: stalled up to that instant, then it turns.
+            self.advance_to(self.motor_restart_h)
+            if self.listener is not None:
+                self.listener.on_breakpoint(self.t_h)
         t0 = self.t_h
         dead = self.dead
         rate = 0.0 if (dead or self.motor_stalled) else self.stroke_rate_per_h
