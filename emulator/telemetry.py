@@ -14,19 +14,11 @@ from collections.abc import Callable
 
 from itpump.emulator.pump import EmulatedPump, PumpSilentError
 from itpump.firmware_stubs.command_handler import CommandHandler, identity_of
+from itpump.protocol import messages as m
 from itpump.protocol.auth import NonceSource
-from itpump.protocol.connection import (
-    AutoReply,
-    PumpConnection,
-    RequestReceived,
-    ResentResponse,
-    SessionEnded,
-    SessionStarted,
-)
-from itpump.protocol.state import LocalProtocolError
+from itpump.protocol.connection import PumpConnection, PumpEvent, SessionEnded, SessionStarted
 
 log = logging.getLogger(__name__)
-
 
 
 class TelemetryEndpoint:
@@ -79,54 +71,28 @@ class TelemetryEndpoint:
         pump = self.pump
         if pump.hardware.dead:
             return b""
-        now = self._clock()
-        conn = self.connection
-        conn.expire_idle_session(now)
-        conn.receive_data(data, now)
-        out: list[bytes] = []
-        while (event := conn.next_event()) is not None:
-            if isinstance(event, AutoReply | ResentResponse):
-                out.append(event.data)
-            elif isinstance(event, SessionStarted | SessionEnded):
-                self.handler.session_changed()
-            elif isinstance(event, RequestReceived):
-                frame = self._answer(event)
-                if frame is None:
-                    return b""  # the battery ran out while answering: nothing goes out
-                out.append(frame)
-                self.requests_answered += 1
-        reply = b"".join(out)
+        reply = self.connection.respond(
+            data, self._firmware, now_s=self._clock(), on_event=self._on_event
+        )
         # Radio time costs battery: 10 bits per byte at the link's baud rate.
         pump.hardware.add_telemetry_time(10.0 * (len(data) + len(reply)) / self._baud)
         return reply
 
-    def _answer(self, event: RequestReceived) -> bytes | None:
-        """The reply frame to one accepted request (``None``: the pump lost power doing it).
-
-        The request never stays pending: any unexpected exception (a firmware bug, a value
-        the wire cannot carry) is logged and answered INTERNAL_ERROR, so the pump keeps
-        answering later requests instead of going deaf with its request machine stuck.
-        """
-        conn = self.connection
-        name = type(event.request).__name__
+    def _firmware(self, request: m.Request) -> m.Response | None:
+        """The firmware's answer at the current simulated time (``None``: it lost power)."""
         try:
-            response = self.pump.call(self.handler.handle, event.request)
+            response = self.pump.call(self.handler.handle, request)
         except PumpSilentError:
-            # The battery ran out during the command: a dead pump sends nothing; answering
-            # only returns the request machine to idle.
-            conn.send_internal_error("no power")
-            return None
-        except Exception as exc:
-            log.exception("pump %s: %s failed; answering INTERNAL_ERROR", self.pump.serial, name)
-            return conn.send_internal_error(f"{name} failed: {type(exc).__name__}: {exc}")
-        try:
-            return conn.send(response)
-        except LocalProtocolError as exc:
-            # The handler answered with the wrong message type: a bug, not the peer's fault.
-            log.exception(
-                "pump %s: bad answer to %s; answering INTERNAL_ERROR", self.pump.serial, name
-            )
-            return conn.send_internal_error(f"{name} failed: {exc}")
+            return None  # the battery ran out during the command: a dead pump sends nothing
+        finally:
+            # The firmware ran (answered, failed, or lost power): the farm persists what it
+            # may have changed.
+            self.requests_answered += 1
+        return response
+
+    def _on_event(self, event: PumpEvent) -> None:
+        if isinstance(event, SessionStarted | SessionEnded):
+            self.handler.session_changed()
 
     def link_closed(self) -> None:
         """The telemetry head was lifted or the client went away: the session ends."""

@@ -5,7 +5,11 @@ Neither class reads a clock, opens a port or starts a thread. Bytes go in with
 message into the bytes to write. The programmer side also gets the current time from its
 caller (``now_s``) to decide when to retransmit.
 
-Pump side, in a runtime loop::
+Pump side, in one call per chunk of received bytes (``firmware`` answers each request)::
+
+    port.write(pump.respond(chunk, firmware, now_s=clock()))
+
+which is this loop (write it yourself only to do something else with the events)::
 
     pump.receive_data(chunk)
     while (event := pump.next_event()) is not None:
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
 
@@ -102,6 +107,7 @@ __all__ = [
     "PumpAuthenticationFailed",
     "PumpConnection",
     "PumpEvent",
+    "PumpFirmware",
     "PumpIdentity",
     "RequestReceived",
     "RequestTimedOut",
@@ -197,6 +203,10 @@ class SessionEnded:
 
 
 PumpEvent = RequestReceived | AutoReply | ResentResponse | SessionStarted | SessionEnded
+
+#: What answers the requests a pump delivers (see :meth:`PumpConnection.respond`): the
+#: firmware's response or refusal, or ``None`` when the pump falls silent (lost power).
+PumpFirmware = Callable[[Request], Response | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,6 +535,63 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._pending = None
         self._request.fire(RequestEvent.RESPONSE)
         return frame
+
+    def respond(
+        self,
+        data: bytes,
+        firmware: PumpFirmware,
+        *,
+        now_s: float | None = None,
+        on_event: Callable[[PumpEvent], object] | None = None,
+    ) -> bytes:
+        """Feed ``data``, answer every request it completes with ``firmware``; the reply bytes.
+
+        The pump's whole side of the link in one call: the session idles out first (when
+        ``now_s`` is given), protocol-level answers and cached retransmissions go out as they
+        are, and each delivered request is answered by ``firmware``. A firmware exception is
+        logged and answered INTERNAL_ERROR, so the pump keeps answering; ``None`` from
+        ``firmware`` means the pump fell silent doing it (power lost): the request is closed
+        and nothing at all is sent for this input. ``on_event`` sees every event first (to
+        log, record, or drop a half-done program transfer on a session change).
+        """
+        if now_s is not None:
+            self.expire_idle_session(now_s)
+        self.receive_data(data, now_s)
+        out: list[bytes] = []
+        while (event := self.next_event()) is not None:
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, AutoReply | ResentResponse):
+                out.append(event.data)
+            elif isinstance(event, RequestReceived):
+                frame = self._firmware_answer(firmware, event.request)
+                if frame is None:
+                    return b""
+                out.append(frame)
+        return b"".join(out)
+
+    def _firmware_answer(self, firmware: PumpFirmware, request: Request) -> bytes | None:
+        """The reply frame to the pending request (``None``: the pump stays silent)."""
+        name = type(request).__name__
+        try:
+            response = firmware(request)
+        except Exception as exc:
+            _log.exception(
+                "pump %s: %s failed; answering INTERNAL_ERROR", self.identity.serial, name
+            )
+            return self.send_internal_error(f"{name} failed: {type(exc).__name__}: {exc}")
+        if response is None:
+            # Close the request (a retransmission later gets this answer from the cache).
+            self.send_internal_error(f"{name}: no answer")
+            return None
+        try:
+            return self.send(response)
+        except LocalProtocolError as exc:
+            # The firmware answered with the wrong message type: a bug, not the peer's fault.
+            _log.exception(
+                "pump %s: bad answer to %s; answering INTERNAL_ERROR", self.identity.serial, name
+            )
+            return self.send_internal_error(f"{name} failed: {exc}")
 
     def _internal_error(self, header: Header, ctx: _Context, detail: str) -> bytes:
         """Frame (and cache) an INTERNAL_ERROR answer to an accepted request."""

@@ -27,15 +27,20 @@ from itpump.protocol.connection import (
     AutoReply,
     ProgrammerConnection,
     PumpConnection,
+    PumpEvent,
     PumpIdentity,
-    RequestReceived,
     ResentResponse,
     ResponseReceived,
 )
 from itpump.protocol.docgen import enum_tables, message_tables, result_code_table
 from itpump.protocol.framing import crc16_ccitt_false, decode_frame
 from itpump.protocol.header import parse_body
-from itpump.protocol.transfer import ProgramReceiver, program_digest, transfer_requests
+from itpump.protocol.transfer import (
+    TRANSFER_REQUESTS,
+    ProgramReceiver,
+    program_digest,
+    transfer_requests,
+)
 
 __all__ = [
     "EXAMPLE_KEY",
@@ -190,35 +195,28 @@ class _Clinic:
         if self.override is not None:
             response, self.override = self.override, None
             return response
-        r = self.receiver
         if isinstance(request, m.InterrogateRequest):
             return _STATUS
-        if isinstance(request, m.ProgramBeginRequest):
-            return r.begin(request)
-        if isinstance(request, m.ProgramDataRequest):
-            return r.data(request)
-        if isinstance(request, m.ProgramVerifyRequest):
-            program = r.assemble()
-            return program if isinstance(program, m.Refusal) else r.mark_verified(program)
-        if isinstance(request, m.ProgramCommitRequest):
-            committed = r.commit(request)
-            return committed if isinstance(committed, m.Refusal) else m.Ack()
+        if isinstance(request, TRANSFER_REQUESTS):
+            return self.receiver.handle(request)
         return m.Ack()
 
     def pump_answer(self, frame: bytes) -> tuple[bytes, m.Response]:
-        self.pump.receive_data(frame)
-        answers: list[tuple[bytes, m.Response]] = []
-        while (event := self.pump.next_event()) is not None:
-            if isinstance(event, RequestReceived):
-                response = self.firmware(event.request)
-                answers.append((self.pump.send(response), response))
-            elif isinstance(event, AutoReply):
-                answers.append((event.data, event.response))
-            elif isinstance(event, ResentResponse):
+        answers: list[m.Response] = []
+
+        def record(event: PumpEvent) -> None:
+            if isinstance(event, ResentResponse):
                 raise AssertionError("examples never retransmit")
-            # SessionStarted / SessionEnded: notifications only
+            if isinstance(event, AutoReply):
+                answers.append(event.response)
+
+        def firmware(request: m.Request) -> m.Response:
+            answers.append(self.firmware(request))
+            return answers[-1]
+
+        data = self.pump.respond(frame, firmware, on_event=record)
         assert len(answers) == 1, answers
-        return answers[0]
+        return data, answers[0]
 
     def exchange(self, request: m.Request) -> tuple[list[str], m.Response]:
         frame = self.prog.send(request, 0.0)

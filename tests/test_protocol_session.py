@@ -15,7 +15,6 @@ from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
-    AutoReply,
     ProgrammerConnection,
     ProgrammerEvent,
     PumpAuthenticationFailed,
@@ -85,16 +84,13 @@ class Rig:
 
     def to_pump(self, data: bytes) -> bytes:
         """Deliver bytes to the pump; run the firmware; return what the pump writes back."""
-        self.pump.receive_data(data)
-        out = b""
-        while (event := self.pump.next_event()) is not None:
+
+        def record(event: PumpEvent) -> None:
             self.pump_events.append(event)
             if isinstance(event, RequestReceived):
                 self.delivered.append(event)
-                out += self.pump.send(self.firmware(event.request))
-            elif isinstance(event, AutoReply | ResentResponse):
-                out += event.data
-        return out
+
+        return self.pump.respond(data, self.firmware, on_event=record)
 
     def to_programmer(self, data: bytes) -> ProgrammerEvent | None:
         self.prog.receive_data(data)
