@@ -77,10 +77,12 @@ from itpump.protocol.messages import (
     role_allows,
 )
 from itpump.protocol.state import (
+    CHALLENGE_STATES,
     HANDSHAKE_TRANSITIONS,
     PUMP_SESSION_TRANSITIONS,
     REQUEST_TRANSITIONS,
     SEQ_MODULUS,
+    SESSION_STATES,
     HandshakeEvent,
     HandshakeState,
     LocalProtocolError,
@@ -445,17 +447,75 @@ class PumpConnection(_Endpoint[PumpEvent]):
     @property
     def session_id(self) -> int | None:
         """Id of the active session, if any."""
-        return None if self._session is None else self._session.session_id
+        session = self._active()
+        return None if session is None else session.session_id
 
     @property
     def role(self) -> Role | None:
         """Role of the active session, if any."""
-        return None if self._session is None else self._session.role
+        session = self._active()
+        return None if session is None else session.role
 
     @property
     def session_state(self) -> PumpSessionState:
         """State of the session machine."""
         return self._session_sm.state
+
+    @property
+    def request_state(self) -> RequestState:
+        """State of the request machine (AWAITING_RESPONSE: answer with :meth:`send`)."""
+        return self._request.state
+
+    # -- the machines are the authority: state-carried data is read and written only here
+
+    def _active(self) -> _Session | None:
+        """The active session: there is one exactly in the machine's SESSION_STATES."""
+        if self._session_sm.state not in SESSION_STATES:
+            return None
+        assert self._session is not None
+        return self._session
+
+    def _outstanding(self) -> _Challenge | None:
+        """The challenge awaiting its AUTH_PROOF: one exactly in CHALLENGE_STATES."""
+        if self._session_sm.state not in CHALLENGE_STATES:
+            return None
+        assert self._challenge is not None
+        return self._challenge
+
+    def _fire_session(
+        self,
+        event: PumpSessionEvent,
+        *,
+        session: _Session | None = None,
+        challenge: _Challenge | None = None,
+    ) -> _Session | None:
+        """Fire ``event`` and set the data the new state carries; returns the session the
+        transition ended or replaced, if any.
+
+        ``session`` is the new session (PROOF_OK), ``challenge`` the new challenge
+        (CHALLENGE); otherwise a session the new state keeps is kept, and everything the new
+        state does not carry is dropped.
+        """
+        before = self._active()
+        state = self._session_sm.fire(event)
+        if state in CHALLENGE_STATES:
+            assert challenge is not None
+            self._challenge = challenge
+        else:
+            self._challenge = None
+        if state in SESSION_STATES:
+            self._session = session if session is not None else before
+            assert self._session is not None
+        else:
+            self._session = None
+        return before if before is not None and before is not self._session else None
+
+    def _pending_request(self) -> tuple[Header, MessageInfo, _Context]:
+        """The request waiting for :meth:`send`: there is one exactly in AWAITING_RESPONSE."""
+        if self._request.state is not RequestState.AWAITING_RESPONSE:
+            raise LocalProtocolError("no request is waiting for a response")
+        assert self._pending is not None
+        return self._pending
 
     @property
     def version(self) -> int:
@@ -475,7 +535,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
     @property
     def idle_deadline_s(self) -> float | None:
         """When the active session expires if no request arrives, or ``None``."""
-        session = self._session
+        session = self._active()
         if session is None or session.last_active_s is None:
             return None
         return session.last_active_s + self.idle_timeout_s
@@ -498,13 +558,17 @@ class PumpConnection(_Endpoint[PumpEvent]):
         """
         if self._request.state is RequestState.AWAITING_RESPONSE:
             raise LocalProtocolError("answer the pending request with send() first")
+        if self._request.state is RequestState.ERROR:
+            # The INTERNAL_ERROR answer itself could not be built: nothing can be sent for
+            # that request, but the pump must go on answering the next ones.
+            _log.error("pump %s: recovering from an unanswered error", self.identity.serial)
+            self._pending = None
+            self._request.fire(RequestEvent.RECOVER)
         return self._next_queued()
 
     def send(self, response: Response) -> bytes:
         """Encode the firmware's answer to the pending :class:`RequestReceived`."""
-        if self._pending is None:
-            raise LocalProtocolError("no request is waiting for a response")
-        header, info, ctx = self._pending
+        header, info, ctx = self._pending_request()
         if not isinstance(response, (Refusal, info.response)):
             raise LocalProtocolError(
                 f"{type(response).__name__} does not answer {info.code.name}; "
@@ -516,7 +580,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
             # A value the wire cannot carry (or any bug in encoding it) must not leave the
             # request pending: the pump would never answer again.
             _log.exception("%s: the answer could not be encoded", info.code.name)
-            frame = self._internal_error(header, ctx, f"{info.code.name} answer: {exc}")
+            return self._fail(header, ctx, f"{info.code.name} answer: {exc}")[0]
         self._pending = None
         self._request.fire(RequestEvent.RESPONSE)
         return frame
@@ -528,13 +592,8 @@ class PumpConnection(_Endpoint[PumpEvent]):
         of the same request gets the same answer, nothing is redone. ``detail`` travels to
         the programmer (at most 120 bytes): name what failed, never a secret.
         """
-        if self._pending is None:
-            raise LocalProtocolError("no request is waiting for a response")
-        header, _info, ctx = self._pending
-        frame = self._internal_error(header, ctx, detail)
-        self._pending = None
-        self._request.fire(RequestEvent.RESPONSE)
-        return frame
+        header, _info, ctx = self._pending_request()
+        return self._fail(header, ctx, detail)[0]
 
     def respond(
         self,
@@ -593,18 +652,32 @@ class PumpConnection(_Endpoint[PumpEvent]):
             )
             return self.send_internal_error(f"{name} failed: {exc}")
 
-    def _internal_error(self, header: Header, ctx: _Context, detail: str) -> bytes:
-        """Frame (and cache) an INTERNAL_ERROR answer to an accepted request."""
+    def _fail(self, header: Header, ctx: _Context | None, detail: str) -> tuple[bytes, Refusal]:
+        """An unexpected exception: ERROR, answer INTERNAL_ERROR, RECOVER to IDLE.
+
+        With the context of an accepted request the answer is cached (a retransmission gets
+        it, nothing is redone) and authenticated as that request was; without (the failure
+        came before the request was accepted) it is a plain refusal. If even this answer
+        cannot be built, the machine stays in ERROR and :meth:`next_event` recovers.
+        """
+        self._request.fire(RequestEvent.ERROR)
+        self._pending = None
         self.stats.internal_errors += 1
-        return self._answer(header, Refusal.make(ResultCode.INTERNAL_ERROR, detail), ctx)
+        refusal = Refusal.make(ResultCode.INTERNAL_ERROR, detail)
+        if ctx is None:
+            self.stats.refusals[ResultCode.INTERNAL_ERROR] += 1
+            frame = _response_frame(header, refusal, None, None)
+            self.stats.frames_out += 1
+        else:
+            frame = self._answer(header, refusal, ctx)
+        self._request.fire(RequestEvent.RECOVER)
+        return frame, refusal
 
     def end_session(self, reason: str = "ended by the pump") -> None:
         """End the active session (idle timeout, telemetry link lost, ...)."""
-        self._challenge = None
-        self._session_sm.fire(PumpSessionEvent.END)
-        if self._session is not None:
-            self._events.append(SessionEnded(self._session.session_id, reason))
-            self._session = None
+        ended = self._fire_session(PumpSessionEvent.END)
+        if ended is not None:
+            self._events.append(SessionEnded(ended.session_id, reason))
 
     def link_lost(self) -> None:
         """The telemetry head was lifted: forget partial frames and end the session."""
@@ -628,11 +701,11 @@ class PumpConnection(_Endpoint[PumpEvent]):
             self._handle_request(header, body)
         except Exception as exc:
             # Frames from the peer never raise by design; if one does anyway (a bug, or a
-            # value such as a serial number the wire cannot carry), the pump answers
-            # INTERNAL_ERROR and stays responsive instead of failing on every later frame.
+            # value such as a serial number the wire cannot carry), the connection goes to
+            # ERROR, answers INTERNAL_ERROR and recovers instead of failing on every frame.
             _log.exception("pump failed on seq %d type 0x%02X", header.seq, header.msg_type)
-            self.stats.internal_errors += 1
-            self._refuse(header, ResultCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            frame, refusal = self._fail(header, None, f"{type(exc).__name__}: {exc}")
+            self._events.append(AutoReply(frame, header.msg_type, header.seq, refusal))
 
     def _handle_request(self, header: Header, body: bytes) -> None:
         """Check and dispatch one request whose header parsed."""
@@ -698,9 +771,10 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._dispatch(header, info, ctx, request)
 
     def _scopes(self) -> tuple[_Scope, ...]:
-        if self._session is None:
+        session = self._active()
+        if session is None:
             return (self._link,)
-        return (self._session.scope, self._link)
+        return (session.scope, self._link)
 
     @staticmethod
     def _info(msg_type: int) -> MessageInfo | None:
@@ -717,7 +791,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
                 self._refuse(header, ResultCode.MALFORMED, f"{info.code.name} never carries a MAC")
                 return None
             return _Context(Role.CLINICIAN, None, None, self._link)
-        session = self._session
+        session = self._active()
         if header.has_mac:
             assert packet.mac is not None
             assert packet.counter is not None
@@ -765,8 +839,8 @@ class PumpConnection(_Endpoint[PumpEvent]):
                 self._link.last_response = ctx.session.scope.last_response
                 self.end_session("ended by the programmer")
         else:
-            self._pending = (header, info, ctx)
             self._request.fire(RequestEvent.SEND)
+            self._pending = (header, info, ctx)
             self._events.append(
                 RequestReceived(
                     request,
@@ -812,12 +886,11 @@ class PumpConnection(_Endpoint[PumpEvent]):
         challenge = _Challenge(
             request.role, session_id, request.programmer_nonce, self._nonces(NONCE_SIZE)
         )
-        self._challenge = challenge
-        self._session_sm.fire(PumpSessionEvent.CHALLENGE)
+        self._fire_session(PumpSessionEvent.CHALLENGE, challenge=challenge)
         self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), ctx, request)
 
     def _auth_proof(self, header: Header, request: AuthProofRequest, ctx: _Context) -> None:
-        challenge = self._challenge
+        challenge = self._outstanding()
         if challenge is None:
             self._auto(
                 header,
@@ -826,7 +899,6 @@ class PumpConnection(_Endpoint[PumpEvent]):
                 request,
             )
             return
-        self._challenge = None  # one attempt per challenge, right or wrong
         transcript = auth.transcript(
             challenge.role,
             challenge.session_id,
@@ -837,17 +909,17 @@ class PumpConnection(_Endpoint[PumpEvent]):
         if header.session_id != challenge.session_id or not auth.verify_proof(
             auth.programmer_proof(self._key, transcript), request.proof
         ):
-            self._session_sm.fire(PumpSessionEvent.PROOF_BAD)
+            # One attempt per challenge, right or wrong.
+            self._fire_session(PumpSessionEvent.PROOF_BAD)
             self._auto(header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), ctx, request)
             return
-        previous = self._session
-        self._session_sm.fire(PumpSessionEvent.PROOF_OK)
-        self._session = _Session(
+        session = _Session(
             challenge.session_id,
             challenge.role,
             auth.session_key(self._key, transcript),
             last_active_s=self._now_s,
         )
+        previous = self._fire_session(PumpSessionEvent.PROOF_OK, session=session)
         response = AuthProofResponse(auth.pump_proof(self._key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)
         if previous is not None:
