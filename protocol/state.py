@@ -5,12 +5,13 @@ Two small machines per side, kept apart because they change for different reason
 * the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE, and ERROR;
 * the *session* machine: authentication handshake and the active session.
 
-:mod:`protocol.connection` drives them, and they are the authority: every decision a
-connection takes on its session or its pending request reads a machine's state, and the data
-a state carries (the session, the outstanding challenge, the pending request) exists exactly
-while the machine is in that state. Any transition not in a table is a bug in the caller's
-use of the API and raises :class:`LocalProtocolError`. Frames from the peer never raise: bad
-input is answered or dropped before a transition is attempted.
+:mod:`protocol.pump_connection` and :mod:`protocol.programmer_connection` drive them, and
+they are the authority: every decision a connection takes on its session or its pending
+request reads a machine's state, and the data a state carries (the session, the outstanding
+challenge, the pending request) exists exactly while the machine is in that state. Any
+transition not in a table is a bug in the caller's use of the API and raises
+:class:`LocalProtocolError`. Frames from the peer never raise: bad input is answered or
+dropped before a transition is attempted.
 
 As in h11, an unexpected exception while a connection processes input or output moves its
 request machine to ERROR. Unlike h11's, the pump's ERROR is not terminal: a pump must never

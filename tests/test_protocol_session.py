@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from itpump.protocol import connection as connection_module
 from itpump.protocol import messages as m
+from itpump.protocol import pump_connection as connection_module
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
