@@ -38,7 +38,8 @@ from itpump.emulator.transports import (
 from itpump.emulator.transports.base import ByteHandler
 from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import PumpStatus
-from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key
+from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key, role_key
+from itpump.protocol.messages import Role
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,12 @@ class ServedPump:
         self.run = run
         self.handler = handler
         self.transport = transport
-        self.key = key
+        self.device_key = key
+        """The pump's own key (what its endpoint holds); never given to a programmer."""
+        self.key = role_key(key, Role.CLINICIAN)
+        """The clinician programmer's key for this pump (`itpump serve` prints it)."""
+        self.patient_key = role_key(key, Role.PATIENT)
+        """The patient programmer's key: it opens PATIENT sessions only."""
         self.link = link
         self.seed = seed
 
@@ -278,7 +284,7 @@ class ServedPump:
             run.attach(farm.env)
             run.pump.on_alarm = farm.on_pump_alarm
             self.run = run
-            self.handler.endpoint = farm.make_endpoint(run.pump, self.key)
+            self.handler.endpoint = farm.make_endpoint(run.pump, self.device_key)
             old.link_closed()
 
         self._call(swap)
@@ -293,6 +299,7 @@ class ServedPump:
             "url": self.url,
             "path": None if path is None else str(path),
             "key": self.key.hex(),
+            "patient_key": self.patient_key.hex(),
         }
 
 

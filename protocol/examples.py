@@ -43,6 +43,7 @@ from itpump.protocol.transfer import (
 )
 
 __all__ = [
+    "EXAMPLE_CLINICIAN_KEY",
     "EXAMPLE_KEY",
     "EXAMPLE_PUMP",
     "examples_markdown",
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 EXAMPLE_KEY = bytes(range(32))  # 00 01 02 ... 1f: for examples only, obviously
+#: What the example's clinician programmer holds (the pump derives it from EXAMPLE_KEY).
+EXAMPLE_CLINICIAN_KEY = auth.role_key(EXAMPLE_KEY, m.Role.CLINICIAN)
 PUMP_SEED = 1
 PROGRAMMER_SEED = 2
 EXAMPLE_PUMP = PumpIdentity(
@@ -236,14 +239,16 @@ def examples_markdown() -> str:
     prog_nonces = seeded_nonce_source(PROGRAMMER_SEED)
     clinic = _Clinic(
         pump=PumpConnection(EXAMPLE_PUMP, EXAMPLE_KEY, seeded_nonce_source(PUMP_SEED)),
-        prog=ProgrammerConnection(prog_nonces, key=EXAMPLE_KEY),
+        prog=ProgrammerConnection(prog_nonces, key=EXAMPLE_CLINICIAN_KEY),
         receiver=ProgramReceiver(),
     )
     out: list[str] = [
         "All examples come from one conversation between a pump (serial number "
-        f"`{EXAMPLE_PUMP.serial}`) and a programmer that share the key K = bytes 0x00..0x1f "
-        f"(`{EXAMPLE_KEY.hex()}`); nonces come from seeded generators. Each frame is shown "
-        "as sent on the wire (flags, stuffing and CRC included), then split into header, "
+        f"`{EXAMPLE_PUMP.serial}`) with the key K = bytes 0x00..0x1f "
+        f"(`{EXAMPLE_KEY.hex()}`) and a clinician programmer holding K_clinician = "
+        'HMAC-SHA256(K, "itpump/v1/role-key" | 01) '
+        f"(`{EXAMPLE_CLINICIAN_KEY.hex()}`); nonces come from seeded generators. Each frame "
+        "is shown as sent on the wire (flags, stuffing and CRC included), then split into header, "
         "payload, MAC trailer and CRC, all before stuffing. Where a `7d` appears in the wire "
         "bytes, it escapes a `7d` or `7e` of the body.",
         "",
@@ -276,13 +281,14 @@ def examples_markdown() -> str:
         EXAMPLE_PUMP.serial,
     )
     out += [
-        "The transcript T and the values derived from it with the pump key K:",
+        "The transcript T and the values derived from it with the clinician key K_role:",
         "",
         "```text",
+        *_hex_lines("K_role", EXAMPLE_CLINICIAN_KEY, 32),
         *_hex_lines("T", transcript, 32),
-        *_hex_lines("proof_P", auth.programmer_proof(EXAMPLE_KEY, transcript), 32),
-        *_hex_lines("proof_D", auth.pump_proof(EXAMPLE_KEY, transcript), 32),
-        *_hex_lines("K_sess", auth.session_key(EXAMPLE_KEY, transcript), 32),
+        *_hex_lines("proof_P", auth.programmer_proof(EXAMPLE_CLINICIAN_KEY, transcript), 32),
+        *_hex_lines("proof_D", auth.pump_proof(EXAMPLE_CLINICIAN_KEY, transcript), 32),
+        *_hex_lines("K_sess", auth.session_key(EXAMPLE_CLINICIAN_KEY, transcript), 32),
         "```",
         "",
     ]

@@ -152,7 +152,8 @@ class ProgrammerConnection(_Endpoint[ProgrammerEvent]):
 
     Stop-and-wait: one request at a time. Sequence numbers, the session id, the MAC counter
     and MACs are filled in here; the caller passes the current time to :meth:`send` and
-    :meth:`poll` so that timeouts need no clock.
+    :meth:`poll` so that timeouts need no clock. ``key`` is the key of the role this
+    programmer authenticates as (:func:`protocol.auth.role_key` of the pump's key).
     """
 
     _DROPPED = "response"
@@ -232,8 +233,8 @@ class ProgrammerConnection(_Endpoint[ProgrammerEvent]):
     def auth_proof(self, key: bytes | None = None) -> AuthProofRequest:
         """The AUTH_PROOF answering the challenge just received.
 
-        ``key`` is the pump's key (default: the one given to the constructor); the pump's
-        serial number comes from the last IDENTIFY.
+        ``key`` is the pump's key for the role asked for in AUTH_BEGIN (default: the one
+        given to the constructor); the pump's serial number comes from the last IDENTIFY.
         """
         if self._handshake.state is not HandshakeState.CHALLENGED or self._hs_role is None:
             raise LocalProtocolError("no challenge received: send AUTH_BEGIN first")

@@ -234,7 +234,8 @@ def _response_frame(
 class PumpConnection(_Endpoint[PumpEvent]):
     """The pump's end of the link: it only ever answers.
 
-    ``key`` is this pump's secret (at least 16 bytes); ``nonce_source`` provides challenge
+    ``key`` is this pump's device key (at least 16 bytes), from which it derives the key of
+    each role (:func:`protocol.auth.role_key`); ``nonce_source`` provides challenge
     nonces and session ids (``os.urandom`` on a device, a seeded source in simulations).
     With ``allow_unauthenticated`` the pump also obeys commands sent outside any session, as
     the CLINICIAN role, to test programmers written for older devices.
@@ -732,8 +733,11 @@ class PumpConnection(_Endpoint[PumpEvent]):
             challenge.pump_nonce,
             self.identity.serial,
         )
+        # The role is bound twice: in the transcript and in the key, so only a holder of
+        # this role's key can answer (a patient's key cannot open a clinician session).
+        key = auth.role_key(self._key, challenge.role)
         if header.session_id != challenge.session_id or not auth.verify_proof(
-            auth.programmer_proof(self._key, transcript), request.proof
+            auth.programmer_proof(key, transcript), request.proof
         ):
             # One attempt per challenge, right or wrong.
             self._fire_session(PumpSessionEvent.PROOF_BAD)
@@ -742,11 +746,11 @@ class PumpConnection(_Endpoint[PumpEvent]):
         session = _Session(
             challenge.session_id,
             challenge.role,
-            auth.session_key(self._key, transcript),
+            auth.session_key(key, transcript),
             last_active_s=self._now_s,
         )
         previous = self._fire_session(PumpSessionEvent.PROOF_OK, session=session)
-        response = AuthProofResponse(auth.pump_proof(self._key, transcript), self.idle_timeout_s)
+        response = AuthProofResponse(auth.pump_proof(key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)
         if previous is not None:
             self._events.append(SessionEnded(previous.session_id, "replaced by a new session"))

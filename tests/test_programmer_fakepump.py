@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from itpump.emulator.transports import PtyTransport, PumpTransport, TcpTransport
 from itpump.protocol import messages as m
-from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.auth import role_key, seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
     AutoReply,
@@ -29,8 +29,11 @@ from itpump.protocol.connection import (
 )
 from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver
 
-KEY = bytes(range(32))
+DEVICE_KEY = bytes(range(32))  # the fake pump's own key
+KEY = role_key(DEVICE_KEY, m.Role.CLINICIAN)  # what a clinician programmer is given
 KEY_HEX = KEY.hex()
+PATIENT_KEY = role_key(DEVICE_KEY, m.Role.PATIENT)
+PATIENT_KEY_HEX = PATIENT_KEY.hex()
 SERIAL = "FK20-000042"
 IDENTITY = PumpIdentity(
     serial=SERIAL,
@@ -81,7 +84,7 @@ class FakePump:
     """A ``ByteHandler`` pump with canned, slightly stateful answers."""
 
     def __init__(
-        self, *, key: bytes = KEY, allow_unauthenticated: bool = False, seed: int = 1
+        self, *, key: bytes = DEVICE_KEY, allow_unauthenticated: bool = False, seed: int = 1
     ) -> None:
         self.connection = PumpConnection(
             IDENTITY,

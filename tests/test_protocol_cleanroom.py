@@ -145,8 +145,11 @@ def test_clean_room_programmer_session() -> None:
     serial = prog.serial.encode()
     transcript = b"\x01" + session_id.to_bytes(4, "big") + np_ + nc + bytes([len(serial)]) + serial
 
+    # The programmer holds the clinician's key, not the pump's: K_role = HMAC(K, label | role).
+    clinician_key = hmac.new(KEY, b"itpump/v1/role-key" + b"\x01", hashlib.sha256).digest()
+
     def h(label: bytes) -> bytes:
-        return hmac.new(KEY, label + transcript, hashlib.sha256).digest()
+        return hmac.new(clinician_key, label + transcript, hashlib.sha256).digest()
 
     # AUTH_PROOF: header session id = S
     prog.session_id = session_id

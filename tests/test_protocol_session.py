@@ -14,7 +14,7 @@ import pytest
 
 from itpump.protocol import messages as m
 from itpump.protocol import pump_connection as connection_module
-from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.auth import role_key, seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
     ProgrammerConnection,
@@ -85,7 +85,12 @@ class Rig:
             seeded_nonce_source(1),
             allow_unauthenticated=allow_unauthenticated,
         )
-        self.prog = ProgrammerConnection(seeded_nonce_source(2), key=programmer_key)
+        # The programmer is given the pump key; it proves with the key of the role it asks
+        # for, as a programmer provisioned for that role would.
+        self.programmer_key = programmer_key
+        self.prog = ProgrammerConnection(
+            seeded_nonce_source(2), key=role_key(programmer_key, m.Role.CLINICIAN)
+        )
         self.firmware = firmware
         self.delivered: list[RequestReceived] = []
         self.pump_events: list[PumpEvent] = []
@@ -118,7 +123,8 @@ class Rig:
     def login(self, role: m.Role = m.Role.CLINICIAN) -> None:
         self.identify()
         assert isinstance(self.exchange(self.prog.auth_begin(role)).response, m.AuthBeginResponse)
-        assert isinstance(self.exchange(self.prog.auth_proof()).response, m.AuthProofResponse)
+        proof = self.prog.auth_proof(role_key(self.programmer_key, role))
+        assert isinstance(self.exchange(proof).response, m.AuthProofResponse)
         assert self.prog.session is not None
         assert self.prog.session.session_id == self.pump.session_id
 
