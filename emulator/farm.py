@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.runtime import SimRuntime
 from itpump.emulator.scenario import Scenario
 from itpump.emulator.state import StateFileError, StateStore
-from itpump.emulator.telemetry import TelemetryEndpoint
+from itpump.emulator.telemetry import DIRECT_HEAD, TelemetryEndpoint
 from itpump.emulator.transports import (
     LinkConfig,
     LinkEmulator,
@@ -95,14 +96,19 @@ class _SyncedEndpoint:
         self._runtime = runtime
         self.commit: Callable[[], None] | None = None
         self._dirty = False
+        self._head_ids = itertools.count(DIRECT_HEAD + 1)
 
     def __call__(self, data: bytes, /) -> bytes:
-        return self._runtime.call(lambda: self._answer(data))
+        return self._runtime.call(lambda: self._answer(DIRECT_HEAD, data))
 
-    def _answer(self, data: bytes) -> bytes:
+    def open_head(self) -> _SyncedHead:
+        """One client link's handler; it survives the endpoint being replaced."""
+        return _SyncedHead(self, next(self._head_ids))
+
+    def _answer(self, head: int, data: bytes) -> bytes:
         endpoint = self.endpoint
         answered = endpoint.requests_answered
-        reply = endpoint(data)
+        reply = endpoint.feed(head, data)
         if self.commit is None:
             return reply
         self._dirty = self._dirty or endpoint.requests_answered != answered
@@ -117,6 +123,22 @@ class _SyncedEndpoint:
 
     def link_closed(self) -> None:
         self.endpoint.link_closed()
+
+
+class _SyncedHead:
+    """One client link of a `_SyncedEndpoint`, addressed by id: a restore or reset replaces
+    the endpoint (its heads start afresh, sessions ended), the transport keeps this object."""
+
+    def __init__(self, synced: _SyncedEndpoint, head: int) -> None:
+        self._synced = synced
+        self.head = head
+
+    def __call__(self, data: bytes, /) -> bytes:
+        synced = self._synced
+        return synced._runtime.call(lambda: synced._answer(self.head, data))
+
+    def link_closed(self) -> None:
+        self._synced.endpoint.close_head(self.head)
 
 
 class SnapshotLimitError(RuntimeError):

@@ -268,6 +268,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._link = _Scope()  # requests outside any session
         self._now_s: float | None = None  # last time given to receive_data()
         self._pending: tuple[Header, MessageInfo, _Context] | None = None
+        self._busy: str | None = None  # set by respond(): another head holds the pump
 
     # -- public API
 
@@ -429,6 +430,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
         *,
         now_s: float | None = None,
         on_event: Callable[[PumpEvent], object] | None = None,
+        busy: str | None = None,
     ) -> bytes:
         """Feed ``data``, answer every request it completes with ``firmware``; the reply bytes.
 
@@ -439,22 +441,29 @@ class PumpConnection(_Endpoint[PumpEvent]):
         ``firmware`` means the pump fell silent doing it (power lost): the request is closed
         and nothing at all is sent for this input. ``on_event`` sees every event first (to
         log, record, or drop a half-done program transfer on a session change).
+
+        ``busy`` (a detail text) says another telemetry head holds the pump: every request in
+        ``data`` is then refused SESSION_BUSY without a MAC and nothing else happens.
         """
         if now_s is not None:
             self.expire_idle_session(now_s)
         self.receive_data(data, now_s)
-        out: list[bytes] = []
-        while (event := self.next_event()) is not None:
-            if on_event is not None:
-                on_event(event)
-            if isinstance(event, AutoReply | ResentResponse):
-                out.append(event.data)
-            elif isinstance(event, RequestReceived):
-                frame = self._firmware_answer(firmware, event.request)
-                if frame is None:
-                    return b""
-                out.append(frame)
-        return b"".join(out)
+        self._busy = busy
+        try:
+            out: list[bytes] = []
+            while (event := self.next_event()) is not None:
+                if on_event is not None:
+                    on_event(event)
+                if isinstance(event, AutoReply | ResentResponse):
+                    out.append(event.data)
+                elif isinstance(event, RequestReceived):
+                    frame = self._firmware_answer(firmware, event.request)
+                    if frame is None:
+                        return b""
+                    out.append(frame)
+            return b"".join(out)
+        finally:
+            self._busy = None
 
     def _firmware_answer(self, firmware: PumpFirmware, request: Request) -> bytes | None:
         """The reply frame to the pending request (``None``: the pump stays silent)."""
@@ -523,6 +532,9 @@ class PumpConnection(_Endpoint[PumpEvent]):
             # A response reaching the pump is an echo or another pump: answering it could
             # start an endless exchange, so it is ignored.
             self._drop("response frame received by the pump")
+            return
+        if self._busy is not None:
+            self._refuse(header, ResultCode.SESSION_BUSY, self._busy)
             return
         try:
             self._handle_request(header, body)
