@@ -26,7 +26,7 @@ from itpump.firmware_stubs.therapy import (
 from itpump.protocol import messages as m
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import PumpIdentity
-from itpump.protocol.transfer import ProgramReceiver
+from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver
 from itpump.protocol.units import (
     cm_from_mm,
     epoch_s_from_float,
@@ -189,11 +189,7 @@ class CommandHandler:
             m.SetClockRequest: self._set_clock,
             m.SetAlarmThresholdsRequest: self._set_threshold,
             m.AckAlarmRequest: self._ack_alarm,
-            m.ProgramBeginRequest: self._program_begin,
-            m.ProgramDataRequest: self._program_data,
-            m.ProgramVerifyRequest: self._program_verify,
-            m.ProgramCommitRequest: self._program_commit,
-            m.ProgramAbortRequest: lambda _r: self.receiver.abort(),
+            **{t: self._program_transfer for t in TRANSFER_REQUESTS},
             m.BolusRequest: self._bolus,
             m.StopTherapyRequest: self._stop,
             m.ResumeTherapyRequest: self._resume,
@@ -292,26 +288,11 @@ class CommandHandler:
         return m.AckAlarmResponse(self.firmware.acknowledge_alarm(alarm))
 
     # -- program transfer
-    def _program_begin(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramBeginRequest)
-        return self.receiver.begin(request)
-
-    def _program_data(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramDataRequest)
-        return self.receiver.data(request)
-
-    def _program_verify(self, _request: m.Request) -> m.Response:
-        wire = self.receiver.assemble()
-        if isinstance(wire, m.Refusal):
-            return wire
-        try:
-            self._check_program(wire)
-        except Refusal:
-            self.receiver.reject()
-            raise
-        return self.receiver.mark_verified(wire)
+    def _program_transfer(self, request: m.Request) -> m.Response:
+        return self.receiver.handle(request, self._check_program, self._apply_program)
 
     def _check_program(self, wire: m.TherapyProgram) -> None:
+        """Refuses (raises `Refusal`) a program this pump cannot run as it stands now."""
         fw = self.firmware
         drug = fw.status().drug
         if wire.concentration_ng_per_ml != ng_from_mcg(drug.concentration_mcg_per_ml) or (
@@ -329,11 +310,7 @@ class CommandHandler:
             )
         validate_program(program_from_wire(wire), drug.concentration_mcg_per_ml, fw.cfg)
 
-    def _program_commit(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramCommitRequest)
-        wire = self.receiver.commit(request)
-        if isinstance(wire, m.Refusal):
-            return wire
+    def _apply_program(self, wire: m.TherapyProgram) -> m.Response:
         fw = self.firmware
         # Everything is validated before anything changes (state may have moved since VERIFY).
         self._check_program(wire)

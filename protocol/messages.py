@@ -403,7 +403,7 @@ class AuthBeginResponse(ResponseBody):
 
 @wire_struct
 class AuthProofRequest(Request):
-    """Proof that the programmer knows the pump key; header session_id = the offered id."""
+    """Proof that the programmer knows the key of the role asked for; header session_id = S."""
 
     TYPE: ClassVar[MessageType] = MessageType.AUTH_PROOF
     proof: bytes = fixed_bytes("HMAC-SHA256 programmer proof", size=PROOF_SIZE)

@@ -2,12 +2,21 @@
 
 Two small machines per side, kept apart because they change for different reasons:
 
-* the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE;
+* the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE, and ERROR;
 * the *session* machine: authentication handshake and the active session.
 
-:mod:`protocol.connection` drives them; any transition not in a table is a bug in the
-caller's use of the API and raises :class:`LocalProtocolError`. Frames from the peer never
-raise: bad input is answered or dropped before a transition is attempted.
+:mod:`protocol.pump_connection` and :mod:`protocol.programmer_connection` drive them, and
+they are the authority: every decision a connection takes on its session or its pending
+request reads a machine's state, and the data a state carries (the session, the outstanding
+challenge, the pending request) exists exactly while the machine is in that state. Any
+transition not in a table is a bug in the caller's use of the API and raises
+:class:`LocalProtocolError`. Frames from the peer never raise: bad input is answered or
+dropped before a transition is attempted.
+
+As in h11, an unexpected exception while a connection processes input or output moves its
+request machine to ERROR. Unlike h11's, the pump's ERROR is not terminal: a pump must never
+go deaf, so it answers the request INTERNAL_ERROR and RECOVERs to IDLE (the session, if any,
+stays as it was).
 
 The pure rules on sequence numbers and counters are here too, so that they can be tested and
 read on their own.
@@ -20,7 +29,9 @@ from enum import Enum, auto
 from typing import Generic, TypeVar
 
 __all__ = [
+    "CHALLENGE_STATES",
     "SEQ_WINDOW",
+    "SESSION_STATES",
     "HandshakeEvent",
     "HandshakeState",
     "LocalProtocolError",
@@ -74,20 +85,28 @@ class RequestState(Enum):
 
     IDLE = auto()
     AWAITING_RESPONSE = auto()
+    ERROR = auto()  # an unexpected exception; the pump answers INTERNAL_ERROR and recovers
 
 
 class RequestEvent(Enum):
-    """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE."""
+    """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE.
+
+    ERROR: an unexpected exception (from any state). RECOVER: the pump answered it.
+    """
 
     SEND = auto()
     RESPONSE = auto()
     GIVE_UP = auto()
+    ERROR = auto()
+    RECOVER = auto()
 
 
 REQUEST_TRANSITIONS: Mapping[tuple[RequestState, RequestEvent], RequestState] = {
     (RequestState.IDLE, RequestEvent.SEND): RequestState.AWAITING_RESPONSE,
     (RequestState.AWAITING_RESPONSE, RequestEvent.RESPONSE): RequestState.IDLE,
     (RequestState.AWAITING_RESPONSE, RequestEvent.GIVE_UP): RequestState.IDLE,
+    **{(state, RequestEvent.ERROR): RequestState.ERROR for state in RequestState},
+    (RequestState.ERROR, RequestEvent.RECOVER): RequestState.IDLE,
 }
 
 
@@ -131,6 +150,12 @@ PUMP_SESSION_TRANSITIONS: Mapping[tuple[PumpSessionState, PumpSessionEvent], Pum
     (_PS.ACTIVE, _PE.END): _PS.NONE,
     (_PS.ACTIVE_CHALLENGED, _PE.END): _PS.NONE,
 }
+
+
+#: States in which the pump has an active session (and only these).
+SESSION_STATES = frozenset({_PS.ACTIVE, _PS.ACTIVE_CHALLENGED})
+#: States in which an AUTH_BEGIN challenge awaits its AUTH_PROOF (and only these).
+CHALLENGE_STATES = frozenset({_PS.CHALLENGED, _PS.ACTIVE_CHALLENGED})
 
 
 # --- programmer handshake ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A Hypothesis state machine against a served pump's byte handler: sessions, wrong keys,
-garbage, replayed frames and therapy commands in any order. The pump never raises and never
-stops answering, and therapy changes only when an authenticated command was acknowledged."""
+garbage, replayed frames, other telemetry heads and therapy commands in any order. The pump
+never raises and never stops answering, a second head never disturbs a live session, and
+therapy changes only when an authenticated command was acknowledged."""
 
 from __future__ import annotations
 
@@ -103,6 +104,26 @@ class SessionMachine(RuleBasedStateMachine):
         # refused, never carried out twice.
         reply = SERVED.handler(self.last_frame)
         assert isinstance(reply, bytes)
+
+    @rule(stop=st.booleans())
+    def second_head_comes_and_goes(self, stop: bool) -> None:
+        # Another client link: refused outright while this one holds a session, and its
+        # leaving never ends this one's session.
+        head = SERVED.handler.open_head()
+        pc = ProgrammerConnection(seeded_nonce_source(1000 + self._nonce_seed), key=SERVED.key)
+        request: m.Request = m.StopTherapyRequest() if stop else m.IdentifyRequest()
+        pc.receive_data(head(pc.send(request, 0.0)))
+        event = pc.next_event()
+        assert isinstance(event, ResponseReceived), event
+        if self.authenticated:
+            assert isinstance(event.response, m.Refusal)
+            assert event.response.result is ResultCode.SESSION_BUSY
+        elif stop:
+            assert isinstance(event.response, m.Refusal)
+            assert event.response.result is ResultCode.NOT_AUTHENTICATED
+        else:
+            assert isinstance(event.response, m.IdentifyResponse)
+        head.link_closed()
 
     @rule()
     def head_off_and_on(self) -> None:

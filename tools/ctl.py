@@ -93,9 +93,9 @@ socket://HOST:PORT, rfc2217://HOST:PORT.
 
 EPILOG = f"""\
 options may also follow COMMAND. Keys:
-  --key HEX           the pump's own key (or ${KEY_ENV})
+  --key HEX           the pump's key for --role, as `itpump serve` prints it (or ${KEY_ENV})
   --master-key TEXT   the rig's master key, as given to `itpump serve --master-key`; the
-                      pump key is HMAC-SHA256(master, serial) (or ${MASTER_KEY_ENV})
+                      key of --role is derived from it and the serial (or ${MASTER_KEY_ENV})
   --no-auth           no session: for pumps whose profile allows unauthenticated use
   Without a key, a pump that does not require authentication is used without a session.
 
@@ -157,13 +157,16 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
     group = parser.add_argument_group("connection options")
     group.add_argument(
-        "--key", metavar="HEX", default=default(None), help=f"the pump's key (default ${KEY_ENV})"
+        "--key",
+        metavar="HEX",
+        default=default(None),
+        help=f"the pump's key for --role (default ${KEY_ENV})",
     )
     group.add_argument(
         "--master-key",
         metavar="TEXT",
         default=default(None),
-        help="derive the pump key from a rig master key (text, as for `itpump serve`) and "
+        help="derive the --role key from a rig master key (text, as for `itpump serve`) and "
         f"the serial (default ${MASTER_KEY_ENV})",
     )
     group.add_argument(
@@ -963,7 +966,7 @@ def _key_source(args: argparse.Namespace) -> KeySource | None:
         if key_text:
             return parse_key(key_text)
         if master_text:
-            return master_key_source(master_text.encode("utf-8"))
+            return master_key_source(master_text.encode("utf-8"), Role[args.role.upper()])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return None

@@ -148,7 +148,7 @@ class PumpInfo(BaseModel):
     serial: str
     model: str
     url: str
-    key: str = Field(description="per-pump key, hex")
+    key: str = Field(description="the pump's clinician key, hex (opens CLINICIAN sessions)")
     t_h: float = Field(description="the pump's own simulated time (hours since its start)")
     rtc: dt.datetime | None = Field(description="the pump's real-time clock (UTC)")
     head_placed: bool
