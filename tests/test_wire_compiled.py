@@ -92,7 +92,7 @@ def test_compiled_validation_agrees_with_the_specs(example: WireStruct) -> None:
     for name in base:
         for probe in PROBES:
             values = {**base, name: probe}
-            compiled = _outcome(lambda values=values: cls(**values))  # type: ignore[misc]
+            compiled = _outcome(lambda values=values: cls(**values))
             generic = _outcome(lambda values=values: _generic(cls, values))
             assert compiled == generic, (cls.__name__, name, probe)
 
