@@ -78,6 +78,9 @@ class PumpHardware:
 
     # Class default: a pump state pickled before delayed MRI restarts existed still loads.
     motor_restart_h = -math.inf
+    # Stroke rate of the last piece of the stroke track (a class default for hardware
+    # pickled before it was kept: its next piece then starts a new point).
+    _track_rate: float = math.nan
 
     def __init__(
         self,
@@ -259,7 +262,7 @@ class PumpHardware:
         if rate <= 0.0:
             self.battery.draw_idle(t_h - t0)
             self.t_h = t_h
-            self._track()
+            self._track(0.0)
             return
         # Without faults (the usual case) the multiplier is 1 and nothing goes to tissue.
         multiplier = self._flow_multiplier() if self.faults else 1.0
@@ -294,7 +297,7 @@ class PumpHardware:
                 self._draw(t_h - t, rate)
                 break
         self.t_h = t_h
-        self._track()
+        self._track(rate)
 
     def _battery_death_h(self, t0: float, strokes_per_h: float) -> float:
         if self.dead:
@@ -307,14 +310,15 @@ class PumpHardware:
         self.battery.draw_idle(hours)
         self.battery.draw_drive(strokes_per_h * hours * self.strokes.stroke_volume_ml)
 
-    def _track(self) -> None:
-        if (
-            self.stroke_track_pos[-1] == self.stroke_position
-            and len(self.stroke_track_t_h) > 1
-            and self.stroke_track_pos[-2] == self.stroke_position
-        ):
-            self.stroke_track_t_h[-1] = self.t_h  # still stalled: extend the flat piece
+    def _track(self, strokes_per_h: float) -> None:
+        # The stroke position is linear in time at a constant rate: a piece at the same rate
+        # as the last one extends it (a pump read by telemetry advances at every request;
+        # one point per request would grow the track for ever). Rate 0: stalled or dead.
+        if strokes_per_h == self._track_rate and len(self.stroke_track_t_h) > 1:
+            self.stroke_track_t_h[-1] = self.t_h
+            self.stroke_track_pos[-1] = self.stroke_position
             return
+        self._track_rate = strokes_per_h
         self.stroke_track_t_h.append(self.t_h)
         self.stroke_track_pos.append(self.stroke_position)
 
