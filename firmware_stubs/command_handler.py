@@ -246,6 +246,7 @@ class CommandHandler:
             projected_eri_s=_s_or_none(status.projected_eri_rtc_s),
             program=program_to_wire(fw, status),
             alarms=alarms[: m.MAX_ALARMS],
+            projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
         )
 
     def _read_log(self, request: m.Request) -> m.Response:

@@ -29,3 +29,6 @@ class FirmwareConfig:
     firmware_version: str = "1.0.0"
     # Self-test period: battery measurement and memory check happen at least this often.
     self_test_interval_s: float = 86400.0
+    # Patient-bolus use that the reservoir projections add to the programmed dose: the mean
+    # over this rolling window (firmware_stubs/projection.py).
+    bolus_use_window_s: float = 7 * 86400.0

@@ -22,6 +22,7 @@ from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
 from itpump.firmware_stubs.therapy import (
     CatheterSettings,
     DrugSettings,
@@ -148,6 +149,8 @@ class PumpStatus:
     battery_remaining_fraction: float
     eri: bool
     eos: bool
+    # When the estimate reaches the empty threshold (critical alarm, minimum-rate mode).
+    projected_empty_rtc_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -193,6 +196,7 @@ class Firmware:
         self._program_anchor_s = 0.0
         self._next_periodic_s = math.inf
         self._patient_bolus_starts: deque[float] = deque()
+        self._bolus_use = PatientBolusUse(cfg.bolus_use_window_s, hal.monotonic_s())
         self._dose_history: deque[tuple[float, float, float]] = deque()  # (t0, t1, mcg)
         self._last_settle_s = hal.monotonic_s()
         self._last_self_test_s = self._last_settle_s
@@ -228,6 +232,7 @@ class Firmware:
         self._settle()
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()
+        projection = self._projection(now, rtc)
         return PumpStatus(
             rtc_s=rtc,
             patient_id=self._p.patient_id,
@@ -242,11 +247,12 @@ class Firmware:
             dose_last_24h_mcg=self._dose_last_24h_mcg(now),
             patient_boluses_last_24h=self._patient_boluses_last_24h(now),
             alarms=tuple(self.alarms.active()),
-            projected_low_reservoir_rtc_s=self._projected_low_reservoir_rtc_s(rtc),
+            projected_low_reservoir_rtc_s=projection.low_reservoir_rtc_s,
             projected_eri_rtc_s=self._projected_eri_rtc_s(now, rtc),
             battery_remaining_fraction=self.hal.battery_remaining_fraction(),
             eri=self.alarms.is_active(AlarmId.ELECTIVE_REPLACEMENT),
             eos=self.alarms.is_active(AlarmId.END_OF_SERVICE),
+            projected_empty_rtc_s=projection.empty_rtc_s,
         )
 
     def therapy_state(self) -> TherapyState:
@@ -364,6 +370,8 @@ class Firmware:
         previous = self._p.program
         self._p.program = program
         self._program_anchor_s = now
+        if program.patient_bolus is not None and previous.patient_bolus is None:
+            self._bolus_use.restart(now)
         if program.mode is not TherapyMode.STOPPED and not self._p.therapy_running:
             # Committing a delivering program starts it, as a clinician expects.
             self._p.therapy_running = True
@@ -574,6 +582,7 @@ class Firmware:
             self.log.add(self.hal.rtc_s(), EventCode.PATIENT_BOLUS_DENIED, int(refusal.code))
             raise
         self._patient_bolus_starts.append(now)
+        self._bolus_use.record(now, pb.dose_mcg)
         self._start_bolus(now, BolusKind.PATIENT, pb.dose_mcg, pb.duration_min, True)
         self.service()
 
@@ -999,13 +1008,27 @@ class Firmware:
             starts.popleft()
         return len(starts)
 
-    def _projected_low_reservoir_rtc_s(self, rtc: float) -> float | None:
+    def projected_daily_dose_mcg(self, now: float) -> float:
+        """Daily dose the reservoir projections assume: the programmed mean plus the patient's
+        mean patient-bolus use over the rolling window (while patient boluses are enabled)."""
+        program = self._p.program
+        dose = mean_daily_dose_mcg(program)
+        if program.patient_bolus is not None:
+            dose += self._bolus_use.mean_mcg_per_day(now)
+        return dose
+
+    def _projection(self, now: float, rtc: float) -> ReservoirProjection:
         conc = self._p.drug.concentration_mcg_per_ml
-        daily_ml = mean_daily_dose_mcg(self._p.program) / conc if conc > 0 else 0.0
-        margin = self._p.reservoir_estimate_ml - self._p.low_reservoir_threshold_ml
-        if daily_ml <= 0 or margin <= 0 or not self._p.therapy_running or self._p.disabled:
-            return None
-        return rtc + margin / daily_ml * _DAY_S
+        delivering = self._p.therapy_running and not self._p.disabled
+        if conc <= 0 or not delivering or self._minimum_rate_mode:
+            return ReservoirProjection(None, None)
+        return project_reservoir(
+            rtc_s=rtc,
+            estimate_ml=self._p.reservoir_estimate_ml,
+            daily_ml=self.projected_daily_dose_mcg(now) / conc,
+            low_threshold_ml=self._p.low_reservoir_threshold_ml,
+            empty_threshold_ml=self.cfg.empty_reservoir_alarm_ml,
+        )
 
     def _projected_eri_rtc_s(self, now: float, rtc: float) -> float | None:
         if self._p.eri_at_s is not None or self._p.disabled:

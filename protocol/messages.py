@@ -459,6 +459,14 @@ class InterrogateResponse(ResponseBody):
     )
     program: TherapyProgram = nested(TherapyProgram, "active program and settings")
     alarms: tuple[Alarm, ...] = list_of(Alarm, "active alarms", max_items=MAX_ALARMS)
+    projected_empty_s: int | None = u32(
+        "when the estimate is projected to reach the empty-reservoir alarm (programmed dose "
+        "plus the last 7 days' patient-bolus use)",
+        unit="s since epoch",
+        lo=1,
+        none_value=0,
+        default=None,
+    )
 
 
 @wire_struct

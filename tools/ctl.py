@@ -420,6 +420,8 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
     )
     if s.projected_low_reservoir is not None:
         reservoir += f", reached {_when(s.projected_low_reservoir)}"
+    if s.projected_empty is not None:
+        reservoir += f"; empty {_when(s.projected_empty)}"
     rows.append(("Reservoir", reservoir))
     if s.has_program:
         rows += [

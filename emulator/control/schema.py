@@ -308,6 +308,11 @@ class ReportedOut(BaseModel):
     battery_remaining_pct: float
     eri: bool
     eos: bool
+    projected_empty: dt.datetime | None = Field(
+        default=None,
+        description="when the estimate reaches the empty-reservoir alarm (programmed dose "
+        "plus the last 7 days' patient-bolus use)",
+    )
 
     @classmethod
     def of(cls, status: PumpStatus) -> ReportedOut:
@@ -342,6 +347,7 @@ class ReportedOut(BaseModel):
             battery_remaining_pct=status.battery_remaining_fraction * 100.0,
             eri=status.eri,
             eos=status.eos,
+            projected_empty=_iso(status.projected_empty_rtc_s),
         )
 
 

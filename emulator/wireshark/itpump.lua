@@ -91,6 +91,7 @@ local STRUCTS = {
     { "projected_eri_s", { k = "u", n = 4, none = 0 } },
     { "program", { k = "struct", s = "TherapyProgram" } },
     { "alarms", { k = "list", item = { k = "struct", s = "Alarm" } } },
+    { "projected_empty_s", { k = "u", n = 4, none = 0 } },
   },
   TherapyProgram = {
     { "max_daily_dose_ng", { k = "u", n = 4 } },
