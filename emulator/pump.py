@@ -266,6 +266,26 @@ class EmulatedPump:
         self._after()
         return outcome
 
+    def revise_catheter(
+        self, length_cm: float, volume_ul_per_cm: float, *, tell_pump: bool = True
+    ) -> float:
+        """Catheter revision: the implanted catheter is replaced by an empty one of the given
+        length (its drug leaves with the explant; the pump tubing keeps its contents), and,
+        with `tell_pump`, the clinician records it over telemetry so that the pump allows a
+        priming bolus. Returns the volume the pump would now prime (0 when not told).
+
+        The firmware is told first so that a refusal (a length out of range) changes nothing.
+        """
+        self._sync()
+        unprimed_ml = 0.0
+        if tell_pump:
+            unprimed_ml = self.call(self.firmware.revise_catheter, length_cm, volume_ul_per_cm)
+        else:
+            self.firmware.check_catheter(length_cm, volume_ul_per_cm)
+        self.hardware.revise_catheter(self.now_h, length_cm * volume_ul_per_cm / 1000.0)
+        self._after()
+        return unprimed_ml
+
     def inject(self, fault: Fault) -> None:
         """Start a hardware fault now."""
         self._sync()

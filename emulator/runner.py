@@ -23,6 +23,7 @@ from itpump.emulator.scenario import (
     AlarmThresholdAction,
     BolusAction,
     BridgeBolusAction,
+    CatheterRevisionAction,
     ClearFaultAction,
     FaultAction,
     PatientBolusAction,
@@ -132,6 +133,10 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
         )
     elif isinstance(action, PrimeAction):
         pump.call(fw.prime, action.volume_ml)
+    elif isinstance(action, CatheterRevisionAction):
+        pump.revise_catheter(
+            action.length_cm, action.volume_ul_per_cm, tell_pump=action.tell_pump
+        )
     elif isinstance(action, ProgramAction):
         pump.call(fw.program, build_program(action))
     elif isinstance(action, BolusAction):

@@ -224,6 +224,16 @@ class PrimeAction(_Timed):
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
 
+class CatheterRevisionAction(_Timed):
+    """Surgery replaces the catheter with a new, empty one (its drug leaves with the explant);
+    with `tell_pump` the clinician records it over telemetry, so that a prime is allowed."""
+
+    type: Literal["catheter_revision"]
+    length_cm: float = Field(ge=1, le=200)
+    volume_ul_per_cm: float = Field(default=2.6, ge=0.1, le=20)
+    tell_pump: bool = True
+
+
 class ProgramAction(_Timed):
     """Program a therapy (validated and committed in one step)."""
 
@@ -329,6 +339,7 @@ class RunUntilAction(_Model):
 Action = Annotated[
     RefillAction
     | PrimeAction
+    | CatheterRevisionAction
     | ProgramAction
     | BolusAction
     | BridgeBolusAction

@@ -24,7 +24,7 @@ from itpump import __version__
 FORMAT = "itpump-farm-state"
 """What the `meta` table's `format` row says in every state file."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout of the tables and of the stored pump bytes; another version is refused."""
 
 _SCHEMA = """

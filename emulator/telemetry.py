@@ -63,7 +63,9 @@ class TelemetryEndpoint:
             os.urandom if nonce_source is None else nonce_source,
             allow_unauthenticated=allow,
         )
-        self.handler = CommandHandler(pump.firmware, refill=self._refill)
+        self.handler = CommandHandler(
+            pump.firmware, refill=self._refill, revise_catheter=self._revise_catheter
+        )
         self._baud = pump.profile.telemetry.baud
         self.requests_answered = 0
 
@@ -73,6 +75,10 @@ class TelemetryEndpoint:
         # The clinician aspirates everything and fills `volume_ml`; the pump is told what they
         # measured. A pocket-fill fault armed by the rig makes the liquid miss the reservoir.
         self.pump.refill(volume_ml, drug, conc, bridge=bridge, reported_aspirated_ml=aspirated_ml)
+
+    def _revise_catheter(self, length_cm: float, volume_ul_per_cm: float) -> float:
+        # The programmer records a revision the surgeon did: the emulator does the surgery too.
+        return self.pump.revise_catheter(length_cm, volume_ul_per_cm)
 
     def __call__(self, data: bytes, /) -> bytes:
         """Feed received bytes; returns the reply bytes (possibly empty)."""

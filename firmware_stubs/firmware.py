@@ -22,6 +22,7 @@ from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.priming import PathEmptied, PathState
 from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
 from itpump.firmware_stubs.therapy import (
     CatheterSettings,
@@ -115,7 +116,7 @@ class _VolumeOperation:
     kind: BolusKind
     remaining_ml: float
     rate_ml_per_h: float
-    dose_conc_mcg_per_ml: float  # 0 for priming: filling the catheter is not a patient dose
+    dose_conc_mcg_per_ml: float  # the drug it moves counts in the 24 h dose at this
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,9 @@ class PumpStatus:
     eos: bool
     # When the estimate reaches the empty threshold (critical alarm, minimum-rate mode).
     projected_empty_rtc_s: float | None = None
+    # Volume of the path the pump believes holds no drug (what a prime may push), and why.
+    unprimed_ml: float = 0.0
+    path_emptied: PathEmptied = PathEmptied.NONE
 
 
 @dataclass(slots=True)
@@ -167,6 +171,7 @@ class _Persistent:
     therapy_running: bool = True
     eri_at_s: float | None = None
     disabled: str = ""  # "" or why delivery is impossible
+    path: PathState = field(default_factory=lambda: PathState.new_implant(0.0))
 
 
 # Every field of _Persistent at C speed, in constructor order: `_save` compares and copies
@@ -187,7 +192,9 @@ class Firmware:
         self.log = EventLog(cfg.event_log_capacity, hal.nvm)
         self.alarms = AlarmManager(self.log)
         self._p = _Persistent(
-            serial=serial, low_reservoir_threshold_ml=cfg.low_reservoir_alarm_default_ml
+            serial=serial,
+            low_reservoir_threshold_ml=cfg.low_reservoir_alarm_default_ml,
+            path=PathState.new_implant(cfg.internal_path_volume_ml),
         )
         self._boluses: list[_DoseBolus] = []
         self._volume_op: _VolumeOperation | None = None
@@ -253,6 +260,8 @@ class Firmware:
             eri=self.alarms.is_active(AlarmId.ELECTIVE_REPLACEMENT),
             eos=self.alarms.is_active(AlarmId.END_OF_SERVICE),
             projected_empty_rtc_s=projection.empty_rtc_s,
+            unprimed_ml=self._p.path.unprimed_ml,
+            path_emptied=self._p.path.reason,
         )
 
     def therapy_state(self) -> TherapyState:
@@ -338,8 +347,27 @@ class Firmware:
         """Record the implanted catheter (used for priming and bridge volumes)."""
         self.check_catheter(length_cm, volume_ul_per_cm)
         self._p.catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        self._p.path = self._p.path.catheter_set(self.path_volume_ml())
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
+
+    def revise_catheter(self, length_cm: float, volume_ul_per_cm: float) -> float:
+        """A new catheter was implanted (revision): record it and mark it empty, so that a
+        priming bolus of its volume is allowed. Returns the volume a prime may now push."""
+        self.check_catheter(length_cm, volume_ul_per_cm)
+        self._settle()
+        catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        self._p.catheter = catheter
+        self._p.path = self._p.path.catheter_revised(catheter.volume_ml, self.path_volume_ml())
+        self.log.add(
+            self.hal.rtc_s(),
+            EventCode.CATHETER_REVISED,
+            length_cm,
+            volume_ul_per_cm,
+            self._p.path.unprimed_ml,
+        )
+        self.service()
+        return self._p.path.unprimed_ml
 
     def set_low_reservoir_threshold(self, threshold_ml: float) -> None:
         """Program the low-reservoir alarm volume."""
@@ -487,25 +515,46 @@ class Firmware:
         return max(1.0, 0.05 * self.cfg.reservoir_capacity_ml)
 
     def prime(self, volume_ml: float | None = None) -> float:
-        """Priming bolus: fill catheter and pump tubing at the maximum rate. Returns the volume."""
+        """Priming bolus: fill the empty part of catheter and pump tubing at the maximum rate.
+
+        Allowed only while the pump knows part of the path is empty (new implant, catheter
+        revision, empty reservoir: `firmware_stubs/priming.py`), and for at most that volume;
+        the drug it moves counts in the 24 h dose. Returns the volume.
+        """
         self._require_enabled()
-        if self._p.drug.concentration_mcg_per_ml <= 0:
+        conc = self._p.drug.concentration_mcg_per_ml
+        if conc <= 0:
             raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill before priming")
-        volume = self.path_volume_ml() if volume_ml is None else volume_ml
         if volume_ml is None and self._p.catheter.volume_ml <= 0:
             raise Refusal(
                 ResultCode.INVALID_STATE,
                 "catheter not programmed: set length_cm and volume_ul_per_cm first",
             )
-        check_range("volume_ml", volume, 0.001, 5.0, "mL")
         self._settle()
+        op = self._volume_op
+        if op is not None and op.kind is BolusKind.PRIMING:
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                f"priming bolus in progress, {op.remaining_ml:.4g} mL to go: cancel it first",
+            )
+        path = self._p.path
+        if not path.primable:
+            full_ml = self.path_volume_ml() if volume_ml is None else volume_ml
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                "path is full of drug (no new implant, catheter revision or empty reservoir "
+                f"since it was filled): a prime would push {full_ml:.4g} mL = "
+                f"{full_ml * conc:.4g} mcg into the CSF",
+            )
+        volume = path.unprimed_ml if volume_ml is None else volume_ml
+        check_range("volume_ml", volume, 0.001, max(path.unprimed_ml, 0.001), "mL")
         self._cancel_boluses(resume=True)
         self._start_volume_op(
             self.hal.monotonic_s(),
             BolusKind.PRIMING,
             volume,
             self.cfg.max_rate_ml_per_day / 24.0,
-            0.0,
+            conc,
         )
         self.service()
         return volume
@@ -664,6 +713,9 @@ class Firmware:
             return
         volume_ml = self._rate_ml_per_h * dt / 3600.0
         self._p.reservoir_estimate_ml -= volume_ml
+        if self._p.path.unprimed_ml > 0 and not self._minimum_rate_mode:
+            # Whatever the drive pushes fills the empty part of the path first.
+            self._p.path = self._p.path.filled(volume_ml)
         op = self._volume_op
         if op is not None:
             op.remaining_ml -= volume_ml
@@ -770,6 +822,7 @@ class Firmware:
         if est <= self.cfg.empty_reservoir_alarm_ml + margin and not self._minimum_rate_mode:
             self._raise(AlarmId.EMPTY_RESERVOIR, rtc)
             self._minimum_rate_mode = True
+            self._p.path = self._p.path.reservoir_emptied(self.cfg.internal_path_volume_ml)
             self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
 
     def _basal_mcg_per_h(self, rtc: float) -> float:

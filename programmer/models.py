@@ -161,6 +161,9 @@ class PumpStatus:
     #: when the estimate reaches the empty-reservoir alarm (minimum-rate mode); projected from
     #: the programmed dose plus the last 7 days' patient-bolus use, like the low-reservoir date
     projected_empty: datetime | None = None
+    #: volume of catheter and tubing the pump knows is empty: the most a prime may push
+    #: (0: the path is full of drug and a prime is refused)
+    unprimed_ml: float = 0.0
 
     @property
     def has_program(self) -> bool:
@@ -188,6 +191,7 @@ class PumpStatus:
             alarms=tuple(AlarmInfo.from_wire(a) for a in r.alarms),
             raw=r,
             projected_empty=_maybe_datetime(r.projected_empty_s),
+            unprimed_ml=ml_from_nl(r.unprimed_nl),
         )
 
 

@@ -6,13 +6,19 @@ import dataclasses
 
 import pytest
 
+from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import parse_scenario
 from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
 from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyProgram
-from tests.pump_helpers import FakeHal, continuous
+from itpump.programmer import PumpClient, PumpRefused
+from itpump.protocol.codes import EventCode, ResultCode
+from itpump.tools.cli import main
+from tests.pump_helpers import CATHETER_ML, FakeHal, continuous, make_pump
 from tests.test_firmware import CFG, advance, filled_firmware
 
 DAY_S = 86400.0
@@ -126,3 +132,140 @@ def test_bolus_use_restarts_when_patient_boluses_are_enabled_again() -> None:
 
 def dataclass_with_pb(program: TherapyProgram) -> TherapyProgram:
     return dataclasses.replace(program, patient_bolus=PatientBolusSettings(20.0, 10, 60, 4))
+
+
+# ---------------------------------------------------------------- priming (issue 10)
+def test_a_prime_of_a_full_path_is_refused_naming_the_drug_it_would_push() -> None:
+    _env, pump = make_pump(conc=2000.0)  # filled and primed at implant
+    fw = pump.firmware
+    assert fw.status().unprimed_ml == 0.0
+    with pytest.raises(Refusal) as refused:
+        pump.call(fw.prime)
+    assert refused.value.code is ResultCode.INVALID_STATE
+    assert "path is full of drug" in refused.value.detail
+    assert "972 mcg" in refused.value.detail  # 0.486 mL at 2000 mcg/mL
+
+
+def test_priming_counts_in_the_24h_dose() -> None:
+    _env, pump = make_pump(conc=500.0)
+    status = pump.firmware.status()
+    path_ml = CATHETER_ML + CFG.internal_path_volume_ml
+    assert status.dose_last_24h_mcg == pytest.approx(path_ml * 500.0, rel=1e-9)
+
+
+def test_basal_delivery_fills_a_new_path_so_a_late_prime_is_refused() -> None:
+    env, pump = make_pump(prime=False)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day fills 0.486 mL in ~12 h
+    env.run(until=6.0)
+    left = fw.status().unprimed_ml
+    assert 0.0 < left < CATHETER_ML + CFG.internal_path_volume_ml
+    assert pump.call(fw.prime) == pytest.approx(left)  # only what is still empty
+    env.run(until=7.0)
+    assert fw.status().unprimed_ml == 0.0
+    with pytest.raises(Refusal):
+        pump.call(fw.prime)
+
+
+def test_catheter_revision_allows_a_prime_of_the_new_catheter_only() -> None:
+    env, pump = make_pump(conc=500.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=48.0)
+    in_path_before = pump.truth().path_mass_mcg
+    new_catheter_ml = 80 * 2.6 / 1000
+    assert pump.revise_catheter(80.0, 2.6) == pytest.approx(new_catheter_ml)
+    truth = pump.truth()
+    # The old catheter's drug left with it; the tubing kept its drug.
+    assert truth.ledger.explanted_mcg == pytest.approx(in_path_before - 0.2 * 500.0)
+    assert truth.path_volume_ml == pytest.approx(new_catheter_ml + 0.2)
+    assert abs(truth.ledger.imbalance_mcg) < 1e-9 * truth.ledger.filled_mcg
+    assert fw.status().catheter.length_cm == 80.0
+    with pytest.raises(Refusal) as too_much:
+        pump.call(fw.prime, 0.5)
+    assert too_much.value.code is ResultCode.OUT_OF_RANGE
+    assert "volume_ml" in too_much.value.detail
+    assert pump.call(fw.prime) == pytest.approx(new_catheter_ml)
+    assert fw.log.entries()[-1].code is EventCode.BOLUS_STARTED
+    revised = [e for e in fw.log.entries() if e.code is EventCode.CATHETER_REVISED]
+    assert revised
+    assert revised[0].args[0] == 80.0
+
+
+def test_an_estimated_empty_reservoir_allows_a_tubing_prime_after_the_refill() -> None:
+    env, pump = make_pump(fill_ml=3.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day: empty alarm after ~2.5 days
+    env.run(until=4 * 24.0)
+    assert fw.alarms.is_active(AlarmId.EMPTY_RESERVOIR)
+    pump.refill(10.0, "baclofen", 500.0)
+    status = fw.status()
+    assert status.unprimed_ml == pytest.approx(CFG.internal_path_volume_ml)
+    assert status.path_emptied is PathEmptied.EMPTY_RESERVOIR
+    assert pump.call(fw.prime) == pytest.approx(CFG.internal_path_volume_ml)
+
+
+def test_catheter_revision_scenario_action_with_and_without_telling_the_pump() -> None:
+    def run(tell: bool) -> ScenarioRun:
+        data: dict[str, object] = {
+            "scenario": {"name": "rev", "duration": "3d"},
+            "actions": [
+                {"type": "refill", "at": 0, "volume_ml": 20.0, "concentration_mcg_per_ml": 500.0},
+                {"type": "prime", "at": 0},
+                {
+                    "type": "program",
+                    "at": "1h",
+                    "mode": "continuous",
+                    "dose_mcg_per_day": 200.0,
+                    "max_daily_dose_mcg": 800.0,
+                },
+                {"type": "catheter_revision", "at": "1d", "length_cm": 60, "tell_pump": tell},
+                {"type": "prime", "at": "1d"},
+            ],
+        }
+        scenario_run = ScenarioRun(parse_scenario(data))
+        scenario_run.run()
+        return scenario_run
+
+    told = run(True)
+    assert not told.result.refusals
+    assert told.pump.firmware.status().catheter.length_cm == 60.0
+    untold = run(False)
+    assert [(o.type, o.code) for o in untold.result.refusals] == [("prime", "INVALID_STATE")]
+    assert untold.pump.firmware.status().catheter.length_cm == 110.0
+    assert untold.pump.truth().path_volume_ml == pytest.approx(60 * 2.6 / 1000 + 0.2)
+
+
+def test_catheter_revision_over_telemetry_and_ctl(
+    itpump_pump: RigPump, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The programmer records a revision; the pump (and the emulated body) get the new,
+    empty catheter; interrogation shows the primable volume; a prime fills it; a second
+    prime is refused."""
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        assert programmer.interrogate().unprimed_ml == 0.0
+        with pytest.raises(PumpRefused) as refused:
+            programmer.prime()
+        assert refused.value.code is ResultCode.INVALID_STATE
+    key_hex = itpump_pump.key.hex()
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "catheter-revision", "80"]) == 0
+    assert "allowed up to 0.208 mL" in capsys.readouterr().out
+    assert itpump_pump.truth().path_volume_ml == pytest.approx(80 * 2.6 / 1000 + 0.2)
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "status"]) == 0
+    assert "0.208 mL of the path empty (prime allowed)" in capsys.readouterr().out
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        assert programmer.prime().volume_ml == pytest.approx(0.208)
+        with pytest.raises(PumpRefused) as running:
+            programmer.prime()
+        assert "priming bolus in progress" in running.value.detail
+    itpump_pump.advance(1.0)  # 0.208 mL at 24 mL/day takes 12.5 min
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        with pytest.raises(PumpRefused) as full:
+            programmer.prime()
+        assert "path is full of drug" in full.value.detail
+    assert main(["ctl", itpump_pump.url, "catheter-revision", "300"]) == 2
+    assert "LENGTH_CM" in capsys.readouterr().err

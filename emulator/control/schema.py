@@ -220,6 +220,7 @@ class LedgerOut(BaseModel):
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    explanted_mcg: float = Field(default=0.0, description="left with an explanted catheter")
 
 
 class ConcentrationsOut(BaseModel):

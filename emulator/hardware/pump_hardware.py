@@ -51,6 +51,8 @@ class MassLedger:
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    #: left the body with an explanted catheter (catheter revision)
+    explanted_mcg: float = 0.0
 
     @property
     def imbalance_mcg(self) -> float:
@@ -61,6 +63,7 @@ class MassLedger:
             + self.to_csf_mcg
             + self.to_tissue_mcg
             + self.aspirated_mcg
+            + self.explanted_mcg
         )
 
 
@@ -110,6 +113,7 @@ class PumpHardware:
         self._aspirated_mcg = 0.0
         self._csf_mcg = 0.0
         self._tissue_mcg = 0.0
+        self._explanted_mcg = 0.0
 
     # -------------------------------------------------------------- state
     @property
@@ -138,6 +142,7 @@ class PumpHardware:
             self._csf_mcg,
             self._tissue_mcg,
             self._aspirated_mcg,
+            self._explanted_mcg,
         )
 
     # -------------------------------------------------------------- actions
@@ -179,6 +184,16 @@ class PumpHardware:
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return outcome
+
+    def revise_catheter(self, t_h: float, catheter_volume_ml: float) -> None:
+        """Replace the catheter with an empty one of `catheter_volume_ml` at `t_h`: its drug
+        leaves with the explant; the pump tubing keeps its contents."""
+        self.advance_to(t_h)
+        self._explanted_mcg += self.path.replace_tip_end(
+            self.profile.internal_path_volume_ml, catheter_volume_ml
+        )
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
 
     def inject(self, t_h: float, fault: Fault) -> None:
         """Start a fault at `t_h` (replaces one of the same kind)."""
