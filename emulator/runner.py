@@ -130,6 +130,10 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             action.concentration_mcg_per_ml,
             bridge=action.bridge,
             aspirate_ml=action.aspirate_ml,
+            entered_volume_ml=action.entered_volume_ml,
+            entered_drug=action.entered_drug,
+            entered_conc_mcg_per_ml=action.entered_concentration_mcg_per_ml,
+            pocket_fraction=action.pocket_fill_fraction,
         )
     elif isinstance(action, PrimeAction):
         pump.call(fw.prime, action.volume_ml)

@@ -72,7 +72,8 @@ class TelemetryEndpoint:
     def _refill(
         self, volume_ml: float, drug: str, conc: float, aspirated_ml: float | None, bridge: bool
     ) -> None:
-        # The clinician aspirates everything and fills `volume_ml`; the pump is told what they
+        # REFILL carries the volume in the reservoir after the refill: the emulated clinician
+        # aspirates everything, so that is the volume injected; the pump is told what they
         # measured. A pocket-fill fault armed by the rig makes the liquid miss the reservoir.
         self.pump.refill(volume_ml, drug, conc, bridge=bridge, reported_aspirated_ml=aspirated_ml)
 

@@ -24,6 +24,7 @@ from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
 from itpump.firmware_stubs.priming import PathEmptied, PathState
 from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
+from itpump.firmware_stubs.refill import aspiration_tolerance_ml
 from itpump.firmware_stubs.therapy import (
     CatheterSettings,
     DrugSettings,
@@ -172,6 +173,7 @@ class _Persistent:
     eri_at_s: float | None = None
     disabled: str = ""  # "" or why delivery is impossible
     path: PathState = field(default_factory=lambda: PathState.new_implant(0.0))
+    refilled_ml: float = 0.0  # the volume entered at the last refill
 
 
 # Every field of _Persistent at C speed, in constructor order: `_save` compares and copies
@@ -430,11 +432,14 @@ class Firmware:
         aspirated_ml: float | None = None,
         bridge: bool = True,
     ) -> None:
-        """Record a refill: the reservoir now holds `volume_ml` of the given drug.
+        """Record a refill: the reservoir now holds `volume_ml` of the given drug (what the
+        clinician enters: the volume in the reservoir after the refill, injected plus any
+        residual left behind).
 
         `aspirated_ml` is the residual the clinician withdrew and measured; a difference from
-        the estimate is logged (the only way a real pump learns it over- or under-infused).
-        A concentration change starts a bridge bolus when `bridge` is true.
+        the estimate beyond a tolerance that grows with the volume infused since the last
+        refill (`firmware_stubs/refill.py`) is logged (the only way a real pump learns it
+        over- or under-infused). A concentration change starts a bridge bolus when `bridge`.
         """
         self._require_enabled()
         if volume_ml > self.cfg.reservoir_capacity_ml:
@@ -465,7 +470,10 @@ class Firmware:
             if old.concentration_mcg_per_ml > 0
             else 0.0
         )
+        infused_ml = self._p.refilled_ml - self._p.reservoir_estimate_ml
+        tolerance_ml = aspiration_tolerance_ml(self.cfg, infused_ml)
         self._p.reservoir_estimate_ml = volume_ml
+        self._p.refilled_ml = volume_ml
         self._p.drug = DrugSettings(drug, concentration_mcg_per_ml)
         self._minimum_rate_mode = False
         self.log.add(
@@ -476,11 +484,10 @@ class Firmware:
             -1.0 if aspirated_ml is None else aspirated_ml,
             expected_ml,
         )
-        if (
-            aspirated_ml is not None
-            and abs(aspirated_ml - expected_ml) > self.cfg_refill_tolerance_ml
-        ):
-            self.log.add(rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml)
+        if aspirated_ml is not None and abs(aspirated_ml - expected_ml) > tolerance_ml:
+            self.log.add(
+                rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml, tolerance_ml
+            )
         for alarm in (AlarmId.LOW_RESERVOIR, AlarmId.EMPTY_RESERVOIR):
             self.alarms.clear(alarm, rtc)
         changed = old.concentration_mcg_per_ml > 0 and not math.isclose(
@@ -508,11 +515,6 @@ class Firmware:
                 now, BolusKind.BRIDGE, self.path_volume_ml(), rate, old.concentration_mcg_per_ml
             )
         self.service()
-
-    @property
-    def cfg_refill_tolerance_ml(self) -> float:
-        """Difference between expected and aspirated residual that gets logged."""
-        return max(1.0, 0.05 * self.cfg.reservoir_capacity_ml)
 
     def prime(self, volume_ml: float | None = None) -> float:
         """Priming bolus: fill the empty part of catheter and pump tubing at the maximum rate.

@@ -171,6 +171,11 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     EventCode.REFILL_DISCREPANCY: (
         EventArg("expected", "mL"),
         EventArg("aspirated", "mL"),
+        EventArg(
+            "tolerance",
+            "mL",
+            note="floor plus a fraction of the volume infused since the last refill",
+        ),
     ),
     EventCode.ALARM_RAISED: (_ALARM,),
     EventCode.ALARM_CLEARED: (_ALARM,),

@@ -8,7 +8,7 @@ import pytest
 
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
-from itpump.emulator.scenario import parse_scenario
+from itpump.emulator.scenario import ScenarioError, parse_scenario
 from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
@@ -269,3 +269,94 @@ def test_catheter_revision_over_telemetry_and_ctl(
         assert "path is full of drug" in full.value.detail
     assert main(["ctl", itpump_pump.url, "catheter-revision", "300"]) == 2
     assert "LENGTH_CM" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- refill entry (issue 10)
+def test_a_residual_left_behind_mixes_and_the_entry_is_the_volume_after_the_refill() -> None:
+    env, pump = make_pump(conc=500.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day
+    env.run(until=10 * 24.0)
+    residual_ml = pump.truth().reservoir_ml
+    pump.refill(10.0, "baclofen", 1000.0, aspirate_ml=residual_ml - 3.0, bridge=False)
+    truth = pump.truth()
+    status = fw.status()
+    # The clinician enters the volume now in the reservoir: injected plus what stayed behind.
+    assert status.reservoir_estimate_ml == pytest.approx(13.0, abs=1e-6)
+    assert truth.reservoir_ml == pytest.approx(13.0, abs=1e-6)
+    # The pump believes the new concentration; the reservoir holds the mix.
+    assert status.drug.concentration_mcg_per_ml == 1000.0
+    assert truth.reservoir_conc_mcg_per_ml == pytest.approx((3 * 500 + 10 * 1000) / 13, rel=1e-9)
+
+
+def test_a_physical_fill_can_differ_from_the_entry() -> None:
+    _env, pump = make_pump(fill_ml=0.0, prime=False)
+    pump.refill(
+        20.0,
+        "morphine",
+        2000.0,
+        entered_drug="baclofen",
+        entered_conc_mcg_per_ml=500.0,
+        pocket_fraction=0.25,
+    )
+    truth = pump.truth()
+    status = pump.firmware.status()
+    assert (status.drug.name, status.drug.concentration_mcg_per_ml) == ("baclofen", 500.0)
+    assert status.reservoir_estimate_ml == 20.0
+    assert truth.reservoir_drug == "morphine"
+    assert truth.reservoir_ml == pytest.approx(15.0)
+    assert truth.reservoir_conc_mcg_per_ml == 2000.0
+    assert truth.ledger.to_tissue_mcg == pytest.approx(5.0 * 2000.0)
+    with pytest.raises(Refusal) as bad:
+        pump.refill(1.0, "baclofen", 500.0, pocket_fraction=1.5)
+    assert "pocket_fraction" in bad.value.detail
+
+
+@pytest.mark.parametrize(
+    ("infused_ml", "aspirate_error_ml", "logged"),
+    [(2.0, 1.0, True), (14.0, 1.0, False), (14.0, 2.1, True)],
+)
+def test_the_aspiration_tolerance_grows_with_the_volume_infused(
+    infused_ml: float, aspirate_error_ml: float, logged: bool
+) -> None:
+    hal, fw = filled_firmware(volume_ml=20.0)
+    fw.program(continuous(500.0, 1000.0))  # 1 mL/day
+    advance(hal, fw, infused_ml * DAY_S)
+    expected_ml = fw.status().reservoir_estimate_ml
+    fw.refill(20.0, "baclofen", 500.0, aspirated_ml=expected_ml - aspirate_error_ml)
+    discrepancies = [e for e in fw.log.entries() if e.code is EventCode.REFILL_DISCREPANCY]
+    assert bool(discrepancies) is logged
+    if logged:
+        tolerance = discrepancies[0].args[2]
+        assert tolerance == pytest.approx(
+            CFG.refill_tolerance_min_ml + CFG.refill_tolerance_fraction_of_infused * infused_ml
+        )
+
+
+def test_refill_scenario_fields_reach_the_pump_and_the_body() -> None:
+    data: dict[str, object] = {
+        "scenario": {"name": "mixup", "duration": "1d"},
+        "actions": [
+            {
+                "type": "refill",
+                "at": 0,
+                "volume_ml": 20.0,
+                "drug": "baclofen",
+                "concentration_mcg_per_ml": 2000.0,
+                "entered_concentration_mcg_per_ml": 500.0,
+                "entered_volume_ml": 18.0,
+                "pocket_fill_fraction": 0.1,
+            }
+        ],
+    }
+    scenario_run = ScenarioRun(parse_scenario(data))
+    scenario_run.run()
+    status = scenario_run.pump.firmware.status()
+    truth = scenario_run.pump.truth()
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert status.reservoir_estimate_ml == pytest.approx(18.0)
+    assert truth.reservoir_ml == pytest.approx(18.0)
+    assert truth.ledger.to_tissue_mcg == pytest.approx(2.0 * 2000.0)
+    data["actions"][0]["pocket_fill_fraction"] = 2  # type: ignore[index]
+    with pytest.raises(ScenarioError, match="pocket_fill_fraction"):
+        parse_scenario(data)

@@ -245,6 +245,9 @@ class TruthOut(BaseModel):
     faults: list[str]
     ledger: LedgerOut
     concentrations: ConcentrationsOut | None
+    reservoir_drug: str = Field(
+        default="", description='the drug truly in the reservoir ("mixed": two drugs)'
+    )
 
     @classmethod
     def of(cls, truth: Truth, conc: Concentrations | None) -> TruthOut:
@@ -262,6 +265,7 @@ class TruthOut(BaseModel):
             concentrations=None
             if conc is None
             else ConcentrationsOut(**dataclasses.asdict(conc)),
+            reservoir_drug=truth.reservoir_drug,
         )
 
 
