@@ -169,6 +169,18 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
         return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     filled = ledger.filled_mcg
+    mass_balance: dict[str, float] = {
+        "filled": filled,
+        "in_reservoir": ledger.in_reservoir_mcg,
+        "in_catheter_and_tubing": ledger.in_path_mcg,
+        "delivered_to_csf": ledger.to_csf_mcg,
+        "lost_to_tissue": ledger.to_tissue_mcg,
+        "aspirated_at_refill": ledger.aspirated_mcg,
+    }
+    if ledger.explanted_mcg:
+        # Only after a catheter revision: runs without one keep their summary as it was.
+        mass_balance["explanted_with_catheter"] = ledger.explanted_mcg
+    mass_balance["relative_imbalance"] = abs(ledger.imbalance_mcg) / filled if filled else 0.0
     empty_h = first_truly_empty_h(result)
     low_h = first_alarm_h(result, "low_reservoir")
     return {
@@ -181,15 +193,7 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
         "duration_h": result.scenario.end_h,
         "wall_time_s": round(result.wall_s, 4),
         "simpy_events": result.env.events_processed,
-        "mass_balance_mcg": {
-            "filled": filled,
-            "in_reservoir": ledger.in_reservoir_mcg,
-            "in_catheter_and_tubing": ledger.in_path_mcg,
-            "delivered_to_csf": ledger.to_csf_mcg,
-            "lost_to_tissue": ledger.to_tissue_mcg,
-            "aspirated_at_refill": ledger.aspirated_mcg,
-            "relative_imbalance": abs(ledger.imbalance_mcg) / filled if filled else 0.0,
-        },
+        "mass_balance_mcg": mass_balance,
         "final": {
             "reservoir_true_ml": truth.reservoir_ml,
             "reservoir_estimated_ml": status.reservoir_estimate_ml,

@@ -23,6 +23,7 @@ from itpump.emulator.scenario import (
     AlarmThresholdAction,
     BolusAction,
     BridgeBolusAction,
+    CatheterRevisionAction,
     ClearFaultAction,
     FaultAction,
     PatientBolusAction,
@@ -129,9 +130,17 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             action.concentration_mcg_per_ml,
             bridge=action.bridge,
             aspirate_ml=action.aspirate_ml,
+            entered_volume_ml=action.entered_volume_ml,
+            entered_drug=action.entered_drug,
+            entered_conc_mcg_per_ml=action.entered_concentration_mcg_per_ml,
+            pocket_fraction=action.pocket_fill_fraction,
         )
     elif isinstance(action, PrimeAction):
         pump.call(fw.prime, action.volume_ml)
+    elif isinstance(action, CatheterRevisionAction):
+        pump.revise_catheter(
+            action.length_cm, action.volume_ul_per_cm, tell_pump=action.tell_pump
+        )
     elif isinstance(action, ProgramAction):
         pump.call(fw.program, build_program(action))
     elif isinstance(action, BolusAction):

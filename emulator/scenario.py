@@ -215,6 +215,13 @@ class RefillAction(_Timed):
     concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     bridge: bool = True
     aspirate_ml: float | None = Field(default=None, ge=0, le=_MAX_ML)
+    # What the clinician enters, when it differs from what was physically done (entry errors,
+    # a wrong drug or concentration in the syringe): default, what was filled.
+    entered_volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+    entered_drug: str | None = Field(default=None, min_length=1, max_length=20)
+    entered_concentration_mcg_per_ml: float | None = Field(default=None, gt=0, le=_MAX_MCG_PER_ML)
+    # Part of the injection that misses the septum and lands in the pocket (partial pocket fill).
+    pocket_fill_fraction: float = Field(default=0.0, ge=0, le=1)
 
 
 class PrimeAction(_Timed):
@@ -222,6 +229,16 @@ class PrimeAction(_Timed):
 
     type: Literal["prime"]
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+
+
+class CatheterRevisionAction(_Timed):
+    """Surgery replaces the catheter with a new, empty one (its drug leaves with the explant);
+    with `tell_pump` the clinician records it over telemetry, so that a prime is allowed."""
+
+    type: Literal["catheter_revision"]
+    length_cm: float = Field(ge=1, le=200)
+    volume_ul_per_cm: float = Field(default=2.6, ge=0.1, le=20)
+    tell_pump: bool = True
 
 
 class ProgramAction(_Timed):
@@ -329,6 +346,7 @@ class RunUntilAction(_Model):
 Action = Annotated[
     RefillAction
     | PrimeAction
+    | CatheterRevisionAction
     | ProgramAction
     | BolusAction
     | BridgeBolusAction

@@ -83,7 +83,9 @@ class TelemetryEndpoint:
         # this holds no more than the transports' own per-client state.
         self._heads: dict[int, PumpConnection] = {}
         self._head_ids = itertools.count(DIRECT_HEAD + 1)
-        self.handler = CommandHandler(pump.firmware, refill=self._refill)
+        self.handler = CommandHandler(
+            pump.firmware, refill=self._refill, revise_catheter=self._revise_catheter
+        )
         self._baud = pump.profile.telemetry.baud
         self.requests_answered = 0
 
@@ -112,9 +114,14 @@ class TelemetryEndpoint:
     def _refill(
         self, volume_ml: float, drug: str, conc: float, aspirated_ml: float | None, bridge: bool
     ) -> None:
-        # The clinician aspirates everything and fills `volume_ml`; the pump is told what they
+        # REFILL carries the volume in the reservoir after the refill: the emulated clinician
+        # aspirates everything, so that is the volume injected; the pump is told what they
         # measured. A pocket-fill fault armed by the rig makes the liquid miss the reservoir.
         self.pump.refill(volume_ml, drug, conc, bridge=bridge, reported_aspirated_ml=aspirated_ml)
+
+    def _revise_catheter(self, length_cm: float, volume_ul_per_cm: float) -> float:
+        # The programmer records a revision the surgeon did: the emulator does the surgery too.
+        return self.pump.revise_catheter(length_cm, volume_ul_per_cm)
 
     def __call__(self, data: bytes, /) -> bytes:
         """Feed received bytes (as head 0); returns the reply bytes (possibly empty)."""

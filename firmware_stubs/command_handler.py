@@ -56,6 +56,8 @@ _FW_PERIOD = {v: k for k, v in _WIRE_PERIOD.items()}
 _WIRE_STATE = {s.name: m.TherapyState[s.name] for s in m.TherapyState}
 # volume_ml, drug, concentration_mcg_per_ml, aspirated_ml (None: not measured), bridge
 RefillHook = Callable[[float, str, float, float | None, bool], None]
+# length_cm, volume_ul_per_cm -> volume a prime may now push (mL)
+CatheterRevisionHook = Callable[[float, float], float]
 
 
 def identity_of(firmware: Firmware) -> PumpIdentity:
@@ -177,12 +179,19 @@ def _s_or_none(rtc_s: float | None) -> int | None:
 class CommandHandler:
     """Answers every request the protocol layer delivers, using one firmware instance."""
 
-    def __init__(self, firmware: Firmware, refill: RefillHook | None = None) -> None:
+    def __init__(
+        self,
+        firmware: Firmware,
+        refill: RefillHook | None = None,
+        revise_catheter: CatheterRevisionHook | None = None,
+    ) -> None:
         """`refill` performs a refill; by default only the firmware is told. The emulator
-        passes one that also moves the liquid, since the septum is hardware."""
+        passes one that also moves the liquid, since the septum is hardware; likewise
+        `revise_catheter` for the new catheter of a revision."""
         self.firmware = firmware
         self.receiver = ProgramReceiver()
         self._refill_hook: RefillHook = refill or firmware.refill
+        self._revise_hook: CatheterRevisionHook = revise_catheter or firmware.revise_catheter
         self._handlers: dict[type[m.Request], Callable[[m.Request], m.Response]] = {
             m.InterrogateRequest: self._interrogate,
             m.ReadLogRequest: self._read_log,
@@ -194,6 +203,7 @@ class CommandHandler:
             m.StopTherapyRequest: self._stop,
             m.ResumeTherapyRequest: self._resume,
             m.RefillRequest: self._refill,
+            m.CatheterRevisionRequest: self._revise_catheter,
         }
 
     def handle(self, request: m.Request) -> m.Response:
@@ -242,6 +252,8 @@ class CommandHandler:
             projected_eri_s=_s_or_none(status.projected_eri_rtc_s),
             program=program_to_wire(fw, status),
             alarms=alarms[: m.MAX_ALARMS],
+            projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
+            unprimed_nl=nl_from_ml(status.unprimed_ml),
         )
 
     def _read_log(self, request: m.Request) -> m.Response:
@@ -334,7 +346,7 @@ class CommandHandler:
             return m.BolusResponse(bolus.dose_ng, nl_from_ml(volume), 0)
         if isinstance(bolus, m.PrimingBolus):
             volume_ml = fw.prime(None if bolus.volume_nl is None else ml_from_nl(bolus.volume_nl))
-            return m.BolusResponse(0, nl_from_ml(volume_ml), 0)
+            return m.BolusResponse(ng_from_mcg(volume_ml * conc), nl_from_ml(volume_ml), 0)
         if isinstance(bolus, m.BridgeBolus):
             old = (
                 None
@@ -354,6 +366,13 @@ class CommandHandler:
                 ng_from_mcg(dose_mcg), nl_from_ml(dose_mcg / conc if conc else 0.0), 0
             )
         return m.BolusResponse(0, 0, min(fw.cancel_bolus(), 255))
+
+    def _revise_catheter(self, request: m.Request) -> m.Response:
+        assert isinstance(request, m.CatheterRevisionRequest)
+        unprimed_ml = self._revise_hook(
+            cm_from_mm(request.catheter_length_mm), ul_from_nl(request.catheter_volume_nl_per_cm)
+        )
+        return m.CatheterRevisionResponse(nl_from_ml(unprimed_ml))
 
     def _stop(self, _request: m.Request) -> m.Response:
         self.firmware.stop_therapy()

@@ -29,3 +29,12 @@ class FirmwareConfig:
     firmware_version: str = "1.0.0"
     # Self-test period: battery measurement and memory check happen at least this often.
     self_test_interval_s: float = 86400.0
+    # Patient-bolus use that the reservoir projections add to the programmed dose: the mean
+    # over this rolling window (firmware_stubs/projection.py).
+    bolus_use_window_s: float = 7 * 86400.0
+    # Aspiration check at a refill (firmware_stubs/refill.py): a measured residual further
+    # than this floor plus this fraction of the volume infused since the last refill from the
+    # estimate is logged as REFILL_DISCREPANCY. The fraction is below the mechanism's
+    # +/-14.5 % accuracy spec on purpose: a 15 % over-infusion must show.
+    refill_tolerance_min_ml: float = 0.5
+    refill_tolerance_fraction_of_infused: float = 0.10

@@ -80,6 +80,7 @@ class EventCode(IntEnum):
     MINIMUM_RATE_MODE = 52
     MEMORY_ERROR = 53
     END_OF_SERVICE = 54
+    CATHETER_REVISED = 16
 
 
 class LogBolusKind(IntEnum):
@@ -170,6 +171,11 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     EventCode.REFILL_DISCREPANCY: (
         EventArg("expected", "mL"),
         EventArg("aspirated", "mL"),
+        EventArg(
+            "tolerance",
+            "mL",
+            note="floor plus a fraction of the volume infused since the last refill",
+        ),
     ),
     EventCode.ALARM_RAISED: (_ALARM,),
     EventCode.ALARM_CLEARED: (_ALARM,),
@@ -179,6 +185,11 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     EventCode.MINIMUM_RATE_MODE: (),
     EventCode.MEMORY_ERROR: (),
     EventCode.END_OF_SERVICE: (),
+    EventCode.CATHETER_REVISED: (
+        EventArg("length", "cm"),
+        EventArg("volume", "uL/cm"),
+        EventArg("unprimed", "mL", note="path volume a priming bolus may now push"),
+    ),
 }
 
 _VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))

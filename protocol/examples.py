@@ -120,6 +120,8 @@ _STATUS = m.InterrogateResponse(
             acknowledged=False,
         ),
     ),
+    # 1.35 mL above the 0.5 mL empty threshold at 0.2 mL/day plus one 25 mcg bolus a day
+    projected_empty_s=_T0 + 6 * 86_400 + 8 * 3600,
 )
 _BOLUS_REFUSAL = m.Refusal.make(
     ResultCode.DAILY_DOSE_EXCEEDED,

@@ -356,6 +356,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     _command(sub, "stop", cmd_stop, "stop all delivery")
+    p = _command(
+        sub,
+        "catheter-revision",
+        cmd_catheter_revision,
+        "record a new (empty) catheter, so that a priming bolus is allowed",
+    )
+    p.add_argument("length_cm", metavar="LENGTH_CM", type=positive_float, help="1..200 cm")
+    p.add_argument(
+        "--volume-ul-per-cm",
+        metavar="UL_PER_CM",
+        type=positive_float,
+        default=2.6,
+        help="internal volume per cm, 0.1..20 (default 2.6)",
+    )
     _command(sub, "resume", cmd_resume, "resume the programmed therapy")
 
 
@@ -423,6 +437,8 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
     )
     if s.projected_low_reservoir is not None:
         reservoir += f", reached {_when(s.projected_low_reservoir)}"
+    if s.projected_empty is not None:
+        reservoir += f"; empty {_when(s.projected_empty)}"
     rows.append(("Reservoir", reservoir))
     if s.has_program:
         rows += [
@@ -445,7 +461,10 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
             rows.append(("Pt bolus", "off"))
     else:
         rows.append(("Program", "none"))
-    rows.append(("Catheter", str(p.catheter or "not set")))
+    catheter = str(p.catheter or "not set")
+    if s.unprimed_ml > 0:
+        catheter += f"; {s.unprimed_ml:.3f} mL of the path empty (prime allowed)"
+    rows.append(("Catheter", catheter))
     battery = f"{s.battery_percent:.1f} %"
     if s.battery_eos:
         battery += "  END OF SERVICE"
@@ -859,6 +878,25 @@ def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
     return Output(_rows(rows), to_data(result))
 
 
+def cmd_catheter_revision(pump: PumpClient, args: argparse.Namespace) -> Output:
+    """CATHETER_REVISION."""
+    unprimed_ml = pump.revise_catheter(args.length_cm, args.volume_ul_per_cm)
+    text = _rows(
+        [
+            ("Catheter", f"{args.length_cm:g} cm x {args.volume_ul_per_cm:g} uL/cm (new, empty)"),
+            ("Prime", f"allowed up to {unprimed_ml:.3f} mL: `bolus prime` fills it"),
+        ]
+    )
+    return Output(
+        text,
+        {
+            "length_cm": args.length_cm,
+            "volume_ul_per_cm": args.volume_ul_per_cm,
+            "unprimed_ml": unprimed_ml,
+        },
+    )
+
+
 def cmd_log(pump: PumpClient, args: argparse.Namespace) -> Output:
     """READ_LOG, one page or all."""
     records = pump.read_log(args.page)
@@ -987,6 +1025,9 @@ def _check_values(args: argparse.Namespace) -> None:
         old = getattr(args, "old_concentration", None)
         if old is not None:
             _check_range("--old-concentration", old, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")
+    elif command == "catheter-revision":
+        _check_range("catheter-revision", args.length_cm, 1, 200, "cm", "LENGTH_CM")
+        _check_range("--volume-ul-per-cm", args.volume_ul_per_cm, 0.1, 20, "uL/cm")
     elif command == "refill":
         _check_range("refill", args.volume_ml, *ml, "VOLUME_ML")
         _check_range("--concentration", args.concentration, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")

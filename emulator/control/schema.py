@@ -221,6 +221,7 @@ class LedgerOut(BaseModel):
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    explanted_mcg: float = Field(default=0.0, description="left with an explanted catheter")
 
 
 class ConcentrationsOut(BaseModel):
@@ -257,6 +258,9 @@ class TruthOut(BaseModel):
     faults: list[str]
     ledger: LedgerOut
     concentrations: ConcentrationsOut | None
+    reservoir_drug: str = Field(
+        default="", description='the drug truly in the reservoir ("mixed": two drugs)'
+    )
 
     @classmethod
     def of(cls, truth: Truth, conc: Concentrations | None) -> TruthOut:
@@ -274,6 +278,7 @@ class TruthOut(BaseModel):
             concentrations=None
             if conc is None
             else ConcentrationsOut.of(conc),
+            reservoir_drug=truth.reservoir_drug,
         )
 
 
@@ -321,6 +326,11 @@ class ReportedOut(BaseModel):
     battery_remaining_pct: float
     eri: bool
     eos: bool
+    projected_empty: dt.datetime | None = Field(
+        default=None,
+        description="when the estimate reaches the empty-reservoir alarm (programmed dose "
+        "plus the last 7 days' patient-bolus use)",
+    )
 
     @classmethod
     def of(cls, status: PumpStatus) -> ReportedOut:
@@ -355,6 +365,7 @@ class ReportedOut(BaseModel):
             battery_remaining_pct=status.battery_remaining_fraction * 100.0,
             eri=status.eri,
             eos=status.eos,
+            projected_empty=_iso(status.projected_empty_rtc_s),
         )
 
 

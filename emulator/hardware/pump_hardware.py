@@ -23,6 +23,8 @@ from itpump.emulator.hardware.fluid_path import FluidPath
 from itpump.emulator.hardware.stroke_model import StrokeVolumeModel
 
 _EPS_H = 1e-12
+#: `PumpHardware.reservoir_drug` when a residual of one drug was topped up with another.
+MIXED_DRUGS = "mixed"
 FloatArray = NDArray[np.float64]
 
 
@@ -51,6 +53,8 @@ class MassLedger:
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    #: left the body with an explanted catheter (catheter revision)
+    explanted_mcg: float = 0.0
 
     @property
     def imbalance_mcg(self) -> float:
@@ -61,6 +65,7 @@ class MassLedger:
             + self.to_csf_mcg
             + self.to_tissue_mcg
             + self.aspirated_mcg
+            + self.explanted_mcg
         )
 
 
@@ -103,6 +108,7 @@ class PumpHardware:
         self.battery = Battery(profile.battery, battery_initial_fraction)
         self.reservoir_ml = 0.0
         self.reservoir_conc_mcg_per_ml = 0.0
+        self.reservoir_drug = ""  # the drug truly in the reservoir ("" before the first fill)
         self.stroke_position = 0.0  # cumulative strokes since manufacture (fractional)
         self.stroke_rate_per_h = 0.0
         self.faults: dict[FaultKind, Fault] = {}
@@ -118,6 +124,7 @@ class PumpHardware:
         self._aspirated_mcg = 0.0
         self._csf_mcg = 0.0
         self._tissue_mcg = 0.0
+        self._explanted_mcg = 0.0
 
     # -------------------------------------------------------------- state
     @property
@@ -151,6 +158,7 @@ class PumpHardware:
             self._csf_mcg,
             self._tissue_mcg,
             self._aspirated_mcg,
+            self._explanted_mcg,
         )
 
     # -------------------------------------------------------------- actions
@@ -160,11 +168,21 @@ class PumpHardware:
         self.stroke_rate_per_h = max(strokes_per_h, 0.0)
 
     def refill(
-        self, t_h: float, add_ml: float, conc_mcg_per_ml: float, aspirate_ml: float | None = None
+        self,
+        t_h: float,
+        add_ml: float,
+        conc_mcg_per_ml: float,
+        aspirate_ml: float | None = None,
+        *,
+        pocket_fraction: float = 0.0,
+        drug: str = "",
     ) -> RefillOutcome:
-        """Aspirate the residual (all of it by default), then inject `add_ml` through the septum.
+        """Aspirate the residual (all of it by default), then inject `add_ml` of `drug` through
+        the septum. A residual left behind mixes with the new drug: the reservoir's true
+        concentration is the mass-weighted mean (and its drug is "mixed" if they differ).
 
-        With a pocket-fill fault armed, the injection misses the septum and lands in tissue.
+        `pocket_fraction` of the injection misses the septum and lands in tissue (a partial
+        pocket fill); with a pocket-fill fault armed, all of it does.
         """
         self.advance_to(t_h)
         take = self.reservoir_ml if aspirate_ml is None else min(aspirate_ml, self.reservoir_ml)
@@ -172,26 +190,41 @@ class PumpHardware:
         self.reservoir_ml -= take
         self._filled_mcg += add_ml * conc_mcg_per_ml
         if self.faults.pop(FaultKind.POCKET_FILL, None) is not None:
-            self._tissue_mcg += add_ml * conc_mcg_per_ml
+            pocket_fraction = 1.0
+        to_pocket_ml = add_ml * pocket_fraction
+        to_reservoir_ml = add_ml - to_pocket_ml
+        space = self.profile.reservoir_capacity_ml - self.reservoir_ml
+        if to_reservoir_ml > space + 1e-9:
+            raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
+        if to_pocket_ml > 0:
+            self._tissue_mcg += to_pocket_ml * conc_mcg_per_ml
             if self.listener is not None:
-                self.listener.on_tissue_bolus(t_h, add_ml * conc_mcg_per_ml)
-            outcome = RefillOutcome(take, 0.0, add_ml)
-        else:
-            space = self.profile.reservoir_capacity_ml - self.reservoir_ml
-            if add_ml > space + 1e-9:
-                raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
-            total = self.reservoir_ml + add_ml
+                self.listener.on_tissue_bolus(t_h, to_pocket_ml * conc_mcg_per_ml)
+        if to_reservoir_ml > 0:
+            residual_ml = self.reservoir_ml
+            total = residual_ml + to_reservoir_ml
             self.reservoir_conc_mcg_per_ml = (
-                (self.reservoir_ml * self.reservoir_conc_mcg_per_ml + add_ml * conc_mcg_per_ml)
-                / total
-                if total > 0
-                else 0.0
-            )
+                residual_ml * self.reservoir_conc_mcg_per_ml + to_reservoir_ml * conc_mcg_per_ml
+            ) / total
+            if drug and residual_ml > 1e-9 and self.reservoir_drug not in ("", drug):
+                self.reservoir_drug = MIXED_DRUGS
+            elif drug:
+                self.reservoir_drug = drug
             self.reservoir_ml = total
-            outcome = RefillOutcome(take, add_ml, 0.0)
+        outcome = RefillOutcome(take, to_reservoir_ml, to_pocket_ml)
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return outcome
+
+    def revise_catheter(self, t_h: float, catheter_volume_ml: float) -> None:
+        """Replace the catheter with an empty one of `catheter_volume_ml` at `t_h`: its drug
+        leaves with the explant; the pump tubing keeps its contents."""
+        self.advance_to(t_h)
+        self._explanted_mcg += self.path.replace_tip_end(
+            self.profile.internal_path_volume_ml, catheter_volume_ml
+        )
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
 
     def inject(self, t_h: float, fault: Fault) -> None:
         """Start a fault at `t_h` (replaces one of the same kind)."""

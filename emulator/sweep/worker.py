@@ -194,21 +194,15 @@ def _entered_refill(
         bridge: bool = True,
         aspirate_ml: float | None = None,
         reported_aspirated_ml: float | Literal["measured"] | None = "measured",
+        entered_conc_mcg_per_ml: float | None = None,
+        **physical: Any,
     ) -> RefillOutcome:
+        # `physical`: the scenario's other entry and fill fields, passed on unchanged.
         now = pump.now_h
-        if factor == 1.0 or now < from_h:
-            outcome = original(
-                add_ml,
-                drug,
-                conc_mcg_per_ml,
-                bridge=bridge,
-                aspirate_ml=aspirate_ml,
-                reported_aspirated_ml=reported_aspirated_ml,
-            )
-            log_entered.append((now, conc_mcg_per_ml))
-            return outcome
-        # The firmware hears the entered concentration, the reservoir receives the filled one.
-        entered = conc_mcg_per_ml * factor
+        entered = conc_mcg_per_ml if entered_conc_mcg_per_ml is None else entered_conc_mcg_per_ml
+        if factor != 1.0 and now >= from_h:
+            # The firmware hears the entered concentration, the reservoir gets the filled one.
+            entered *= factor
         outcome = original(
             add_ml,
             drug,
@@ -217,6 +211,7 @@ def _entered_refill(
             aspirate_ml=aspirate_ml,
             reported_aspirated_ml=reported_aspirated_ml,
             entered_conc_mcg_per_ml=entered,
+            **physical,
         )
         log_entered.append((now, entered))
         return outcome

@@ -38,6 +38,7 @@ local MESSAGES = {
   [0x41] = { name = "STOP_THERAPY", request = "StopTherapyRequest", response = "Ack" },
   [0x42] = { name = "RESUME_THERAPY", request = "ResumeTherapyRequest", response = "Ack" },
   [0x50] = { name = "REFILL", request = "RefillRequest", response = "RefillResponse" },
+  [0x51] = { name = "CATHETER_REVISION", request = "CatheterRevisionRequest", response = "CatheterRevisionResponse" },
 }
 local STRUCTS = {
   IdentifyRequest = {
@@ -91,6 +92,8 @@ local STRUCTS = {
     { "projected_eri_s", { k = "u", n = 4, none = 0 } },
     { "program", { k = "struct", s = "TherapyProgram" } },
     { "alarms", { k = "list", item = { k = "struct", s = "Alarm" } } },
+    { "projected_empty_s", { k = "u", n = 4, none = 0 } },
+    { "unprimed_nl", { k = "u", n = 4 } },
   },
   TherapyProgram = {
     { "max_daily_dose_ng", { k = "u", n = 4 } },
@@ -226,6 +229,13 @@ local STRUCTS = {
     { "reservoir_volume_nl", { k = "u", n = 4 } },
     { "bridge_volume_nl", { k = "u", n = 4 } },
     { "projected_low_reservoir_s", { k = "u", n = 4, none = 0 } },
+  },
+  CatheterRevisionRequest = {
+    { "catheter_length_mm", { k = "u", n = 2 } },
+    { "catheter_volume_nl_per_cm", { k = "u", n = 2 } },
+  },
+  CatheterRevisionResponse = {
+    { "unprimed_nl", { k = "u", n = 4 } },
   },
 }
 local ENUMS = {
