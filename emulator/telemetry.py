@@ -9,7 +9,9 @@ transport opens (`open_head`) gets its own protocol connection, so its frames, i
 and its session are its own, and its link closing ends its session only. While one head
 holds a live session, every request from any other head is refused SESSION_BUSY and changes
 nothing; the pump is free again when that session ends (END_SESSION, idle timeout, or its
-link closing). Calling the endpoint directly uses head 0.
+link closing). Calling the endpoint directly uses head 0. Failed authentications are counted
+for the pump, not per link, and after a few AUTH_BEGIN is refused AUTH_BACKOFF for a while
+(at most 60 s, on the link clock), so opening another link does not reset the wait.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from itpump.firmware_stubs.command_handler import CommandHandler, identity_of
 from itpump.protocol import messages as m
 from itpump.protocol.auth import NonceSource
 from itpump.protocol.connection import PumpConnection, PumpEvent, SessionEnded, SessionStarted
+from itpump.protocol.state import AuthBackoff
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,8 @@ class TelemetryEndpoint:
         # One protocol connection per open head; a transport holds a head per client, so
         # this holds no more than the transports' own per-client state.
         self._heads: dict[int, PumpConnection] = {}
+        # One count of failed authentications for the pump, whichever link they came on.
+        self.auth_backoff = AuthBackoff()
         self._head_ids = itertools.count(DIRECT_HEAD + 1)
         self.handler = CommandHandler(
             pump.firmware, refill=self._refill, revise_catheter=self._revise_catheter
@@ -98,7 +103,11 @@ class TelemetryEndpoint:
         conn = self._heads.get(head)
         if conn is None:
             conn = PumpConnection(
-                self._identity, self._key, self._nonces, allow_unauthenticated=self._allow
+                self._identity,
+                self._key,
+                self._nonces,
+                allow_unauthenticated=self._allow,
+                auth_backoff=self.auth_backoff,
             )
             self._heads[head] = conn
         return conn

@@ -28,7 +28,8 @@ class ResultCode(IntEnum):
     REPLAYED = 0x07  # counter not above the last accepted one
     ROLE_FORBIDDEN = 0x08  # e.g. patient role asking for a clinician command
     SEQUENCE_ERROR = 0x09  # header seq outside the window (recover: IDENTIFY, then resend)
-    SESSION_BUSY = 0x0A
+    SESSION_BUSY = 0x0A  # another telemetry head holds a session: nothing was done
+    AUTH_BACKOFF = 0x0B  # too many failed authentications: AUTH_BEGIN refused for a while
     # The last number of the link range, so that codes added after SESSION_BUSY never clash
     # with it: the pump failed while answering; the request may or may not have been carried
     # out (interrogate), and the pump keeps answering.

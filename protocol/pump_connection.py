@@ -23,6 +23,7 @@ The session and request state machines (:mod:`protocol.state`) decide everything
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ from itpump.protocol.state import (
     CHALLENGE_STATES,
     PUMP_SESSION_TRANSITIONS,
     SESSION_STATES,
+    AuthBackoff,
     LocalProtocolError,
     PumpSessionEvent,
     PumpSessionState,
@@ -250,12 +252,16 @@ class PumpConnection(_Endpoint[PumpEvent]):
         allow_unauthenticated: bool = False,
         idle_timeout_s: int = DEFAULT_IDLE_TIMEOUT_S,
         max_body_size: int = MAX_BODY_SIZE,
+        auth_backoff: AuthBackoff | None = None,
     ) -> None:
         if len(key) < auth.MIN_KEY_SIZE:
             raise ValueError(f"pump key must be at least {auth.MIN_KEY_SIZE} bytes")
         self.identity = identity
         self.allow_unauthenticated = allow_unauthenticated
         self.idle_timeout_s = idle_timeout_s
+        #: Failed authentications and the wait they impose; pass one object to every link
+        #: of a pump so that a guesser cannot reset it by opening another link.
+        self.auth_backoff = AuthBackoff() if auth_backoff is None else auth_backoff
         self._key = key
         self._nonces = nonce_source
         super().__init__("pump request", max_body_size)
@@ -719,6 +725,16 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._auto(header, response, ctx, request)
 
     def _auth_begin(self, header: Header, request: AuthBeginRequest, ctx: _Context) -> None:
+        wait_s = self.auth_backoff.wait_s(self._now_s)
+        if wait_s > 0:
+            # Refused before a challenge exists: this link's challenge and session, if any,
+            # stay as they were, and no key can be guessed until the wait is over.
+            detail = (
+                f"{self.auth_backoff.failures} failed authentications; "
+                f"retry in {math.ceil(wait_s)} s"
+            )
+            self._auto(header, Refusal.make(ResultCode.AUTH_BACKOFF, detail), ctx, request)
+            return
         session_id = 0
         while session_id == 0 or session_id == self.session_id:
             session_id = int.from_bytes(self._nonces(4), "big")
@@ -753,6 +769,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
         ):
             # One attempt per challenge, right or wrong.
             self._fire_session(PumpSessionEvent.PROOF_BAD)
+            self.auth_backoff.failed(self._now_s)
             self._auto(header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), ctx, request)
             return
         session = _Session(
@@ -762,6 +779,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
             last_active_s=self._now_s,
         )
         previous = self._fire_session(PumpSessionEvent.PROOF_OK, session=session)
+        self.auth_backoff.succeeded()
         response = AuthProofResponse(auth.pump_proof(key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)
         if previous is not None:

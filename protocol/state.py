@@ -29,9 +29,12 @@ from enum import Enum, auto
 from typing import Generic, TypeVar
 
 __all__ = [
+    "AUTH_BACKOFF_MAX_S",
+    "AUTH_FREE_FAILURES",
     "CHALLENGE_STATES",
     "SEQ_WINDOW",
     "SESSION_STATES",
+    "AuthBackoff",
     "HandshakeEvent",
     "HandshakeState",
     "LocalProtocolError",
@@ -41,6 +44,7 @@ __all__ = [
     "RequestState",
     "SeqVerdict",
     "StateMachine",
+    "auth_backoff_s",
     "classify_seq",
     "counter_is_fresh",
 ]
@@ -221,3 +225,54 @@ def classify_seq(last_seq: int | None, seq: int, window: int = SEQ_WINDOW) -> Se
 def counter_is_fresh(last_counter: int, counter: int) -> bool:
     """A MAC counter must be strictly above the last accepted one of the session."""
     return counter > last_counter
+
+
+# --- failed authentications -------------------------------------------------------------------
+
+#: Consecutive failed AUTH_PROOFs allowed without delay (a mistyped key, a wrong pump).
+AUTH_FREE_FAILURES = 2
+#: The longest wait after failed authentications: the documented recovery is to wait it out.
+AUTH_BACKOFF_MAX_S = 60.0
+
+
+def auth_backoff_s(failures: int) -> float:
+    """How long AUTH_BEGIN is refused after ``failures`` consecutive failed AUTH_PROOFs.
+
+    None for the first :data:`AUTH_FREE_FAILURES`, then 1 s doubling with each further
+    failure, capped at :data:`AUTH_BACKOFF_MAX_S`: an online key guesser gets about one
+    guess a minute, a clinician who mistyped waits seconds.
+    """
+    extra = failures - AUTH_FREE_FAILURES
+    if extra <= 0:
+        return 0.0
+    return min(2.0 ** (extra - 1), AUTH_BACKOFF_MAX_S)
+
+
+class AuthBackoff:
+    """The pump's count of consecutive failed authentications, shared by all its links.
+
+    Times are the link's real clock (the caller's ``now_s``, as for the idle timeout). A
+    success resets the count; so does a restart of the pump (the count is not persistent).
+    Without a clock (``now_s`` None) failures are counted but nothing waits.
+    """
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._until_s: float | None = None
+
+    def failed(self, now_s: float | None) -> None:
+        """An AUTH_PROOF was rejected."""
+        self.failures += 1
+        wait_s = auth_backoff_s(self.failures)
+        self._until_s = None if now_s is None or wait_s == 0 else now_s + wait_s
+
+    def succeeded(self) -> None:
+        """An AUTH_PROOF was accepted: the count starts over."""
+        self.failures = 0
+        self._until_s = None
+
+    def wait_s(self, now_s: float | None) -> float:
+        """Seconds until AUTH_BEGIN is answered again (0: now)."""
+        if self._until_s is None or now_s is None:
+            return 0.0
+        return max(0.0, self._until_s - now_s)

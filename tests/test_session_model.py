@@ -227,3 +227,78 @@ def _bodies(data: bytes) -> list[bytes]:
     while (body := deframer.next_frame()) is not None:
         out.append(body)
     return out
+
+
+# --- a keyless flood cannot take a handshake's challenge; failures back off ---------------------
+
+
+def test_a_flood_of_keyless_auth_begins_cannot_starve_a_handshake() -> None:
+    served = _served()
+    clinician_link, flood_link = served.handler.open_head(), served.handler.open_head()
+    pc = ProgrammerConnection(seeded_nonce_source(7), key=served.key)
+    assert isinstance(_exchange(clinician_link, pc, m.IdentifyRequest()), m.IdentifyResponse)
+    begun = _exchange(clinician_link, pc, pc.auth_begin(m.Role.CLINICIAN))
+    assert isinstance(begun, m.AuthBeginResponse)
+    flooder = ProgrammerConnection(seeded_nonce_source(8))
+    for _ in range(200):  # more than the 180 a second of the adversarial test
+        answer = _exchange(flood_link, flooder, flooder.auth_begin(m.Role.CLINICIAN))
+        assert isinstance(answer, m.AuthBeginResponse)
+    assert isinstance(_exchange(clinician_link, pc, pc.auth_proof()), m.AuthProofResponse)
+    assert isinstance(_exchange(clinician_link, pc, m.StopTherapyRequest()), m.Ack)
+    # Now it holds the pump: the flood gets nothing more than SESSION_BUSY.
+    answer = _exchange(flood_link, flooder, flooder.auth_begin(m.Role.CLINICIAN))
+    assert _refused(answer, ResultCode.SESSION_BUSY)
+
+
+def _guess(handler: Handler, seed: int) -> m.Response:
+    """A handshake with a wrong key: the AUTH_BEGIN answer, or the AUTH_PROOF answer."""
+    pc = ProgrammerConnection(seeded_nonce_source(seed), key=bytes(32))
+    _exchange(handler, pc, m.IdentifyRequest())
+    begun = _exchange(handler, pc, pc.auth_begin(m.Role.CLINICIAN))
+    if not isinstance(begun, m.AuthBeginResponse):
+        return begun
+    return _exchange(handler, pc, pc.auth_proof())
+
+
+def test_failed_authentications_back_off_on_the_link_clock_for_the_whole_pump() -> None:
+    clock = FakeClock()
+    served = _farm(clock).pumps[0]
+    first, second = served.handler.open_head(), served.handler.open_head()
+    # Two mistakes are free (a mistyped key, the wrong pump) ...
+    for seed in (1, 2):
+        assert _refused(_guess(first, seed), ResultCode.AUTH_FAILED)
+    pc, proof = _handshake(first, served.key)
+    assert isinstance(proof, m.AuthProofResponse)  # a success starts the count over
+    assert isinstance(_exchange(first, pc, m.EndSessionRequest()), m.Ack)
+    for seed in (3, 4, 5):
+        assert _refused(_guess(first, seed), ResultCode.AUTH_FAILED)
+    # ... the third in a row makes AUTH_BEGIN wait 1 s, on every link, even with the key.
+    refused = _guess(second, 6)
+    assert _refused(refused, ResultCode.AUTH_BACKOFF)
+    assert isinstance(refused, m.Refusal)
+    assert "retry in 1 s" in refused.detail
+    pc = ProgrammerConnection(seeded_nonce_source(9), key=served.key)
+    _exchange(second, pc, m.IdentifyRequest())
+    assert _refused(_exchange(second, pc, pc.auth_begin(m.Role.CLINICIAN)), ResultCode.AUTH_BACKOFF)
+    clock.t_s += 1.0  # the documented recovery: wait the time the refusal names
+    assert isinstance(_handshake(second, served.key, seed=10)[1], m.AuthProofResponse)
+
+
+def test_the_backoff_doubles_up_to_a_minute_and_then_the_key_works() -> None:
+    clock = FakeClock()
+    served = _farm(clock).pumps[0]
+    link = served.handler.open_head()
+    waits: list[int] = []
+    for seed in range(20):
+        answer = _guess(link, seed)
+        if _refused(answer, ResultCode.AUTH_BACKOFF):
+            assert isinstance(answer, m.Refusal)
+            waits.append(int(answer.detail.rsplit("retry in ", 1)[1].split()[0]))
+            clock.t_s += waits[-1]
+        else:
+            assert _refused(answer, ResultCode.AUTH_FAILED)
+    assert waits[:7] == [1, 2, 4, 8, 16, 32, 60]
+    assert max(waits) == 60  # the most anyone waits, however long the guessing went on
+    clock.t_s += 60.0
+    _pc, proof = _handshake(link, served.key, seed=99)
+    assert isinstance(proof, m.AuthProofResponse)
