@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -280,3 +282,16 @@ def execute_run(sweep: Sweep, run_id: int) -> RunRecord:
 def run_chunk(sweep: Sweep, run_ids: list[int]) -> list[RunRecord]:
     """The Dask task: several runs in a row (amortises the per-task scheduling cost)."""
     return [execute_run(sweep, run_id) for run_id in run_ids]
+
+
+def dask_setup(worker: object) -> None:
+    """Dask's preload hook, run in each worker process of the sweep's local cluster as it
+    starts: ignore SIGINT there.
+
+    Ctrl-C in a terminal signals the whole process group. The sweep's own process handles
+    it (keeps the finished rows, closes the cluster, prints one line); each worker process
+    would otherwise end with a KeyboardInterrupt traceback of its event loop, dozens of lines
+    before that one. The workers still stop: the cluster closes them.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
