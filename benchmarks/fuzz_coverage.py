@@ -15,6 +15,10 @@ status is then 1, and `python -m benchmarks.fuzz_coverage --reproduce FILE` runs
 
 The last line reports the coverage reached: libFuzzer's count of instrumented branches
 (edges) covered and of features (edges with hit counts), the corpus size and the speed.
+With `--lines` it also replays the starting corpus, then the corpus found, under a line
+tracer and reports the share of function lines executed in the protocol layer, the
+firmware and the telemetry endpoint (module and class bodies, which run at import, are not
+counted).
 
 Atheris ships wheels for Linux x86-64 only (the `test` extra installs it there). Elsewhere
 the same target runs under Hypothesis instead (`--engine hypothesis`, chosen automatically):
@@ -24,14 +28,17 @@ random and mutated inputs from the same starting corpus, not coverage-guided.
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import types
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 # libFuzzer's status lines: "#4096 pulse  cov: 1234 ft: 5678 corp: 91/2345b ... exec/s: 123"
 _STATUS = re.compile(
@@ -66,8 +73,95 @@ def _write_seeds(directory: Path) -> None:
         (directory / f"seed-{i}").write_bytes(data)
 
 
+LINE_AREAS = {
+    "protocol": "itpump.protocol",
+    "firmware": "itpump.firmware_stubs",
+    "telemetry endpoint": "itpump.emulator.telemetry",
+}
+"""What `--lines` reports line coverage of (the frame decoder and command dispatch)."""
+
+LINE_EXCLUDED = ("docgen.py", "examples.py")
+"""Files of those areas no input can reach: protocol/'s documentation generators."""
+
+
+def _area_files(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    if hasattr(module, "__path__"):
+        return [
+            str(path)
+            for root in module.__path__
+            for path in sorted(Path(root).rglob("*.py"))
+            if path.name not in LINE_EXCLUDED
+        ]
+    assert module.__file__ is not None
+    return [module.__file__]
+
+
+def _function_lines(filename: str) -> set[int]:
+    """Lines of code inside functions and methods (what an input can execute; module and
+    class bodies run at import), from the compiled code's line table."""
+    source = Path(filename).read_text(encoding="utf-8")
+    lines: set[int] = set()
+    stack = [compile(source, filename, "exec")]
+    while stack:
+        code = stack.pop()
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+        if code.co_flags & 0x0002:  # CO_NEWLOCALS: a function, not a module or class body
+            lines.update(line for _, _, line in code.co_lines() if line is not None)
+    return lines
+
+
+def line_coverage(inputs: Iterable[bytes]) -> dict[str, tuple[int, int]]:
+    """Run `inputs` through a fresh target under a line tracer: per `LINE_AREAS` entry, the
+    function lines executed and the function lines there are."""
+    from benchmarks.fuzz_target import FuzzTarget
+
+    area_of = {name: area for area, module in LINE_AREAS.items() for name in _area_files(module)}
+    executed: dict[str, set[int]] = {name: set() for name in area_of}
+
+    def local(frame: types.FrameType, event: str, arg: Any) -> Any:
+        executed[frame.f_code.co_filename].add(frame.f_lineno)
+        return local
+
+    def calls(frame: types.FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename in executed:
+            executed[frame.f_code.co_filename].add(frame.f_lineno)
+            return local
+        return None
+
+    target = FuzzTarget()  # built before tracing: only what the inputs reach counts
+    sys.settrace(calls)
+    try:
+        for data in inputs:
+            target.one_input(data)
+    finally:
+        sys.settrace(None)
+    out: dict[str, tuple[int, int]] = {}
+    for area in LINE_AREAS:
+        hit = total = 0
+        for name, its_area in area_of.items():
+            if its_area == area:
+                lines = _function_lines(name)
+                hit += len(executed[name] & lines)
+                total += len(lines)
+        out[area] = (hit, total)
+    return out
+
+
+def format_lines(coverage: dict[str, tuple[int, int]]) -> str:
+    """`protocol 81 % (1200/1480), ...`."""
+    parts = [f"{area} {100 * hit / n:.0f} % ({hit}/{n})" for area, (hit, n) in coverage.items()]
+    return ", ".join(parts)
+
+
 def run_atheris(
-    *, runs: int | None, seconds: float, seed: int, corpus: Path | None, artifacts: Path
+    *,
+    runs: int | None,
+    seconds: float,
+    seed: int,
+    corpus: Path | None,
+    artifacts: Path,
+    lines: bool = False,
 ) -> int:
     """Run libFuzzer in a child process (it ends its process when done); print its status
     lines and a summary; the child's exit status (0: nothing found)."""
@@ -104,6 +198,15 @@ def run_atheris(
                     last = status
             code = child.wait(timeout=seconds + 120)
         wall_s = time.perf_counter() - started
+        if lines and code == 0:
+            from benchmarks.fuzz_target import seed_inputs
+
+            found = [p.read_bytes() for p in sorted(corpus_dir.iterdir()) if p.is_file()]
+            print(f"line coverage, starting corpus: {format_lines(line_coverage(seed_inputs()))}")
+            print(
+                f"line coverage, corpus found ({len(found)} inputs): "
+                f"{format_lines(line_coverage([*seed_inputs(), *found]))}"
+            )
     if last is None or first is None:
         print(f"fuzzing did not start (exit status {code})")
         return code or 1
@@ -185,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="auto: atheris if installed, else hypothesis",
     )
     parser.add_argument("--reproduce", type=Path, default=None, help="run one saved input")
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="after the run, replay the corpus under a line tracer and report the line "
+        "coverage of the protocol, firmware and telemetry endpoint",
+    )
     args = parser.parse_args(argv)
     if args.reproduce is not None:
         return reproduce(args.reproduce)
@@ -203,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             corpus=args.corpus,
             artifacts=args.artifacts,
+            lines=args.lines,
         )
     return run_hypothesis(runs=args.runs, seconds=minutes * 60.0, seed=args.seed)
 

@@ -14,8 +14,11 @@ mutation engine that knows nothing of CRCs and MACs still gets past them:
   (type byte, length byte, payload) as a correctly MAC'd request of that type, so the
   payload decoders and the firmware's command handlers see arbitrary payloads;
 - TAMPERED: inside a session, a correctly MAC'd therapy command whose body the input
-  XORs (then re-framed with a correct CRC), sent alone and then followed by the original
-  (which must act once: a replay of it is answered from the cache, not carried out again).
+  XORs (then re-framed with a correct CRC), which must be refused;
+- PROGRAM: the bytes are an encoded therapy program, which the target transfers inside a
+  session with the right length and digest (BEGIN, DATA, VERIFY, COMMIT), so the program
+  decoder and the firmware's program validation see arbitrary programs. A committed program
+  must be exactly the one VERIFY echoed.
 
 Invariants, checked after each input (an `AssertionError` is a finding):
 1. nothing raises out of the pump's byte handler;
@@ -51,7 +54,10 @@ from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 from itpump.protocol.examples import EXAMPLE_PROGRAM
 from itpump.protocol.framing import FLAG, MAX_BODY_SIZE, Deframer, encode_frame
 from itpump.protocol.header import parse_body
-from itpump.protocol.transfer import commit_request, transfer_requests
+from itpump.protocol.transfer import commit_request, program_digest, transfer_requests
+
+MAX_PROGRAM_TRANSFER_BYTES = 2048
+"""PROGRAM inputs longer than this are cut (the pump's own limit is far below it)."""
 
 MESSAGE_TYPES = tuple(m.MessageType)
 """Request types in code order; a SESSION input's type byte indexes this (modulo)."""
@@ -64,6 +70,7 @@ class Mode(enum.IntEnum):
     FRAMED = 1
     SESSION = 2
     TAMPERED = 3
+    PROGRAM = 4
 
 
 class _FixedClock:
@@ -178,11 +185,27 @@ class FuzzTarget:
         return event.response
 
     def _open_session(self) -> ProgrammerConnection:
+        pc = self._handshake()
+        if pc is None:
+            # A pump may slow down or lock out handshakes after failed proofs (earlier keyless
+            # inputs send wrong ones): that is its job, not a finding. From the fresh pump the
+            # right key must work.
+            self.served.restore(self.fresh)
+            pc = self._handshake()
+        assert pc is not None, "the pump's key does not open a session on the fresh pump"
+        return pc
+
+    def _handshake(self) -> ProgrammerConnection | None:
+        """A clinician session with the pump's key, or None if the pump refused one."""
         pc = self._programmer()
         assert isinstance(self._exchange(pc, m.IdentifyRequest()), m.IdentifyResponse)
         begun = self._exchange(pc, pc.auth_begin(m.Role.CLINICIAN))
+        if isinstance(begun, m.Refusal):
+            return None
         assert isinstance(begun, m.AuthBeginResponse), begun
         proof = self._exchange(pc, pc.auth_proof())
+        if isinstance(proof, m.Refusal):
+            return None
         assert isinstance(proof, m.AuthProofResponse), proof
         return pc
 
@@ -228,8 +251,10 @@ class FuzzTarget:
                     self._feed(encode_frame(body))
         elif mode is Mode.SESSION:
             acknowledged = self._session(rest)
-        else:
+        elif mode is Mode.TAMPERED:
             self._tampered(rest)
+        else:
+            acknowledged = self._program(rest)
         after = self._reported()
         if acknowledged:
             self.acknowledged_changes += 1
@@ -240,22 +265,21 @@ class FuzzTarget:
         self._still_answers()
 
     def _raw(self, data: bytes) -> None:
-        # The pump gets the bytes in one call; a stand-alone deframer gets them in the chunks
-        # the input's bytes mark (every 0x00 ends a chunk) and must find the same frames.
+        # The pump gets the bytes in one call; two stand-alone deframers get them whole and
+        # in the chunks the input marks (a chunk ends after each 0x00 byte): the same frames
+        # must come out, within the documented bounds, however the link splits the bytes.
         self._feed(data)
         whole, chunked = Deframer(), Deframer()
         whole.receive_data(data)
-        for chunk in data.split(b"\x00"):
-            chunked.receive_data(chunk + b"\x00")
+        start = 0
+        for end in [i + 1 for i, byte in enumerate(data) if byte == 0] + [len(data)]:
+            chunked.receive_data(data[start:end])
+            start = end
             assert chunked.buffered_bytes <= chunked.max_buffered_bytes
             assert chunked.queued_frames <= chunked.max_queued_frames
-        chunked.receive_data(b"")
-        frames_whole = list(iter(whole.next_frame, None))
-        frames_chunked = list(iter(chunked.next_frame, None))
-        if b"\x00" not in data:
-            assert frames_whole == frames_chunked
-        for body in frames_whole:
-            assert len(body) <= MAX_BODY_SIZE
+        frames = list(iter(whole.next_frame, None))
+        assert frames == list(iter(chunked.next_frame, None))
+        assert all(len(body) <= MAX_BODY_SIZE for body in frames)
 
     def _session(self, data: bytes) -> bool:
         """Authenticated requests of the input's types and payloads; whether one that
@@ -276,6 +300,33 @@ class FuzzTarget:
             if msg_type is m.MessageType.END_SESSION and not isinstance(response, m.Refusal):
                 pc = self._open_session()
         return acknowledged
+
+    def _program(self, encoded: bytes) -> bool:
+        """Transfer `encoded` as a program and commit it; whether the commit was acknowledged."""
+        encoded = encoded[:MAX_PROGRAM_TRANSFER_BYTES]
+        if not encoded:
+            return False
+        pc = self._open_session()
+        digest = program_digest(encoded)
+        begun = self._exchange(pc, m.ProgramBeginRequest(len(encoded), digest))
+        if isinstance(begun, m.Refusal):
+            return False
+        for offset in range(0, len(encoded), 128):
+            chunk = encoded[offset : offset + 128]
+            if isinstance(self._exchange(pc, m.ProgramDataRequest(offset, chunk)), m.Refusal):
+                return False
+        verified = self._exchange(pc, m.ProgramVerifyRequest())
+        if isinstance(verified, m.Refusal):
+            return False
+        assert isinstance(verified, m.ProgramVerifyResponse), verified
+        assert verified.digest == digest
+        committed = self._exchange(pc, m.ProgramCommitRequest(digest))
+        if isinstance(committed, m.Refusal):
+            return False
+        status = self._exchange(pc, m.InterrogateRequest())
+        assert isinstance(status, m.InterrogateResponse), status
+        assert status.program == verified.program, ("committed != verified", status.program)
+        return True
 
     def _tampered(self, data: bytes) -> None:
         pc = self._open_session()
@@ -318,6 +369,11 @@ def seed_inputs() -> list[bytes]:
         corpus.append(bytes(session))
     corpus.append(bytes([Mode.TAMPERED, 0, 0, 0, 1]))
     corpus.append(bytes([Mode.TAMPERED, 0, 0, 1]))
+    # The docs' example program (2000 mcg/mL: refused, the pump holds 500 mcg/mL of
+    # baclofen) and the same at the pump's concentration (committed).
+    corpus.append(bytes([Mode.PROGRAM]) + EXAMPLE_PROGRAM.encode())
+    matching = dataclasses.replace(EXAMPLE_PROGRAM, concentration_ng_per_ml=500_000)
+    corpus.append(bytes([Mode.PROGRAM]) + matching.encode())
     return corpus
 
 
