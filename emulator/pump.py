@@ -347,16 +347,14 @@ class EmulatedPump:
         # firmware ran since (it cannot move time), so advancing again would do nothing.
         hw = self.hardware
         dead = self._advance() if not advanced else hw.dead
-        if not dead and self._was_stalled != (stalled := bool(hw.faults) and hw.motor_stalled):
+        if not dead and self._was_stalled != (stalled := hw.motor_stalled):
             self._was_stalled = stalled
             if stalled:
                 self.firmware.on_motor_stall()
             else:
                 self.firmware.on_motor_recovered()
         # The active alarms, read once for the history and the rig's alarm watch.
-        mask = 0
-        for alarm in self.firmware.alarms.active():
-            mask |= 1 << alarm.alarm
+        mask = self.firmware.alarms.mask()
         self._record(mask)
         if mask != self._alarm_mask:
             self._track_alarms(mask)
@@ -379,11 +377,9 @@ class EmulatedPump:
         hw = self.hardware
         now = self.env.now - self.epoch_h
         recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
-        if alarm_mask is None:
-            alarm_mask = 0
-            for alarm in self.firmware.alarms.active():
-                alarm_mask |= 1 << alarm.alarm
         fw = self.firmware
+        if alarm_mask is None:
+            alarm_mask = fw.alarms.mask()
         recorder.add_firmware(
             now,
             fw.reservoir_estimate_ml(),

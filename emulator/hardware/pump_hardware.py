@@ -235,11 +235,11 @@ class PumpHardware:
         t0 = self.t_h
         faults = self.faults
         battery = self.battery
-        # `dead` and `motor_stalled`, inlined: this runs at every event and every request.
+        # `dead`, inlined: this runs at every event and every request.
         dead = (
             FaultKind.BATTERY_DEAD in faults or battery.used_mah / battery.capacity_mah >= 1.0
         )
-        rate = 0.0 if (dead or (faults and self.motor_stalled)) else self.stroke_rate_per_h
+        rate = 0.0 if (dead or self.motor_stalled) else self.stroke_rate_per_h
         t_death = math.inf if dead else self._battery_death_h(t0, rate)
         if t_death < t_h - _EPS_H:
             # The cell runs out inside this gap: evolve to that instant, then nothing moves.
@@ -342,34 +342,37 @@ class PumpHardware:
         volumes = self.strokes.stroke_volumes_ml(first - 1, count)
         return times, volumes
 
-    def _valve_limit(self, flow_ml_per_h: float) -> float:
-        return 0.0 if self.valve_budget_ml <= 0 else flow_ml_per_h
-
     def _move(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
         dt = t1 - t0
         if dt <= 0:
             # A remainder too small to show in float time (t0 + v/q == t0): move it in one
             # go, so the ledger stays exact, with no zero-length segment to report.
             dt = 0.0
-        volume = min(flow_ml_per_h * dt, self.reservoir_ml)
-        if t1 >= t0 + self.reservoir_ml / flow_ml_per_h - _EPS_H:
-            volume = self.reservoir_ml  # ran dry in this sub-segment: take the last drop exactly
+        reservoir = self.reservoir_ml
+        volume = min(flow_ml_per_h * dt, reservoir)
+        if t1 >= t0 + reservoir / flow_ml_per_h - _EPS_H:
+            volume = reservoir  # ran dry in this sub-segment: take the last drop exactly
         budget = self.valve_budget_ml
-        if math.isfinite(budget) and t1 >= t0 + budget / flow_ml_per_h - _EPS_H:
+        valve = math.isfinite(budget)
+        if valve and t1 >= t0 + budget / flow_ml_per_h - _EPS_H:
             # The valve's budget ends here: let exactly the rest through. A remainder too small
             # to show in float time would otherwise move nothing, and advance_to would loop
             # on it forever (a valve-gated pump in an MRI field after a refill).
-            volume = min(budget, self.reservoir_ml)
+            volume = min(budget, reservoir)
         conc = self.reservoir_conc_mcg_per_ml
-        self.reservoir_ml -= volume
-        if self.reservoir_ml <= 1e-15:
-            self.reservoir_ml = 0.0
-        if math.isfinite(self.valve_budget_ml):
-            self.valve_budget_ml = max(self.valve_budget_ml - volume, 0.0)
-        tissue_rate = tissue_frac * flow_ml_per_h * conc
-        self._tissue_mcg += tissue_frac * volume * conc
-        into_path = (1.0 - tissue_frac) * volume
+        reservoir -= volume
+        self.reservoir_ml = 0.0 if reservoir <= 1e-15 else reservoir
+        if valve:
+            self.valve_budget_ml = max(budget - volume, 0.0)
         listener = self.listener
+        if tissue_frac:
+            tissue_rate = tissue_frac * flow_ml_per_h * conc
+            self._tissue_mcg += tissue_frac * volume * conc
+            into_path = (1.0 - tissue_frac) * volume
+        else:
+            # (tissue_frac * ... is an exact 0.0 and 1.0 * volume is volume.)
+            tissue_rate = 0.0
+            into_path = volume
         if into_path <= 0:
             if listener is not None:
                 listener.on_tip_segment(t0, t1, 0.0, tissue_rate)
