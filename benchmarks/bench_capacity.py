@@ -76,6 +76,8 @@ class WorkerResult:
     wall_s: float
     connect_s: float
     error_kinds: dict[str, int]
+    start_s: float = math.nan  # spawn of `itpump serve` to its control URL (pumps served)
+    start_rss_mib: float = math.nan  # server RSS once started, before any client
 
 
 async def _worker(config: dict[str, Any]) -> WorkerResult:
@@ -180,6 +182,8 @@ class CaseResult:
     load: tuple[float, float]
     connect_s: float
     error_kinds: dict[str, int]
+    start_s: float = math.nan  # spawn of `itpump serve` to its control URL (pumps served)
+    start_rss_mib: float = math.nan  # server RSS once started, before any client
 
 
 def _merge_kinds(kinds: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -230,14 +234,15 @@ async def _sample_rss(pid: int, end: float, peak: list[float]) -> None:
 
 def run_case(
     n: int, *, clients: int, duration: float, period: float, threads: int,
-    advance_hours: float, baud: int | None,
+    advance_hours: float, baud: int | None, turnaround_ms: float | None = None,
 ) -> CaseResult:
     """Serve ``n`` pumps, poll them from ``clients`` processes for ``duration`` seconds."""
-    options = ["--count", str(n), "--port", "tcp:0", "--control", "0", "--json"]
-    if baud is not None:
-        options += ["--baud", str(baud)]
+    options = serve_options(n, baud, turnaround_ms)
     clients = max(1, min(clients, n))
+    spawned = time.monotonic()
     with ServeProcess(options) as served:
+        start_s = time.monotonic() - spawned
+        start_rss = proc_rss_mib(served.pid)
         pumps = served.pumps
         procs: list[subprocess.Popen[str]] = []
         try:
@@ -302,7 +307,18 @@ def run_case(
         client_cpu_pct=[100.0 * r.cpu_s / r.wall_s for r in results], load=(load0, load1),
         connect_s=max(r.connect_s for r in results),
         error_kinds=_merge_kinds(r.error_kinds for r in results),
+        start_s=start_s, start_rss_mib=start_rss,
     )
+
+
+def serve_options(n: int, baud: int | None, turnaround_ms: float | None) -> list[str]:
+    """The ``itpump serve`` options of a case (``N`` for the shown command)."""
+    options = ["--count", str(n), "--port", "tcp:0", "--control", "0", "--json"]
+    if baud is not None:
+        options += ["--baud", str(baud)]
+    if turnaround_ms is not None:
+        options += ["--turnaround-ms", f"{turnaround_ms:g}"]
+    return options
 
 
 def median_case(runs: Sequence[CaseResult]) -> CaseResult:
@@ -321,7 +337,7 @@ def median_case(runs: Sequence[CaseResult]) -> CaseResult:
         advance_p99_ms=med("advance_p99_ms"), advances=med("advances"),
         server_cpu_pct=med("server_cpu_pct"), server_rss_mib=med("server_rss_mib"),
         client_cpu_pct=mid.client_cpu_pct, load=mid.load, connect_s=med("connect_s"),
-        error_kinds=mid.error_kinds,
+        error_kinds=mid.error_kinds, start_s=med("start_s"), start_rss_mib=med("start_rss_mib"),
     )
 
 
@@ -330,8 +346,8 @@ def markdown(rows: Sequence[CaseResult]) -> str:
     out = [
         "| pumps | client procs | polls | interrogate p50 / p99 (ms) | poll p50 / p99 (ms) "
         "| missed | re-auths | errors | advance p50 / p99 (ms) | server CPU | server RSS (MiB) "
-        "| client CPU | load 1 min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| client CPU | load 1 min | start (s) | RSS at start (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         out.append(
@@ -340,7 +356,7 @@ def markdown(rows: Sequence[CaseResult]) -> str:
             f"| {r.missed:.0f} | {r.reauths:.0f} | {r.errors:.0f} | {r.advance_p50_ms:.1f} / "
             f"{r.advance_p99_ms:.1f} | {r.server_cpu_pct:.0f} % | {r.server_rss_mib:.0f} "
             f"| {', '.join(f'{c:.0f} %' for c in r.client_cpu_pct)} "
-            f"| {r.load[0]:.2f} -> {r.load[1]:.2f} |"
+            f"| {r.load[0]:.2f} -> {r.load[1]:.2f} | {r.start_s:.2f} | {r.start_rss_mib:.0f} |"
         )
     return "\n".join(out)
 
@@ -368,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="POST /clock/advance with these hours once a second (0: no advancing)",
     )
     parser.add_argument("--baud", type=int, help="passed to itpump serve (default: profile's)")
+    parser.add_argument(
+        "--turnaround-ms", type=float,
+        help="passed to itpump serve (default: the profile's 5 ms; 0 = answer at once)",
+    )
     parser.add_argument("--stop-p99-ms", type=float, default=0.0,
                         help="stop after the first count whose interrogate p99 passes this")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -375,9 +395,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker:
         worker_main()
         return
-    options = ["--count", "N", "--port", "tcp:0", "--control", "0", "--json"]
-    if args.baud is not None:
-        options += ["--baud", str(args.baud)]
+    options = serve_options(0, args.baud, args.turnaround_ms)
+    options[1] = "N"
     print(f"server: {shown_command(options)}")
     print(
         f"clients: programmer.AsyncPumpClient, interrogate every {args.period} s per pump "
@@ -393,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             runs.append(run_case(
                 n, clients=clients, duration=args.duration, period=args.period,
                 threads=args.client_threads, advance_hours=args.advance_hours, baud=args.baud,
+                turnaround_ms=args.turnaround_ms,
             ))
             print(markdown(runs[-1:]).splitlines()[-1], flush=True)
             if runs[-1].error_kinds:

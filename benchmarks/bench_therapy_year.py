@@ -18,6 +18,7 @@ Run: python3 -m benchmarks.bench_therapy_year [--repeat 5] [--years 1 2 5 10]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -53,18 +54,19 @@ def scenario(years: float) -> Scenario:
     return parse_scenario(data)
 
 
-def measure(years: float, repeat: int) -> tuple[float, int, int]:
-    """Median wall seconds of `repeat` runs, SimPy events, refusals."""
-    walls = []
+def measure(years: float, repeat: int) -> tuple[float, float, int, int]:
+    """Median wall and CPU seconds of `repeat` runs, SimPy events, refusals."""
+    walls, cpus = [], []
     events = refusals = 0
     for _ in range(repeat):
         run = ScenarioRun(scenario(years))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = run.run()
         walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         events = result.env.events_processed
         refusals = len(result.refusals)
-    return statistics.median(walls), events, refusals
+    return statistics.median(walls), statistics.median(cpus), events, refusals
 
 
 #: The benchmark regimen in the fixed-step loop's terms (the same numbers as `scenario`).
@@ -142,14 +144,15 @@ def bare_simpy(events: int) -> int:
     return count
 
 
-def median_wall(fn: Any, repeat: int) -> float:
-    """Median wall seconds of `repeat` calls of `fn()`."""
-    walls = []
+def median_wall(fn: Any, repeat: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of `repeat` calls of `fn()`."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         walls.append(time.perf_counter() - t0)
-    return statistics.median(walls)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -159,19 +162,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--years", type=float, nargs="+", default=[1, 2, 5, 10])
     args = parser.parse_args()
-    print(f"python {platform.python_version()}, {platform.machine()}, repeat {args.repeat}")
     print(
-        "| years | median wall (s) | SimPy events | us/event | refused actions "
-        "| fixed-step loop (s) | bare SimPy, same events (s) | model / loop | model / SimPy |"
+        f"python {platform.python_version()}, {platform.machine()}, repeat {args.repeat}, "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    # CPU time (this process) beside wall time: on a shared machine the wall time includes
+    # waiting for a core, the CPU time much less so.
+    print(
+        "| years | median wall (s) | median CPU (s) | SimPy events | us/event (CPU) "
+        "| refused actions | fixed-step loop wall / CPU (s) | bare SimPy wall / CPU (s) "
+        "| model / loop (wall, CPU) | model / SimPy (wall, CPU) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for years in args.years:
-        wall, events, refusals = measure(years, args.repeat)
-        loop = median_wall(lambda y=years: fixed_step_loop(y), args.repeat)
-        bare = median_wall(lambda n=events: bare_simpy(n), args.repeat)
+        wall, cpu, events, refusals = measure(years, args.repeat)
+        loop, loop_cpu = median_wall(lambda y=years: fixed_step_loop(y), args.repeat)
+        bare, bare_cpu = median_wall(lambda n=events: bare_simpy(n), args.repeat)
         print(
-            f"| {years:g} | {wall:.4f} | {events} | {wall / events * 1e6:.1f} | {refusals} "
-            f"| {loop:.4f} | {bare:.4f} | {wall / loop:.3f} | {wall / bare:.1f} |"
+            f"| {years:g} | {wall:.4f} | {cpu:.4f} | {events} | {cpu / events * 1e6:.1f} "
+            f"| {refusals} | {loop:.4f} / {loop_cpu:.4f} | {bare:.4f} / {bare_cpu:.4f} "
+            f"| {wall / loop:.3f}, {cpu / loop_cpu:.3f} | {wall / bare:.1f}, {cpu / bare_cpu:.1f} |"
         )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from itpump.emulator.capture import CaptureTap
-from itpump.emulator.device_profile import DeviceProfile
+from itpump.emulator.device_profile import DeviceProfile, load_profile
 from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.pk import Concentrations
 from itpump.emulator.pump import CountingEnvironment, EmulatedPump, Truth
@@ -428,7 +428,9 @@ class PumpFarm:
         self.runtime = SimRuntime(self.env, speed=speed, clock=clock)
         self._clock = clock
         self.warmup_h = warmup_h
-        self._profile = profile
+        # Read once: every pump of the farm plays the same scenario (a 1000-pump farm read
+        # and validated the profile file 1000 times, a third of its start).
+        self._profile = profile if profile is not None else load_profile(scenario.scenario.profile)
         self._master_key = master_key
         self._allow_unauthenticated = allow_unauthenticated
         self._turnaround = turnaround

@@ -77,11 +77,14 @@ class _EmulatorHal:
         self.nvm = nvm
         self.tones: list[tuple[float, Tone]] = []
 
+    # `now_h`, inlined: the firmware reads its clocks ~5 times per event.
     def monotonic_s(self) -> float:
-        return self._pump.now_h * 3600.0
+        pump = self._pump
+        return (pump.env.now - pump.epoch_h) * 3600.0
 
     def rtc_s(self) -> float:
-        return self._rtc_offset_s + self._pump.now_h * 3600.0
+        pump = self._pump
+        return self._rtc_offset_s + (pump.env.now - pump.epoch_h) * 3600.0
 
     def set_rtc(self, epoch_s: float) -> None:
         self._rtc_offset_s = epoch_s - self._pump.now_h * 3600.0
@@ -157,14 +160,15 @@ class EmulatedPump:
         # Alarms newly raised since construction (an alarm that clears and comes back counts
         # again); the rig's "advance until the next alarm" watches this through `on_alarm`.
         self.alarms_raised = 0
-        self._alarm_ids: frozenset[int] = frozenset()
+        self._alarm_mask = 0  # bit i: alarm id i active
         self.on_alarm: Callable[[EmulatedPump, frozenset[int]], None] | None = None
         self._after()
 
     @property
     def now_h(self) -> float:
         """Pump-local simulated time (hours)."""
-        return float(self.env.now) - self.epoch_h
+        # (epoch_h is a float, so this is one even while a fresh world's clock is int 0.)
+        return self.env.now - self.epoch_h
 
     def detach(self) -> None:
         """Take the pump out of its world: its pending timer fires into nothing from now on.
@@ -219,8 +223,7 @@ class EmulatedPump:
     # ------------------------------------------------------------------ running
     def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         """Run a firmware command at the current simulated time (refusals propagate)."""
-        self._advance()  # first: the battery may have run out since the last event
-        if self.hardware.dead:
+        if self._advance():  # first: the battery may have run out since the last event
             self._record()
             raise PumpSilentError(f"pump {self.serial} has no power")
         try:
@@ -367,14 +370,18 @@ class EmulatedPump:
         self._advance()
         self._record()
 
-    def _advance(self) -> None:
-        self.hardware.advance_to(self.now_h)
-        self._notice_power()
+    def _advance(self) -> bool:
+        """Bring the hardware to now; returns whether it is dead (no power)."""
+        hw = self.hardware
+        hw.advance_to(self.env.now - self.epoch_h)
+        dead = hw.dead
+        if dead != self._reported_dead:
+            self._notice_power(dead)
+        return dead
 
-    def _notice_power(self) -> None:
+    def _notice_power(self, dead: bool) -> None:
         # A served pump without power never answers again; say so once, or a rig only sees
         # time-outs (e.g. `--speed max` ages a pump to its battery's end in seconds).
-        dead = self.hardware.dead
         if dead and not self._reported_dead:
             log.warning(
                 "pump %s has no power at %.1f h simulated (%.1f days): it stops delivering "
@@ -389,53 +396,51 @@ class EmulatedPump:
         # `advanced`: the hardware was brought to now at this same instant and only the
         # firmware ran since (it cannot move time), so advancing again would do nothing.
         hw = self.hardware
-        if not advanced:
-            self._advance()
-        if not hw.dead:
-            stalled = hw.motor_stalled
-            if stalled != self._was_stalled:
-                self._was_stalled = stalled
-                if stalled:
-                    self.firmware.on_motor_stall()
-                else:
-                    self.firmware.on_motor_recovered()
+        dead = self._advance() if not advanced else hw.dead
+        if not dead and self._was_stalled != (stalled := hw.motor_stalled):
+            self._was_stalled = stalled
+            if stalled:
+                self.firmware.on_motor_stall()
+            else:
+                self.firmware.on_motor_recovered()
         # The active alarms, read once for the history and the rig's alarm watch.
-        ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
-        self._record(ids)
-        self._track_alarms(ids)
-        self._arm()
+        mask = self.firmware.alarms.mask()
+        self._record(mask)
+        if mask != self._alarm_mask:
+            self._track_alarms(mask)
+        if not dead:
+            self._arm()
 
-    def _track_alarms(self, ids: frozenset[int]) -> None:
-        if ids == self._alarm_ids:
-            return
-        new = ids - self._alarm_ids
-        self._alarm_ids = ids
+    def _track_alarms(self, mask: int) -> None:
+        new = mask & ~self._alarm_mask
+        self._alarm_mask = mask
         if new:
-            self.alarms_raised += len(new)
+            ids = frozenset(i for i in range(new.bit_length()) if new >> i & 1)
+            self.alarms_raised += len(ids)
             if self.on_alarm is not None:
-                self.on_alarm(self, new)
+                self.on_alarm(self, ids)
 
-    def _record(self, alarm_ids: frozenset[int] | None = None) -> None:
-        if self.recorder is None:
+    def _record(self, alarm_mask: int | None = None) -> None:
+        recorder = self.recorder
+        if recorder is None:
             return
         hw = self.hardware
-        now = self.now_h
-        self.recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
-        if alarm_ids is None:
-            alarm_ids = frozenset(int(a.alarm) for a in self.firmware.alarms.active())
-        mask = 0
-        for alarm_id in alarm_ids:
-            mask |= 1 << alarm_id
-        self.recorder.add_firmware(
+        now = self.env.now - self.epoch_h
+        recorder.add_truth(now, hw.reservoir_ml, hw.battery.remaining_fraction)
+        fw = self.firmware
+        if alarm_mask is None:
+            alarm_mask = fw.alarms.mask()
+        recorder.add_firmware(
             now,
-            self.firmware.reservoir_estimate_ml(),
-            self.firmware.commanded_rate_ml_per_h * 24.0,
-            mask,
+            fw.reservoir_estimate_ml(),
+            fw.commanded_rate_ml_per_h * 24.0,
+            alarm_mask,
             _ALARM_NAMES,
         )
 
     def _arm(self) -> None:
-        if self.hardware.dead or self._detached:
+        # Called with power (the caller checked).
+        if self._detached:
             return
         deadline_h = self.firmware.next_deadline_s / 3600.0
         restart_h = self.hardware.pending_restart_h
@@ -450,7 +455,7 @@ class EmulatedPump:
         if deadline_h in queued:
             return  # a timer for this very instant is still queued: it becomes the armed one
         queued.add(deadline_h)
-        timeout = self.env.timeout(max(deadline_h - self.now_h, 0.0))
+        timeout = self.env.timeout(max(deadline_h - (self.env.now - self.epoch_h), 0.0))
         # A weak reference: SimPy cannot take a timeout back, so a pump replaced while time
         # stands still (a stepped rig restoring snapshots) would otherwise stay alive in the
         # world's queue, its whole state with it, until simulated time reached its deadline.
@@ -465,8 +470,7 @@ class EmulatedPump:
         if deadline_h != self._armed_deadline_h:
             return  # superseded by an earlier deadline (and not needed again)
         self._armed_deadline_h = math.nan
-        self._advance()  # first: the battery may have run out since the last event
-        if self.hardware.dead:
+        if self._advance():  # first: the battery may have run out since the last event
             self._record()
             return  # unpowered: re-armed when power comes back
         self.firmware.service()

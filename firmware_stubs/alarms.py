@@ -96,6 +96,13 @@ class AlarmManager:
         """Whether the alarm is raised."""
         return alarm in self._active
 
+    def mask(self) -> int:
+        """Bit i set for each active alarm id i (the emulator reads it at every event)."""
+        mask = 0
+        for alarm in self._active:
+            mask |= 1 << alarm
+        return mask
+
     def active(self) -> list[ActiveAlarm]:
         """Active alarms, by id."""
         return [self._active[k] for k in sorted(self._active)]

@@ -81,3 +81,13 @@ def test_a_patient_pickled_before_segments_were_held_loads() -> None:
     assert loaded.state == patient.state
     loaded.on_segment(1.0, 2.0, 10.0, 0.0)
     assert loaded.at(2.0).csf_lumbar_ng_per_ml > 0
+
+
+def test_the_default_model_is_built_once_per_patient_and_shared() -> None:
+    a = PKModel.baclofen_default(weight_kg=70.0, catheter_tip_cm=10.0)
+    b = PKModel.baclofen_default(weight_kg=70.0, catheter_tip_cm=10.0)
+    c = PKModel.baclofen_default(weight_kg=80.0, catheter_tip_cm=10.0)
+    assert a is b
+    assert c is not a
+    assert c.parameters.weight_kg == 80.0
+    assert a.parameters == PKModel(a.parameters).parameters

@@ -149,3 +149,34 @@ def test_keeping_every_patient_is_refused_when_it_cannot_fit() -> None:
         simulate_population(
             BASE, SCHEDULE, np.zeros(20_000), n_patients=1_000, keep_individual=True
         )
+
+
+def test_the_batch_runs_on_the_asked_blas_threads_and_gives_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from threadpoolctl import threadpool_info
+
+    import itpump.emulator.pk.population as population
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen: list[list[int]] = []
+    original = population.percentiles_over_patients
+
+    def spy(window: np.ndarray, levels: tuple[float, ...]) -> np.ndarray:
+        seen.append(blas_threads())
+        return original(window, levels)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(population, "percentiles_over_patients", spy)
+        capped = simulate_population(BASE, SCHEDULE, TIMES, n_patients=200, seed=5)
+    free = simulate_population(BASE, SCHEDULE, TIMES, n_patients=200, seed=5, blas_threads=None)
+    assert seen
+    assert all(threads == [1] * len(before) for threads in seen)
+    assert blas_threads() == before  # restored after the batch
+    for name in OUTPUT_NAMES:
+        assert_close_to_peak(
+            capped.percentiles[name], free.percentiles[name], peak_ulps=MODAL_ROUNDING_ULPS
+        )

@@ -164,7 +164,8 @@ class PumpHardware:
     # -------------------------------------------------------------- actions
     def set_stroke_rate(self, t_h: float, strokes_per_h: float) -> None:
         """New drive command from the firmware, effective at `t_h`."""
-        self.advance_to(t_h)
+        if t_h > self.t_h + _EPS_H:  # (the pump has brought the hardware to now already)
+            self.advance_to(t_h)
         self.stroke_rate_per_h = max(strokes_per_h, 0.0)
 
     def refill(
@@ -282,42 +283,54 @@ class PumpHardware:
             if self.listener is not None:
                 self.listener.on_breakpoint(self.t_h)
         t0 = self.t_h
-        dead = self.dead
+        faults = self.faults
+        battery = self.battery
+        # `dead`, inlined: this runs at every event and every request.
+        dead = (
+            FaultKind.BATTERY_DEAD in faults or battery.used_mah / battery.capacity_mah >= 1.0
+        )
         rate = 0.0 if (dead or self.motor_stalled) else self.stroke_rate_per_h
         t_death = math.inf if dead else self._battery_death_h(t0, rate)
         if t_death < t_h - _EPS_H:
             # The cell runs out inside this gap: evolve to that instant, then nothing moves.
             self.advance_to(t_death)
-            self.battery.set_remaining_fraction(0.0)
+            battery.set_remaining_fraction(0.0)
             if self.listener is not None:
                 self.listener.on_breakpoint(t_death)
             t0, rate = self.t_h, 0.0
         if rate <= 0.0:
-            self.battery.draw_idle(t_h - t0)
+            battery.draw_idle(t_h - t0)
             self.t_h = t_h
             self._track(0.0)
             return
         # Without faults (the usual case) the multiplier is 1 and nothing goes to tissue.
-        multiplier = self._flow_multiplier() if self.faults else 1.0
-        tissue_frac = self._tissue_fraction() if self.faults else 0.0
-        block_len = self.strokes.block_strokes
+        multiplier = self._flow_multiplier() if faults else 1.0
+        tissue_frac = self._tissue_fraction() if faults else 0.0
+        strokes = self.strokes
+        block_len = strokes.block_strokes
+        stroke_ml = strokes.stroke_volume_ml
+        profile = battery.profile
+        idle_ma = profile.idle_current_ua / 1000.0
+        charge_per_ml_mah = profile.charge_per_ml_mah
         t = t0
         while t < t_h - _EPS_H:
             s = self.stroke_position
-            k = self.strokes.block_of(s)
+            k = int(s // block_len)
             t_block_end = t + ((k + 1) * block_len - s) / rate
             sub_end = min(t_h, t_block_end)
-            flow_ml_per_h = (
-                rate * self.strokes.stroke_volume_ml * self.strokes.factor(k) * multiplier
-            )
-            flow_ml_per_h = min(flow_ml_per_h, self._valve_limit(flow_ml_per_h))
+            flow_ml_per_h = rate * stroke_ml * strokes.factor(k) * multiplier
+            if self.valve_budget_ml <= 0:
+                flow_ml_per_h = min(flow_ml_per_h, 0.0)
             moving = flow_ml_per_h > 0 and self.reservoir_ml > 0
             if moving:
                 t_dry = t + self.reservoir_ml / flow_ml_per_h
                 t_valve = t + self.valve_budget_ml / flow_ml_per_h
                 sub_end = min(sub_end, t_dry, t_valve)
-            # Charge is drawn piece by piece so that every recorded breakpoint is exact.
-            self._draw(sub_end - t, rate)
+            # Charge is drawn piece by piece so that every recorded breakpoint is exact
+            # (`_draw`, inlined: the same operations in the same order).
+            hours = sub_end - t
+            battery.used_mah += idle_ma * hours
+            battery.used_mah += charge_per_ml_mah * (rate * hours * stroke_ml)
             if moving:
                 self._move(t, sub_end, flow_ml_per_h, tissue_frac)
             self.stroke_position = s + rate * (sub_end - t)
@@ -333,10 +346,10 @@ class PumpHardware:
         self._track(rate)
 
     def _battery_death_h(self, t0: float, strokes_per_h: float) -> float:
-        if self.dead:
-            return math.inf
-        current_ma = self.battery.current_ma(strokes_per_h * self.strokes.stroke_volume_ml)
-        remaining_mah = self.battery.remaining_fraction * self.battery.capacity_mah
+        # Called with the battery known to hold charge.
+        battery = self.battery
+        current_ma = battery.current_ma(strokes_per_h * self.strokes.stroke_volume_ml)
+        remaining_mah = battery.remaining_fraction * battery.capacity_mah
         return t0 + remaining_mah / current_ma if current_ma > 0 else math.inf
 
     def _draw(self, hours: float, strokes_per_h: float) -> None:
@@ -379,34 +392,37 @@ class PumpHardware:
         volumes = self.strokes.stroke_volumes_ml(first - 1, count)
         return times, volumes
 
-    def _valve_limit(self, flow_ml_per_h: float) -> float:
-        return 0.0 if self.valve_budget_ml <= 0 else flow_ml_per_h
-
     def _move(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
         dt = t1 - t0
         if dt <= 0:
             # A remainder too small to show in float time (t0 + v/q == t0): move it in one
             # go, so the ledger stays exact, with no zero-length segment to report.
             dt = 0.0
-        volume = min(flow_ml_per_h * dt, self.reservoir_ml)
-        if t1 >= t0 + self.reservoir_ml / flow_ml_per_h - _EPS_H:
-            volume = self.reservoir_ml  # ran dry in this sub-segment: take the last drop exactly
+        reservoir = self.reservoir_ml
+        volume = min(flow_ml_per_h * dt, reservoir)
+        if t1 >= t0 + reservoir / flow_ml_per_h - _EPS_H:
+            volume = reservoir  # ran dry in this sub-segment: take the last drop exactly
         budget = self.valve_budget_ml
-        if math.isfinite(budget) and t1 >= t0 + budget / flow_ml_per_h - _EPS_H:
+        valve = math.isfinite(budget)
+        if valve and t1 >= t0 + budget / flow_ml_per_h - _EPS_H:
             # The valve's budget ends here: let exactly the rest through. A remainder too small
             # to show in float time would otherwise move nothing, and advance_to would loop
             # on it forever (a valve-gated pump in an MRI field after a refill).
-            volume = min(budget, self.reservoir_ml)
+            volume = min(budget, reservoir)
         conc = self.reservoir_conc_mcg_per_ml
-        self.reservoir_ml -= volume
-        if self.reservoir_ml <= 1e-15:
-            self.reservoir_ml = 0.0
-        if math.isfinite(self.valve_budget_ml):
-            self.valve_budget_ml = max(self.valve_budget_ml - volume, 0.0)
-        tissue_rate = tissue_frac * flow_ml_per_h * conc
-        self._tissue_mcg += tissue_frac * volume * conc
-        into_path = (1.0 - tissue_frac) * volume
+        reservoir -= volume
+        self.reservoir_ml = 0.0 if reservoir <= 1e-15 else reservoir
+        if valve:
+            self.valve_budget_ml = max(budget - volume, 0.0)
         listener = self.listener
+        if tissue_frac:
+            tissue_rate = tissue_frac * flow_ml_per_h * conc
+            self._tissue_mcg += tissue_frac * volume * conc
+            into_path = (1.0 - tissue_frac) * volume
+        else:
+            # (tissue_frac * ... is an exact 0.0 and 1.0 * volume is volume.)
+            tissue_rate = 0.0
+            into_path = volume
         if into_path <= 0:
             if listener is not None:
                 listener.on_tip_segment(t0, t1, 0.0, tissue_rate)

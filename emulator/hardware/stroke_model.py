@@ -10,6 +10,7 @@ strokes whatever the query pattern.
 from __future__ import annotations
 
 import bisect
+from array import array
 
 import numpy as np
 
@@ -34,8 +35,10 @@ class StrokeVolumeModel:
         self._systematic = systematic_fraction
         self._cv = random_cv_fraction
         self._rng = np.random.default_rng(seed)
-        self._factors: list[float] = []
-        self._cum_ml: list[float] = [0.0]  # volume at the start of each block
+        # Packed doubles (8 bytes each; a list of floats takes 32): 64 KiB per pump less in a
+        # farm. Indexing still gives Python floats, so the arithmetic is unchanged.
+        self._factors = array("d")
+        self._cum_ml = array("d", [0.0])  # volume at the start of each block
 
     def _ensure(self, block: int) -> None:
         while len(self._factors) <= block:
@@ -47,8 +50,8 @@ class StrokeVolumeModel:
             factors = np.maximum(1.0 + self._systematic + draws, _MIN_FACTOR)
             block_ml = factors * (self.stroke_volume_ml * self.block_strokes)
             cum = self._cum_ml[-1] + np.cumsum(block_ml)
-            self._factors.extend(factors.tolist())
-            self._cum_ml.extend(cum.tolist())
+            self._factors.frombytes(np.ascontiguousarray(factors, dtype=np.float64).tobytes())
+            self._cum_ml.frombytes(np.ascontiguousarray(cum, dtype=np.float64).tobytes())
 
     def factor(self, block: int) -> float:
         """Stroke volume multiplier of block `block`."""
@@ -82,5 +85,5 @@ class StrokeVolumeModel:
         blocks = idx // self.block_strokes
         if count:
             self._ensure(int(blocks[-1]))
-        factors = np.asarray(self._factors)[blocks] if count else np.zeros(0)
+        factors = np.frombuffer(self._factors, dtype=np.float64)[blocks] if count else np.zeros(0)
         return factors * self.stroke_volume_ml

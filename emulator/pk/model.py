@@ -12,6 +12,7 @@ at many output times in one vectorised call.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -104,8 +105,16 @@ class PKModel:
         `csf_peripheral` switches on the second CSF compartment (terminal half-life 4.5 h);
         keyword `changes` override any other `PKParameters` field, e.g. catheter_tip_cm=10.
         """
-        parameters = PKParameters.baclofen(weight_kg, csf_peripheral=csf_peripheral)
-        return cls(parameters.replace(**changes) if changes else parameters)
+        if cls is not PKModel:
+            parameters = PKParameters.baclofen(weight_kg, csf_peripheral=csf_peripheral)
+            return cls(parameters.replace(**changes) if changes else parameters)
+        try:
+            key = (float(weight_kg), bool(csf_peripheral), tuple(sorted(changes.items())))
+            hash(key)
+        except TypeError:  # an unhashable override: build it, uncached
+            parameters = PKParameters.baclofen(weight_kg, csf_peripheral=csf_peripheral)
+            return cls(parameters.replace(**changes) if changes else parameters)
+        return _baclofen_model(key)
 
     def with_parameters(self, **changes: Any) -> PKModel:
         """A model with some parameters changed."""
@@ -238,6 +247,15 @@ class PKModel:
         ):
             y[positions] = window[:, 0, :]
         return Prediction(times.copy(), *(np.ascontiguousarray(y[:, i]) for i in range(4)))
+
+
+@functools.lru_cache(maxsize=64)
+def _baclofen_model(key: tuple[float, bool, tuple[tuple[str, Any], ...]]) -> PKModel:
+    # A model is immutable and building one (the system, its eigen-decomposition) costs ~0.5
+    # ms: a farm of 1000 pumps of the same patient built it 1000 times at start.
+    weight_kg, csf_peripheral, changes = key
+    parameters = PKParameters.baclofen(weight_kg, csf_peripheral=csf_peripheral)
+    return PKModel(parameters.replace(**dict(changes)) if changes else parameters)
 
 
 def _validated_rates(csf: float, tissue: float, what: str = "rates") -> FloatArray:

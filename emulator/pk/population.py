@@ -8,12 +8,14 @@ memory is bounded by `max_elements`, not by patients x output times.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from itpump.emulator.pk.parameters import (
     BACLOFEN_VARIABILITY_CV_PERCENT,
@@ -31,6 +33,8 @@ DEFAULT_PERCENTILES: tuple[float, ...] = (5.0, 50.0, 95.0)
 # Above this many patients x times x outputs, per-patient arrays are refused (they would not
 # fit in memory); percentiles are always available.
 MAX_INDIVIDUAL_VALUES = 50_000_000
+DEFAULT_BLAS_THREADS = 1
+"""BLAS threads during a population batch (see `simulate_population`)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def simulate_population(
     keep_individual: bool = False,
     pre_dose: NDArray[np.bool_] | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    blas_threads: int | None = DEFAULT_BLAS_THREADS,
 ) -> PopulationResult:
     """Simulate `n_patients` virtual patients on `schedule`; deterministic given `seed`.
 
@@ -91,6 +96,11 @@ def simulate_population(
     `variability_cv_percent` (see `sample_parameter_arrays`). `weights_kg` (scalar or one per
     patient) defaults to `parameters.weight_kg`. `pre_dose` flags outputs that must not see a
     bolus given at their exact time. Results do not depend on `max_elements`.
+
+    `blas_threads` caps the BLAS thread pool during the batch (None: leave it as it is). The
+    batch is many small (4x4, 5x5) products, for which BLAS threads only add hand-offs; on the
+    2-core machine of BENCHMARKS.md, shared with other work, one thread was ~2x faster than
+    the default and far steadier.
     """
     times = np.asarray(times_h, dtype=np.float64)
     levels = tuple(float(level) for level in percentile_levels)
@@ -111,12 +121,18 @@ def simulate_population(
     summary = np.empty((len(OUTPUT_NAMES), len(levels), times.size))
     individual = np.empty((len(OUTPUT_NAMES), n_patients, times.size)) if keep_individual else None
     x0 = np.zeros((n_patients, system.layout.size))
-    for positions, window in solver.iter_outputs(
-        schedule, times, x0, pre_dose=pre_dose, max_elements=max_elements
-    ):
-        summary[:, :, positions] = percentiles_over_patients(window, levels)
-        if individual is not None:
-            individual[:, :, positions] = window.transpose(2, 1, 0)
+    limit = (
+        contextlib.nullcontext()
+        if blas_threads is None
+        else threadpool_limits(limits=blas_threads, user_api="blas")
+    )
+    with limit:
+        for positions, window in solver.iter_outputs(
+            schedule, times, x0, pre_dose=pre_dose, max_elements=max_elements
+        ):
+            summary[:, :, positions] = percentiles_over_patients(window, levels)
+            if individual is not None:
+                individual[:, :, positions] = window.transpose(2, 1, 0)
     return PopulationResult(
         times_h=times.copy(),
         percentile_levels=levels,
