@@ -100,6 +100,9 @@ class DeviceProfile(_Strict):
     event_log_capacity: int = Field(ge=16, le=1_000_000)
     serial_prefix: str = Field(min_length=1, max_length=8)
     mri_valve_shutoff_ul: float | None = Field(default=None, gt=0, le=100_000)
+    # A power loss resets the pump: clock and program lost, minimum rate, critical alarm until
+    # reprogrammed (firmware_stubs/power.py). False: memory and clock survive it.
+    power_on_reset: bool = True
     battery: BatteryProfile
     telemetry: TelemetryProfile
 
@@ -133,6 +136,7 @@ class DeviceProfile(_Strict):
             idle_current_ma=self.battery.idle_current_ua / 1000.0,
             charge_per_ml_mah=self.battery.charge_per_ml_mah,
             eri_remaining_fraction=self.battery.eri_remaining_pct / 100.0,
+            power_on_reset=self.power_on_reset,
         )
 
 

@@ -314,6 +314,11 @@ class EmulatedPump:
         self._after()
         return unprimed_ml
 
+    def power_cycle(self) -> None:
+        """Power was lost and is back (the host restarted without a clean stop): the firmware
+        starts again as after a battery fault, with a power-on reset if the profile says so."""
+        self.call(self.firmware.on_power_restored)
+
     def inject(self, fault: Fault) -> None:
         """Start a hardware fault now."""
         self._sync()

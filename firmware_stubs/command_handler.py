@@ -258,6 +258,7 @@ class CommandHandler:
             alarms=alarms[: m.MAX_ALARMS],
             projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
             unprimed_nl=nl_from_ml(status.unprimed_ml),
+            clock_valid=status.clock_valid,
         )
 
     def _read_log(self, request: m.Request) -> m.Response:

@@ -38,3 +38,5 @@ class FirmwareConfig:
     # +/-14.5 % accuracy spec on purpose: a 15 % over-infusion must show.
     refill_tolerance_min_ml: float = 0.5
     refill_tolerance_fraction_of_infused: float = 0.10
+    # A power loss resets the pump (firmware_stubs/power.py); false: it resumes its program.
+    power_on_reset: bool = True

@@ -81,6 +81,7 @@ class EventCode(IntEnum):
     MEMORY_ERROR = 53
     END_OF_SERVICE = 54
     CATHETER_REVISED = 16
+    POWER_ON_RESET = 55
 
 
 class LogBolusKind(IntEnum):
@@ -190,6 +191,7 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
         EventArg("volume", "uL/cm"),
         EventArg("unprimed", "mL", note="path volume a priming bolus may now push"),
     ),
+    EventCode.POWER_ON_RESET: (),
 }
 
 _VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))

@@ -141,6 +141,7 @@ class AlarmId(IntEnum):
     END_OF_SERVICE = 4
     MOTOR_STALL = 5
     MEMORY_ERROR = 6
+    POWER_ON_RESET = 7
 
 
 class FlexPeriod(IntEnum):
@@ -475,6 +476,10 @@ class InterrogateResponse(ResponseBody):
         unit="nL",
         hi=MAX_VOLUME_NL,
         default=0,
+    )
+    clock_valid: bool = boolean(
+        "false after a power-on reset until SET_CLOCK: time_s is then not the real time",
+        default=True,
     )
 
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from itpump.emulator.device_profile import load_profile
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
-from itpump.emulator.scenario import ScenarioError, parse_scenario
-from itpump.firmware_stubs.alarms import AlarmId
+from itpump.emulator.scenario import ScenarioError, load_scenario, parse_scenario
+from itpump.firmware_stubs.alarms import AlarmId, Severity
 from itpump.firmware_stubs.errors import Refusal
-from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.firmware import Firmware, TherapyState
+from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
-from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyProgram
+from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyMode, TherapyProgram
 from itpump.programmer import PumpClient, PumpRefused
 from itpump.protocol.codes import EventCode, ResultCode
 from itpump.tools.cli import main
@@ -360,3 +367,93 @@ def test_refill_scenario_fields_reach_the_pump_and_the_body() -> None:
     data["actions"][0]["pocket_fill_fraction"] = 2  # type: ignore[index]
     with pytest.raises(ScenarioError, match="pocket_fill_fraction"):
         parse_scenario(data)
+
+
+# ---------------------------------------------------------------- power-on reset (issue 10)
+def _reprogram(pump: EmulatedPump) -> None:
+    fw = pump.firmware
+    pump.call(fw.set_clock, 1_767_700_000.0)
+    pump.call(fw.program, continuous(200.0, 500.0))
+
+
+def test_a_battery_fault_recovered_comes_back_in_the_safe_state() -> None:
+    env, pump = make_pump()
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=24.0)
+    pump.inject(Fault.make("battery_dead"))
+    env.run(until=30.0)
+    pump.clear(FaultKind.BATTERY_DEAD)
+    status = fw.status()
+    assert not status.clock_valid
+    assert status.rtc_s == pytest.approx(RESET_CLOCK_EPOCH_S)
+    assert status.therapy_state is TherapyState.MINIMUM_RATE
+    assert status.commanded_rate_ml_per_day == pytest.approx(CFG.minimum_rate_mode_ml_per_day)
+    assert status.program.mode is TherapyMode.STOPPED
+    critical = [a for a in status.alarms if a.alarm is AlarmId.POWER_ON_RESET]
+    assert critical
+    assert critical[0].severity is Severity.CRITICAL
+    # Kept in NVM: drug, catheter, reservoir estimate.
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert status.catheter.length_cm == 110.0
+    # Every bolus is refused until reprogrammed; a program is refused until the clock is set.
+    for command in (lambda: fw.clinician_bolus(10.0, 10.0), fw.prime, fw.bridge_bolus):
+        with pytest.raises(Refusal) as refused:
+            pump.call(command)
+        assert "power-on reset" in refused.value.detail
+    with pytest.raises(Refusal) as no_clock:
+        pump.call(fw.program, continuous(200.0, 500.0))
+    assert "set the clock" in no_clock.value.detail
+    _reprogram(pump)
+    status = fw.status()
+    assert status.clock_valid
+    assert status.therapy_state is TherapyState.RUNNING
+    assert not any(a.alarm is AlarmId.POWER_ON_RESET for a in status.alarms)
+    assert status.commanded_rate_ml_per_day == pytest.approx(200.0 / 500.0)
+
+
+def test_a_profile_without_power_on_reset_resumes_its_program() -> None:
+    profile = load_profile("peristaltic-20").model_copy(update={"power_on_reset": False})
+    env, pump = make_pump(profile)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=24.0)
+    pump.inject(Fault.make("battery_dead"))
+    env.run(until=30.0)
+    pump.clear(FaultKind.BATTERY_DEAD)
+    status = fw.status()
+    assert status.clock_valid
+    assert status.therapy_state is TherapyState.RUNNING
+    assert [e.code for e in fw.log.entries()][-1] is EventCode.POWER_ON
+
+
+@pytest.mark.parametrize("policy", ["resume", "power-on-reset"])
+async def test_a_restart_after_a_kill_resumes_or_resets_as_configured(
+    tmp_path: Path, policy: Literal["resume", "power-on-reset"]
+) -> None:
+    db = tmp_path / "farm.db"
+    scenario = load_scenario("clinic-ready")
+    first = PumpFarm(scenario, port=PortSpec("null"), speed=0.0, state=db)
+    first.advance(5.0)
+    first.save_all()
+    assert first.store is not None
+    first.store.close()  # as a SIGKILL leaves it: no clean stop recorded
+    first.store = None
+    second = PumpFarm(
+        scenario, port=PortSpec("null"), speed=0.0, state=db, unclean_restart=policy
+    )
+    reported = second.pumps[0].reported()
+    reset = policy == "power-on-reset"
+    assert reported.clock_valid is not reset
+    assert any(a.alarm is AlarmId.POWER_ON_RESET for a in reported.alarms) is reset
+    await second.close()
+    # A clean stop is not a power loss: the next start resumes whatever the policy.
+    third = PumpFarm(
+        scenario, port=PortSpec("null"), speed=0.0, state=db, unclean_restart="power-on-reset"
+    )
+    assert third.pumps[0].reported().program == reported.program
+    assert sum(
+        e.code is EventCode.POWER_ON_RESET for e in third.pumps[0].run.pump.firmware.log.entries()
+    ) == int(reset)
+    await third.close()
+    await first.close()

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from itpump.emulator.device_profile import load_profile
 from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.outputs import timeseries
 from itpump.emulator.pump import PumpSilentError
@@ -283,7 +284,10 @@ def test_partial_aspiration_cannot_overfill_the_reservoir() -> None:
 
 
 def test_power_loss_then_restore_resumes_the_firmware_and_its_alarms() -> None:
-    env, pump = make_pump(fill_ml=5.0)
+    # A profile whose memory and clock survive a power loss (no power-on reset: that one is
+    # tests/test_clinical_fidelity.py) resumes its program.
+    no_reset = load_profile("peristaltic-20").model_copy(update={"power_on_reset": False})
+    env, pump = make_pump(no_reset, fill_ml=5.0)
     pump.call(pump.firmware.program, continuous(1000.0, 2000.0))  # 2 mL/day
     env.run(until=2.0)
     pump.inject(Fault.make("battery_dead"))

@@ -423,7 +423,13 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
     if info is not None:
         rows.append(("Pump", f"{info.serial}  {info.model}  firmware {info.firmware_version}"))
     rows += [
-        ("Clock", _when_s(s.time)),
+        (
+            "Clock",
+            _when_s(s.time)
+            if s.clock_valid
+            else f"{_when_s(s.time)}  NOT SET (lost at a power-on reset): set the clock, "
+            "then commit a program",
+        ),
         ("Therapy", f"{s.therapy_state.name} at {s.rate_ml_per_day:.3f} mL/day"),
         ("Drug", f"{p.drug or '(none)'}  {p.concentration_mcg_per_ml:g} mcg/mL"),
         ("Patient", p.patient_id or "(none)"),

@@ -94,6 +94,7 @@ local STRUCTS = {
     { "alarms", { k = "list", item = { k = "struct", s = "Alarm" } } },
     { "projected_empty_s", { k = "u", n = 4, none = 0 } },
     { "unprimed_nl", { k = "u", n = 4 } },
+    { "clock_valid", { k = "bool" } },
   },
   TherapyProgram = {
     { "max_daily_dose_ng", { k = "u", n = 4 } },
