@@ -97,6 +97,9 @@ class _EmulatorHal:
     def sound(self, tone: Tone) -> None:
         self.tones.append((self._pump.now_h, tone))
 
+    def reset_valve(self) -> None:
+        self._pump.hardware.reset_valve(self._pump.now_h)
+
 
 class EmulatedPump:
     """Hardware + firmware + recorder for one implanted pump."""

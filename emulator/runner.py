@@ -163,6 +163,7 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             "resume": fw.resume_therapy,
             "cancel_bolus": fw.cancel_bolus,
             "acknowledge_alarms": fw.acknowledge_alarm,
+            "valve_reset": fw.reset_mri_valve,
         }[action.type]
         pump.call(command)
 

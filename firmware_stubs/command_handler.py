@@ -208,6 +208,7 @@ class CommandHandler:
             m.ResumeTherapyRequest: self._resume,
             m.RefillRequest: self._refill,
             m.CatheterRevisionRequest: self._revise_catheter,
+            m.MriValveResetRequest: self._reset_valve,
         }
 
     def handle(self, request: m.Request) -> m.Response:
@@ -397,6 +398,10 @@ class CommandHandler:
             cm_from_mm(request.catheter_length_mm), ul_from_nl(request.catheter_volume_nl_per_cm)
         )
         return m.CatheterRevisionResponse(nl_from_ml(unprimed_ml))
+
+    def _reset_valve(self, _request: m.Request) -> m.Response:
+        self.firmware.reset_mri_valve()
+        return m.Ack()
 
     def _stop(self, _request: m.Request) -> m.Response:
         self.firmware.stop_therapy()

@@ -40,3 +40,5 @@ class FirmwareConfig:
     refill_tolerance_fraction_of_infused: float = 0.10
     # A power loss resets the pump (firmware_stubs/power.py); false: it resumes its program.
     power_on_reset: bool = True
+    # A valve-gated pump's MRI safety valve, which only a telemetry command reopens.
+    mri_safety_valve: bool = False

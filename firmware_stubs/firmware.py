@@ -399,6 +399,17 @@ class Firmware:
         self.log.add(self.hal.rtc_s(), EventCode.ALARM_THRESHOLD_SET, threshold_ml)
         self.service()
 
+    def reset_mri_valve(self) -> None:
+        """Reopen the MRI safety valve after a scan (valve-gated pumps with the valve): it
+        latches shut in a strong field and only this command reopens it. The firmware has no
+        valve sensor, so the command is accepted whether or not the valve had tripped."""
+        if not self.cfg.mri_safety_valve:
+            raise Refusal(ResultCode.NOT_SUPPORTED, "this pump has no MRI safety valve to reset")
+        self._settle()
+        self.hal.reset_valve()
+        self.log.add(self.hal.rtc_s(), EventCode.MRI_VALVE_RESET)
+        self.service()
+
     def acknowledge_alarm(self, alarm: AlarmId | None = None) -> int:
         """Silence one alarm or all; returns how many were acknowledged."""
         return self.alarms.acknowledge(alarm, self.hal.rtc_s())

@@ -88,6 +88,7 @@ class MessageType(IntEnum):
     RESUME_THERAPY = 0x42
     REFILL = 0x50
     CATHETER_REVISION = 0x51
+    MRI_VALVE_RESET = 0x52
 
 
 class Role(IntEnum):
@@ -769,6 +770,13 @@ class CatheterRevisionResponse(ResponseBody):
     )
 
 
+@wire_struct
+class MriValveResetRequest(Request):
+    """Reopen a valve-gated pump's MRI safety valve after a scan (it stays shut until this)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.MRI_VALVE_RESET
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 
@@ -820,6 +828,7 @@ MESSAGES: dict[MessageType, MessageInfo] = {
         _info(ResumeTherapyRequest, Ack),
         _info(RefillRequest, RefillResponse),
         _info(CatheterRevisionRequest, CatheterRevisionResponse),
+        _info(MriValveResetRequest, Ack),
     )
 }
 

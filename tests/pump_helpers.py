@@ -47,6 +47,7 @@ class FakeHal:
         self.stalled = False
         self.battery = 1.0
         self.tones: list[Tone] = []
+        self.valve_resets = 0
 
     def monotonic_s(self) -> float:
         return self.t_s
@@ -68,3 +69,6 @@ class FakeHal:
 
     def sound(self, tone: Tone) -> None:
         self.tones.append(tone)
+
+    def reset_valve(self) -> None:
+        self.valve_resets += 1

@@ -457,3 +457,84 @@ async def test_a_restart_after_a_kill_resumes_or_resets_as_configured(
     ) == int(reset)
     await third.close()
     await first.close()
+
+
+# ---------------------------------------------------------------- valve-gated MRI (issue 10)
+def _mri_scenario(profile: str, reset: bool) -> dict[str, object]:
+    actions: list[dict[str, object]] = [
+        {"type": "refill", "at": 0, "volume_ml": 20.0, "concentration_mcg_per_ml": 500.0},
+        {"type": "prime", "at": 0},
+        {
+            "type": "program",
+            "at": "1h",
+            "mode": "continuous",
+            "dose_mcg_per_day": 500.0,
+            "max_daily_dose_mcg": 1000.0,
+        },
+        {"type": "fault", "at": "2d", "kind": "mri"},
+        {"type": "clear_fault", "at": "2d 1h", "kind": "mri"},
+    ]
+    if reset:
+        actions.append({"type": "valve_reset", "at": "3d"})
+    return {
+        "scenario": {"name": "mri", "profile": profile, "duration": "5d"},
+        "actions": actions,
+    }
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_the_mri_valve_stays_shut_until_a_clinician_resets_it(reset: bool) -> None:
+    run = ScenarioRun(parse_scenario(_mri_scenario("valve-gated-20", reset)))
+    run.env.run(until=48.0)
+    csf_before = run.pump.truth().ledger.to_csf_mcg
+    run.env.run(until=72.0)
+    # In the field and a day after it: 10 uL at most, whatever the pump commands.
+    assert run.pump.truth().ledger.to_csf_mcg - csf_before <= 0.010 * 500.0 + 1e-9
+    assert run.pump.hardware.valve_shut
+    run.run()
+    assert not run.result.refusals
+    moved_after_reset = run.pump.truth().ledger.to_csf_mcg - csf_before
+    # 2 days of 500 mcg/day after the reset (96.8 % mechanism accuracy), or nothing.
+    assert (moved_after_reset > 900.0) is reset
+    assert run.pump.hardware.valve_shut is not reset
+    assert (
+        any(e.code is EventCode.MRI_VALVE_RESET for e in run.pump.firmware.log.entries())
+        is reset
+    )
+
+
+def test_a_pump_without_a_safety_valve_dumps_its_reservoir_in_a_field() -> None:
+    run = ScenarioRun(parse_scenario(_mri_scenario("valve-gated-20-no-mri-valve", False)))
+    run.env.run(until=48.0)
+    truth = run.pump.truth()
+    reservoir_ml, csf = truth.reservoir_ml, truth.ledger.to_csf_mcg
+    run.env.run(until=48.0 + 5 / 60)  # 5 min at 1 mL/min
+    dumped = run.pump.truth()
+    assert reservoir_ml - dumped.reservoir_ml == pytest.approx(5.0, rel=1e-9)
+    assert dumped.ledger.to_csf_mcg - csf == pytest.approx(5.0 * 500.0, rel=1e-6)
+    run.env.run(until=49.0)  # the rest of the hour in the field: all of it is gone
+    assert run.pump.truth().reservoir_ml == 0.0
+    assert abs(run.pump.truth().ledger.imbalance_mcg) < 1e-9 * truth.ledger.filled_mcg
+    # No valve: the reset is refused, naming why.
+    with pytest.raises(Refusal) as refused:
+        run.pump.call(run.pump.firmware.reset_mri_valve)
+    assert refused.value.code is ResultCode.NOT_SUPPORTED
+
+
+@pytest.mark.itpump(profile="valve-gated-20")
+def test_valve_reset_over_telemetry(
+    itpump_pump: RigPump, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    itpump_pump.inject("mri")
+    itpump_pump.advance(1.0)
+    itpump_pump.clear("mri")
+    assert itpump_pump.truth().faults == ()
+    key_hex = itpump_pump.key.hex()
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "valve-reset"]) == 0
+    assert "valve reset" in capsys.readouterr().out
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        programmer.reset_mri_valve()
+        log = programmer.read_log()
+    assert [r.event for r in log[:2]] == ["MRI_VALVE_RESET", "MRI_VALVE_RESET"]

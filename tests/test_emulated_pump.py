@@ -92,6 +92,10 @@ def test_valve_gated_mri_shuts_the_valve_after_ten_microlitres() -> None:
     assert reservoir - pump.truth().reservoir_ml == pytest.approx(0.010, abs=1e-9)
     pump.clear(FaultKind.MRI)
     env.run(until=60.0)
+    # Out of the field the valve stays shut until the clinician resets it over telemetry.
+    assert reservoir - pump.truth().reservoir_ml == pytest.approx(0.010, abs=1e-9)
+    pump.call(pump.firmware.reset_mri_valve)
+    env.run(until=72.0)
     assert reservoir - pump.truth().reservoir_ml > 0.5
 
 

@@ -353,6 +353,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     _command(sub, "stop", cmd_stop, "stop all delivery")
+    _command(
+        sub,
+        "valve-reset",
+        cmd_valve_reset,
+        "reopen a valve-gated pump's MRI safety valve after a scan",
+    )
     p = _command(
         sub,
         "catheter-revision",
@@ -879,6 +885,12 @@ def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
         ),
     ]
     return Output(_rows(rows), to_data(result))
+
+
+def cmd_valve_reset(pump: PumpClient, _args: argparse.Namespace) -> Output:
+    """MRI_VALVE_RESET."""
+    pump.reset_mri_valve()
+    return Output("MRI safety valve reset: delivery can resume", {"valve_reset": True})
 
 
 def cmd_catheter_revision(pump: PumpClient, args: argparse.Namespace) -> Output:
