@@ -294,6 +294,11 @@ class EmulatedPump:
             pocket_fraction=pocket_fraction,
             drug=drug,
         )
+        entry = self.firmware.cfg.drug_library.find(drug)
+        if self.patient is not None and (entry is None or not entry.has_pk):
+            # The patient model is baclofen's: a drug without one gets no concentrations
+            # from here on (truth's concentrations are None), not baclofen's.
+            self.patient = None
         self._after()
         return outcome
 

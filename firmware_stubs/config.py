@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from itpump.firmware_stubs.drug_library import DrugLibrary, default_library
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +44,5 @@ class FirmwareConfig:
     power_on_reset: bool = True
     # A valve-gated pump's MRI safety valve, which only a telemetry command reopens.
     mri_safety_valve: bool = False
+    # The drugs, concentrations and daily doses the firmware accepts (drug_library.py).
+    drug_library: DrugLibrary = field(default_factory=default_library)

@@ -419,6 +419,8 @@ class Firmware:
         what ends the reset state: it needs the clock set first)."""
         self._require_enabled()
         validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
+        if program.mode is not TherapyMode.STOPPED:
+            self.cfg.drug_library.check_daily_dose(self._p.drug.name, program.max_daily_dose_mcg)
         if self._p.reset_pending and not self._p.clock_valid:
             raise Refusal(ResultCode.INVALID_STATE, CLOCK_NOT_SET_REFUSAL)
         self._settle()
@@ -486,9 +488,12 @@ class Firmware:
             "mcg/mL",
         )
         check_name("drug", drug)
+        self.cfg.drug_library.check_concentration(drug, concentration_mcg_per_ml)
         if aspirated_ml is not None:
             check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
         validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)
+        if self._p.program.mode is not TherapyMode.STOPPED:
+            self.cfg.drug_library.check_daily_dose(drug, self._p.program.max_daily_dose_mcg)
         self._settle()
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()

@@ -6,16 +6,19 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pytest
 
 from itpump.emulator.device_profile import load_profile
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.outputs import timeseries
 from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import ScenarioError, load_scenario, parse_scenario
 from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.drug_library import DrugLibraryError, parse_library
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware, TherapyState
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
@@ -538,3 +541,113 @@ def test_valve_reset_over_telemetry(
         programmer.reset_mri_valve()
         log = programmer.read_log()
     assert [r.event for r in log[:2]] == ["MRI_VALVE_RESET", "MRI_VALVE_RESET"]
+
+
+# ---------------------------------------------------------------- drug library (issue 10)
+def test_20_mg_per_ml_baclofen_is_refused_naming_the_drug_and_range() -> None:
+    _env, pump = make_pump(fill_ml=0.0, prime=False)
+    with pytest.raises(Refusal) as refused:
+        pump.refill(20.0, "baclofen", 20000.0)
+    assert refused.value.code is ResultCode.OUT_OF_RANGE
+    assert "baclofen: 50..2000 mcg/mL" in refused.value.detail
+    assert pump.truth().reservoir_ml == 0.0  # refused: nothing injected
+    with pytest.raises(Refusal) as unknown:
+        pump.refill(20.0, "baclofenn", 500.0)
+    assert "not in the pump's drug library" in unknown.value.detail
+    assert "morphine" in unknown.value.detail
+    pump.refill(20.0, "Baclofen", 2000.0)  # names match case-insensitively
+
+
+def test_a_program_beyond_the_drugs_daily_limit_is_refused() -> None:
+    _env, pump = make_pump(conc=2000.0)
+    fw = pump.firmware
+    with pytest.raises(Refusal) as refused:
+        pump.call(fw.program, continuous(400.0, 4000.0))  # a 10x slip in the daily maximum
+    assert refused.value.code is ResultCode.DAILY_DOSE_EXCEEDED
+    assert "baclofen: 0..2000 mcg/day" in refused.value.detail
+    pump.call(fw.program, continuous(400.0, 700.0))
+    # A refill with a drug whose limit (clonidine: 600) the program exceeds is refused too.
+    with pytest.raises(Refusal) as switch:
+        pump.refill(5.0, "clonidine", 500.0)
+    assert "clonidine" in switch.value.detail
+
+
+def test_the_library_file_is_validated() -> None:
+    good = {
+        "name": "x",
+        "min_concentration_mcg_per_ml": 1.0,
+        "max_concentration_mcg_per_ml": 2.0,
+        "min_daily_dose_mcg": 0.0,
+        "max_daily_dose_mcg": 1.0,
+        "pk_model": "none",
+    }
+    assert parse_library({"drug": [good]}, "lib").find("X") is not None
+    for bad, message in [
+        ({**good, "pk_model": "aspirin"}, "pk_model one of baclofen, none"),
+        ({**good, "min_concentration_mcg_per_ml": 3.0}, "each min must not exceed its max"),
+        ({**good, "max_daily_dose_mcg": "1"}, "max_daily_dose_mcg must be a float"),
+        ({k: v for k, v in good.items() if k != "name"}, "needs exactly the fields"),
+    ]:
+        with pytest.raises(DrugLibraryError, match=message):
+            parse_library({"drug": [bad]}, "lib")
+
+
+def _drug_scenario(drug: str, conc: float) -> dict[str, object]:
+    return {
+        "scenario": {"name": drug, "duration": "3d"},
+        "actions": [
+            {"type": "refill", "at": 0, "volume_ml": 20.0, "drug": drug,
+             "concentration_mcg_per_ml": conc},
+            {"type": "prime", "at": 0},
+            {"type": "program", "at": "1h", "mode": "continuous", "dose_mcg_per_day": 300.0,
+             "max_daily_dose_mcg": 600.0},
+        ],
+    }
+
+
+def test_a_drug_without_pk_gets_no_concentrations_not_baclofens() -> None:
+    morphine = ScenarioRun(parse_scenario(_drug_scenario("morphine", 1000.0)))
+    assert morphine.pk_model is None
+    result = morphine.run()
+    assert not result.refusals
+    columns = timeseries(result, np.array([24.0, 48.0]))
+    assert np.isnan(columns["csf_lumbar_ng_per_ml"]).all()
+    assert np.isnan(columns["plasma_ng_per_ml"]).all()
+    baclofen = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0))).run()
+    assert (timeseries(baclofen, np.array([48.0]))["csf_lumbar_ng_per_ml"] > 100.0).all()
+
+
+def test_simulate_writes_its_outputs_for_a_drug_without_pk(tmp_path: Path) -> None:
+    path = tmp_path / "morphine.toml"
+    path.write_text(
+        """
+[scenario]
+name = "morphine"
+duration = "3d"
+
+[[actions]]
+at = 0
+type = "refill"
+volume_ml = 20
+drug = "morphine"
+concentration_mcg_per_ml = 1000
+
+[[actions]]
+at = "1h"
+type = "program"
+mode = "continuous"
+dose_mcg_per_day = 300
+max_daily_dose_mcg = 600
+""",
+        encoding="utf-8",
+    )
+    assert main(["simulate", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.png").stat().st_size > 0
+
+
+def test_a_live_patient_stops_at_a_refill_with_a_drug_without_pk() -> None:
+    run = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0)), live_pk=True)
+    run.env.run(until=24.0)
+    assert run.pump.concentrations() is not None
+    run.pump.refill(10.0, "morphine", 1000.0)
+    assert run.pump.concentrations() is None
