@@ -99,7 +99,15 @@ class DeviceProfile(_Strict):
     flex_max_steps: int = Field(ge=1, le=48)
     event_log_capacity: int = Field(ge=16, le=1_000_000)
     serial_prefix: str = Field(min_length=1, max_length=8)
+    # Valve-gated pumps: the flow-activated safety valve shuts after this volume in a strong
+    # magnetic field and stays shut until a clinician resets it over telemetry. Unset on a
+    # valve-gated profile: no safety valve, and in a field the valves open and the pressurised
+    # reservoir empties through the catheter at `mri_dump_ml_per_min`.
     mri_valve_shutoff_ul: float | None = Field(default=None, gt=0, le=100_000)
+    mri_dump_ml_per_min: float = Field(default=1.0, gt=0, le=100)
+    # A power loss resets the pump: clock and program lost, minimum rate, critical alarm until
+    # reprogrammed (firmware_stubs/power.py). False: memory and clock survive it.
+    power_on_reset: bool = True
     battery: BatteryProfile
     telemetry: TelemetryProfile
 
@@ -133,7 +141,19 @@ class DeviceProfile(_Strict):
             idle_current_ma=self.battery.idle_current_ua / 1000.0,
             charge_per_ml_mah=self.battery.charge_per_ml_mah,
             eri_remaining_fraction=self.battery.eri_remaining_pct / 100.0,
+            power_on_reset=self.power_on_reset,
+            mri_safety_valve=self.has_mri_safety_valve,
         )
+
+    @property
+    def has_mri_safety_valve(self) -> bool:
+        """A valve-gated pump with a flow-activated valve that shuts in a magnetic field."""
+        return self.mechanism is Mechanism.VALVE_GATED and self.mri_valve_shutoff_ul is not None
+
+    @property
+    def dumps_in_mri(self) -> bool:
+        """A valve-gated pump without the safety valve: a field empties the reservoir."""
+        return self.mechanism is Mechanism.VALVE_GATED and self.mri_valve_shutoff_ul is None
 
 
 def _search_dirs() -> list[Path]:

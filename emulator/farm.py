@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from itpump.emulator.capture import CaptureTap
 from itpump.emulator.device_profile import DeviceProfile, load_profile
@@ -395,6 +395,7 @@ class PumpFarm:
         capture: str | Path | None = None,
         state: str | Path | None = None,
         save_every_s: float = DEFAULT_SAVE_EVERY_S,
+        unclean_restart: Literal["resume", "power-on-reset"] = "resume",
     ) -> None:
         """`speed` is simulated seconds per real second (0: stepped by the rig, None: as
         fast as possible); `turnaround` applies the profile's reply turnaround delay (off:
@@ -410,7 +411,16 @@ class PumpFarm:
         they were committed, no warm-up; pumps not in it are built fresh, warmed up on their
         own. A pump is committed before each telemetry reply it sends, after each rig change,
         after each advance, every `save_every_s` real seconds while `run()` runs, and at
-        `close()`. `StateFileError` for a file of another format or version."""
+        `close()`. `StateFileError` for a file of another format or version.
+
+        `unclean_restart` says what a file that was not closed by `close()` (the server was
+        killed) means: "resume" every stored pump where it was committed, or
+        "power-on-reset": the kill was a power loss, and each stored pump powers up again
+        (`EmulatedPump.power_cycle`: a power-on reset if its profile has `power_on_reset`)."""
+        if unclean_restart not in ("resume", "power-on-reset"):
+            raise ValueError(
+                f"unclean_restart must be 'resume' or 'power-on-reset' (got {unclean_restart!r})"
+            )
         if not (warmup_h >= 0 and math.isfinite(warmup_h)):
             raise ValueError(f"warmup_h must be >= 0 and finite (got {warmup_h})")
         if count < 1:
@@ -479,6 +489,15 @@ class PumpFarm:
         if capture is not None:
             self.capture.start(capture)
 
+        if (
+            self.store is not None
+            and resumed_h is not None
+            and not self.store.was_clean
+            and unclean_restart == "power-on-reset"
+        ):
+            for served in self.pumps:
+                if self.store.load(served.serial) is not None:
+                    served.pump.power_cycle()
         if warmup_h > 0 and resumed_h is None:
             self.runtime.advance_to(warmup_h)
             self.runtime.skipped_s = 0.0  # the warm-up happened before any session
@@ -800,6 +819,7 @@ class PumpFarm:
                 await transport.close()
         if self.store is not None:
             self.save_all()  # after the ports: no request can change a pump any more
+            self.store.mark_clean()
             self.store.close()
             self.store = None
 

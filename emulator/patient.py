@@ -13,6 +13,20 @@ import numpy.typing as npt
 
 from itpump.emulator.pk import Concentrations, DoseSchedule, PKModel, PKState
 from itpump.emulator.recorder import FloatArray, Recorder
+from itpump.firmware_stubs.drug_library import DrugLibrary
+
+
+def pk_model_for(
+    library: DrugLibrary, drugs: list[str], weight_kg: float, catheter_tip_cm: float
+) -> PKModel | None:
+    """The patient's PK model for the drugs physically filled: the label's baclofen model
+    when every one of them has it, else None (no concentration output). An unknown name or a
+    drug without a PK model is never given baclofen's."""
+    for drug in drugs:
+        entry = library.find(drug)
+        if entry is None or not entry.has_pk:
+            return None
+    return PKModel.baclofen_default(weight_kg=weight_kg, catheter_tip_cm=catheter_tip_cm)
 
 CONCENTRATION_COLUMNS = (
     "csf_lumbar_ng_per_ml",
@@ -119,12 +133,17 @@ def contiguous_segments(recorder: Recorder) -> tuple[FloatArray, FloatArray, Flo
 
 
 def concentration_columns(
-    model: PKModel, recorder: Recorder, times_h: npt.ArrayLike
+    model: PKModel | None, recorder: Recorder, times_h: npt.ArrayLike
 ) -> dict[str, FloatArray]:
     """CSF lumbar / cisternal, plasma and effect-site concentrations at `times_h`.
 
-    With a bounded recorder, `times_h` must not precede `recorder.start_h`.
+    With a bounded recorder, `times_h` must not precede `recorder.start_h`. Without a model
+    (a drug the drug library gives no PK model) every column is NaN: no concentration output,
+    rather than another drug's.
     """
+    if model is None:
+        nan = np.full(np.shape(np.asarray(times_h, dtype=np.float64)), np.nan)
+        return {name: nan.copy() for name in CONCENTRATION_COLUMNS}
     starts, csf, tissue = contiguous_segments(recorder)
     prediction = model.predict(
         DoseSchedule(

@@ -101,6 +101,9 @@ class _EmulatorHal:
     def sound(self, tone: Tone) -> None:
         self.tones.append((self._pump.now_h, tone))
 
+    def reset_valve(self) -> None:
+        self._pump.hardware.reset_valve(self._pump.now_h)
+
 
 class EmulatedPump:
     """Hardware + firmware + recorder for one implanted pump."""
@@ -295,6 +298,11 @@ class EmulatedPump:
             pocket_fraction=pocket_fraction,
             drug=drug,
         )
+        entry = self.firmware.cfg.drug_library.find(drug)
+        if self.patient is not None and (entry is None or not entry.has_pk):
+            # The patient model is baclofen's: a drug without one gets no concentrations
+            # from here on (truth's concentrations are None), not baclofen's.
+            self.patient = None
         self._after()
         return outcome
 
@@ -317,6 +325,11 @@ class EmulatedPump:
         self.hardware.revise_catheter(self.now_h, length_cm * volume_ul_per_cm / 1000.0)
         self._after()
         return unprimed_ml
+
+    def power_cycle(self) -> None:
+        """Power was lost and is back (the host restarted without a clean stop): the firmware
+        starts again as after a battery fault, with a power-on reset if the profile says so."""
+        self.call(self.firmware.on_power_restored)
 
     def inject(self, fault: Fault) -> None:
         """Start a hardware fault now."""

@@ -16,7 +16,7 @@ import simpy
 
 from itpump.emulator.device_profile import DeviceProfile, load_profile
 from itpump.emulator.faults import Fault, FaultKind
-from itpump.emulator.patient import LivePatient
+from itpump.emulator.patient import LivePatient, pk_model_for
 from itpump.emulator.pk import PKModel
 from itpump.emulator.pump import CountingEnvironment, EmulatedPump, PumpSilentError
 from itpump.emulator.scenario import (
@@ -70,7 +70,7 @@ class RunResult:
     seed: int
     env: CountingEnvironment
     pump: EmulatedPump
-    pk_model: PKModel
+    pk_model: PKModel | None  # None: a drug without a PK model (no concentration output)
     outcomes: list[ActionOutcome] = field(default_factory=list)
     wall_s: float = 0.0
 
@@ -179,6 +179,7 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             "resume": fw.resume_therapy,
             "cancel_bolus": fw.cancel_bolus,
             "acknowledge_alarms": fw.acknowledge_alarm,
+            "valve_reset": fw.reset_mri_valve,
         }[action.type]
         pump.call(command)
 
@@ -207,10 +208,13 @@ class ScenarioRun:
         start = header.start if header.start.tzinfo else header.start.replace(tzinfo=dt.UTC)
         self.start_epoch_s = start.timestamp()
         self.env = env if env is not None else CountingEnvironment()
-        # The label model (baclofen) stands for any drug name in the reservoir.
-        self.pk_model = PKModel.baclofen_default(
-            weight_kg=scenario.patient.weight_kg,
-            catheter_tip_cm=scenario.implant.catheter_tip_cm,
+        # The drug library says which PK model the drugs filled have (the label's baclofen
+        # model, or none: then no concentration output, never baclofen's for another drug).
+        self.pk_model: PKModel | None = pk_model_for(
+            self.profile.firmware_config().drug_library,
+            [a.drug for a in scenario.actions if isinstance(a, RefillAction)],
+            scenario.patient.weight_kg,
+            scenario.implant.catheter_tip_cm,
         )
         implant = scenario.implant
         serial = ScenarioRun.serial_for(scenario, self.seed, self.profile, serial)
@@ -224,7 +228,7 @@ class ScenarioRun:
             * implant.catheter_volume_ul_per_cm
             / 1000,
             battery_initial_fraction=implant.battery_remaining_pct / 100.0,
-            patient=LivePatient(self.pk_model) if live_pk else None,
+            patient=LivePatient(self.pk_model) if live_pk and self.pk_model else None,
             history_window_h=history_window_h,
         )
         fw = self.pump.firmware

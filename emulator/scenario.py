@@ -319,7 +319,7 @@ class ClearFaultAction(_Timed):
 class SimpleAction(_Timed):
     """Commands without parameters."""
 
-    type: Literal["stop", "resume", "cancel_bolus", "acknowledge_alarms"]
+    type: Literal["stop", "resume", "cancel_bolus", "acknowledge_alarms", "valve_reset"]
 
 
 class AlarmThresholdAction(_Timed):

@@ -102,6 +102,23 @@ class StateStore:
         except StateFileError:
             self.close()
             raise
+        #: whether the file was closed by a clean stop (`mark_clean`) when it was opened; a
+        #: server killed while it was open leaves it unclean (`itpump serve --unclean-restart`)
+        self.was_clean = self._meta("clean_stop") != "0"
+        self._set_meta("clean_stop", "0")
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self._db.execute("COMMIT")
+
+    def mark_clean(self) -> None:
+        """Record a clean stop: the next open sees `was_clean` true."""
+        self._set_meta("clean_stop", "1")
 
     def _check_or_create(self) -> None:
         db = self._db

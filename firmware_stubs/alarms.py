@@ -26,6 +26,7 @@ class AlarmId(IntEnum):
     END_OF_SERVICE = 4  # EOS: pump has stopped for good
     MOTOR_STALL = 5
     MEMORY_ERROR = 6
+    POWER_ON_RESET = 7  # clock and program lost: minimum rate until reprogrammed
 
 
 SEVERITY: dict[AlarmId, Severity] = {
@@ -35,6 +36,7 @@ SEVERITY: dict[AlarmId, Severity] = {
     AlarmId.END_OF_SERVICE: Severity.CRITICAL,
     AlarmId.MOTOR_STALL: Severity.CRITICAL,
     AlarmId.MEMORY_ERROR: Severity.CRITICAL,
+    AlarmId.POWER_ON_RESET: Severity.CRITICAL,
 }
 
 

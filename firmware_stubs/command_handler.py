@@ -204,6 +204,7 @@ class CommandHandler:
             m.ResumeTherapyRequest: self._resume,
             m.RefillRequest: self._refill,
             m.CatheterRevisionRequest: self._revise_catheter,
+            m.MriValveResetRequest: self._reset_valve,
         }
 
     def handle(self, request: m.Request) -> m.Response:
@@ -254,6 +255,7 @@ class CommandHandler:
             alarms=alarms[: m.MAX_ALARMS],
             projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
             unprimed_nl=nl_from_ml(status.unprimed_ml),
+            clock_valid=status.clock_valid,
         )
 
     def _read_log(self, request: m.Request) -> m.Response:
@@ -373,6 +375,10 @@ class CommandHandler:
             cm_from_mm(request.catheter_length_mm), ul_from_nl(request.catheter_volume_nl_per_cm)
         )
         return m.CatheterRevisionResponse(nl_from_ml(unprimed_ml))
+
+    def _reset_valve(self, _request: m.Request) -> m.Response:
+        self.firmware.reset_mri_valve()
+        return m.Ack()
 
     def _stop(self, _request: m.Request) -> m.Response:
         self.firmware.stop_therapy()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from itpump.firmware_stubs.drug_library import DrugLibrary, default_library
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +40,9 @@ class FirmwareConfig:
     # +/-14.5 % accuracy spec on purpose: a 15 % over-infusion must show.
     refill_tolerance_min_ml: float = 0.5
     refill_tolerance_fraction_of_infused: float = 0.10
+    # A power loss resets the pump (firmware_stubs/power.py); false: it resumes its program.
+    power_on_reset: bool = True
+    # A valve-gated pump's MRI safety valve, which only a telemetry command reopens.
+    mri_safety_valve: bool = False
+    # The drugs, concentrations and daily doses the firmware accepts (drug_library.py).
+    drug_library: DrugLibrary = field(default_factory=default_library)

@@ -22,6 +22,11 @@ from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.power import (
+    CLOCK_NOT_SET_REFUSAL,
+    RESET_CLOCK_EPOCH_S,
+    RESET_REFUSAL,
+)
 from itpump.firmware_stubs.priming import PathEmptied, PathState
 from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
 from itpump.firmware_stubs.refill import aspiration_tolerance_ml
@@ -156,6 +161,8 @@ class PumpStatus:
     # Volume of the path the pump believes holds no drug (what a prime may push), and why.
     unprimed_ml: float = 0.0
     path_emptied: PathEmptied = PathEmptied.NONE
+    # False from a power-on reset until a clinician sets the clock.
+    clock_valid: bool = True
 
 
 @dataclass(slots=True)
@@ -174,6 +181,9 @@ class _Persistent:
     disabled: str = ""  # "" or why delivery is impossible
     path: PathState = field(default_factory=lambda: PathState.new_implant(0.0))
     refilled_ml: float = 0.0  # the volume entered at the last refill
+    # Power-on reset (firmware_stubs/power.py): minimum rate until a program is committed.
+    reset_pending: bool = False
+    clock_valid: bool = True
 
 
 # Every field of _Persistent at C speed, in constructor order: `_save` compares and copies
@@ -264,6 +274,7 @@ class Firmware:
             projected_empty_rtc_s=projection.empty_rtc_s,
             unprimed_ml=self._p.path.unprimed_ml,
             path_emptied=self._p.path.reason,
+            clock_valid=self._p.clock_valid,
         )
 
     def therapy_state(self) -> TherapyState:
@@ -280,7 +291,7 @@ class Firmware:
             return TherapyState.BOLUS
         if not self._p.therapy_running:
             return TherapyState.STOPPED
-        if self._minimum_rate_mode:
+        if self._minimum_rate_mode or self._p.reset_pending:
             return TherapyState.MINIMUM_RATE
         return TherapyState.RUNNING
 
@@ -305,6 +316,7 @@ class Firmware:
         self._settle()
         old = self.hal.rtc_s()
         self.hal.set_rtc(epoch_s)
+        self._p.clock_valid = True
         self.log.add(epoch_s, EventCode.CLOCK_SET, old, epoch_s)
         self.service()
 
@@ -387,18 +399,37 @@ class Firmware:
         self.log.add(self.hal.rtc_s(), EventCode.ALARM_THRESHOLD_SET, threshold_ml)
         self.service()
 
+    def reset_mri_valve(self) -> None:
+        """Reopen the MRI safety valve after a scan (valve-gated pumps with the valve): it
+        latches shut in a strong field and only this command reopens it. The firmware has no
+        valve sensor, so the command is accepted whether or not the valve had tripped."""
+        if not self.cfg.mri_safety_valve:
+            raise Refusal(ResultCode.NOT_SUPPORTED, "this pump has no MRI safety valve to reset")
+        self._settle()
+        self.hal.reset_valve()
+        self.log.add(self.hal.rtc_s(), EventCode.MRI_VALVE_RESET)
+        self.service()
+
     def acknowledge_alarm(self, alarm: AlarmId | None = None) -> int:
         """Silence one alarm or all; returns how many were acknowledged."""
         return self.alarms.acknowledge(alarm, self.hal.rtc_s())
 
     def program(self, program: TherapyProgram) -> None:
-        """Validate and commit a therapy program atomically."""
+        """Validate and commit a therapy program atomically (after a power-on reset, this is
+        what ends the reset state: it needs the clock set first)."""
         self._require_enabled()
         validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
+        if program.mode is not TherapyMode.STOPPED:
+            self.cfg.drug_library.check_daily_dose(self._p.drug.name, program.max_daily_dose_mcg)
+        if self._p.reset_pending and not self._p.clock_valid:
+            raise Refusal(ResultCode.INVALID_STATE, CLOCK_NOT_SET_REFUSAL)
         self._settle()
         now = self.hal.monotonic_s()
         previous = self._p.program
         self._p.program = program
+        if self._p.reset_pending:
+            self._p.reset_pending = False
+            self.alarms.clear(AlarmId.POWER_ON_RESET, self.hal.rtc_s())
         self._program_anchor_s = now
         if program.patient_bolus is not None and previous.patient_bolus is None:
             self._bolus_use.restart(now)
@@ -457,9 +488,12 @@ class Firmware:
             "mcg/mL",
         )
         check_name("drug", drug)
+        self.cfg.drug_library.check_concentration(drug, concentration_mcg_per_ml)
         if aspirated_ml is not None:
             check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
         validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)
+        if self._p.program.mode is not TherapyMode.STOPPED:
+            self.cfg.drug_library.check_daily_dose(drug, self._p.program.max_daily_dose_mcg)
         self._settle()
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()
@@ -524,6 +558,7 @@ class Firmware:
         the drug it moves counts in the 24 h dose. Returns the volume.
         """
         self._require_enabled()
+        self._require_not_reset()
         conc = self._p.drug.concentration_mcg_per_ml
         if conc <= 0:
             raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill before priming")
@@ -566,6 +601,7 @@ class Firmware:
     ) -> float:
         """Explicit bridge bolus: push the path volume at the old-drug equivalent rate."""
         self._require_enabled()
+        self._require_not_reset()
         conc_old = old_concentration_mcg_per_ml or self._p.drug.concentration_mcg_per_ml
         check_range("old_concentration_mcg_per_ml", conc_old, 0.1, _MAX_CONC_MCG_PER_ML, "mcg/mL")
         volume = self.path_volume_ml() if volume_ml is None else volume_ml
@@ -664,9 +700,34 @@ class Firmware:
 
     # ------------------------------------------------------------------ interrupts
     def on_power_restored(self) -> None:
-        """The battery came back after a total loss: nothing was delivered meanwhile."""
+        """The battery came back after a total loss: nothing was delivered meanwhile; with
+        the profile's `power_on_reset` the pump comes back in its reset state."""
         self._last_settle_s = self.hal.monotonic_s()  # the unpowered gap delivered nothing
         self.log.add(self.hal.rtc_s(), EventCode.POWER_ON)
+        if self.cfg.power_on_reset:
+            self.power_on_reset()
+        else:
+            self.service()
+
+    def power_on_reset(self) -> None:
+        """Come back in the safe state after a reset (`firmware_stubs/power.py`): clock and
+        program lost, every bolus cancelled, the minimum rate, a critical alarm until a
+        clinician sets the clock and commits a program. Drug, reservoir estimate, catheter,
+        patient id, thresholds and the log are in NVM and kept."""
+        self._settle()
+        self._cancel_boluses(resume=True)
+        self._boluses.clear()
+        self._next_periodic_s = math.inf
+        self._patient_bolus_starts.clear()
+        self.hal.set_rtc(RESET_CLOCK_EPOCH_S)
+        rtc = self.hal.rtc_s()
+        self._p.clock_valid = False
+        self._p.reset_pending = True
+        self._p.program = TherapyProgram.stopped()
+        self._p.therapy_running = True
+        self._program_anchor_s = self.hal.monotonic_s()
+        self.log.add(rtc, EventCode.POWER_ON_RESET)
+        self._raise(AlarmId.POWER_ON_RESET, rtc)
         self.service()
 
     def on_motor_stall(self) -> None:
@@ -848,6 +909,8 @@ class Firmware:
         rate = 0.0
         if self._p.disabled:
             rate = 0.0
+        elif self._p.reset_pending and self._p.therapy_running:
+            rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
         elif self._volume_op is not None:
             rate = self._volume_op.rate_ml_per_h
         elif conc > 0:
@@ -916,7 +979,12 @@ class Firmware:
         if self._p.disabled:
             raise Refusal(ResultCode.THERAPY_DISABLED, f"delivery disabled: {self._p.disabled}")
 
+    def _require_not_reset(self) -> None:
+        if self._p.reset_pending:
+            raise Refusal(ResultCode.INVALID_STATE, RESET_REFUSAL)
+
     def _require_no_volume_op(self) -> None:
+        self._require_not_reset()
         if self._minimum_rate_mode:
             raise Refusal(ResultCode.INVALID_STATE, "reservoir empty (minimum-rate mode): refill")
         if self._volume_op is not None:

@@ -53,3 +53,7 @@ class Hal(Protocol):
     def sound(self, tone: Tone) -> None:
         """Sound an alarm pattern once."""
         ...
+
+    def reset_valve(self) -> None:
+        """Reopen the MRI safety valve of a valve-gated pump (latched shut by a field)."""
+        ...

@@ -164,6 +164,8 @@ class PumpStatus:
     #: volume of catheter and tubing the pump knows is empty: the most a prime may push
     #: (0: the path is full of drug and a prime is refused)
     unprimed_ml: float = 0.0
+    #: False after a power-on reset until the clock is set: ``time`` is not the real time
+    clock_valid: bool = True
 
     @property
     def has_program(self) -> bool:
@@ -192,6 +194,7 @@ class PumpStatus:
             raw=r,
             projected_empty=_maybe_datetime(r.projected_empty_s),
             unprimed_ml=ml_from_nl(r.unprimed_nl),
+            clock_valid=r.clock_valid,
         )
 
 

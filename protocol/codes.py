@@ -82,6 +82,8 @@ class EventCode(IntEnum):
     MEMORY_ERROR = 53
     END_OF_SERVICE = 54
     CATHETER_REVISED = 16
+    POWER_ON_RESET = 55
+    MRI_VALVE_RESET = 56
 
 
 class LogBolusKind(IntEnum):
@@ -191,6 +193,8 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
         EventArg("volume", "uL/cm"),
         EventArg("unprimed", "mL", note="path volume a priming bolus may now push"),
     ),
+    EventCode.POWER_ON_RESET: (),
+    EventCode.MRI_VALVE_RESET: (),
 }
 
 _VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))

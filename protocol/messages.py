@@ -88,6 +88,7 @@ class MessageType(IntEnum):
     RESUME_THERAPY = 0x42
     REFILL = 0x50
     CATHETER_REVISION = 0x51
+    MRI_VALVE_RESET = 0x52
 
 
 class Role(IntEnum):
@@ -141,6 +142,7 @@ class AlarmId(IntEnum):
     END_OF_SERVICE = 4
     MOTOR_STALL = 5
     MEMORY_ERROR = 6
+    POWER_ON_RESET = 7
 
 
 class FlexPeriod(IntEnum):
@@ -476,6 +478,10 @@ class InterrogateResponse(ResponseBody):
         hi=MAX_VOLUME_NL,
         default=0,
     )
+    clock_valid: bool = boolean(
+        "false after a power-on reset until SET_CLOCK: time_s is then not the real time",
+        default=True,
+    )
 
 
 @wire_struct
@@ -764,6 +770,13 @@ class CatheterRevisionResponse(ResponseBody):
     )
 
 
+@wire_struct
+class MriValveResetRequest(Request):
+    """Reopen a valve-gated pump's MRI safety valve after a scan (it stays shut until this)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.MRI_VALVE_RESET
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 
@@ -815,6 +828,7 @@ MESSAGES: dict[MessageType, MessageInfo] = {
         _info(ResumeTherapyRequest, Ack),
         _info(RefillRequest, RefillResponse),
         _info(CatheterRevisionRequest, CatheterRevisionResponse),
+        _info(MriValveResetRequest, Ack),
     )
 }
 

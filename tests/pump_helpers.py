@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from itpump.emulator.device_profile import DeviceProfile, load_profile
 from itpump.emulator.pump import CountingEnvironment, EmulatedPump
 from itpump.firmware_stubs.hal import Tone
@@ -30,6 +32,19 @@ def make_pump(
     return env, pump
 
 
+def lift_dose_limits(pump: EmulatedPump) -> None:
+    """Let the pump's firmware accept any daily dose of baclofen (mechanics tests that need
+    flows far above a clinical dose)."""
+    library = pump.firmware.cfg.drug_library
+    drugs = tuple(
+        dataclasses.replace(d, max_daily_dose_mcg=1e6) if d.name == "baclofen" else d
+        for d in library.drugs
+    )
+    pump.firmware.cfg = dataclasses.replace(
+        pump.firmware.cfg, drug_library=dataclasses.replace(library, drugs=drugs)
+    )
+
+
 def continuous(dose_mcg_per_day: float, max_daily_mcg: float = 2000.0) -> TherapyProgram:
     """A simple continuous program."""
     return TherapyProgram(mode=TherapyMode.CONTINUOUS, max_daily_dose_mcg=max_daily_mcg,
@@ -47,6 +62,7 @@ class FakeHal:
         self.stalled = False
         self.battery = 1.0
         self.tones: list[Tone] = []
+        self.valve_resets = 0
 
     def monotonic_s(self) -> float:
         return self.t_s
@@ -68,3 +84,6 @@ class FakeHal:
 
     def sound(self, tone: Tone) -> None:
         self.tones.append(tone)
+
+    def reset_valve(self) -> None:
+        self.valve_resets += 1

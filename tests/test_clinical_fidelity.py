@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pytest
 
+from itpump.emulator.device_profile import load_profile
+from itpump.emulator.farm import PortSpec, PumpFarm
+from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.outputs import timeseries
+from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
-from itpump.emulator.scenario import ScenarioError, parse_scenario
-from itpump.firmware_stubs.alarms import AlarmId
+from itpump.emulator.scenario import ScenarioError, load_scenario, parse_scenario
+from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.drug_library import DrugLibraryError, parse_library
 from itpump.firmware_stubs.errors import Refusal
-from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.firmware import Firmware, TherapyState
+from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
-from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyProgram
+from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyMode, TherapyProgram
 from itpump.programmer import PumpClient, PumpRefused
 from itpump.protocol.codes import EventCode, ResultCode
 from itpump.tools.cli import main
@@ -360,3 +370,284 @@ def test_refill_scenario_fields_reach_the_pump_and_the_body() -> None:
     data["actions"][0]["pocket_fill_fraction"] = 2  # type: ignore[index]
     with pytest.raises(ScenarioError, match="pocket_fill_fraction"):
         parse_scenario(data)
+
+
+# ---------------------------------------------------------------- power-on reset (issue 10)
+def _reprogram(pump: EmulatedPump) -> None:
+    fw = pump.firmware
+    pump.call(fw.set_clock, 1_767_700_000.0)
+    pump.call(fw.program, continuous(200.0, 500.0))
+
+
+def test_a_battery_fault_recovered_comes_back_in_the_safe_state() -> None:
+    env, pump = make_pump()
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=24.0)
+    pump.inject(Fault.make("battery_dead"))
+    env.run(until=30.0)
+    pump.clear(FaultKind.BATTERY_DEAD)
+    status = fw.status()
+    assert not status.clock_valid
+    assert status.rtc_s == pytest.approx(RESET_CLOCK_EPOCH_S)
+    assert status.therapy_state is TherapyState.MINIMUM_RATE
+    assert status.commanded_rate_ml_per_day == pytest.approx(CFG.minimum_rate_mode_ml_per_day)
+    assert status.program.mode is TherapyMode.STOPPED
+    critical = [a for a in status.alarms if a.alarm is AlarmId.POWER_ON_RESET]
+    assert critical
+    assert critical[0].severity is Severity.CRITICAL
+    # Kept in NVM: drug, catheter, reservoir estimate.
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert status.catheter.length_cm == 110.0
+    # Every bolus is refused until reprogrammed; a program is refused until the clock is set.
+    for command in (lambda: fw.clinician_bolus(10.0, 10.0), fw.prime, fw.bridge_bolus):
+        with pytest.raises(Refusal) as refused:
+            pump.call(command)
+        assert "power-on reset" in refused.value.detail
+    with pytest.raises(Refusal) as no_clock:
+        pump.call(fw.program, continuous(200.0, 500.0))
+    assert "set the clock" in no_clock.value.detail
+    _reprogram(pump)
+    status = fw.status()
+    assert status.clock_valid
+    assert status.therapy_state is TherapyState.RUNNING
+    assert not any(a.alarm is AlarmId.POWER_ON_RESET for a in status.alarms)
+    assert status.commanded_rate_ml_per_day == pytest.approx(200.0 / 500.0)
+
+
+def test_a_profile_without_power_on_reset_resumes_its_program() -> None:
+    profile = load_profile("peristaltic-20").model_copy(update={"power_on_reset": False})
+    env, pump = make_pump(profile)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=24.0)
+    pump.inject(Fault.make("battery_dead"))
+    env.run(until=30.0)
+    pump.clear(FaultKind.BATTERY_DEAD)
+    status = fw.status()
+    assert status.clock_valid
+    assert status.therapy_state is TherapyState.RUNNING
+    assert [e.code for e in fw.log.entries()][-1] is EventCode.POWER_ON
+
+
+@pytest.mark.parametrize("policy", ["resume", "power-on-reset"])
+async def test_a_restart_after_a_kill_resumes_or_resets_as_configured(
+    tmp_path: Path, policy: Literal["resume", "power-on-reset"]
+) -> None:
+    db = tmp_path / "farm.db"
+    scenario = load_scenario("clinic-ready")
+    first = PumpFarm(scenario, port=PortSpec("null"), speed=0.0, state=db)
+    first.advance(5.0)
+    first.save_all()
+    assert first.store is not None
+    first.store.close()  # as a SIGKILL leaves it: no clean stop recorded
+    first.store = None
+    second = PumpFarm(
+        scenario, port=PortSpec("null"), speed=0.0, state=db, unclean_restart=policy
+    )
+    reported = second.pumps[0].reported()
+    reset = policy == "power-on-reset"
+    assert reported.clock_valid is not reset
+    assert any(a.alarm is AlarmId.POWER_ON_RESET for a in reported.alarms) is reset
+    await second.close()
+    # A clean stop is not a power loss: the next start resumes whatever the policy.
+    third = PumpFarm(
+        scenario, port=PortSpec("null"), speed=0.0, state=db, unclean_restart="power-on-reset"
+    )
+    assert third.pumps[0].reported().program == reported.program
+    assert sum(
+        e.code is EventCode.POWER_ON_RESET for e in third.pumps[0].run.pump.firmware.log.entries()
+    ) == int(reset)
+    await third.close()
+    await first.close()
+
+
+# ---------------------------------------------------------------- valve-gated MRI (issue 10)
+def _mri_scenario(profile: str, reset: bool) -> dict[str, object]:
+    actions: list[dict[str, object]] = [
+        {"type": "refill", "at": 0, "volume_ml": 20.0, "concentration_mcg_per_ml": 500.0},
+        {"type": "prime", "at": 0},
+        {
+            "type": "program",
+            "at": "1h",
+            "mode": "continuous",
+            "dose_mcg_per_day": 500.0,
+            "max_daily_dose_mcg": 1000.0,
+        },
+        {"type": "fault", "at": "2d", "kind": "mri"},
+        {"type": "clear_fault", "at": "2d 1h", "kind": "mri"},
+    ]
+    if reset:
+        actions.append({"type": "valve_reset", "at": "3d"})
+    return {
+        "scenario": {"name": "mri", "profile": profile, "duration": "5d"},
+        "actions": actions,
+    }
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_the_mri_valve_stays_shut_until_a_clinician_resets_it(reset: bool) -> None:
+    run = ScenarioRun(parse_scenario(_mri_scenario("valve-gated-20", reset)))
+    run.env.run(until=48.0)
+    csf_before = run.pump.truth().ledger.to_csf_mcg
+    run.env.run(until=72.0)
+    # In the field and a day after it: 10 uL at most, whatever the pump commands.
+    assert run.pump.truth().ledger.to_csf_mcg - csf_before <= 0.010 * 500.0 + 1e-9
+    assert run.pump.hardware.valve_shut
+    run.run()
+    assert not run.result.refusals
+    moved_after_reset = run.pump.truth().ledger.to_csf_mcg - csf_before
+    # 2 days of 500 mcg/day after the reset (96.8 % mechanism accuracy), or nothing.
+    assert (moved_after_reset > 900.0) is reset
+    assert run.pump.hardware.valve_shut is not reset
+    assert (
+        any(e.code is EventCode.MRI_VALVE_RESET for e in run.pump.firmware.log.entries())
+        is reset
+    )
+
+
+def test_a_pump_without_a_safety_valve_dumps_its_reservoir_in_a_field() -> None:
+    run = ScenarioRun(parse_scenario(_mri_scenario("valve-gated-20-no-mri-valve", False)))
+    run.env.run(until=48.0)
+    truth = run.pump.truth()
+    reservoir_ml, csf = truth.reservoir_ml, truth.ledger.to_csf_mcg
+    run.env.run(until=48.0 + 5 / 60)  # 5 min at 1 mL/min
+    dumped = run.pump.truth()
+    assert reservoir_ml - dumped.reservoir_ml == pytest.approx(5.0, rel=1e-9)
+    assert dumped.ledger.to_csf_mcg - csf == pytest.approx(5.0 * 500.0, rel=1e-6)
+    run.env.run(until=49.0)  # the rest of the hour in the field: all of it is gone
+    assert run.pump.truth().reservoir_ml == 0.0
+    assert abs(run.pump.truth().ledger.imbalance_mcg) < 1e-9 * truth.ledger.filled_mcg
+    # No valve: the reset is refused, naming why.
+    with pytest.raises(Refusal) as refused:
+        run.pump.call(run.pump.firmware.reset_mri_valve)
+    assert refused.value.code is ResultCode.NOT_SUPPORTED
+
+
+@pytest.mark.itpump(profile="valve-gated-20")
+def test_valve_reset_over_telemetry(
+    itpump_pump: RigPump, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    itpump_pump.inject("mri")
+    itpump_pump.advance(1.0)
+    itpump_pump.clear("mri")
+    assert itpump_pump.truth().faults == ()
+    key_hex = itpump_pump.key.hex()
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "valve-reset"]) == 0
+    assert "valve reset" in capsys.readouterr().out
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        programmer.reset_mri_valve()
+        log = programmer.read_log()
+    assert [r.event for r in log[:2]] == ["MRI_VALVE_RESET", "MRI_VALVE_RESET"]
+
+
+# ---------------------------------------------------------------- drug library (issue 10)
+def test_20_mg_per_ml_baclofen_is_refused_naming_the_drug_and_range() -> None:
+    _env, pump = make_pump(fill_ml=0.0, prime=False)
+    with pytest.raises(Refusal) as refused:
+        pump.refill(20.0, "baclofen", 20000.0)
+    assert refused.value.code is ResultCode.OUT_OF_RANGE
+    assert "baclofen: 50..2000 mcg/mL" in refused.value.detail
+    assert pump.truth().reservoir_ml == 0.0  # refused: nothing injected
+    with pytest.raises(Refusal) as unknown:
+        pump.refill(20.0, "baclofenn", 500.0)
+    assert "not in the pump's drug library" in unknown.value.detail
+    assert "morphine" in unknown.value.detail
+    pump.refill(20.0, "Baclofen", 2000.0)  # names match case-insensitively
+
+
+def test_a_program_beyond_the_drugs_daily_limit_is_refused() -> None:
+    _env, pump = make_pump(conc=2000.0)
+    fw = pump.firmware
+    with pytest.raises(Refusal) as refused:
+        pump.call(fw.program, continuous(400.0, 4000.0))  # a 10x slip in the daily maximum
+    assert refused.value.code is ResultCode.DAILY_DOSE_EXCEEDED
+    assert "baclofen: 0..2000 mcg/day" in refused.value.detail
+    pump.call(fw.program, continuous(400.0, 700.0))
+    # A refill with a drug whose limit (clonidine: 600) the program exceeds is refused too.
+    with pytest.raises(Refusal) as switch:
+        pump.refill(5.0, "clonidine", 500.0)
+    assert "clonidine" in switch.value.detail
+
+
+def test_the_library_file_is_validated() -> None:
+    good = {
+        "name": "x",
+        "min_concentration_mcg_per_ml": 1.0,
+        "max_concentration_mcg_per_ml": 2.0,
+        "min_daily_dose_mcg": 0.0,
+        "max_daily_dose_mcg": 1.0,
+        "pk_model": "none",
+    }
+    assert parse_library({"drug": [good]}, "lib").find("X") is not None
+    for bad, message in [
+        ({**good, "pk_model": "aspirin"}, "pk_model one of baclofen, none"),
+        ({**good, "min_concentration_mcg_per_ml": 3.0}, "each min must not exceed its max"),
+        ({**good, "max_daily_dose_mcg": "1"}, "max_daily_dose_mcg must be a float"),
+        ({k: v for k, v in good.items() if k != "name"}, "needs exactly the fields"),
+    ]:
+        with pytest.raises(DrugLibraryError, match=message):
+            parse_library({"drug": [bad]}, "lib")
+
+
+def _drug_scenario(drug: str, conc: float) -> dict[str, object]:
+    return {
+        "scenario": {"name": drug, "duration": "3d"},
+        "actions": [
+            {"type": "refill", "at": 0, "volume_ml": 20.0, "drug": drug,
+             "concentration_mcg_per_ml": conc},
+            {"type": "prime", "at": 0},
+            {"type": "program", "at": "1h", "mode": "continuous", "dose_mcg_per_day": 300.0,
+             "max_daily_dose_mcg": 600.0},
+        ],
+    }
+
+
+def test_a_drug_without_pk_gets_no_concentrations_not_baclofens() -> None:
+    morphine = ScenarioRun(parse_scenario(_drug_scenario("morphine", 1000.0)))
+    assert morphine.pk_model is None
+    result = morphine.run()
+    assert not result.refusals
+    columns = timeseries(result, np.array([24.0, 48.0]))
+    assert np.isnan(columns["csf_lumbar_ng_per_ml"]).all()
+    assert np.isnan(columns["plasma_ng_per_ml"]).all()
+    baclofen = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0))).run()
+    assert (timeseries(baclofen, np.array([48.0]))["csf_lumbar_ng_per_ml"] > 100.0).all()
+
+
+def test_simulate_writes_its_outputs_for_a_drug_without_pk(tmp_path: Path) -> None:
+    path = tmp_path / "morphine.toml"
+    path.write_text(
+        """
+[scenario]
+name = "morphine"
+duration = "3d"
+
+[[actions]]
+at = 0
+type = "refill"
+volume_ml = 20
+drug = "morphine"
+concentration_mcg_per_ml = 1000
+
+[[actions]]
+at = "1h"
+type = "program"
+mode = "continuous"
+dose_mcg_per_day = 300
+max_daily_dose_mcg = 600
+""",
+        encoding="utf-8",
+    )
+    assert main(["simulate", str(path), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "report.png").stat().st_size > 0
+
+
+def test_a_live_patient_stops_at_a_refill_with_a_drug_without_pk() -> None:
+    run = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0)), live_pk=True)
+    run.env.run(until=24.0)
+    assert run.pump.concentrations() is not None
+    run.pump.refill(10.0, "morphine", 1000.0)
+    assert run.pump.concentrations() is None

@@ -402,7 +402,7 @@ def test_commanded_rate_never_exceeds_the_drive_maximum() -> None:
     fw.program(
         TherapyProgram(
             mode=TherapyMode.FLEX,
-            max_daily_dose_mcg=5000,
+            max_daily_dose_mcg=2000,
             flex_steps=(FlexStep(0, 100), FlexStep(9 * 60, 1100)),
         )
     )

@@ -195,6 +195,7 @@ def test_the_catheter_tip_level_reaches_the_patient_model() -> None:
     def lumbar_on_day_3(tip_cm: float) -> float:
         implant = base.implant.model_copy(update={"catheter_tip_cm": tip_cm})
         run = ScenarioRun(base.model_copy(update={"implant": implant}))
+        assert run.pk_model is not None
         assert run.pk_model.parameters.catheter_tip_cm == tip_cm
         run.env.run(until=72.0)
         run.pump.truth()

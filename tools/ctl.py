@@ -356,6 +356,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     _command(sub, "stop", cmd_stop, "stop all delivery")
+    _command(
+        sub,
+        "valve-reset",
+        cmd_valve_reset,
+        "reopen a valve-gated pump's MRI safety valve after a scan",
+    )
     p = _command(
         sub,
         "catheter-revision",
@@ -426,7 +432,13 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
     if info is not None:
         rows.append(("Pump", f"{info.serial}  {info.model}  firmware {info.firmware_version}"))
     rows += [
-        ("Clock", _when_s(s.time)),
+        (
+            "Clock",
+            _when_s(s.time)
+            if s.clock_valid
+            else f"{_when_s(s.time)}  NOT SET (lost at a power-on reset): set the clock, "
+            "then commit a program",
+        ),
         ("Therapy", f"{s.therapy_state.name} at {s.rate_ml_per_day:.3f} mL/day"),
         ("Drug", f"{p.drug or '(none)'}  {p.concentration_mcg_per_ml:g} mcg/mL"),
         ("Patient", p.patient_id or "(none)"),
@@ -876,6 +888,12 @@ def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
         ),
     ]
     return Output(_rows(rows), to_data(result))
+
+
+def cmd_valve_reset(pump: PumpClient, _args: argparse.Namespace) -> Output:
+    """MRI_VALVE_RESET."""
+    pump.reset_mri_valve()
+    return Output("MRI safety valve reset: delivery can resume", {"valve_reset": True})
 
 
 def cmd_catheter_revision(pump: PumpClient, args: argparse.Namespace) -> Output:

@@ -122,6 +122,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "existing file resumes the pumps and the clock where they were (trusted input: "
         "point it only at files itpump wrote)",
     )
+    parser.add_argument(
+        "--unclean-restart",
+        choices=("resume", "power-on-reset"),
+        default="resume",
+        help="with --state, when the file was not closed by a clean stop (the server was "
+        "killed): 'resume' each pump exactly where it was committed (default), or treat the "
+        "kill as a power loss: each pump comes back in its power-on-reset state (clock and "
+        "program lost, minimum rate, critical alarm), if its profile resets on power loss",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per pump line")
     parser.add_argument(
         "--capture",
@@ -311,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
             turnaround=args.turnaround_ms is None,
             capture=args.capture,
             state=args.state,
+            unclean_restart=args.unclean_restart,
         )
     except StateFileError as exc:
         raise UsageError(f"--state: {exc}") from None

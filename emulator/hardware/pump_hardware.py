@@ -234,8 +234,8 @@ class PumpHardware:
         if fault.kind is FaultKind.BATTERY_DROP:
             self.battery.set_remaining_fraction(fault.value / 100.0)
             del self.faults[fault.kind]  # a one-off event, not a lasting condition
-        if fault.kind is FaultKind.MRI and self.profile.mechanism is Mechanism.VALVE_GATED:
-            self.valve_budget_ml = (self.profile.mri_valve_shutoff_ul or 10.0) / 1000.0
+        if fault.kind is FaultKind.MRI and self.profile.mri_valve_shutoff_ul is not None:
+            self._arm_valve()
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
 
@@ -245,12 +245,35 @@ class PumpHardware:
         fault = self.faults.pop(kind, None)
         removed = fault is not None
         if kind is FaultKind.MRI:
-            self.valve_budget_ml = math.inf  # valve reset by the clinician after the scan
+            if self.valve_budget_ml > 0:
+                # Out of the field before the valve tripped: nothing latched. A tripped valve
+                # stays shut (budget 0) until `reset_valve`, a clinician's telemetry command.
+                self.valve_budget_ml = math.inf
             if fault is not None and self.profile.mechanism is Mechanism.PERISTALTIC:
                 self.motor_restart_h = t_h + fault.value
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return removed
+
+    def _arm_valve(self) -> None:
+        shutoff_ul = self.profile.mri_valve_shutoff_ul
+        if shutoff_ul is not None and self.profile.mechanism is Mechanism.VALVE_GATED:
+            self.valve_budget_ml = min(self.valve_budget_ml, shutoff_ul / 1000.0)
+
+    @property
+    def valve_shut(self) -> bool:
+        """The MRI safety valve has tripped and not been reset."""
+        return self.valve_budget_ml <= 0
+
+    def reset_valve(self, t_h: float) -> None:
+        """Reopen the MRI safety valve (the firmware's reset command); still in the field, it
+        arms again and trips after its shut-off volume."""
+        self.advance_to(t_h)
+        self.valve_budget_ml = math.inf
+        if FaultKind.MRI in self.faults:
+            self._arm_valve()
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
 
     def add_telemetry_time(self, seconds: float) -> None:
         """Charge drawn by a telemetry session."""
@@ -282,6 +305,9 @@ class PumpHardware:
             self.advance_to(self.motor_restart_h)
             if self.listener is not None:
                 self.listener.on_breakpoint(self.t_h)
+        if FaultKind.MRI in self.faults and self.profile.dumps_in_mri:
+            self._advance_dumping(t_h)
+            return
         t0 = self.t_h
         faults = self.faults
         battery = self.battery
@@ -342,6 +368,33 @@ class PumpHardware:
                 self.stroke_position += rate * (t_h - t)
                 self._draw(t_h - t, rate)
                 break
+        self.t_h = t_h
+        self._track(rate)
+
+    def _advance_dumping(self, t_h: float) -> None:
+        """A valve-gated pump without a safety valve in a magnetic field: both valves open and
+        the pressurised reservoir empties through the catheter at the profile's dump rate,
+        whatever the drive is commanded (and with or without power). Only an occlusion holds
+        part of it back."""
+        t0 = self.t_h
+        dead = self.dead
+        rate = 0.0 if dead else self.stroke_rate_per_h
+        t_death = math.inf if dead else self._battery_death_h(t0, rate)
+        if t_death < t_h - _EPS_H:
+            self._advance_dumping(t_death)
+            self.battery.set_remaining_fraction(0.0)
+            if self.listener is not None:
+                self.listener.on_breakpoint(t_death)
+            t0, rate = self.t_h, 0.0
+        occlusion = self.faults.get(FaultKind.OCCLUSION)
+        flow_ml_per_h = self.profile.mri_dump_ml_per_min * 60.0 * (
+            1.0 - (occlusion.value if occlusion is not None else 0.0)
+        )
+        if flow_ml_per_h > 0 and self.reservoir_ml > 0:
+            t_dry = t0 + self.reservoir_ml / flow_ml_per_h
+            self._move(t0, min(t_h, t_dry), flow_ml_per_h, self._tissue_fraction())
+        self._draw(t_h - t0, rate)
+        self.stroke_position += rate * (t_h - t0)
         self.t_h = t_h
         self._track(rate)
 

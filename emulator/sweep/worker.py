@@ -254,8 +254,9 @@ def execute_run(sweep: Sweep, run_id: int) -> RunRecord:
         sim = ScenarioRun(scenario, p.pump_seed, profile)
         # Outputs come from the recorded history (no live PK): swapping the patient model
         # before the run gives this run's virtual patient everywhere.
-        sim.pk_model = model
-        sim.result.pk_model = model
+        if sim.pk_model is not None:  # a drug without PK keeps no concentration output
+            sim.pk_model = model
+            sim.result.pk_model = model
         entered: list[tuple[float, float]] = []
         pump = sim.pump
         pump.refill = _entered_refill(  # type: ignore[method-assign]

@@ -39,6 +39,7 @@ local MESSAGES = {
   [0x42] = { name = "RESUME_THERAPY", request = "ResumeTherapyRequest", response = "Ack" },
   [0x50] = { name = "REFILL", request = "RefillRequest", response = "RefillResponse" },
   [0x51] = { name = "CATHETER_REVISION", request = "CatheterRevisionRequest", response = "CatheterRevisionResponse" },
+  [0x52] = { name = "MRI_VALVE_RESET", request = "MriValveResetRequest", response = "Ack" },
 }
 local STRUCTS = {
   IdentifyRequest = {
@@ -94,6 +95,7 @@ local STRUCTS = {
     { "alarms", { k = "list", item = { k = "struct", s = "Alarm" } } },
     { "projected_empty_s", { k = "u", n = 4, none = 0 } },
     { "unprimed_nl", { k = "u", n = 4 } },
+    { "clock_valid", { k = "bool" } },
   },
   TherapyProgram = {
     { "max_daily_dose_ng", { k = "u", n = 4 } },
@@ -236,6 +238,8 @@ local STRUCTS = {
   },
   CatheterRevisionResponse = {
     { "unprimed_nl", { k = "u", n = 4 } },
+  },
+  MriValveResetRequest = {
   },
 }
 local ENUMS = {
