@@ -197,6 +197,9 @@ def test_a_partial_pocket_fill_is_systemic_exposure_then_a_withdrawal_the_pump_d
 ):
     result = _run("pocket-fill-partial")
     assert result.pump.truth().ledger.to_tissue_mcg == pytest.approx(10 * 2000.0)
+    # Delivery to the CSF goes on at 600 mcg/day through the refill day.
+    delivered = timeseries(result, np.array([9, 10, 11, 12]) * DAY_H)["delivered_csf_mcg"]
+    assert list(np.diff(delivered)) == pytest.approx([600.0] * 3, rel=0.02)
     exposure = _exposure(result)
     # Far above the label's intrathecal 0-5 ng/mL, short of the CNS-depression level.
     assert exposure["plasma_peak_utc"].startswith("2026-03-12T")
