@@ -3,9 +3,9 @@
 Panels share a calendar time axis: reservoir (true vs the pump's estimate), daily dose (what
 truly left the catheter vs what was programmed), CSF concentrations against the therapeutic
 range, plasma against the CNS-depression threshold, and a timeline of alarms and of what was
-done to the pump (refills, primes, programs, boluses, faults; refused actions greyed). Fault
-periods are shaded across every panel. Built with matplotlib's object API (no pyplot state),
-so tests can inspect the figure's artists without looking at pixels.
+done to the pump (refills, primes, catheter revisions, programs, boluses, faults; refused
+actions greyed). Fault periods are shaded across every panel. Built with matplotlib's object
+API (no pyplot state), so tests can inspect the figure's artists without looking at pixels.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray, interp_right
 from itpump.emulator.scenario import (
     BolusAction,
+    CatheterRevisionAction,
     ClearFaultAction,
     FaultAction,
     PatientBolusAction,
@@ -44,6 +45,8 @@ EVENT_ROWS = ("refill", "prime", "program", "bolus", "fault")
 _EVENT_ROW_OF = {
     "refill": "refill",
     "prime": "prime",
+    # A new catheter is what makes a prime allowed (or refused): on the prime row.
+    "catheter_revision": "prime",
     "program": "program",
     "bolus": "bolus",
     "patient_bolus": "bolus",
@@ -453,6 +456,7 @@ def _timeline_panel(
     styles = {
         "refill": ("v", "tab:blue"),
         "prime": ("D", "tab:cyan"),
+        "catheter_revision": ("P", "tab:purple"),
         "program": ("s", "black"),
         "bolus": ("^", "tab:green"),
         "patient_bolus": ("^", "tab:olive"),
@@ -500,6 +504,16 @@ def _timeline_panel(
                 textcoords="offset points",
                 fontsize=6,
                 color="tab:red",
+            )
+        elif isinstance(action, CatheterRevisionAction):
+            told = "" if action.tell_pump else ", pump not told"
+            ax.annotate(
+                f"new catheter {action.length_cm:g} cm{told}",
+                (at, row),
+                xytext=(3, 5),
+                textcoords="offset points",
+                fontsize=6,
+                color="tab:purple",
             )
     ax.set_yticks(range(len(rows)), [r.replace("_", " ") for r in rows], fontsize=7)
     ax.set_ylim(-0.6, len(rows) - 0.4)

@@ -217,7 +217,7 @@ def test_a_partial_pocket_fill_is_systemic_exposure_then_a_withdrawal_the_pump_d
     assert exposure["csf_below_range_first_utc"].startswith("2026-04-14T")
 
 
-def test_a_catheter_revision_told_to_the_pump_is_primed_with_no_gap_and_counted() -> None:
+def test_a_catheter_revision_told_to_the_pump_is_primed_counted_and_keeps_csf_in_range() -> None:
     run = ScenarioRun(load_scenario("catheter-revision-prime"))
     run.env.run(until=5 * DAY_H + 2.0)
     status = run.pump.firmware.status()
@@ -229,6 +229,12 @@ def test_a_catheter_revision_told_to_the_pump_is_primed_with_no_gap_and_counted(
     (refused,) = result.refusals
     assert (refused.t_h, refused.type, refused.code) == (5 * DAY_H + 1.0, "prime", "INVALID_STATE")
     assert "920 mcg into the CSF" in refused.detail
+    # Drug leaves the new tip again within two hours of the surgery, at the basal rate.
+    revision_h = 5 * DAY_H
+    times_h = np.array([revision_h, revision_h + 1.5, revision_h + 2.0, revision_h + 4.0])
+    delivered = timeseries(result, times_h)["delivered_csf_mcg"]
+    assert delivered[1] == pytest.approx(delivered[0])  # the new catheter is filling
+    assert np.diff(delivered)[-1] == pytest.approx(300.0 / 12, rel=0.05)
     exposure = _exposure(result)
     assert exposure["csf_below_range_h"] == 0.0
     assert exposure["csf_above_range_h"] == 0.0

@@ -126,3 +126,11 @@ def test_the_pk_plot_has_a_title_dose_markers_and_days_for_long_runs() -> None:
     short_run = _pk_run("ID,TIME,AMT,RATE,EVID,CMT\n1,0,50,0,1,1\n1,12,.,.,0,.\n")
     assert isinstance(short_run, PredictionRun)
     assert render_predictions(short_run).axes[-1].get_xlabel() == "time (h)"
+
+
+def test_a_catheter_revision_is_marked_and_says_whether_the_pump_was_told() -> None:
+    result = ScenarioRun(load_scenario("catheter-revision-untold")).run()
+    timeline = report_figure(result, timeseries(result)).axes[-1]
+    assert {"catheter revision", "refused"} <= set(_labels(timeline))
+    notes = [text.get_text() for text in timeline.texts]
+    assert "new catheter 100 cm, pump not told" in notes
