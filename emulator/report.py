@@ -27,6 +27,7 @@ from itpump.emulator.scenario import (
     FaultAction,
     PatientBolusAction,
     ProgramAction,
+    RefillAction,
     Scenario,
     SimpleAction,
 )
@@ -54,6 +55,19 @@ _EVENT_ROW_OF = {
     "fault": "fault",
     "clear_fault": "fault",
 }
+
+
+def _refill_mismatch(action: RefillAction) -> str:
+    """What a refill physically did that the clinician did not enter (empty when none)."""
+    notes = []
+    if action.entered_drug is not None and action.entered_drug != action.drug:
+        notes.append(f"filled {action.drug}, entered {action.entered_drug}")
+    entered_conc = action.entered_concentration_mcg_per_ml
+    if entered_conc is not None and entered_conc != action.concentration_mcg_per_ml:
+        notes.append(f"filled {action.concentration_mcg_per_ml:g} mcg/mL, entered {entered_conc:g}")
+    if action.pocket_fill_fraction > 0:
+        notes.append(f"{100 * action.pocket_fill_fraction:g} % into the pocket")
+    return "; ".join(notes)
 
 
 def _mean_daily_mcg(action: ProgramAction) -> float:
@@ -329,9 +343,10 @@ def _clip_outliers(
     ax: Axes, edge_x: list[float], totals: FloatArray, programmed_max: float
 ) -> None:
     # A pocket fill puts a month of drug into one day: scaled to it, every other day (and the
-    # programmed line) would sit on the axis. Cut the axis at 3x the programmed dose and
-    # write the clipped day's amount on it instead.
-    top = 3.0 * programmed_max
+    # programmed line) would sit on the axis. Cut the axis at 5x the programmed dose and
+    # write the clipped day's amount on it instead; 5x keeps a fourfold overdose (2000 mcg/mL
+    # entered as 500) drawn to scale beside the programmed line.
+    top = 5.0 * programmed_max
     if totals.max(initial=0.0) <= top:
         return
     ax.set_ylim(0.0, top)
@@ -501,6 +516,15 @@ def _timeline_panel(
                 action.kind if isinstance(action, FaultAction) else f"{action.kind} cleared",
                 (at, row),
                 xytext=(3, 5 if isinstance(action, FaultAction) else -9),
+                textcoords="offset points",
+                fontsize=6,
+                color="tab:red",
+            )
+        elif isinstance(action, RefillAction) and (note := _refill_mismatch(action)):
+            ax.annotate(
+                note,
+                (at, row),
+                xytext=(3, 5),
                 textcoords="offset points",
                 fontsize=6,
                 color="tab:red",

@@ -134,3 +134,25 @@ def test_a_catheter_revision_is_marked_and_says_whether_the_pump_was_told() -> N
     assert {"catheter revision", "refused"} <= set(_labels(timeline))
     notes = [text.get_text() for text in timeline.texts]
     assert "new catheter 100 cm, pump not told" in notes
+
+
+def test_a_fourfold_overdose_is_drawn_to_scale_and_a_pocket_fill_is_clipped() -> None:
+    entry_error = ScenarioRun(load_scenario("concentration-entry-error")).run()
+    dose = report_figure(entry_error, timeseries(entry_error)).axes[1]
+    assert dose.get_ylim()[1] > 1200.0
+    assert not [text for text in dose.texts if "↑" in text.get_text()]
+    pocket = ScenarioRun(load_scenario("pocket-fill-partial")).run()
+    dose = report_figure(pocket, timeseries(pocket)).axes[1]
+    assert dose.get_ylim()[1] == pytest.approx(5 * 600.0)
+    (clipped,) = [text.get_text() for text in dose.texts if "↑" in text.get_text()]
+    assert clipped.startswith("20,")
+
+
+def test_a_refill_that_differs_from_its_entry_says_how_on_the_report() -> None:
+    for name, note in [
+        ("concentration-entry-error", "filled 2000 mcg/mL, entered 500"),
+        ("pocket-fill-partial", "50 % into the pocket"),
+    ]:
+        result = ScenarioRun(load_scenario(name)).run()
+        timeline = report_figure(result, timeseries(result)).axes[-1]
+        assert [text.get_text() for text in timeline.texts] == [note]
