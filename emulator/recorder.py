@@ -277,11 +277,27 @@ class Recorder:
     # ------------------------------------------------------------------ resampling
     def cumulative_points(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """(t, cumulative CSF mcg, cumulative tissue mcg) at every segment edge and bolus."""
-        t0 = np.asarray(self.seg_t0_h)
-        t1 = np.asarray(self.seg_t1_h)
-        csf = np.asarray(self.seg_csf_mcg_per_h) * (t1 - t0)
-        tissue = np.asarray(self.seg_tissue_mcg_per_h) * (t1 - t0)
-        bt = np.asarray(self.tissue_bolus_t_h)
+        t0 = np.asarray(self.seg_t0_h, dtype=np.float64)
+        t1 = np.asarray(self.seg_t1_h, dtype=np.float64)
+        csf_rate = np.asarray(self.seg_csf_mcg_per_h, dtype=np.float64)
+        tissue_rate = np.asarray(self.seg_tissue_mcg_per_h, dtype=np.float64)
+        bt = np.asarray(self.tissue_bolus_t_h, dtype=np.float64)
+        if len(bt) and len(t0):
+            # A bolus inside a segment splits it: a segment adds its mass only at its end, so
+            # unsplit, the bolus's points carried the total from the segment's start and the
+            # curves were flat up to the bolus, then too steep after it (a pocket fill in the
+            # middle of days of steady delivery showed a gap, then double the dose).
+            k = np.searchsorted(t0, bt, side="right") - 1
+            kc = np.maximum(k, 0)
+            inside = (k >= 0) & (bt > t0[kc]) & (bt < t1[kc])
+            order = np.argsort(bt[inside], kind="stable")
+            ks, cuts = k[inside][order], bt[inside][order]
+            t0 = np.insert(t0, ks + 1, cuts)
+            t1 = np.insert(t1, ks, cuts)
+            csf_rate = np.insert(csf_rate, ks + 1, csf_rate[ks])
+            tissue_rate = np.insert(tissue_rate, ks + 1, tissue_rate[ks])
+        csf = csf_rate * (t1 - t0)
+        tissue = tissue_rate * (t1 - t0)
         nb = len(bt)
         # A bolus is a jump: one point just before it (no increment), one after it.
         times = np.concatenate([t0, t1, bt, bt])

@@ -3,9 +3,9 @@
 Panels share a calendar time axis: reservoir (true vs the pump's estimate), daily dose (what
 truly left the catheter vs what was programmed), CSF concentrations against the therapeutic
 range, plasma against the CNS-depression threshold, and a timeline of alarms and of what was
-done to the pump (refills, primes, programs, boluses, faults; refused actions greyed). Fault
-periods are shaded across every panel. Built with matplotlib's object API (no pyplot state),
-so tests can inspect the figure's artists without looking at pixels.
+done to the pump (refills, primes, catheter revisions, programs, boluses, faults; refused
+actions greyed). Fault periods are shaded across every panel. Built with matplotlib's object
+API (no pyplot state), so tests can inspect the figure's artists without looking at pixels.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray, interp_right
 from itpump.emulator.scenario import (
     BolusAction,
+    CatheterRevisionAction,
     ClearFaultAction,
     FaultAction,
     PatientBolusAction,
     ProgramAction,
+    RefillAction,
     Scenario,
     SimpleAction,
 )
@@ -44,6 +46,8 @@ EVENT_ROWS = ("refill", "prime", "program", "bolus", "fault")
 _EVENT_ROW_OF = {
     "refill": "refill",
     "prime": "prime",
+    # A new catheter is what makes a prime allowed (or refused): on the prime row.
+    "catheter_revision": "prime",
     "program": "program",
     "bolus": "bolus",
     "patient_bolus": "bolus",
@@ -51,6 +55,19 @@ _EVENT_ROW_OF = {
     "fault": "fault",
     "clear_fault": "fault",
 }
+
+
+def _refill_mismatch(action: RefillAction) -> str:
+    """What a refill physically did that the clinician did not enter (empty when none)."""
+    notes = []
+    if action.entered_drug is not None and action.entered_drug != action.drug:
+        notes.append(f"filled {action.drug}, entered {action.entered_drug}")
+    entered_conc = action.entered_concentration_mcg_per_ml
+    if entered_conc is not None and entered_conc != action.concentration_mcg_per_ml:
+        notes.append(f"filled {action.concentration_mcg_per_ml:g} mcg/mL, entered {entered_conc:g}")
+    if action.pocket_fill_fraction > 0:
+        notes.append(f"{100 * action.pocket_fill_fraction:g} % into the pocket")
+    return "; ".join(notes)
 
 
 def _mean_daily_mcg(action: ProgramAction) -> float:
@@ -326,9 +343,10 @@ def _clip_outliers(
     ax: Axes, edge_x: list[float], totals: FloatArray, programmed_max: float
 ) -> None:
     # A pocket fill puts a month of drug into one day: scaled to it, every other day (and the
-    # programmed line) would sit on the axis. Cut the axis at 3x the programmed dose and
-    # write the clipped day's amount on it instead.
-    top = 3.0 * programmed_max
+    # programmed line) would sit on the axis. Cut the axis at 5x the programmed dose and
+    # write the clipped day's amount on it instead; 5x keeps a fourfold overdose (2000 mcg/mL
+    # entered as 500) drawn to scale beside the programmed line.
+    top = 5.0 * programmed_max
     if totals.max(initial=0.0) <= top:
         return
     ax.set_ylim(0.0, top)
@@ -453,6 +471,7 @@ def _timeline_panel(
     styles = {
         "refill": ("v", "tab:blue"),
         "prime": ("D", "tab:cyan"),
+        "catheter_revision": ("P", "tab:purple"),
         "program": ("s", "black"),
         "bolus": ("^", "tab:green"),
         "patient_bolus": ("^", "tab:olive"),
@@ -500,6 +519,25 @@ def _timeline_panel(
                 textcoords="offset points",
                 fontsize=6,
                 color="tab:red",
+            )
+        elif isinstance(action, RefillAction) and (note := _refill_mismatch(action)):
+            ax.annotate(
+                note,
+                (at, row),
+                xytext=(3, 5),
+                textcoords="offset points",
+                fontsize=6,
+                color="tab:red",
+            )
+        elif isinstance(action, CatheterRevisionAction):
+            told = "" if action.tell_pump else ", pump not told"
+            ax.annotate(
+                f"new catheter {action.length_cm:g} cm{told}",
+                (at, row),
+                xytext=(3, 5),
+                textcoords="offset points",
+                fontsize=6,
+                color="tab:purple",
             )
     ax.set_yticks(range(len(rows)), [r.replace("_", " ") for r in rows], fontsize=7)
     ax.set_ylim(-0.6, len(rows) - 0.4)

@@ -18,6 +18,7 @@ from itpump.emulator.runner import RunResult, ScenarioRun
 from itpump.emulator.scenario import Scenario, load_scenario
 
 DAY_H = 24.0
+DAY_S = DAY_H * 3600.0
 
 
 def _run(name: str, days: float | None = None) -> RunResult:
@@ -166,3 +167,123 @@ def test_an_under_infusing_pump_reaches_minimum_rate_mode_with_drug_left() -> No
     exposure = _exposure(result)
     assert exposure["csf_lumbar_peak_ng_per_ml"] < 0.8 * 278.0  # under-dosed from the start
     assert exposure["csf_below_range_h"] > 24.0
+
+
+def test_a_concentration_entry_error_is_a_fourfold_overdose_the_pump_reports_as_normal() -> None:
+    run = ScenarioRun(load_scenario("concentration-entry-error"))
+    run.env.run(until=7 * DAY_H)
+    csf_day7_mcg = run.pump.truth().ledger.to_csf_mcg
+    run.env.run(until=8 * DAY_H)
+    status = run.pump.firmware.status()
+    # The pump, told 500 mcg/mL, reports the programmed dose; 2000 mcg/mL reach the CSF.
+    assert status.dose_last_24h_mcg == pytest.approx(300.0, rel=0.01)
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert run.pump.truth().ledger.to_csf_mcg - csf_day7_mcg == pytest.approx(1200.0, rel=0.02)
+    result = run.run()
+    assert result.refusals == []
+    assert result.pump.recorder is not None
+    assert result.pump.recorder.alarm_transitions == []
+    exposure = _exposure(result)
+    # Above the range from the day after the day-5 refill, until the day after the day-9 fix.
+    assert exposure["csf_above_range_first_utc"].startswith("2026-04-12T")
+    assert 4 * DAY_H - 6.0 < exposure["csf_above_range_h"] < 4 * DAY_H + 6.0
+    before = float(np.mean(_lumbar(result, 3 * DAY_H, 5 * DAY_H)))
+    assert exposure["csf_lumbar_peak_ng_per_ml"] / before == pytest.approx(4.0, rel=0.05)
+    assert not exposure["systemic_overdose"]  # intrathecal: the danger is in the CSF
+
+
+def test_a_partial_pocket_fill_is_systemic_exposure_then_a_withdrawal_the_pump_does_not_see() -> (
+    None
+):
+    result = _run("pocket-fill-partial")
+    assert result.pump.truth().ledger.to_tissue_mcg == pytest.approx(10 * 2000.0)
+    # Delivery to the CSF goes on at 600 mcg/day through the refill day.
+    delivered = timeseries(result, np.array([9, 10, 11, 12]) * DAY_H)["delivered_csf_mcg"]
+    assert list(np.diff(delivered)) == pytest.approx([600.0] * 3, rel=0.02)
+    exposure = _exposure(result)
+    # Far above the label's intrathecal 0-5 ng/mL, short of the CNS-depression level.
+    assert exposure["plasma_peak_utc"].startswith("2026-03-12T")
+    assert 50 * 5.0 < exposure["plasma_peak_ng_per_ml"] < thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML
+    assert not exposure["systemic_overdose"]
+    # 10 mL truly in the reservoir at 0.3 mL/day: dry about 33 days after the day-10 refill.
+    empty_h = first_truly_empty_h(result)
+    assert empty_h is not None
+    assert 43 * DAY_H < empty_h < 44 * DAY_H
+    recorder = result.pump.recorder
+    assert recorder is not None
+    believed_ml = float(np.interp(empty_h, recorder.fw_t_h, recorder.fw_reservoir_ml))
+    assert believed_ml == pytest.approx(10.0, abs=0.3)
+    assert recorder.alarm_transitions == []
+    assert exposure["csf_below_range_first_utc"].startswith("2026-04-14T")
+
+
+def test_a_catheter_revision_told_to_the_pump_is_primed_counted_and_keeps_csf_in_range() -> None:
+    run = ScenarioRun(load_scenario("catheter-revision-prime"))
+    run.env.run(until=5 * DAY_H + 2.0)
+    status = run.pump.firmware.status()
+    assert status.catheter.length_cm == 100.0
+    assert status.unprimed_ml == 0.0
+    new_catheter_mcg = 100 * 2.6 / 1000 * 2000.0
+    assert status.dose_last_24h_mcg == pytest.approx(300.0 + new_catheter_mcg, abs=10.0)
+    result = run.run()
+    (refused,) = result.refusals
+    assert (refused.t_h, refused.type, refused.code) == (5 * DAY_H + 1.0, "prime", "INVALID_STATE")
+    assert "920 mcg into the CSF" in refused.detail
+    # Drug leaves the new tip again within two hours of the surgery, at the basal rate.
+    revision_h = 5 * DAY_H
+    times_h = np.array([revision_h, revision_h + 1.5, revision_h + 2.0, revision_h + 4.0])
+    delivered = timeseries(result, times_h)["delivered_csf_mcg"]
+    assert delivered[1] == pytest.approx(delivered[0])  # the new catheter is filling
+    assert np.diff(delivered)[-1] == pytest.approx(300.0 / 12, rel=0.05)
+    exposure = _exposure(result)
+    assert exposure["csf_below_range_h"] == 0.0
+    assert exposure["csf_above_range_h"] == 0.0
+
+
+def test_a_catheter_revision_not_told_refuses_the_prime_and_leaves_a_withdrawal_gap() -> None:
+    result = _run("catheter-revision-untold")
+    (refused,) = result.refusals
+    assert (refused.t_h, refused.type, refused.code) == (5 * DAY_H, "prime", "INVALID_STATE")
+    status = result.pump.firmware.status()
+    assert status.catheter.length_cm == 110.0  # the pump's record still has the old catheter
+    assert status.dose_last_24h_mcg == pytest.approx(300.0, rel=0.01)
+    exposure = _exposure(result)
+    # The new catheter fills at 0.15 mL/day: 1.7 days with no drug at the tip.
+    assert exposure["csf_below_range_first_utc"].startswith("2026-05-09T")
+    assert 30.0 < exposure["csf_below_range_h"] < 1.7 * DAY_H
+
+
+def test_the_refill_date_projection_counts_patient_boluses_where_basal_only_was_a_week_late() -> (
+    None
+):
+    scenario = load_scenario("refill-date-boluses")
+    run = ScenarioRun(scenario)
+    run.env.run(until=7 * DAY_H)
+    status = run.pump.firmware.status()
+    projected_low_s = status.projected_low_reservoir_rtc_s
+    projected_empty_s = status.projected_empty_rtc_s
+    assert projected_low_s is not None
+    assert projected_empty_s is not None
+    basal_only = ScenarioRun(
+        scenario.model_copy(
+            update={"actions": [a for a in scenario.actions if a.type != "patient_bolus"]}
+        )
+    )
+    basal_only.env.run(until=7 * DAY_H)
+    basal_low_s = basal_only.pump.firmware.status().projected_low_reservoir_rtc_s
+    assert basal_low_s is not None
+
+    result = run.run()
+    start_s = scenario.scenario.start.timestamp()
+    low_h = first_alarm_h(result, "low_reservoir")
+    empty_h = first_alarm_h(result, "empty_reservoir")
+    assert low_h is not None
+    assert empty_h is not None
+    assert abs(projected_low_s - (start_s + low_h * 3600.0)) < DAY_S
+    assert abs(projected_empty_s - (start_s + empty_h * 3600.0)) < DAY_S
+    assert basal_low_s - (start_s + low_h * 3600.0) > 6 * DAY_S
+    # The run ends the day before the basal-only alarm date, in minimum-rate mode.
+    assert result.scenario.end_h * 3600.0 + start_s < basal_low_s
+    assert result.pump.firmware.status().therapy_state.value == "minimum_rate"
+    assert [o.type for o in result.refusals] == ["patient_bolus"] * 4
+    assert _exposure(result)["csf_below_range_first_utc"].startswith("2026-03-11T")

@@ -8,7 +8,7 @@ import pytest
 from benchmarks.bench_therapy_year import scenario
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.patient import concentration_columns
-from itpump.emulator.recorder import Recorder
+from itpump.emulator.recorder import Recorder, interp_right
 from itpump.emulator.runner import ScenarioRun
 from tests.tolerances import MODAL_ROUNDING_ULPS, assert_close_to_peak
 
@@ -92,3 +92,24 @@ async def test_a_served_pump_keeps_a_bounded_history_its_charts_can_read() -> No
     live = pump.concentrations()
     assert live is not None
     assert view["csf_lumbar_ng_per_ml"][-1] == pytest.approx(live.csf_lumbar_ng_per_ml, abs=1e-3)
+
+
+def test_a_tissue_bolus_inside_a_segment_leaves_the_delivery_curves_straight() -> None:
+    """A pocket fill in the middle of days of steady delivery: the CSF curve keeps its slope
+    through the bolus (it used to be flat up to it, then twice as steep) and tissue jumps."""
+    recorder = Recorder()
+    recorder.add_segment(0.0, 100.0, 10.0, 1.0)
+    recorder.add_segment(100.0, 200.0, 20.0, 0.0)
+    recorder.add_tissue_bolus(30.0, 500.0)
+    recorder.add_tissue_bolus(60.0, 700.0)
+    recorder.add_tissue_bolus(100.0, 50.0)  # on a segment edge: no split needed
+    t, csf, tissue = recorder.cumulative_points()
+    assert list(t) == sorted(t)
+    times_h = [15.0, 29.5, 30.0, 45.0, 59.5, 60.0, 100.0, 150.0, 200.0]
+    assert list(interp_right(times_h, t, csf)) == pytest.approx(
+        [150.0, 295.0, 300.0, 450.0, 595.0, 600.0, 1000.0, 2000.0, 3000.0]
+    )
+    # At a bolus the curve takes the value after the jump.
+    assert list(interp_right(times_h, t, tissue)) == pytest.approx(
+        [15.0, 29.5, 530.0, 545.0, 559.5, 1260.0, 1350.0, 1350.0, 1350.0]
+    )

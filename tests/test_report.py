@@ -126,3 +126,33 @@ def test_the_pk_plot_has_a_title_dose_markers_and_days_for_long_runs() -> None:
     short_run = _pk_run("ID,TIME,AMT,RATE,EVID,CMT\n1,0,50,0,1,1\n1,12,.,.,0,.\n")
     assert isinstance(short_run, PredictionRun)
     assert render_predictions(short_run).axes[-1].get_xlabel() == "time (h)"
+
+
+def test_a_catheter_revision_is_marked_and_says_whether_the_pump_was_told() -> None:
+    result = ScenarioRun(load_scenario("catheter-revision-untold")).run()
+    timeline = report_figure(result, timeseries(result)).axes[-1]
+    assert {"catheter revision", "refused"} <= set(_labels(timeline))
+    notes = [text.get_text() for text in timeline.texts]
+    assert "new catheter 100 cm, pump not told" in notes
+
+
+def test_a_fourfold_overdose_is_drawn_to_scale_and_a_pocket_fill_is_clipped() -> None:
+    entry_error = ScenarioRun(load_scenario("concentration-entry-error")).run()
+    dose = report_figure(entry_error, timeseries(entry_error)).axes[1]
+    assert dose.get_ylim()[1] > 1200.0
+    assert not [text for text in dose.texts if "↑" in text.get_text()]
+    pocket = ScenarioRun(load_scenario("pocket-fill-partial")).run()
+    dose = report_figure(pocket, timeseries(pocket)).axes[1]
+    assert dose.get_ylim()[1] == pytest.approx(5 * 600.0)
+    (clipped,) = [text.get_text() for text in dose.texts if "↑" in text.get_text()]
+    assert clipped.startswith("20,")
+
+
+def test_a_refill_that_differs_from_its_entry_says_how_on_the_report() -> None:
+    for name, note in [
+        ("concentration-entry-error", "filled 2000 mcg/mL, entered 500"),
+        ("pocket-fill-partial", "50 % into the pocket"),
+    ]:
+        result = ScenarioRun(load_scenario(name)).run()
+        timeline = report_figure(result, timeseries(result)).axes[-1]
+        assert [text.get_text() for text in timeline.texts] == [note]
