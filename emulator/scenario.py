@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,13 +24,12 @@ from pydantic import (
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml
+from itpump.protocol import units
+from itpump.protocol.therapy import ProgramError, ProgramTable
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
-_UNIT_H = {"w": 168.0, "d": 24.0, "h": 1.0, "m": 1 / 60, "s": 1 / 3600}
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class ScenarioError(ValueError):
@@ -58,60 +56,11 @@ _MAX_MINUTES = 7 * 1440.0
 
 
 def parse_duration_h(value: object) -> float:
-    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
-    if isinstance(value, int | float):
-        number = float(value)
-        if number > MAX_DURATION_H:  # False for nan: the field's own check refuses it
-            raise ValueError(
-                f"{value!r} h is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
-                f"({MAX_DURATION_H:g} h)"
-            )
-        return number
-    if not isinstance(value, str):
-        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
-    text = value.strip().lower()
-    if text == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    for match in _DURATION_RE.finditer(text):
-        if text[pos : match.start()].strip():
-            break
-        total += float(match.group(1)) * _UNIT_H[match.group(2)]
-        pos = match.end()
-        if total > MAX_DURATION_H:
-            # Checked here, not only by the field's bound: '9' * 400 parses to inf, and a
-            # bare float message would not say which limit applies.
-            raise ValueError(
-                f"{value!r} is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
-                f"({MAX_DURATION_H:g} h)"
-            )
-    if pos == 0 or text[pos:].strip():
-        raise ValueError(
-            f"{value!r} is not a duration; use numbers with units w, d, h, m, s, e.g. '1d 8h'"
-        )
-    return total
-
-
-def parse_time_of_period_min(value: object) -> int:
-    """'08:00' (daily) or 'tue 08:00' (weekly, Monday first) -> minutes from period start."""
-    if not isinstance(value, str):
-        raise ValueError("expected 'HH:MM' or 'ddd HH:MM' (e.g. 'tue 08:00')")
-    text = value.strip().lower()
-    day = 0
-    if text[:3] in _DAYS:
-        day = _DAYS.index(text[:3])
-        text = text[3:].strip()
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
-    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValueError(f"{value!r} is not a time; expected 'HH:MM' or 'ddd HH:MM'")
-    return day * 1440 + int(match.group(1)) * 60 + int(match.group(2))
+    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours, at most 30 years."""
+    return units.parse_duration_h(value, MAX_DURATION_H)
 
 
 DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0, le=MAX_DURATION_H)]
-PeriodMin = Annotated[int, BeforeValidator(parse_time_of_period_min)]
 
 
 class _Model(BaseModel):
@@ -169,31 +118,6 @@ class Patient(_Model):
     weight_kg: float = Field(default=70.0, gt=0, le=300)
 
 
-class FlexStepSpec(_Model):
-    """One step of a flex pattern."""
-
-    start: PeriodMin
-    dose_mcg_per_day: float = Field(gt=0, le=_MAX_MCG)
-
-
-class PeriodicSpec(_Model):
-    """Periodic bolus settings."""
-
-    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
-    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
-    interval: DurationH = Field(gt=0)
-    first_offset: DurationH = 0.0
-
-
-class PatientBolusSpec(_Model):
-    """Patient-activated bolus settings."""
-
-    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
-    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
-    lockout_min: float = Field(gt=0, le=_MAX_MINUTES)
-    max_per_day: int = Field(ge=1, le=255)
-
-
 class _Timed(_Model):
     at: DurationH
     every: DurationH | None = Field(default=None, gt=0)
@@ -224,27 +148,11 @@ class PrimeAction(_Timed):
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
 
-class ProgramAction(_Timed):
-    """Program a therapy (validated and committed in one step)."""
+class ProgramAction(_Timed, ProgramTable):
+    """Program a therapy (validated and committed in one step); the keys are those of a
+    program document (protocol/therapy.py, docs/programmer.md)."""
 
     type: Literal["program"]
-    mode: Literal["stopped", "continuous", "flex", "periodic_bolus"]
-    max_daily_dose_mcg: float = Field(default=0.0, ge=0, le=_MAX_MCG)
-    dose_mcg_per_day: float = Field(default=0.0, ge=0, le=_MAX_MCG)
-    period: Literal["daily", "weekly"] = "daily"
-    steps: list[FlexStepSpec] = Field(default_factory=list)
-    periodic: PeriodicSpec | None = None
-    patient_bolus: PatientBolusSpec | None = None
-
-    @model_validator(mode="after")
-    def _mode_fields(self) -> ProgramAction:
-        if self.mode == "flex" and not self.steps:
-            raise ValueError("mode 'flex' needs 'steps'")
-        if self.mode == "periodic_bolus" and self.periodic is None:
-            raise ValueError("mode 'periodic_bolus' needs a 'periodic' table")
-        if self.mode == "continuous" and self.dose_mcg_per_day <= 0:
-            raise ValueError("mode 'continuous' needs dose_mcg_per_day > 0")
-        return self
 
 
 class BolusAction(_Timed):
@@ -420,7 +328,11 @@ def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scena
             given = err.get("input")
             shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
             msg = str(err["msg"]).removeprefix("Value error, ")
-            where = f"{_describe_loc(tuple(err['loc']), data)}: " if err["loc"] else ""
+            loc = tuple(err["loc"])
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, ProgramError):  # a program check names its own field
+                loc, msg = (*loc, cause.field), cause.message
+            where = f"{_describe_loc(loc, data)}: " if loc else ""
             lines.append(f"{where}{msg}{shown}")
         if len(lines) == 1:
             # One problem, one line: what a CI log or a script reading stderr shows first.

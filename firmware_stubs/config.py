@@ -27,5 +27,27 @@ class FirmwareConfig:
     charge_per_ml_mah: float
     eri_remaining_fraction: float
     firmware_version: str = "1.0.0"
+    # Device limits: what this model accepts from a clinician. The defaults are the
+    # shipped models'; a profile's [limits] table overrides them (emulator/device_profile.py).
+    # Scenario files are checked against them too, so they live here and nowhere else.
+    #: names stored and reported: drug, patient id (characters; the wire also caps bytes)
+    name_max_chars: int = 20
+    catheter_min_length_cm: float = 1.0
+    catheter_max_length_cm: float = 200.0
+    catheter_min_volume_ul_per_cm: float = 0.1
+    catheter_max_volume_ul_per_cm: float = 20.0
+    min_concentration_mcg_per_ml: float = 0.1
+    max_concentration_mcg_per_ml: float = 100_000.0
+    #: a priming or bridge bolus volume (a catheter plus pump tubing is well below)
+    min_priming_volume_ml: float = 0.001
+    max_priming_volume_ml: float = 5.0
+    #: an aspirated residual this far from the estimate is logged as a discrepancy: the larger
+    #: of the floor and the fraction of the reservoir capacity
+    refill_tolerance_min_ml: float = 1.0
+    refill_tolerance_fraction: float = 0.05
+    #: the largest daily maximum (and single bolus dose) a program may set
+    max_daily_dose_mcg: float = 100_000.0
+    patient_bolus_max_per_day: int = 48
+    max_clinician_bolus_min: float = 1440.0
     # Self-test period: battery measurement and memory check happen at least this often.
     self_test_interval_s: float = 86400.0

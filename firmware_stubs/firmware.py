@@ -23,18 +23,25 @@ from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
 from itpump.firmware_stubs.therapy import (
-    CatheterSettings,
     DrugSettings,
     ScheduleSegment,
-    TherapyMode,
-    TherapyProgram,
     basal_at,
-    max_24h_dose_mcg,
-    mean_daily_dose_mcg,
     validate_program,
 )
 from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
 from itpump.protocol.messages import NAME_MAX_BYTES
+from itpump.protocol.therapy import (
+    MODES,
+    Catheter,
+    Flex,
+    PeriodicBolus,
+    Program,
+    Stopped,
+    TherapyProgram,
+    max_24h_dose_mcg,
+    mean_daily_dose_mcg,
+)
+from itpump.protocol.units import ng_from_mcg
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,18 @@ def _basal_max_24h_mcg(program: TherapyProgram) -> float:
     return max_24h_dose_mcg(replace(program, patient_bolus=None))
 
 
+def _bolus_schedule(periodic: PeriodicBolus | None) -> tuple[float, ...] | None:
+    """What decides when periodic boluses come (a new basal alone keeps their schedule)."""
+    if periodic is None:
+        return None
+    return (
+        periodic.bolus_mcg,
+        periodic.bolus_duration_min,
+        periodic.interval_min,
+        periodic.first_offset_min,
+    )
+
+
 class BolusKind(StrEnum):
     """Why extra drug is being delivered."""
 
@@ -94,7 +113,7 @@ class TherapyState(StrEnum):
 # The log's codes for bolus kinds and therapy modes are wire codes (protocol.codes), matched
 # by name so that a kind or mode added here without its code fails at import.
 _KIND_CODE = {kind: int(LogBolusKind[kind.name]) for kind in BolusKind}
-_MODE_CODE = {mode: int(LogTherapyMode[mode.name]) for mode in TherapyMode}
+_MODE_CODE = {mode: int(LogTherapyMode[mode.KIND.upper()]) for mode in MODES}
 
 
 @dataclass(slots=True)
@@ -133,7 +152,7 @@ class PumpStatus:
     rtc_s: float
     patient_id: str
     drug: DrugSettings
-    catheter: CatheterSettings
+    catheter: Catheter
     reservoir_estimate_ml: float
     reservoir_capacity_ml: float
     low_reservoir_threshold_ml: float
@@ -155,9 +174,9 @@ class _Persistent:
     """What survives a power cycle (mirrored to NVM on every change)."""
 
     serial: str
-    program: TherapyProgram = field(default_factory=TherapyProgram.stopped)
+    program: TherapyProgram = field(default_factory=TherapyProgram)
     drug: DrugSettings = field(default_factory=DrugSettings)
-    catheter: CatheterSettings = field(default_factory=CatheterSettings)
+    catheter: Catheter = field(default_factory=Catheter)
     patient_id: str = ""
     low_reservoir_threshold_ml: float = 2.0
     reservoir_estimate_ml: float = 0.0
@@ -306,7 +325,7 @@ class Firmware:
         self,
         program: TherapyProgram,
         patient_id: str | None = None,
-        catheter: CatheterSettings | None = None,
+        catheter: Catheter | None = None,
     ) -> None:
         """Commit a program and its program-wide settings: all validated first, then applied."""
         self._require_enabled()
@@ -321,6 +340,38 @@ class Firmware:
             self.set_patient_id(patient_id)
         self.program(program)
 
+    def active_program(self) -> Program:
+        """The program in force with its program-wide settings (what INTERROGATE reports)."""
+        return Program.of(
+            self._p.program,
+            drug=self._p.drug.name,
+            concentration_mcg_per_ml=self._p.drug.concentration_mcg_per_ml,
+            patient_id=self._p.patient_id,
+            catheter=self._p.catheter,
+        )
+
+    def check_program(self, program: Program) -> None:
+        """Refuse a program record this pump must not take now (changes nothing): its drug
+        must be the reservoir's, to the wire's resolution, and its therapy must fit."""
+        drug = self._p.drug
+        same_drug = program.drug == drug.name and ng_from_mcg(
+            program.concentration_mcg_per_ml
+        ) == ng_from_mcg(drug.concentration_mcg_per_ml)
+        if not same_drug:
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                f"program is for {program.drug} {program.concentration_mcg_per_ml:g} "
+                f"mcg/mL; reservoir holds {drug.name or 'nothing'} "
+                f"{drug.concentration_mcg_per_ml:g} mcg/mL (refill first)",
+            )
+        validate_program(program.therapy, drug.concentration_mcg_per_ml, self.cfg)
+
+    def commit_program(self, program: Program) -> None:
+        """Check a program record, then commit it with its patient id and catheter (an empty
+        id and an unset catheter keep the pump's)."""
+        self.check_program(program)
+        self.program_with_settings(program.therapy, program.patient_id or None, program.catheter)
+
     def set_patient_id(self, patient_id: str) -> None:
         """Record the patient identifier."""
         self.check_patient_id(patient_id)
@@ -331,7 +382,7 @@ class Firmware:
     def set_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
         """Record the implanted catheter (used for priming and bridge volumes)."""
         self.check_catheter(length_cm, volume_ul_per_cm)
-        self._p.catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        self._p.catheter = Catheter(length_cm, volume_ul_per_cm)
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
 
@@ -364,24 +415,24 @@ class Firmware:
         previous = self._p.program
         self._p.program = program
         self._program_anchor_s = now
-        if program.mode is not TherapyMode.STOPPED and not self._p.therapy_running:
+        if not isinstance(program.mode, Stopped) and not self._p.therapy_running:
             # Committing a delivering program starts it, as a clinician expects.
             self._p.therapy_running = True
             self.log.add(self.hal.rtc_s(), EventCode.THERAPY_RESUMED)
-        same_periodic = previous.periodic == program.periodic and previous.mode is program.mode
+        same_periodic = _bolus_schedule(previous.periodic) == _bolus_schedule(program.periodic)
         if not same_periodic:
             # A re-commit of the same periodic settings keeps its schedule: restarting it would
             # give an extra bolus inside the same 24 h.
             self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
             self._next_periodic_s = (
                 now + program.periodic.first_offset_min * 60.0
-                if program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None
+                if program.periodic is not None
                 else math.inf
             )
         self.log.add(
             self.hal.rtc_s(),
             EventCode.PROGRAM_CHANGED,
-            _MODE_CODE[program.mode],
+            _MODE_CODE[type(program.mode)],
             mean_daily_dose_mcg(program),
         )
         self.service()
@@ -702,13 +753,17 @@ class Firmware:
                 try:
                     self._check_bolus_fits(
                         now,
-                        periodic.dose_mcg,
-                        periodic.duration_min,
+                        periodic.bolus_mcg,
+                        periodic.bolus_duration_min,
                         self._p.drug.concentration_mcg_per_ml,
                         "periodic.dose_mcg",
                     )
                     self._start_bolus(
-                        now, BolusKind.PERIODIC, periodic.dose_mcg, periodic.duration_min, True
+                        now,
+                        BolusKind.PERIODIC,
+                        periodic.bolus_mcg,
+                        periodic.bolus_duration_min,
+                        True,
                     )
                 except Refusal as refusal:
                     self.log.add(
@@ -814,7 +869,7 @@ class Firmware:
         for bolus in self._boluses:
             deadline = min(deadline, bolus.end_s)
         deadline = min(deadline, self._next_periodic_s)
-        if self._p.program.mode is TherapyMode.FLEX:
+        if isinstance(self._p.program.mode, Flex):
             deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
         if rate > 0:
             est = self._p.reservoir_estimate_ml
