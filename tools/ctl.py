@@ -115,24 +115,20 @@ flags then replace single settings. The pump verifies the program and echoes it;
 compared with what was sent and shown next to the old settings, then committed (or, with
 --dry-run, discarded). Drug and concentration must match the reservoir (set by refill).
 
-program file (TOML, or JSON if the name ends in .json):
-  drug = "baclofen"
-  concentration_mcg_per_ml = 2000
+program file (TOML, or JSON if the name ends in .json; the keys of a scenario's program
+action; keys left out keep the pump's values):
+  mode = "flex"                # continuous | flex | periodic_bolus | stopped
   max_daily_dose_mcg = 600
-  patient_id = "P-0001"
-  [mode]                       # type = continuous | flex | periodic_bolus | stopped
-  type = "flex"
   period = "daily"             # weekly: starts like "Tue 07:00"
   steps = [{start = "00:00", dose_mcg_per_day = 180},
            {start = "07:00", dose_mcg_per_day = 260}]
-  [patient_bolus]              # optional
-  dose_mcg = 25
-  duration_min = 10
-  lockout_min = 180
-  max_per_day = 4
-  [catheter]                   # optional
-  length_cm = 110
-  volume_ul_per_cm = 2.6
+  # continuous: dose_mcg_per_day = 450; periodic_bolus: dose_mcg_per_day (basal) and
+  # periodic = {dose_mcg = 50, duration_min = 30, interval = "6h", first_offset = "1h"}
+  patient_bolus = {dose_mcg = 25, duration_min = 10, lockout_min = 180, max_per_day = 4}
+  drug = "baclofen"            # drug, concentration, patient id, catheter: optional
+  concentration_mcg_per_ml = 2000
+  patient_id = "P-0001"
+  catheter = {length_cm = 110, volume_ul_per_cm = 2.6}
 `itpump ctl PORT --json status` prints the current program in this form.
 """
 
