@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,18 +19,23 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
+from itpump.emulator.device_profile import ProfileError, load_profile
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml
+from itpump.firmware_stubs.config import FirmwareConfig
+from itpump.firmware_stubs.errors import Refusal
+from itpump.protocol import messages as m
 from itpump.protocol import units
-from itpump.protocol.therapy import ProgramError, ProgramTable
+from itpump.protocol.therapy import ProgramError, ProgramTable, wire_range
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"
-
+DEFAULT_PROFILE = "peristaltic-20"
 
 
 class ScenarioError(ValueError):
@@ -49,10 +55,10 @@ EARLIEST_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST_CLOCK = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 # Wire limits of the telemetry protocol (protocol/messages.py), in scenario units: values
 # beyond them could never be programmed and overflow the mass arithmetic.
-_MAX_MCG = 1e6
-_MAX_ML = 1000.0
-_MAX_MCG_PER_ML = 1e6
-_MAX_MINUTES = 7 * 1440.0
+_MAX_MCG = wire_range(m.ClinicianBolus, "dose_ng")[1]
+_MAX_ML = wire_range(m.RefillRequest, "volume_nl")[1]
+_MAX_MCG_PER_ML = wire_range(m.RefillRequest, "concentration_ng_per_ml")[1]
+_MAX_MINUTES = wire_range(m.PeriodicBolusMode, "bolus_duration_min")[1]
 
 
 def parse_duration_h(value: object) -> float:
@@ -61,6 +67,18 @@ def parse_duration_h(value: object) -> float:
 
 
 DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0, le=MAX_DURATION_H)]
+
+
+def _device_check(info: ValidationInfo, check: Callable[[FirmwareConfig], None]) -> None:
+    """Check values against the device limits of the scenario's profile (the pump checks
+    them again when the action runs; a file that names no loadable profile is checked then)."""
+    limits = info.context.get("limits") if isinstance(info.context, dict) else None
+    if limits is None:
+        return
+    try:
+        check(limits)
+    except Refusal as refusal:
+        raise ValueError(refusal.detail) from None
 
 
 class _Model(BaseModel):
@@ -82,8 +100,11 @@ ClockTime = Annotated[dt.datetime, AfterValidator(_clock_in_range)]
 
 
 def _serial_bytes(value: str | None) -> str | None:
-    if value is not None and (len(value.encode("utf-8")) > 32 or not value.isprintable()):
-        raise ValueError("must be 1..32 printable characters (32 UTF-8 bytes on the wire)")
+    limit = m.SERIAL_MAX_BYTES
+    if value is not None and (len(value.encode("utf-8")) > limit or not value.isprintable()):
+        raise ValueError(
+            f"must be 1..{limit} printable characters ({limit} UTF-8 bytes on the wire)"
+        )
     return value
 
 
@@ -92,7 +113,7 @@ class ScenarioHeader(_Model):
 
     name: str = Field(min_length=1)
     description: str = ""
-    profile: str = "peristaltic-20"
+    profile: str = DEFAULT_PROFILE
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     start: ClockTime = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
     duration: DurationH | None = None
@@ -103,19 +124,34 @@ class ScenarioHeader(_Model):
 class Implant(_Model):
     """[implant] table: what the surgeon put in."""
 
-    catheter_length_cm: float = Field(default=110.0, gt=0, le=200)
-    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0, le=20)
+    catheter_length_cm: float = Field(default=110.0, gt=0)
+    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0)
     # Where the tip sits, cm cranial (+) or caudal (-) of the lumbar level where the label's
     # CSF samples were taken: the patient's PK model puts the drug in there (docs/pk.md).
     catheter_tip_cm: float = Field(default=0.0, ge=-MAX_CATHETER_TIP_CM, le=MAX_CATHETER_TIP_CM)
     battery_remaining_pct: float = Field(default=100.0, gt=0, le=100)
 
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> Implant:
+        _device_check(
+            info,
+            lambda cfg: cfg.check_catheter(
+                self.catheter_length_cm, self.catheter_volume_ul_per_cm, prefix="catheter_"
+            ),
+        )
+        return self
+
 
 class Patient(_Model):
     """[patient] table."""
 
-    id: str = Field(default="PATIENT-001", min_length=1, max_length=20)
+    id: str = Field(default="PATIENT-001", min_length=1)
     weight_kg: float = Field(default=70.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> Patient:
+        _device_check(info, lambda cfg: cfg.check_name("id", self.id))
+        return self
 
 
 class _Timed(_Model):
@@ -135,10 +171,19 @@ class RefillAction(_Timed):
 
     type: Literal["refill"]
     volume_ml: float = Field(gt=0, le=_MAX_ML)
-    drug: str = Field(default="baclofen", min_length=1, max_length=20)
+    drug: str = Field(default="baclofen", min_length=1)
     concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     bridge: bool = True
     aspirate_ml: float | None = Field(default=None, ge=0, le=_MAX_ML)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> RefillAction:
+        def check(cfg: FirmwareConfig) -> None:
+            cfg.check_name("drug", self.drug)
+            cfg.check_concentration("concentration_mcg_per_ml", self.concentration_mcg_per_ml)
+
+        _device_check(info, check)
+        return self
 
 
 class PrimeAction(_Timed):
@@ -146,6 +191,13 @@ class PrimeAction(_Timed):
 
     type: Literal["prime"]
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> PrimeAction:
+        if self.volume_ml is not None:
+            volume_ml = self.volume_ml
+            _device_check(info, lambda cfg: cfg.check_priming_volume("volume_ml", volume_ml))
+        return self
 
 
 class ProgramAction(_Timed, ProgramTable):
@@ -170,6 +222,17 @@ class BridgeBolusAction(_Timed):
     type: Literal["bridge_bolus"]
     old_concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> BridgeBolusAction:
+        def check(cfg: FirmwareConfig) -> None:
+            conc = self.old_concentration_mcg_per_ml
+            cfg.check_concentration("old_concentration_mcg_per_ml", conc)
+            if self.volume_ml is not None:
+                cfg.check_priming_volume("volume_ml", self.volume_ml)
+
+        _device_check(info, check)
+        return self
 
 
 class PatientBolusAction(_Timed):
@@ -321,7 +384,7 @@ def _describe_loc(loc: tuple[int | str, ...], data: object) -> str:
 def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scenario:
     """Validate a scenario mapping; errors list action number, field and what is allowed."""
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"limits": _profile_limits(data)})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -340,6 +403,19 @@ def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scena
         raise ScenarioError(
             f"{source}: invalid scenario\n" + "\n".join(f"  {line}" for line in lines)
         ) from exc
+
+
+def _profile_limits(data: dict[str, object]) -> FirmwareConfig | None:
+    """The device limits of the profile a scenario names (None if it does not load: the run
+    reports that when it loads the profile)."""
+    header = data.get("scenario")
+    name = header.get("profile", DEFAULT_PROFILE) if isinstance(header, dict) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        return load_profile(name).firmware_config()
+    except ProfileError:
+        return None
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from itpump.firmware_stubs.errors import Refusal, check_range
+from itpump.protocol.codes import ResultCode
+from itpump.protocol.messages import NAME_MAX_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class FirmwareConfig:
@@ -36,6 +40,7 @@ class FirmwareConfig:
     catheter_max_length_cm: float = 200.0
     catheter_min_volume_ul_per_cm: float = 0.1
     catheter_max_volume_ul_per_cm: float = 20.0
+    min_refill_volume_ml: float = 0.1
     min_concentration_mcg_per_ml: float = 0.1
     max_concentration_mcg_per_ml: float = 100_000.0
     #: a priming or bridge bolus volume (a catheter plus pump tubing is well below)
@@ -51,3 +56,63 @@ class FirmwareConfig:
     max_clinician_bolus_min: float = 1440.0
     # Self-test period: battery measurement and memory check happen at least this often.
     self_test_interval_s: float = 86400.0
+
+    # -- checks against the device limits (the firmware's, and a scenario file's before a run)
+
+    def check_name(self, field: str, text: str) -> None:
+        """Refuse a name (patient id, drug) the pump cannot store and report.
+
+        Characters are what a clinician counts; bytes are what the status carries (UTF-8, at
+        most NAME_MAX_BYTES), and a name the status cannot carry would make every
+        INTERROGATE fail.
+        """
+        size = len(text.encode("utf-8"))
+        if (
+            not 0 < len(text) <= self.name_max_chars
+            or not text.isprintable()
+            or (size > NAME_MAX_BYTES)
+        ):
+            raise Refusal(
+                ResultCode.OUT_OF_RANGE,
+                f"{field} must be 1..{self.name_max_chars} printable characters "
+                f"and at most {NAME_MAX_BYTES} UTF-8 bytes",
+            )
+
+    def check_catheter(self, length_cm: float, volume_ul_per_cm: float, prefix: str = "") -> None:
+        """Refuse catheter settings outside this model's ranges (fields named with `prefix`)."""
+        check_range(
+            f"{prefix}length_cm",
+            length_cm,
+            self.catheter_min_length_cm,
+            self.catheter_max_length_cm,
+            "cm",
+        )
+        check_range(
+            f"{prefix}volume_ul_per_cm",
+            volume_ul_per_cm,
+            self.catheter_min_volume_ul_per_cm,
+            self.catheter_max_volume_ul_per_cm,
+            "uL/cm",
+        )
+
+    def check_concentration(self, field: str, concentration_mcg_per_ml: float) -> None:
+        """Refuse a drug concentration this model does not take."""
+        check_range(
+            field,
+            concentration_mcg_per_ml,
+            self.min_concentration_mcg_per_ml,
+            self.max_concentration_mcg_per_ml,
+            "mcg/mL",
+        )
+
+    def check_priming_volume(self, field: str, volume_ml: float) -> None:
+        """Refuse a priming or bridge volume outside this model's range."""
+        check_range(field, volume_ml, self.min_priming_volume_ml, self.max_priming_volume_ml, "mL")
+
+    @property
+    def refill_tolerance_ml(self) -> float:
+        """Difference between expected and aspirated residual that gets logged."""
+        return max(
+            self.refill_tolerance_min_ml,
+            self.refill_tolerance_fraction * self.reservoir_capacity_ml,
+        )

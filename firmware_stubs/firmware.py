@@ -29,8 +29,8 @@ from itpump.firmware_stubs.therapy import (
     validate_program,
 )
 from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
-from itpump.protocol.messages import NAME_MAX_BYTES
 from itpump.protocol.therapy import (
+    MIN_DOSE_MCG,
     MODES,
     Catheter,
     Flex,
@@ -47,27 +47,8 @@ log = logging.getLogger(__name__)
 
 _EPS_S = 1e-6
 _DAY_S = 86400.0
-_MAX_CONC_MCG_PER_ML = 100_000.0
-
-
-NAME_MAX_CHARS = 20
 CLOCK_MIN_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
 CLOCK_MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z
-
-
-def check_name(field_name: str, text: str) -> None:
-    """Refuse a name (patient id, drug) the pump cannot store and report.
-
-    Characters are what a clinician counts; bytes are what the status carries (UTF-8, at
-    most 32), and a name the status cannot carry would make every INTERROGATE fail.
-    """
-    n_bytes = len(text.encode("utf-8"))
-    if not 0 < len(text) <= NAME_MAX_CHARS or not text.isprintable() or n_bytes > NAME_MAX_BYTES:
-        raise Refusal(
-            ResultCode.OUT_OF_RANGE,
-            f"{field_name} must be 1..{NAME_MAX_CHARS} printable characters "
-            f"and at most {NAME_MAX_BYTES} UTF-8 bytes",
-        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -310,16 +291,13 @@ class Firmware:
         self.log.add(epoch_s, EventCode.CLOCK_SET, old, epoch_s)
         self.service()
 
-    @staticmethod
-    def check_patient_id(patient_id: str) -> None:
+    def check_patient_id(self, patient_id: str) -> None:
         """Refuse an identifier the pump cannot store."""
-        check_name("patient_id", patient_id)
+        self.cfg.check_name("patient_id", patient_id)
 
-    @staticmethod
-    def check_catheter(length_cm: float, volume_ul_per_cm: float) -> None:
+    def check_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
         """Refuse catheter settings outside the pump's ranges."""
-        check_range("length_cm", length_cm, 1.0, 200.0, "cm")
-        check_range("volume_ul_per_cm", volume_ul_per_cm, 0.1, 20.0, "uL/cm")
+        self.cfg.check_catheter(length_cm, volume_ul_per_cm)
 
     def program_with_settings(
         self,
@@ -458,15 +436,10 @@ class Firmware:
                 f"volume_ml={volume_ml:g} exceeds reservoir capacity "
                 f"{self.cfg.reservoir_capacity_ml:g} mL",
             )
-        check_range("volume_ml", volume_ml, 0.1, self.cfg.reservoir_capacity_ml, "mL")
-        check_range(
-            "concentration_mcg_per_ml",
-            concentration_mcg_per_ml,
-            0.1,
-            _MAX_CONC_MCG_PER_ML,
-            "mcg/mL",
-        )
-        check_name("drug", drug)
+        capacity_ml = self.cfg.reservoir_capacity_ml
+        check_range("volume_ml", volume_ml, self.cfg.min_refill_volume_ml, capacity_ml, "mL")
+        self.cfg.check_concentration("concentration_mcg_per_ml", concentration_mcg_per_ml)
+        self.cfg.check_name("drug", drug)
         if aspirated_ml is not None:
             check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
         validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)
@@ -493,7 +466,7 @@ class Firmware:
         )
         if (
             aspirated_ml is not None
-            and abs(aspirated_ml - expected_ml) > self.cfg_refill_tolerance_ml
+            and abs(aspirated_ml - expected_ml) > self.cfg.refill_tolerance_ml
         ):
             self.log.add(rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml)
         for alarm in (AlarmId.LOW_RESERVOIR, AlarmId.EMPTY_RESERVOIR):
@@ -524,11 +497,6 @@ class Firmware:
             )
         self.service()
 
-    @property
-    def cfg_refill_tolerance_ml(self) -> float:
-        """Difference between expected and aspirated residual that gets logged."""
-        return max(1.0, 0.05 * self.cfg.reservoir_capacity_ml)
-
     def prime(self, volume_ml: float | None = None) -> float:
         """Priming bolus: fill catheter and pump tubing at the maximum rate. Returns the volume."""
         self._require_enabled()
@@ -540,7 +508,7 @@ class Firmware:
                 ResultCode.INVALID_STATE,
                 "catheter not programmed: set length_cm and volume_ul_per_cm first",
             )
-        check_range("volume_ml", volume, 0.001, 5.0, "mL")
+        self.cfg.check_priming_volume("volume_ml", volume)
         self._settle()
         self._cancel_boluses(resume=True)
         self._start_volume_op(
@@ -559,9 +527,9 @@ class Firmware:
         """Explicit bridge bolus: push the path volume at the old-drug equivalent rate."""
         self._require_enabled()
         conc_old = old_concentration_mcg_per_ml or self._p.drug.concentration_mcg_per_ml
-        check_range("old_concentration_mcg_per_ml", conc_old, 0.1, _MAX_CONC_MCG_PER_ML, "mcg/mL")
+        self.cfg.check_concentration("old_concentration_mcg_per_ml", conc_old)
         volume = self.path_volume_ml() if volume_ml is None else volume_ml
-        check_range("volume_ml", volume, 0.001, 5.0, "mL")
+        self.cfg.check_priming_volume("volume_ml", volume)
         self._settle()
         rate = self._basal_mcg_per_h(self.hal.rtc_s()) / conc_old
         rate = min(
@@ -580,8 +548,9 @@ class Firmware:
         self._require_enabled()
         self._require_no_volume_op()
         conc = self._require_drug()
-        check_range("dose_mcg", dose_mcg, 1e-3, self._p.program.max_daily_dose_mcg or 1e5, "mcg")
-        check_range("duration_min", duration_min, 1.0, 1440.0, "min")
+        max_dose = self._p.program.max_daily_dose_mcg or self.cfg.max_daily_dose_mcg
+        check_range("dose_mcg", dose_mcg, MIN_DOSE_MCG, max_dose, "mcg")
+        check_range("duration_min", duration_min, 1.0, self.cfg.max_clinician_bolus_min, "min")
         self._settle()
         now = self.hal.monotonic_s()
         self._require_no_manual_bolus(now)

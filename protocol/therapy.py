@@ -73,7 +73,6 @@ __all__ = [
     "Stopped",
     "TherapyLimits",
     "TherapyProgram",
-    "check_name",
     "check_text",
     "check_wire_value",
     "format_start",
@@ -81,6 +80,7 @@ __all__ = [
     "mean_daily_dose_mcg",
     "parse_start",
     "validate_therapy",
+    "wire_range",
 ]
 
 MIN_PER_DAY = m.MINUTES_PER_DAY
@@ -237,16 +237,8 @@ def check_text(path: str, text: str, struct: type[WireStruct], name: str) -> Non
         )
 
 
-def check_name(path: str, text: str, max_chars: int) -> None:
-    """A name (drug, patient id) the pump stores: 1..max_chars printable characters that
-    fit the wire field (the status carries them back)."""
-    size = len(text.encode("utf-8"))
-    if not 0 < len(text) <= max_chars or not text.isprintable() or size > m.NAME_MAX_BYTES:
-        raise ProgramError(
-            path,
-            f"must be 1..{max_chars} printable characters and at most {m.NAME_MAX_BYTES} "
-            "UTF-8 bytes",
-        )
+#: the smallest dose there is: one wire unit (1 ng)
+MIN_DOSE_MCG = wire_range(m.ClinicianBolus, "dose_ng")[0]
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -1035,7 +1027,7 @@ def _check_bolus_rate(
     conc: float,
     limits: TherapyLimits,
 ) -> None:
-    _check(f"{prefix}.dose_mcg", dose_mcg, 1e-3, limits.max_daily_dose_mcg, "mcg")
+    _check(f"{prefix}.dose_mcg", dose_mcg, MIN_DOSE_MCG, limits.max_daily_dose_mcg, "mcg")
     _check(f"{prefix}.duration_min", duration_min, 1, _MAX_BOLUS_MIN, "min")
     max_rate = limits.max_rate_ml_per_day
     total_ml_per_day = (basal_mcg_per_day + dose_mcg * MIN_PER_DAY / duration_min) / conc
@@ -1070,7 +1062,13 @@ def validate_therapy(
             "no drug concentration: refill the pump first",
             ResultCode.INVALID_STATE,
         )
-    _check("max_daily_dose_mcg", therapy.max_daily_dose_mcg, 1e-3, limits.max_daily_dose_mcg, "mcg")
+    _check(
+        "max_daily_dose_mcg",
+        therapy.max_daily_dose_mcg,
+        MIN_DOSE_MCG,
+        limits.max_daily_dose_mcg,
+        "mcg",
+    )
     if isinstance(mode, Flex):
         if not 1 <= len(mode.steps) <= limits.flex_max_steps:
             raise ProgramError(

@@ -268,7 +268,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--concentration", metavar="MCG_PER_ML", type=positive_float, help="drug")
     p.add_argument("--drug", metavar="NAME", help="drug name")
     p.add_argument(
-        "--patient-id", metavar="ID", help="patient identifier (1..20 printable characters)"
+        "--patient-id", metavar="ID", help="patient identifier (the pump limits its length)"
     )
     p.add_argument(
         "--catheter", metavar="LEN_CM,UL_PER_CM", help='catheter length and volume, e.g. "110,2.6"'
