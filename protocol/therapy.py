@@ -175,6 +175,7 @@ _CLINICAL_UNITS: dict[str, tuple[str, float]] = {
     "mm": ("cm", 10.0),
     "nL/cm": ("uL/cm", 1000.0),
     "min": ("min", 1.0),
+    "s since epoch": ("s since epoch", 1.0),
     "": ("", 1.0),
 }
 
@@ -410,6 +411,23 @@ class PeriodicBolus:
     bolus_duration_min: int
     interval_min: int
     first_offset_min: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> PeriodicBolus:
+        """From ``"BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN[,FIRST_OFFSET_MIN]"``."""
+        parts = [p.strip() for p in text.split(",")]
+        if len(parts) not in (4, 5):
+            raise ValueError(
+                f"periodic {text!r}: expected BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN"
+                "[,FIRST_OFFSET_MIN]"
+            )
+        return cls(
+            _float(parts[0], "periodic basal"),
+            _float(parts[1], "periodic bolus dose"),
+            _int(parts[2], "periodic bolus duration"),
+            _int(parts[3], "periodic interval"),
+            _int(parts[4], "periodic first offset") if len(parts) == 5 else 0,
+        )
 
     def to_wire(self) -> m.PeriodicBolusMode:
         """The wire mode record."""

@@ -156,6 +156,15 @@ async def test_unopenable_port_exits_4(capsys: pytest.CaptureFixture[str]) -> No
         (["program", "--patient-bolus", "1,2"], "DOSE_MCG,DURATION_MIN"),
         (["program", "--file", "/nonexistent.toml"], "nonexistent.toml"),
         (["clock", "set", "yesterday"], "ISO 8601"),
+        (
+            ["clock", "set", "1969-12-31T00:00Z"],
+            "the protocol carries 1970-01-01 00:00:01 to 2106-02-07 06:28:15 UTC",
+        ),
+        (
+            ["refill", "10", "--drug", "d" * 33, "--concentration", "2000"],
+            "--drug: 33 UTF-8 bytes outside 1..32 (wire limit)",
+        ),
+        (["program", "--periodic", "200,50,30,x"], "periodic interval 'x': not a whole number"),
         (["alarms", "ack", "FIRE"], "LOW_RESERVOIR"),
         (["alarms", "threshold"], "volume in mL"),
     ],

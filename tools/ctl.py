@@ -47,7 +47,13 @@ from itpump.programmer.program import read_program_table
 from itpump.protocol import messages as m
 from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from itpump.protocol.messages import ALL_ALARMS, MessageType
-from itpump.protocol.therapy import ProgramTable, check_text, check_wire_value, format_start
+from itpump.protocol.therapy import (
+    ProgramTable,
+    check_text,
+    check_wire_value,
+    format_start,
+    wire_range,
+)
 from itpump.protocol.wire import WireStruct
 from itpump.tools.argtypes import (
     float_in_range,
@@ -189,6 +195,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+#: log pages a READ_LOG request can name
+_LOG_PAGES = tuple(int(n) for n in wire_range(m.ReadLogRequest, "page")[:2])
+
 #: what the program parser takes for a (negative) value rather than an option: "-5",
 #: "-5,2.6", "-1e3", "-.5"
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
@@ -318,8 +327,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--page",
         metavar="N",
-        type=int_in_range(0, 0xFFFF),
-        help="one page only (0 = newest; the wire carries 0..65535)",
+        type=int_in_range(*_LOG_PAGES),
+        help=f"one page only (0 = newest; the wire carries {_LOG_PAGES[0]}..{_LOG_PAGES[1]})",
     )
     p.add_argument("--limit", metavar="N", type=positive_int, help="show at most N entries")
 
@@ -549,7 +558,7 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
         elif args.flex is not None:
             mode = Flex.parse(args.flex, args.flex_period)
         elif args.periodic is not None:
-            mode = _periodic(args.periodic)
+            mode = PeriodicBolus.parse(args.periodic)
         elif args.stopped:
             mode = Stopped()
         catheter = None if args.catheter is None else Catheter.parse(args.catheter)
@@ -606,25 +615,6 @@ def _load_program_file(path: str) -> ProgramTable:
     except RecursionError:
         # tomllib and json parse nested values recursively: thousands of '[' end here
         raise ValueError(f"{path}: nested too deeply to parse") from None
-
-
-def _periodic(text: str) -> PeriodicBolus:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (4, 5):
-        raise ValueError(
-            f"--periodic {text!r}: expected BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN"
-            "[,FIRST_OFFSET_MIN]"
-        )
-    try:
-        return PeriodicBolus(
-            float(parts[0]),
-            float(parts[1]),
-            int(parts[2]),
-            int(parts[3]),
-            int(parts[4]) if len(parts) == 5 else 0,
-        )
-    except ValueError:
-        raise ValueError(f"--periodic {text!r}: not numbers") from None
 
 
 def cmd_program(pump: PumpClient, args: argparse.Namespace, flags: _ProgramFlags) -> Output:
@@ -728,10 +718,13 @@ def _parse_when(text: str) -> datetime:
     except ValueError:
         raise UsageError(f"clock set {text!r}: expected ISO 8601, e.g. 2026-03-01T08:00Z") from None
     when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    if not 1 <= when.timestamp() <= 0xFFFFFFFF:
+    low, high, _unit = wire_range(m.SetClockRequest, "time_s")
+    if not low <= when.timestamp() <= high:
+        span = " to ".join(
+            f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S}" for t in (low, high)
+        )
         raise UsageError(
-            f"clock set {text!r}: the protocol carries 1970-01-01..2106-02-07 UTC "
-            "(the pump itself accepts 2000..2100)"
+            f"clock set {text!r}: the protocol carries {span} UTC (the pump accepts less)"
         )
     return when
 
@@ -778,9 +771,7 @@ def cmd_alarms(pump: PumpClient, args: argparse.Namespace, value: Any) -> Output
         return Output(f"Acknowledged {n} alarm(s)", {"acknowledged": n})
     if args.action == "threshold":
         pump.set_low_reservoir_alarm(value)
-        return Output(
-            f"Low-reservoir alarm set to {value:g} mL", {"low_reservoir_alarm_ml": value}
-        )
+        return Output(f"Low-reservoir alarm set to {value:g} mL", {"low_reservoir_alarm_ml": value})
     status = pump.interrogate()
     lines = [
         f"{a.alarm_id} {a.name}  {a.severity.name.lower()}  since {_when(a.raised_at)}  "
