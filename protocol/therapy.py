@@ -211,6 +211,17 @@ def check_wire_value(
     _check(path, value, low, high, unit, "(wire limit)")
 
 
+def _check_fields(
+    struct: type[WireStruct],
+    fields: tuple[tuple[str, float, str], ...],
+    *,
+    zero_unset: bool = False,
+) -> None:
+    """:func:`check_wire_value` for each ``(path, value, wire field)`` of one wire record."""
+    for path, value, name in fields:
+        check_wire_value(path, value, struct, name, zero_unset=zero_unset)
+
+
 def _check(
     path: str,
     value: float,
@@ -454,14 +465,16 @@ class PeriodicBolus:
 
     def check_wire(self) -> None:
         """Raise :class:`ProgramError` for a value the wire cannot carry."""
-        for path, value, name in (
-            ("dose_mcg_per_day", self.basal_mcg_per_day, "basal_dose_ng_per_day"),
-            ("periodic.dose_mcg", self.bolus_mcg, "bolus_dose_ng"),
-            ("periodic.duration_min", self.bolus_duration_min, "bolus_duration_min"),
-            ("periodic.interval", self.interval_min, "interval_min"),
-            ("periodic.first_offset", self.first_offset_min, "first_offset_min"),
-        ):
-            check_wire_value(path, value, m.PeriodicBolusMode, name)
+        _check_fields(
+            m.PeriodicBolusMode,
+            (
+                ("dose_mcg_per_day", self.basal_mcg_per_day, "basal_dose_ng_per_day"),
+                ("periodic.dose_mcg", self.bolus_mcg, "bolus_dose_ng"),
+                ("periodic.duration_min", self.bolus_duration_min, "bolus_duration_min"),
+                ("periodic.interval", self.interval_min, "interval_min"),
+                ("periodic.first_offset", self.first_offset_min, "first_offset_min"),
+            ),
+        )
         if self.bolus_duration_min > self.interval_min:
             raise ProgramError(
                 "periodic.duration_min",
@@ -535,13 +548,15 @@ class PatientBolus:
 
     def check_wire(self) -> None:
         """Raise :class:`ProgramError` for a value the wire cannot carry."""
-        for name, value, wire_name in (
-            ("dose_mcg", self.dose_mcg, "dose_ng"),
-            ("duration_min", self.duration_min, "duration_min"),
-            ("lockout_min", self.lockout_min, "lockout_min"),
-            ("max_per_day", self.max_per_day, "max_per_day"),
-        ):
-            check_wire_value(f"patient_bolus.{name}", value, m.PatientBolusSettings, wire_name)
+        _check_fields(
+            m.PatientBolusSettings,
+            (
+                ("patient_bolus.dose_mcg", self.dose_mcg, "dose_ng"),
+                ("patient_bolus.duration_min", self.duration_min, "duration_min"),
+                ("patient_bolus.lockout_min", self.lockout_min, "lockout_min"),
+                ("patient_bolus.max_per_day", self.max_per_day, "max_per_day"),
+            ),
+        )
 
     def __str__(self) -> str:
         return (
@@ -572,13 +587,14 @@ class Catheter:
 
     def check_wire(self) -> None:
         """Raise :class:`ProgramError` for a value the wire cannot carry (0 means unset)."""
-        for name, value, wire_name in (
-            ("length_cm", self.length_cm, "catheter_length_mm"),
-            ("volume_ul_per_cm", self.volume_ul_per_cm, "catheter_volume_nl_per_cm"),
-        ):
-            check_wire_value(
-                f"catheter.{name}", value, m.TherapyProgram, wire_name, zero_unset=True
-            )
+        _check_fields(
+            m.TherapyProgram,
+            (
+                ("catheter.length_cm", self.length_cm, "catheter_length_mm"),
+                ("catheter.volume_ul_per_cm", self.volume_ul_per_cm, "catheter_volume_nl_per_cm"),
+            ),
+            zero_unset=True,
+        )
 
     def __str__(self) -> str:
         return (
@@ -727,14 +743,16 @@ class Program:
         """Raise :class:`ProgramError`, naming the document field in clinical units, for any
         value the wire record cannot carry."""
         self.mode.check_wire()
-        check_wire_value(
-            "max_daily_dose_mcg", self.max_daily_dose_mcg, m.TherapyProgram, "max_daily_dose_ng"
-        )
-        check_wire_value(
-            "concentration_mcg_per_ml",
-            self.concentration_mcg_per_ml,
+        _check_fields(
             m.TherapyProgram,
-            "concentration_ng_per_ml",
+            (
+                ("max_daily_dose_mcg", self.max_daily_dose_mcg, "max_daily_dose_ng"),
+                (
+                    "concentration_mcg_per_ml",
+                    self.concentration_mcg_per_ml,
+                    "concentration_ng_per_ml",
+                ),
+            ),
         )
         check_text("drug", self.drug, m.TherapyProgram, "drug_name")
         check_text("patient_id", self.patient_id, m.TherapyProgram, "patient_id")
@@ -880,31 +898,9 @@ class ProgramTable(_Table):
 
     @model_validator(mode="after")
     def _wire_ranges(self) -> ProgramTable:
-        self.checked_mode()
+        # Keys left out stand for values the base supplies later, which are checked there.
+        self.program().check_wire()
         return self
-
-    def checked_mode(self) -> Mode:
-        """The mode of the document, checked against the wire ranges."""
-        mode = self._mode()
-        mode.check_wire()
-        patient_bolus = self.patient_bolus_settings()
-        if patient_bolus is not None:
-            patient_bolus.check_wire()
-        if self.catheter is not None:
-            Catheter(self.catheter.length_cm, self.catheter.volume_ul_per_cm).check_wire()
-        for path, value, name in (
-            ("max_daily_dose_mcg", self.max_daily_dose_mcg, "max_daily_dose_ng"),
-            ("concentration_mcg_per_ml", self.concentration_mcg_per_ml, "concentration_ng_per_ml"),
-        ):
-            if value is not None:
-                check_wire_value(path, value, m.TherapyProgram, name)
-        for path, text, name in (
-            ("drug", self.drug, "drug_name"),
-            ("patient_id", self.patient_id, "patient_id"),
-        ):
-            if text is not None:
-                check_text(path, text, m.TherapyProgram, name)
-        return mode
 
     def _mode(self) -> Mode:
         if self.mode == Continuous.KIND:
