@@ -24,9 +24,8 @@ from itpump import __version__
 FORMAT = "itpump-farm-state"
 """What the `meta` table's `format` row says in every state file."""
 
-SCHEMA_VERSION = 2
-"""The layout of the tables and of the stored pump bytes; another version is refused.
-2: therapy programs are the one model of protocol/therapy.py (pickled pumps hold them)."""
+SCHEMA_VERSION = 1
+"""The layout of the tables and of the stored pump bytes; another version is refused."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
