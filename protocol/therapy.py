@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, Protocol
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -261,10 +262,36 @@ class Stopped:
     """No basal delivery (boluses only)."""
 
     KIND: ClassVar[str] = "stopped"
+    WIRE: ClassVar[type[WireStruct]] = m.StoppedMode
+
+    @classmethod
+    def from_wire(cls, _wire: m.TherapyModeBlock) -> Stopped:
+        """The mode of a wire record."""
+        return cls()
+
+    @classmethod
+    def from_table(cls, _table: ProgramTable) -> Stopped:
+        """The mode of a program document."""
+        return cls()
 
     def to_wire(self) -> m.StoppedMode:
         """The wire mode record."""
         return m.StoppedMode()
+
+    def peak_basal_mcg_per_day(self) -> float:
+        """No basal."""
+        return 0.0
+
+    def mean_dose_mcg_per_day(self) -> float:
+        """Nothing delivered."""
+        return 0.0
+
+    def max_24h_dose_mcg(self) -> float:
+        """Nothing delivered."""
+        return 0.0
+
+    def check_limits(self, _conc_mcg_per_ml: float, _limits: TherapyLimits) -> None:
+        """Nothing delivered: nothing to check."""
 
     def table_items(self) -> dict[str, Any]:
         """The mode's keys in the program document."""
@@ -282,11 +309,39 @@ class Continuous:
     """One dose rate around the clock."""
 
     KIND: ClassVar[str] = "continuous"
+    WIRE: ClassVar[type[WireStruct]] = m.ContinuousMode
     dose_mcg_per_day: float
+
+    @classmethod
+    def from_wire(cls, wire: m.TherapyModeBlock) -> Continuous:
+        """The mode of a wire record."""
+        assert isinstance(wire, m.ContinuousMode)
+        return cls(mcg_from_ng(wire.dose_ng_per_day))
+
+    @classmethod
+    def from_table(cls, table: ProgramTable) -> Continuous:
+        """The mode of a program document."""
+        return cls(table.dose_mcg_per_day)
 
     def to_wire(self) -> m.ContinuousMode:
         """The wire mode record."""
         return m.ContinuousMode(ng_from_mcg(self.dose_mcg_per_day))
+
+    def peak_basal_mcg_per_day(self) -> float:
+        """The dose rate."""
+        return self.dose_mcg_per_day
+
+    def mean_dose_mcg_per_day(self) -> float:
+        """The dose rate."""
+        return self.dose_mcg_per_day
+
+    def max_24h_dose_mcg(self) -> float:
+        """A day at the dose rate."""
+        return self.dose_mcg_per_day
+
+    def check_limits(self, conc_mcg_per_ml: float, limits: TherapyLimits) -> None:
+        """The rate must be one the drive delivers."""
+        _check_rate("dose_mcg_per_day", self.dose_mcg_per_day, conc_mcg_per_ml, limits)
 
     def table_items(self) -> dict[str, Any]:
         """The mode's keys in the program document."""
@@ -315,8 +370,54 @@ class Flex:
     """A daily (from 00:00 UTC) or weekly (from Monday 00:00 UTC) pattern of dose rates."""
 
     KIND: ClassVar[str] = "flex"
+    WIRE: ClassVar[type[WireStruct]] = m.FlexMode
     steps: tuple[FlexStep, ...]
     period: FlexPeriod = FlexPeriod.DAILY
+
+    @classmethod
+    def from_wire(cls, wire: m.TherapyModeBlock) -> Flex:
+        """The mode of a wire record."""
+        assert isinstance(wire, m.FlexMode)
+        return cls(
+            tuple(FlexStep(s.start_min, mcg_from_ng(s.dose_ng_per_day)) for s in wire.steps),
+            wire.period,
+        )
+
+    @classmethod
+    def from_table(cls, table: ProgramTable) -> Flex:
+        """The mode of a program document (starts as "HH:MM", "tue HH:MM" or minutes)."""
+        period = FlexPeriod[table.period.upper()]
+        steps = []
+        for i, step in enumerate(table.steps):
+            start = step.start
+            if isinstance(start, str):
+                try:
+                    start = parse_start(start, period)
+                except ValueError as exc:
+                    raise ProgramError(f"steps[{i}].start", str(exc)) from None
+            steps.append(FlexStep(start, step.dose_mcg_per_day))
+        return cls(tuple(steps), period)
+
+    def peak_basal_mcg_per_day(self) -> float:
+        """The highest rate of the pattern."""
+        return max(s.dose_mcg_per_day for s in self.steps)
+
+    def max_24h_dose_mcg(self) -> float:
+        """The worst 24 h window of the pattern."""
+        return _max_window_flex_mcg(self)
+
+    def check_limits(self, conc_mcg_per_ml: float, limits: TherapyLimits) -> None:
+        """Step count, order, and every step's rate."""
+        if not 1 <= len(self.steps) <= limits.flex_max_steps:
+            raise ProgramError(
+                "steps",
+                f"{len(self.steps)} steps; allowed 1..{limits.flex_max_steps}",
+                ResultCode.TOO_MANY_STEPS,
+            )
+        self.check_order()
+        for i, step in enumerate(self.steps):
+            path = f"steps[{i}].dose_mcg_per_day"
+            _check_rate(path, step.dose_mcg_per_day, conc_mcg_per_ml, limits)
 
     @classmethod
     def parse(cls, text: str, period: FlexPeriod | str = FlexPeriod.DAILY) -> Flex:
@@ -417,11 +518,68 @@ class PeriodicBolus:
     ``first_offset_min`` after the program is committed."""
 
     KIND: ClassVar[str] = "periodic_bolus"
+    WIRE: ClassVar[type[WireStruct]] = m.PeriodicBolusMode
     basal_mcg_per_day: float
     bolus_mcg: float
     bolus_duration_min: int
     interval_min: int
     first_offset_min: int = 0
+
+    @classmethod
+    def from_wire(cls, wire: m.TherapyModeBlock) -> PeriodicBolus:
+        """The mode of a wire record."""
+        assert isinstance(wire, m.PeriodicBolusMode)
+        return cls(
+            mcg_from_ng(wire.basal_dose_ng_per_day),
+            mcg_from_ng(wire.bolus_dose_ng),
+            wire.bolus_duration_min,
+            wire.interval_min,
+            wire.first_offset_min,
+        )
+
+    @classmethod
+    def from_table(cls, table: ProgramTable) -> PeriodicBolus:
+        """The mode of a program document (intervals as durations, in whole minutes)."""
+        p = table.periodic
+        if p is None:
+            raise ProgramError("periodic", "mode 'periodic_bolus' needs a 'periodic' table")
+        return cls(
+            table.dose_mcg_per_day,
+            p.dose_mcg,
+            p.duration_min,
+            _whole_minutes("periodic.interval", p.interval),
+            _whole_minutes("periodic.first_offset", p.first_offset),
+        )
+
+    def peak_basal_mcg_per_day(self) -> float:
+        """The basal rate between boluses."""
+        return self.basal_mcg_per_day
+
+    def mean_dose_mcg_per_day(self) -> float:
+        """Basal plus the boluses of a day."""
+        return self.basal_mcg_per_day + self.bolus_mcg * MIN_PER_DAY / self.interval_min
+
+    def max_24h_dose_mcg(self) -> float:
+        """Basal plus every bolus that can start in 24 h."""
+        boluses = math.ceil(MIN_PER_DAY / self.interval_min - 1e-9)
+        return self.basal_mcg_per_day + boluses * self.bolus_mcg
+
+    def check_limits(self, conc_mcg_per_ml: float, limits: TherapyLimits) -> None:
+        """The basal rate, the bolus on top of it, and the bolus timing."""
+        basal = self.basal_mcg_per_day
+        _check_rate("dose_mcg_per_day", basal, conc_mcg_per_ml, limits)
+        _check_bolus_rate(
+            "periodic",
+            self.bolus_mcg,
+            self.bolus_duration_min,
+            basal,
+            conc_mcg_per_ml,
+            limits,
+        )
+        _check(
+            "periodic.interval", self.interval_min, self.bolus_duration_min, _MAX_BOLUS_MIN, "min"
+        )
+        _check("periodic.first_offset", self.first_offset_min, 0, _MAX_BOLUS_MIN, "min")
 
     @classmethod
     def parse(cls, text: str) -> PeriodicBolus:
@@ -494,23 +652,12 @@ Mode = Stopped | Continuous | Flex | PeriodicBolus
 MODES: tuple[type[Mode], ...] = (Stopped, Continuous, Flex, PeriodicBolus)
 
 
+_MODE_OF_WIRE: dict[type[WireStruct], type[Mode]] = {cls.WIRE: cls for cls in MODES}
+_MODE_OF_KIND: dict[str, type[Mode]] = {cls.KIND: cls for cls in MODES}
+
+
 def _mode_from_wire(mode: m.TherapyModeBlock) -> Mode:
-    if isinstance(mode, m.ContinuousMode):
-        return Continuous(mcg_from_ng(mode.dose_ng_per_day))
-    if isinstance(mode, m.FlexMode):
-        return Flex(
-            tuple(FlexStep(s.start_min, mcg_from_ng(s.dose_ng_per_day)) for s in mode.steps),
-            mode.period,
-        )
-    if isinstance(mode, m.PeriodicBolusMode):
-        return PeriodicBolus(
-            mcg_from_ng(mode.basal_dose_ng_per_day),
-            mcg_from_ng(mode.bolus_dose_ng),
-            mode.bolus_duration_min,
-            mode.interval_min,
-            mode.first_offset_min,
-        )
-    return Stopped()
+    return _MODE_OF_WIRE[type(mode)].from_wire(mode)
 
 
 # --- program-wide settings --------------------------------------------------------------------
@@ -637,12 +784,9 @@ class TherapyProgram:
 
     @property
     def basal_mcg_per_day(self) -> float:
-        """The constant basal of continuous and periodic modes (0 otherwise)."""
-        if isinstance(self.mode, Continuous):
-            return self.mode.dose_mcg_per_day
-        if isinstance(self.mode, PeriodicBolus):
-            return self.mode.basal_mcg_per_day
-        return 0.0
+        """The basal rate: constant in continuous and periodic modes, the highest step of a
+        flex pattern, 0 when stopped."""
+        return self.mode.peak_basal_mcg_per_day()
 
 
 @dataclass(frozen=True, slots=True)
@@ -858,7 +1002,13 @@ class CatheterTable(_Table):
     volume_ul_per_cm: float
 
 
-ModeName = Literal["stopped", "continuous", "flex", "periodic_bolus"]
+def _known_mode(kind: str) -> str:
+    if kind not in _MODE_OF_KIND:
+        raise ValueError(f"expected one of {', '.join(_MODE_OF_KIND)}")
+    return kind
+
+
+ModeName = Annotated[str, AfterValidator(_known_mode)]
 
 
 class ProgramTable(_Table):
@@ -903,32 +1053,7 @@ class ProgramTable(_Table):
         return self
 
     def _mode(self) -> Mode:
-        if self.mode == Continuous.KIND:
-            return Continuous(self.dose_mcg_per_day)
-        if self.mode == Flex.KIND:
-            period = FlexPeriod[self.period.upper()]
-            steps = []
-            for i, step in enumerate(self.steps):
-                start = step.start
-                if isinstance(start, str):
-                    try:
-                        start = parse_start(start, period)
-                    except ValueError as exc:
-                        raise ProgramError(f"steps[{i}].start", str(exc)) from None
-                steps.append(FlexStep(start, step.dose_mcg_per_day))
-            return Flex(tuple(steps), period)
-        if self.mode == PeriodicBolus.KIND:
-            p = self.periodic
-            if p is None:
-                raise ProgramError("periodic", "mode 'periodic_bolus' needs a 'periodic' table")
-            return PeriodicBolus(
-                self.dose_mcg_per_day,
-                p.dose_mcg,
-                p.duration_min,
-                _whole_minutes("periodic.interval", p.interval),
-                _whole_minutes("periodic.first_offset", p.first_offset),
-            )
-        return Stopped()
+        return _MODE_OF_KIND[self.mode].from_table(self)
 
     def patient_bolus_settings(self) -> PatientBolus | None:
         """The patient bolus of the document (None: disabled)."""
@@ -976,23 +1101,12 @@ class ProgramTable(_Table):
 
 def mean_daily_dose_mcg(therapy: TherapyProgram) -> float:
     """Programmed dose averaged over a day, boluses of periodic mode included."""
-    mode = therapy.mode
-    if isinstance(mode, Flex):
-        return mode.mean_dose_mcg_per_day()
-    if isinstance(mode, PeriodicBolus):
-        return mode.basal_mcg_per_day + mode.bolus_mcg * MIN_PER_DAY / mode.interval_min
-    return therapy.basal_mcg_per_day
+    return therapy.mode.mean_dose_mcg_per_day()
 
 
 def max_24h_dose_mcg(therapy: TherapyProgram) -> float:
     """Largest dose the program can deliver in any 24 h window, patient boluses included."""
-    mode = therapy.mode
-    dose = therapy.basal_mcg_per_day
-    if isinstance(mode, Flex):
-        dose = _max_window_flex_mcg(mode)
-    elif isinstance(mode, PeriodicBolus):
-        boluses = math.ceil(MIN_PER_DAY / mode.interval_min - 1e-9)
-        dose += boluses * mode.bolus_mcg
+    dose = therapy.mode.max_24h_dose_mcg()
     if therapy.patient_bolus is not None:
         dose += therapy.patient_bolus.max_per_day * therapy.patient_bolus.dose_mcg
     return dose
@@ -1083,36 +1197,9 @@ def validate_therapy(
         limits.max_daily_dose_mcg,
         "mcg",
     )
-    if isinstance(mode, Flex):
-        if not 1 <= len(mode.steps) <= limits.flex_max_steps:
-            raise ProgramError(
-                "steps",
-                f"{len(mode.steps)} steps; allowed 1..{limits.flex_max_steps}",
-                ResultCode.TOO_MANY_STEPS,
-            )
-        mode.check_order()
-        for i, step in enumerate(mode.steps):
-            _check_rate(
-                f"steps[{i}].dose_mcg_per_day", step.dose_mcg_per_day, conc_mcg_per_ml, limits
-            )
-    else:
-        _check_rate("dose_mcg_per_day", therapy.basal_mcg_per_day, conc_mcg_per_ml, limits)
-    if isinstance(mode, PeriodicBolus):
-        _check_bolus_rate(
-            "periodic",
-            mode.bolus_mcg,
-            mode.bolus_duration_min,
-            mode.basal_mcg_per_day,
-            conc_mcg_per_ml,
-            limits,
-        )
-        _check(
-            "periodic.interval", mode.interval_min, mode.bolus_duration_min, _MAX_BOLUS_MIN, "min"
-        )
-        _check("periodic.first_offset", mode.first_offset_min, 0, _MAX_BOLUS_MIN, "min")
+    mode.check_limits(conc_mcg_per_ml, limits)
     if pb is not None:
-        steps = mode.steps if isinstance(mode, Flex) else ()
-        peak_basal = max([therapy.basal_mcg_per_day] + [s.dose_mcg_per_day for s in steps])
+        peak_basal = mode.peak_basal_mcg_per_day()
         _check_bolus_rate(
             "patient_bolus", pb.dose_mcg, pb.duration_min, peak_basal, conc_mcg_per_ml, limits
         )
