@@ -33,7 +33,6 @@ from itpump.protocol.therapy import (
     MIN_DOSE_MCG,
     MODES,
     Catheter,
-    Flex,
     PeriodicBolus,
     Program,
     Stopped,
@@ -838,8 +837,8 @@ class Firmware:
         for bolus in self._boluses:
             deadline = min(deadline, bolus.end_s)
         deadline = min(deadline, self._next_periodic_s)
-        if isinstance(self._p.program.mode, Flex):
-            deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
+        # The next step of a time-varying basal (inf for a constant one).
+        deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
         if rate > 0:
             est = self._p.reservoir_estimate_ml
             for threshold, alarm in (
