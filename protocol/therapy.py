@@ -1062,12 +1062,6 @@ class ProgramTable(_Table):
             return None
         return PatientBolus(pb.dose_mcg, pb.duration_min, pb.lockout_min, pb.max_per_day)
 
-    def therapy(self) -> TherapyProgram:
-        """The therapy part (a missing daily maximum is 0: only a stopped program needs none)."""
-        return TherapyProgram(
-            self._mode(), self.max_daily_dose_mcg or 0.0, self.patient_bolus_settings()
-        )
-
     def program(self, base: Program | None = None) -> Program:
         """The whole program: keys left out of the document come from ``base``."""
         if base is None:
