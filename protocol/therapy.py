@@ -385,18 +385,9 @@ class Flex:
 
     @classmethod
     def from_table(cls, table: ProgramTable) -> Flex:
-        """The mode of a program document (starts as "HH:MM", "tue HH:MM" or minutes)."""
-        period = FlexPeriod[table.period.upper()]
-        steps = []
-        for i, step in enumerate(table.steps):
-            start = step.start
-            if isinstance(start, str):
-                try:
-                    start = parse_start(start, period)
-                except ValueError as exc:
-                    raise ProgramError(f"steps[{i}].start", str(exc)) from None
-            steps.append(FlexStep(start, step.dose_mcg_per_day))
-        return cls(tuple(steps), period)
+        """The mode of a program document."""
+        steps = tuple(FlexStep(step.start, step.dose_mcg_per_day) for step in table.steps)
+        return cls(steps, FlexPeriod[table.period.upper()])
 
     def peak_basal_mcg_per_day(self) -> float:
         """The highest rate of the pattern."""
@@ -971,9 +962,10 @@ class _Table(BaseModel):
 
 
 class StepTable(_Table):
-    """One flex step: ``start`` as "HH:MM", "tue HH:MM" (weekly) or minutes."""
+    """One flex step: ``start`` as "HH:MM", "tue HH:MM" (weekly) or minutes; read as minutes
+    from the period start."""
 
-    start: int | str
+    start: int
     dose_mcg_per_day: float
 
 
@@ -1045,6 +1037,26 @@ class ProgramTable(_Table):
             shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
             message = str(err["msg"]).removeprefix("Value error, ")
             raise ProgramError(path or "(program)", f"{message}{shown}") from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _starts_in_minutes(cls, data: Any) -> Any:
+        # A start's meaning depends on the period ("tue 07:00" needs a weekly one), a sibling
+        # key: clock times become minutes here, before the steps are read.
+        if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
+            return data
+        period = data.get("period", "daily")
+        if not isinstance(period, str) or period.upper() not in FlexPeriod.__members__:
+            return data  # refused by the field itself
+        steps = []
+        for i, step in enumerate(data["steps"]):
+            if isinstance(step, Mapping) and isinstance(step.get("start"), str):
+                try:
+                    step = {**step, "start": parse_start(step["start"], FlexPeriod[period.upper()])}
+                except ValueError as exc:
+                    raise ProgramError(f"steps[{i}].start", str(exc)) from None
+            steps.append(step)
+        return {**data, "steps": steps}
 
     @model_validator(mode="after")
     def _wire_ranges(self) -> ProgramTable:
