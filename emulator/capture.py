@@ -533,6 +533,13 @@ class CapturingHandler:
         tap.record(self._index, Direction.FROM_PUMP, reply, tap.now_ns())
         return reply
 
+    def open_head(self) -> CapturingHandler:
+        """The wrapped handler's byte handler for one client link, captured the same way."""
+        open_head = getattr(self.handler, "open_head", None)
+        if open_head is None:
+            return self
+        return CapturingHandler(self._tap, self._index, open_head())
+
     def link_closed(self) -> None:
         """Pass the transport's notice on to the wrapped handler."""
         closed = getattr(self.handler, "link_closed", None)

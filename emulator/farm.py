@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import math
 import time
@@ -25,7 +26,7 @@ from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.runtime import SimRuntime
 from itpump.emulator.scenario import Scenario
 from itpump.emulator.state import StateFileError, StateStore
-from itpump.emulator.telemetry import TelemetryEndpoint
+from itpump.emulator.telemetry import DIRECT_HEAD, TelemetryEndpoint
 from itpump.emulator.transports import (
     LinkConfig,
     LinkEmulator,
@@ -38,7 +39,8 @@ from itpump.emulator.transports import (
 from itpump.emulator.transports.base import ByteHandler
 from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import PumpStatus
-from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key
+from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key, role_key
+from itpump.protocol.messages import Role
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +96,19 @@ class _SyncedEndpoint:
         self._runtime = runtime
         self.commit: Callable[[], None] | None = None
         self._dirty = False
+        self._head_ids = itertools.count(DIRECT_HEAD + 1)
 
     def __call__(self, data: bytes, /) -> bytes:
-        return self._runtime.call(lambda: self._answer(data))
+        return self._runtime.call(lambda: self._answer(DIRECT_HEAD, data))
 
-    def _answer(self, data: bytes) -> bytes:
+    def open_head(self) -> _SyncedHead:
+        """One client link's handler; it survives the endpoint being replaced."""
+        return _SyncedHead(self, next(self._head_ids))
+
+    def _answer(self, head: int, data: bytes) -> bytes:
         endpoint = self.endpoint
         answered = endpoint.requests_answered
-        reply = endpoint(data)
+        reply = endpoint.feed(head, data)
         if self.commit is None:
             return reply
         self._dirty = self._dirty or endpoint.requests_answered != answered
@@ -116,6 +123,22 @@ class _SyncedEndpoint:
 
     def link_closed(self) -> None:
         self.endpoint.link_closed()
+
+
+class _SyncedHead:
+    """One client link of a `_SyncedEndpoint`, addressed by id: a restore or reset replaces
+    the endpoint (its heads start afresh, sessions ended), the transport keeps this object."""
+
+    def __init__(self, synced: _SyncedEndpoint, head: int) -> None:
+        self._synced = synced
+        self.head = head
+
+    def __call__(self, data: bytes, /) -> bytes:
+        synced = self._synced
+        return synced._runtime.call(lambda: synced._answer(self.head, data))
+
+    def link_closed(self) -> None:
+        self._synced.endpoint.close_head(self.head)
 
 
 class SnapshotLimitError(RuntimeError):
@@ -164,7 +187,12 @@ class ServedPump:
         self.run = run
         self.handler = handler
         self.transport = transport
-        self.key = key
+        self.device_key = key
+        """The pump's own key (what its endpoint holds); never given to a programmer."""
+        self.key = role_key(key, Role.CLINICIAN)
+        """The clinician programmer's key for this pump (`itpump serve` prints it)."""
+        self.patient_key = role_key(key, Role.PATIENT)
+        """The patient programmer's key: it opens PATIENT sessions only."""
         self.link = link
         self.seed = seed
 
@@ -278,7 +306,7 @@ class ServedPump:
             run.attach(farm.env)
             run.pump.on_alarm = farm.on_pump_alarm
             self.run = run
-            self.handler.endpoint = farm.make_endpoint(run.pump, self.key)
+            self.handler.endpoint = farm.make_endpoint(run.pump, self.device_key)
             old.link_closed()
 
         self._call(swap)
@@ -293,6 +321,7 @@ class ServedPump:
             "url": self.url,
             "path": None if path is None else str(path),
             "key": self.key.hex(),
+            "patient_key": self.patient_key.hex(),
         }
 
 

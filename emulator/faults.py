@@ -18,7 +18,7 @@ class FaultKind(StrEnum):
     BATTERY_DROP = "battery_drop"  # cell suddenly holds less charge (premature ERI/EOS)
     BATTERY_DEAD = "battery_dead"  # no power at all: pump silent, nothing moves
     MEMORY_ERROR = "memory_error"  # non-volatile memory checksum fails
-    MRI = "mri"  # strong magnetic field: motor stalls / accumulator valve shuts
+    MRI = "mri"  # strong magnetic field: motor stalls (and may restart late) / valve shuts
 
 
 # kind -> (parameter, low, high, default); kinds absent here take no parameter.
@@ -27,6 +27,9 @@ FAULT_PARAMETERS: dict[FaultKind, tuple[str, float, float, float]] = {
     FaultKind.LEAK: ("fraction", 0.0, 1.0, 0.5),
     FaultKind.FLOW_BIAS: ("percent", -90.0, 200.0, 15.0),
     FaultKind.BATTERY_DROP: ("remaining_pct", 0.0, 100.0, 5.0),
+    # A peristaltic drive may not restart at once when the field ends; no delivery for that
+    # long after the clear (valve-gated pumps have no motor and ignore it).
+    FaultKind.MRI: ("restart_delay_h", 0.0, 168.0, 0.0),
 }
 
 

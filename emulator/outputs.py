@@ -12,7 +12,8 @@ import numpy as np
 import numpy.typing as npt
 
 from itpump.emulator.patient import concentration_columns
-from itpump.emulator.recorder import FloatArray, interp_right
+from itpump.emulator.pk import thresholds
+from itpump.emulator.recorder import FloatArray
 from itpump.emulator.runner import RunResult
 from itpump.firmware_stubs.alarms import AlarmId
 
@@ -98,8 +99,62 @@ def first_alarm_h(result: RunResult, alarm: str) -> float | None:
     return next((a.t_h for a in recorder.alarm_transitions if a.alarm == alarm and a.raised), None)
 
 
-def summary(result: RunResult) -> dict[str, Any]:
-    """Machine-readable summary of a run."""
+def exposure(result: RunResult, columns: dict[str, FloatArray]) -> dict[str, Any]:
+    """Plasma and lumbar CSF against the reference levels of `emulator/pk/thresholds.py`.
+
+    Peaks and durations are read at the sample times of `columns` (a sample counts for the
+    interval that follows it), so a peak between samples is underestimated by at most the
+    change over one sample interval.
+    """
+    start = result.scenario.scenario.start
+    times = np.asarray(columns["time_h"], dtype=np.float64)
+    plasma = np.asarray(columns["plasma_ng_per_ml"], dtype=np.float64)
+    lumbar = np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64)
+    widths = np.diff(times, append=times[-1])
+
+    def stamp(t_h: float | None) -> str | None:
+        if t_h is None:
+            return None
+        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def first(mask: npt.NDArray[np.bool_]) -> float | None:
+        hits = np.flatnonzero(mask)
+        return float(times[hits[0]]) if len(hits) else None
+
+    cns = plasma >= thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML
+    severe = plasma >= thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
+    high = lumbar > thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    # Below the range only counts once the patient was in it: not the first hours of therapy.
+    reached = np.maximum.accumulate(lumbar >= thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
+    low = reached & (lumbar < thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
+    peak = int(np.argmax(plasma))
+    cns_h = first(cns)
+    return {
+        "plasma_peak_ng_per_ml": float(plasma[peak]),
+        "plasma_peak_utc": stamp(float(times[peak])),
+        "plasma_cns_depression_threshold_ng_per_ml": thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML,
+        "plasma_severe_toxicity_threshold_ng_per_ml": (
+            thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
+        ),
+        "plasma_above_cns_depression_h": float(widths[cns].sum()),
+        "plasma_above_cns_depression_first_utc": stamp(cns_h),
+        "plasma_above_severe_toxicity_h": float(widths[severe].sum()),
+        "csf_lumbar_peak_ng_per_ml": float(lumbar.max()),
+        "csf_therapeutic_range_ng_per_ml": [
+            thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML,
+            thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML,
+        ],
+        "csf_above_range_h": float(widths[high].sum()),
+        "csf_above_range_first_utc": stamp(first(high)),
+        "csf_below_range_h": float(widths[low].sum()),
+        "csf_below_range_first_utc": stamp(first(low)),
+        "systemic_overdose": cns_h is not None,
+    }
+
+
+def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> dict[str, Any]:
+    """Machine-readable summary of a run; `columns` (from `timeseries`) adds the patient's
+    exposure against the toxicity and therapeutic levels (computed when not given)."""
     pump = result.pump
     truth = pump.truth()
     ledger = truth.ledger
@@ -114,6 +169,18 @@ def summary(result: RunResult) -> dict[str, Any]:
         return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     filled = ledger.filled_mcg
+    mass_balance: dict[str, float] = {
+        "filled": filled,
+        "in_reservoir": ledger.in_reservoir_mcg,
+        "in_catheter_and_tubing": ledger.in_path_mcg,
+        "delivered_to_csf": ledger.to_csf_mcg,
+        "lost_to_tissue": ledger.to_tissue_mcg,
+        "aspirated_at_refill": ledger.aspirated_mcg,
+    }
+    if ledger.explanted_mcg:
+        # Only after a catheter revision: runs without one keep their summary as it was.
+        mass_balance["explanted_with_catheter"] = ledger.explanted_mcg
+    mass_balance["relative_imbalance"] = abs(ledger.imbalance_mcg) / filled if filled else 0.0
     empty_h = first_truly_empty_h(result)
     low_h = first_alarm_h(result, "low_reservoir")
     return {
@@ -126,15 +193,7 @@ def summary(result: RunResult) -> dict[str, Any]:
         "duration_h": result.scenario.end_h,
         "wall_time_s": round(result.wall_s, 4),
         "simpy_events": result.env.events_processed,
-        "mass_balance_mcg": {
-            "filled": filled,
-            "in_reservoir": ledger.in_reservoir_mcg,
-            "in_catheter_and_tubing": ledger.in_path_mcg,
-            "delivered_to_csf": ledger.to_csf_mcg,
-            "lost_to_tissue": ledger.to_tissue_mcg,
-            "aspirated_at_refill": ledger.aspirated_mcg,
-            "relative_imbalance": abs(ledger.imbalance_mcg) / filled if filled else 0.0,
-        },
+        "mass_balance_mcg": mass_balance,
         "final": {
             "reservoir_true_ml": truth.reservoir_ml,
             "reservoir_estimated_ml": status.reservoir_estimate_ml,
@@ -162,6 +221,7 @@ def summary(result: RunResult) -> dict[str, Any]:
             {"t_h": o.t_h, "action": o.index, "type": o.type, "code": o.code, "detail": o.detail}
             for o in result.refusals
         ],
+        "exposure": exposure(result, timeseries(result) if columns is None else columns),
     }
 
 
@@ -191,105 +251,9 @@ def write_summary_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_report_png(path: Path, result: RunResult, columns: dict[str, FloatArray]) -> None:
-    """Reservoir truth vs estimate, daily dose, alarm timeline (and PK if present)."""
-    import matplotlib
+    """The run on one page (emulator/report.py): reservoir, true vs programmed dose, CSF and
+    plasma against their reference levels, alarms and actions on a calendar axis."""
+    from itpump.emulator.report import report_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t_days = columns["time_h"] / 24.0
-    has_pk = "csf_lumbar_ng_per_ml" in columns
-    nrows = 4 if has_pk else 3
-    fig, axes = plt.subplots(
-        nrows,
-        1,
-        figsize=(11, 2.6 * nrows + 1),
-        sharex=True,
-        gridspec_kw={"height_ratios": [3, 2, 1] + ([3] if has_pk else [])},
-    )
-    ax = axes[0]
-    ax.plot(t_days, columns["reservoir_true_ml"], label="true volume", color="tab:blue")
-    ax.plot(
-        t_days,
-        columns["reservoir_estimated_ml"],
-        label="pump estimate",
-        color="tab:orange",
-        linestyle="--",
-    )
-    threshold = result.pump.firmware.status().low_reservoir_threshold_ml
-    ax.axhline(
-        threshold,
-        color="grey",
-        linewidth=0.8,
-        linestyle=":",
-        label=f"low-reservoir alarm {threshold:g} mL",
-    )
-    ax.set_ylabel("reservoir (mL)")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"{result.scenario.scenario.name} - {result.profile.model}, seed {result.seed}")
-
-    ax = axes[1]
-    days = np.arange(0, math.ceil(result.scenario.end_h / 24.0) + 1) * 24.0
-    recorder = result.pump.recorder
-    assert recorder is not None
-    t, csf, tissue = recorder.cumulative_points()
-    if len(t):
-        cum_csf = interp_right(days, t, csf, left=0.0)
-        cum_tis = interp_right(days, t, tissue, left=0.0)
-        ax.bar(
-            days[:-1] / 24.0,
-            np.diff(cum_csf),
-            width=0.9,
-            align="edge",
-            label="to CSF (catheter tip)",
-            color="tab:green",
-        )
-        if cum_tis[-1] > 0:
-            ax.bar(
-                days[:-1] / 24.0,
-                np.diff(cum_tis),
-                width=0.9,
-                align="edge",
-                bottom=np.diff(cum_csf),
-                label="to tissue",
-                color="tab:red",
-            )
-    ax.set_ylabel("true dose (mcg/day)")
-    ax.legend(loc="upper right", fontsize=8)
-
-    ax = axes[2]
-    names = [a.name.lower() for a in AlarmId]
-    for row, name in enumerate(names):
-        bit = next(b for b, n in _ALARM_BITS.items() if n == name)
-        active = (columns["alarm_mask"].astype(np.int64) >> bit) & 1
-        ax.fill_between(
-            t_days,
-            row - 0.4,
-            row + 0.4,
-            where=active.astype(bool),
-            step="post",
-            color="tab:red"
-            if name in ("empty_reservoir", "end_of_service", "motor_stall", "memory_error")
-            else "tab:orange",
-        )
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_ylim(-0.6, len(names) - 0.4)
-    ax.set_ylabel("alarms")
-
-    if has_pk:
-        ax = axes[3]
-        for key, label in (
-            ("csf_lumbar_ng_per_ml", "CSF lumbar"),
-            ("csf_cisternal_ng_per_ml", "CSF cisternal"),
-            ("effect_ng_per_ml", "effect site"),
-            ("plasma_ng_per_ml", "plasma"),
-        ):
-            if key in columns:
-                ax.plot(t_days, columns[key], label=label)
-        ax.set_yscale("symlog", linthresh=1.0)
-        ax.set_ylabel("conc. (ng/mL)")
-        ax.legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("day")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    figure = report_figure(result, columns)
+    figure.savefig(path, dpi=100)

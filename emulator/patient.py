@@ -23,25 +23,70 @@ CONCENTRATION_COLUMNS = (
 
 
 class LivePatient:
-    """Incremental PK state, advanced by each tip segment the hardware reports."""
+    """Incremental PK state, advanced by the tip segments the hardware reports.
+
+    Segments are held until something reads the patient (`at`, a tissue bolus): a served
+    pump reports a segment at every telemetry request, and a PK step each time (~20 µs) was a
+    tenth of an interrogate while nobody asked for a concentration. A segment that continues
+    the last held one at the same rates extends it, so a steady infusion holds one; at most
+    `MAX_PENDING` are held before they are applied.
+    """
+
+    MAX_PENDING = 64
 
     def __init__(self, model: PKModel, t0_h: float = 0.0) -> None:
         self.model = model
-        self.state: PKState = model.initial_state(t0_h)
+        self._state: PKState = model.initial_state(t0_h)
+        # (t0_h, t1_h, csf mcg/h, tissue mcg/h) reported but not yet applied to `_state`.
+        self._pending: list[tuple[float, float, float, float]] = []
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # A pump stored before segments were held had its state under `state`, none pending.
+        if "state" in state:
+            state["_state"] = state.pop("state")
+        state.setdefault("_pending", [])
+        self.__dict__.update(state)
+
+    @property
+    def state(self) -> PKState:
+        """The state after every segment reported so far (at the end of the last one)."""
+        self._apply_pending()
+        return self._state
+
+    def _apply_pending(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        model = self.model
+        state = self._state
+        for t0_h, t1_h, csf, tissue in pending:
+            if t0_h > state.time_h:
+                state = model.advance(state, t0_h - state.time_h, 0.0, 0.0)
+            state = model.advance(state, t1_h - t0_h, csf, tissue)
+        pending.clear()
+        self._state = state
 
     def _advance_to(self, t_h: float) -> None:
-        if t_h > self.state.time_h:
-            self.state = self.model.advance(self.state, t_h - self.state.time_h, 0.0, 0.0)
+        self._apply_pending()
+        if t_h > self._state.time_h:
+            self._state = self.model.advance(self._state, t_h - self._state.time_h, 0.0, 0.0)
 
     def on_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
         """Drug left the tip at `csf` mcg/h (and reached tissue at `tissue` mcg/h) on [t0, t1]."""
-        self._advance_to(t0_h)
-        self.state = self.model.advance(self.state, t1_h - t0_h, csf, tissue)
+        pending = self._pending
+        if pending:
+            last_t0, last_t1, last_csf, last_tissue = pending[-1]
+            if last_t1 == t0_h and last_csf == csf and last_tissue == tissue:
+                pending[-1] = (last_t0, t1_h, csf, tissue)
+                return
+            if len(pending) >= self.MAX_PENDING:
+                self._apply_pending()
+        pending.append((t0_h, t1_h, csf, tissue))
 
     def on_bolus(self, t_h: float, tissue_mcg: float) -> None:
         """An instantaneous amount reached tissue."""
         self._advance_to(t_h)
-        self.state = self.model.add_bolus(self.state, tissue_mcg=tissue_mcg)
+        self._state = self.model.add_bolus(self._state, tissue_mcg=tissue_mcg)
 
     def at(self, t_h: float) -> Concentrations:
         """Concentrations at `t_h` (no input after the last reported segment)."""

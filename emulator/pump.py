@@ -11,6 +11,7 @@ import copy
 import functools
 import logging
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -63,6 +64,8 @@ class Truth:
     stroke_position: float
     faults: tuple[str, ...]
     ledger: MassLedger
+    #: the drug truly in the reservoir ("mixed": a residual of another drug was topped up)
+    reservoir_drug: str = ""
 
 
 class _EmulatorHal:
@@ -237,21 +240,37 @@ class EmulatedPump:
         aspirate_ml: float | None = None,
         reported_aspirated_ml: float | Literal["measured"] | None = "measured",
         entered_conc_mcg_per_ml: float | None = None,
+        entered_volume_ml: float | None = None,
+        entered_drug: str | None = None,
+        pocket_fraction: float = 0.0,
     ) -> RefillOutcome:
-        """A clinic refill: aspirate, inject through the septum, tell the firmware.
+        """A clinic refill: aspirate, inject `add_ml` of `drug` at `conc_mcg_per_ml` through
+        the septum, tell the firmware what the clinician enters.
 
         The firmware is told first so that a refusal (e.g. too much volume) leaves the
-        reservoir untouched, as a clinician would not inject a refused refill. The pump is
-        told the truly aspirated volume unless `reported_aspirated_ml` says otherwise (what a
-        programmer entered, or None for "not measured"), and the concentration filled
-        (`conc_mcg_per_ml`) unless `entered_conc_mcg_per_ml` says what the clinician entered
-        instead (a concentration entry error: the pump computes doses from the wrong number).
+        reservoir untouched, as a clinician would not inject a refused refill. What the
+        clinician enters, each overridable to model an entry error or a physical fill that
+        differs from the entry:
+        - the volume now in the reservoir (`entered_volume_ml`; default: the injected volume
+          plus the residual left behind when `aspirate_ml` did not take it all);
+        - the drug and concentration (`entered_drug`, `entered_conc_mcg_per_ml`; default:
+          those injected. A residual left behind mixes with the new drug, so the true
+          concentration can differ from the entered one even without an entry error);
+        - the aspirated volume (`reported_aspirated_ml`; default the true one, None for
+          "not measured").
+        `pocket_fraction` (0..1) of the injection misses the septum and goes to the pocket
+        (a partial pocket fill); a `pocket_fill` fault makes it all.
         """
+        if not 0.0 <= pocket_fraction <= 1.0:
+            raise Refusal(
+                ResultCode.OUT_OF_RANGE, f"pocket_fraction={pocket_fraction:g} outside 0..1"
+            )
         self._sync()
         hw = self.hardware
         measured = hw.reservoir_ml if aspirate_ml is None else min(aspirate_ml, hw.reservoir_ml)
-        space_ml = self.profile.reservoir_capacity_ml - (hw.reservoir_ml - measured)
-        if add_ml > space_ml + 1e-9:
+        left_ml = hw.reservoir_ml - measured
+        space_ml = self.profile.reservoir_capacity_ml - left_ml
+        if add_ml * (1.0 - pocket_fraction) > space_ml + 1e-9:
             # The septum would resist: the clinician cannot inject more than the free space.
             raise Refusal(
                 ResultCode.RESERVOIR_CAPACITY_EXCEEDED,
@@ -261,10 +280,40 @@ class EmulatedPump:
             )
         told = measured if reported_aspirated_ml == "measured" else reported_aspirated_ml
         entered = conc_mcg_per_ml if entered_conc_mcg_per_ml is None else entered_conc_mcg_per_ml
-        self.call(self.firmware.refill, add_ml, drug, entered, told, bridge)
-        outcome = hw.refill(self.now_h, add_ml, conc_mcg_per_ml, aspirate_ml)
+        volume_ml = add_ml + left_ml if entered_volume_ml is None else entered_volume_ml
+        self.call(
+            self.firmware.refill, volume_ml, entered_drug or drug, entered, told, bridge
+        )
+        outcome = hw.refill(
+            self.now_h,
+            add_ml,
+            conc_mcg_per_ml,
+            aspirate_ml,
+            pocket_fraction=pocket_fraction,
+            drug=drug,
+        )
         self._after()
         return outcome
+
+    def revise_catheter(
+        self, length_cm: float, volume_ul_per_cm: float, *, tell_pump: bool = True
+    ) -> float:
+        """Catheter revision: the implanted catheter is replaced by an empty one of the given
+        length (its drug leaves with the explant; the pump tubing keeps its contents), and,
+        with `tell_pump`, the clinician records it over telemetry so that the pump allows a
+        priming bolus. Returns the volume the pump would now prime (0 when not told).
+
+        The firmware is told first so that a refusal (a length out of range) changes nothing.
+        """
+        self._sync()
+        unprimed_ml = 0.0
+        if tell_pump:
+            unprimed_ml = self.call(self.firmware.revise_catheter, length_cm, volume_ul_per_cm)
+        else:
+            self.firmware.check_catheter(length_cm, volume_ul_per_cm)
+        self.hardware.revise_catheter(self.now_h, length_cm * volume_ul_per_cm / 1000.0)
+        self._after()
+        return unprimed_ml
 
     def inject(self, fault: Fault) -> None:
         """Start a hardware fault now."""
@@ -304,6 +353,7 @@ class EmulatedPump:
             stroke_position=hw.stroke_position,
             faults=tuple(sorted(k.value for k in hw.faults)),
             ledger=hw.ledger(),
+            reservoir_drug=hw.reservoir_drug,
         )
 
     def concentrations(self) -> Concentrations | None:
@@ -388,6 +438,11 @@ class EmulatedPump:
         if self.hardware.dead or self._detached:
             return
         deadline_h = self.firmware.next_deadline_s / 3600.0
+        restart_h = self.hardware.pending_restart_h
+        if restart_h is not None:
+            # The firmware cannot know when a held drive turns again: wake it then, so the
+            # stall alarm clears and the estimate moves on from that instant.
+            deadline_h = min(deadline_h, restart_h)
         if deadline_h == self._armed_deadline_h or not math.isfinite(deadline_h):
             return
         self._armed_deadline_h = deadline_h
@@ -396,11 +451,14 @@ class EmulatedPump:
             return  # a timer for this very instant is still queued: it becomes the armed one
         queued.add(deadline_h)
         timeout = self.env.timeout(max(deadline_h - self.now_h, 0.0))
+        # A weak reference: SimPy cannot take a timeout back, so a pump replaced while time
+        # stands still (a stepped rig restoring snapshots) would otherwise stay alive in the
+        # world's queue, its whole state with it, until simulated time reached its deadline.
         timeout.callbacks.append(
-            functools.partial(self._on_timer, self._timer_generation, deadline_h)
+            functools.partial(_fire_timer, weakref.ref(self), self._timer_generation, deadline_h)
         )
 
-    def _on_timer(self, generation: int, deadline_h: float, _event: object = None) -> None:
+    def _on_timer(self, generation: int, deadline_h: float) -> None:
         if generation != self._timer_generation or self._detached:
             return  # the pump was replaced (snapshot, reset)
         self._queued_timers.remove(deadline_h)
@@ -417,3 +475,12 @@ class EmulatedPump:
 
 class PumpSilentError(RuntimeError):
     """The pump does not answer (dead battery)."""
+
+
+def _fire_timer(
+    pump_ref: weakref.ref[EmulatedPump], generation: int, deadline_h: float, _event: object
+) -> None:
+    """A pump's timer callback; does nothing once the pump is gone."""
+    pump = pump_ref()
+    if pump is not None:
+        pump._on_timer(generation, deadline_h)

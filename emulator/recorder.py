@@ -7,6 +7,14 @@ A bounded recorder (`window_h`) keeps only the last stretch of history (a served
 otherwise grow ~2 MB per simulated year). What the dropped part contributed is folded into
 its origin: the cumulative doses, the alarms still raised and, given the PK model, the
 patient's state, so everything resampled after `start_h` is exactly as if nothing was dropped.
+
+A served pump records a point at every telemetry request, most of them on a straight line
+(a steady infusion read again and again: ~200 bytes per request, for ever). A bounded
+recorder therefore does not keep a point that the straight line through its neighbours
+reproduces: within `VOLUME_TOLERANCE_ML` (1 nL, the wire's resolution) for volumes and
+`BATTERY_TOLERANCE` for the battery fraction (each request's telemetry draw is a step far
+below it), with the rates and alarms unchanged. `itpump simulate`'s whole history keeps every
+point.
 """
 
 from __future__ import annotations
@@ -23,6 +31,18 @@ if TYPE_CHECKING:
     from itpump.emulator.pk import PKModel, PKState
 
 FloatArray = NDArray[np.float64]
+
+VOLUME_TOLERANCE_ML = 1e-6 * 1e-3
+"""1 nL: a bounded recorder drops a volume point the line through its neighbours gives
+within this."""
+
+BATTERY_TOLERANCE = 1e-6
+"""Of the battery's charge (fraction): the same for the battery point."""
+
+
+def _on_line(t0: float, v0: float, t1: float, v1: float, t2: float, v2: float, tol: float) -> bool:
+    """Whether (t1, v1) is within `tol` of the line through (t0, v0) and (t2, v2); t0<t1<t2."""
+    return abs(v1 - (v0 + (v2 - v0) * (t1 - t0) / (t2 - t0))) <= tol
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +87,8 @@ class Recorder:
         if window_h is not None and not window_h > 0:
             raise ValueError(f"window_h must be > 0 or None (got {window_h!r})")
         self.window_h = window_h
+        # Bounded: a served pump; drop points a line through their neighbours reproduces.
+        self._compact = window_h is not None
         self._pk_model = pk_model
         # Where the retained history starts, and what happened before it.
         self.start_h = 0.0
@@ -95,6 +117,11 @@ class Recorder:
         self.alarm_transitions: list[AlarmTransition] = []
         self._last_mask = 0
 
+    def __setstate__(self, state: dict[str, object]) -> None:
+        # Recorders pickled before points were compacted (state files, snapshots).
+        state.setdefault("_compact", state.get("window_h") is not None)
+        self.__dict__.update(state)
+
     def add_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
         """One piece of the tip history (merged with the previous one when seamless and equal)."""
         self.revision += 1
@@ -122,14 +149,19 @@ class Recorder:
         # The hardware reports a breakpoint where a gap ends and the pump then records the
         # same instant after its event: the repeat carries nothing (half the truth points).
         t = self.truth_t_h
-        if (
-            t
-            and t[-1] == t_h
-            and self.truth_reservoir_ml[-1] == reservoir_ml
-            and self.truth_battery_fraction[-1] == battery_fraction
-        ):
+        res, bat = self.truth_reservoir_ml, self.truth_battery_fraction
+        if t and t[-1] == t_h and res[-1] == reservoir_ml and bat[-1] == battery_fraction:
             return
         self.revision += 1
+        if (
+            self._compact
+            and len(t) >= 2
+            and t[-2] < t[-1] < t_h
+            and _on_line(t[-2], res[-2], t[-1], res[-1], t_h, reservoir_ml, VOLUME_TOLERANCE_ML)
+            and _on_line(t[-2], bat[-2], t[-1], bat[-1], t_h, battery_fraction, BATTERY_TOLERANCE)
+        ):
+            t[-1], res[-1], bat[-1] = t_h, reservoir_ml, battery_fraction
+            return
         self.truth_t_h.append(t_h)
         self.truth_reservoir_ml.append(reservoir_ml)
         self.truth_battery_fraction.append(battery_fraction)
@@ -144,10 +176,23 @@ class Recorder:
     ) -> None:
         """Firmware beliefs at a pump event; alarm changes become transitions."""
         self.revision += 1
-        self.fw_t_h.append(t_h)
-        self.fw_reservoir_ml.append(reservoir_ml)
-        self.fw_rate_ml_per_day.append(rate_ml_per_day)
-        self.fw_alarm_mask.append(alarm_mask)
+        t, res = self.fw_t_h, self.fw_reservoir_ml
+        rate, mask = self.fw_rate_ml_per_day, self.fw_alarm_mask
+        if (
+            self._compact
+            and len(t) >= 2
+            and t[-2] < t[-1] < t_h
+            and rate[-2] == rate[-1]
+            and mask[-2] == mask[-1]
+            and _on_line(t[-2], res[-2], t[-1], res[-1], t_h, reservoir_ml, VOLUME_TOLERANCE_ML)
+        ):
+            # The last point only continued its predecessor's line: the new one replaces it.
+            t[-1], res[-1], rate[-1], mask[-1] = t_h, reservoir_ml, rate_ml_per_day, alarm_mask
+        else:
+            t.append(t_h)
+            res.append(reservoir_ml)
+            rate.append(rate_ml_per_day)
+            mask.append(alarm_mask)
         changed = alarm_mask ^ self._last_mask
         if changed:
             for bit, name in alarm_names.items():

@@ -354,7 +354,9 @@ class RigPump:
         self.url: str = served.url
         """What the programmer opens (pyserial URL or PTY path)."""
         self.key: bytes = served.key
-        """The pump's 32-byte session key (HMAC-SHA256(master key, serial))."""
+        """The clinician programmer's 32-byte key for this pump (see README, key formula)."""
+        self.patient_key: bytes = served.patient_key
+        """The patient programmer's key: it opens PATIENT sessions only."""
         self.serial: str = served.serial
         """The pump's serial number."""
 

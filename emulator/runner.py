@@ -8,6 +8,7 @@ import logging
 import math
 import pickle
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from itpump.emulator.scenario import (
     AlarmThresholdAction,
     BolusAction,
     BridgeBolusAction,
+    CatheterRevisionAction,
     ClearFaultAction,
     FaultAction,
     PatientBolusAction,
@@ -88,6 +90,21 @@ def expand_actions(scenario: Scenario) -> list[tuple[float, int, Action]]:
     return timed
 
 
+def _play_actions(run_ref: weakref.ref[ScenarioRun]) -> simpy.events.ProcessGenerator:
+    """The scenario player: performs each timed action at its time (see `ScenarioRun._play`)."""
+    while True:
+        run = run_ref()
+        if run is None or run._detached or run._next_action >= len(run._timed):
+            return  # replaced by a snapshot or a reset, or every action done
+        delay_h = run._timed[run._next_action][0] - run.pump.now_h
+        if delay_h > 0:
+            timeout = run.env.timeout(delay_h)
+            del run  # hold the run only weakly while waiting
+            yield timeout
+            continue
+        run._perform_next()
+
+
 def _perform(pump: EmulatedPump, action: Action) -> None:
     fw = pump.firmware
     if isinstance(action, RefillAction):
@@ -97,9 +114,17 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             action.concentration_mcg_per_ml,
             bridge=action.bridge,
             aspirate_ml=action.aspirate_ml,
+            entered_volume_ml=action.entered_volume_ml,
+            entered_drug=action.entered_drug,
+            entered_conc_mcg_per_ml=action.entered_concentration_mcg_per_ml,
+            pocket_fraction=action.pocket_fill_fraction,
         )
     elif isinstance(action, PrimeAction):
         pump.call(fw.prime, action.volume_ml)
+    elif isinstance(action, CatheterRevisionAction):
+        pump.revise_catheter(
+            action.length_cm, action.volume_ul_per_cm, tell_pump=action.tell_pump
+        )
     elif isinstance(action, ProgramAction):
         # Keys the action leaves out (drug, patient, catheter) keep what the pump holds.
         pump.call(fw.commit_program, action.program(fw.active_program()))
@@ -191,26 +216,27 @@ class ScenarioRun:
         return self.pump.now_h
 
     def _play(self) -> simpy.events.ProcessGenerator:
-        timed = self._timed
-        while self._next_action < len(timed):
-            t_h, index, action = timed[self._next_action]
-            if t_h > self.pump.now_h:
-                yield self.env.timeout(t_h - self.pump.now_h)
-            if self._detached:
-                return  # replaced by a snapshot or a reset while waiting
-            self._next_action += 1
-            now = self.pump.now_h
-            try:
-                _perform(self.pump, action)
-                outcome = ActionOutcome(now, index, action.type, True)
-            except Refusal as refusal:
-                outcome = ActionOutcome(
-                    now, index, action.type, False, refusal.code.name, refusal.detail
-                )
-                log.info("t=%.3f h action #%d %s refused: %s", now, index, action.type, refusal)
-            except PumpSilentError as silent:
-                outcome = ActionOutcome(now, index, action.type, False, "NO_ANSWER", str(silent))
-            self.result.outcomes.append(outcome)
+        # The player holds its run only weakly while it waits: a run replaced by a snapshot
+        # or a reset must be freed even while its next action's timeout stays queued in a
+        # world whose time stands still (found by the fuzz target's memory bound).
+        return _play_actions(weakref.ref(self))
+
+    def _perform_next(self) -> None:
+        """Perform the next timed action now and record its outcome."""
+        _, index, action = self._timed[self._next_action]
+        self._next_action += 1
+        now = self.pump.now_h
+        try:
+            _perform(self.pump, action)
+            outcome = ActionOutcome(now, index, action.type, True)
+        except Refusal as refusal:
+            outcome = ActionOutcome(
+                now, index, action.type, False, refusal.code.name, refusal.detail
+            )
+            log.info("t=%.3f h action #%d %s refused: %s", now, index, action.type, refusal)
+        except PumpSilentError as silent:
+            outcome = ActionOutcome(now, index, action.type, False, "NO_ANSWER", str(silent))
+        self.result.outcomes.append(outcome)
 
     def detach(self) -> None:
         """Stop acting in the world (the run was replaced); its state stays readable."""

@@ -41,6 +41,18 @@ Clock = Callable[[], float]
 SleepFn = Callable[[float], Awaitable[None]]
 
 
+def _jump(env: simpy.Environment, t_h: float) -> None:
+    """Move ``env``'s clock to ``t_h`` (> now) when no event is due before it.
+
+    ``env.run(until=t_h)`` would schedule a stop event, step it, raise and catch
+    StopSimulation and re-queue the event (~5 µs, paid by every telemetry request); with
+    nothing due before ``t_h`` its only effect is the clock. SimPy keeps the clock in
+    ``Environment._now`` (simpy 4, pinned in constraints.txt; tests/test_runtime.py checks
+    that ``now`` and later timeouts follow).
+    """
+    env._now = t_h
+
+
 def real_to_sim_h(real_s: float, speed: float) -> float:
     """Simulated hours elapsed in ``real_s`` real seconds at ``speed``."""
     return real_s * speed / SECONDS_PER_HOUR
@@ -84,6 +96,9 @@ class SimRuntime:
         self._anchor_h = float(env.now)
         self._anchor_s = clock()
         self._wake = asyncio.Event()
+        # The event time `run` sleeps until (inf: waits for a wake); -inf while it is not
+        # sleeping, so any call re-plans.
+        self._planned_h = -math.inf
         self._stopping = False
         self.events_processed = 0
         # Simulated seconds the rig has jumped (advance_to/advance_by) beyond the real-time
@@ -126,12 +141,7 @@ class SimRuntime:
             if stop is not None and stop():
                 return
         if target_h > env.now:
-            env.run(until=target_h)
-            # SimPy re-queues its stopping event at `now` (with no callbacks left); step it out
-            # so peek() shows the next real event, not a phantom one at the current time.
-            while env.peek() <= env.now:
-                env.step()
-                self.events_processed += 1
+            _jump(env, target_h)
 
     def sync(self) -> float:
         """Bring the environment to :meth:`now_h` (events due so far run first); return it.
@@ -148,12 +158,16 @@ class SimRuntime:
         self._wake.set()
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` at the current simulated time: sync, call, wake."""
+        """Run ``fn`` at the current simulated time: sync, call, then wake :meth:`run` if
+        ``fn`` scheduled an event earlier than the one it sleeps until."""
         self.sync()
         try:
             return fn()
         finally:
-            self.wake()
+            # Most calls (a telemetry read) schedule nothing; waking the runner for them cost
+            # two tasks and an asyncio.wait per request.
+            if self.env.peek() < self._planned_h:
+                self._wake.set()
 
     def wrap_handler(self, handler: Callable[[bytes], bytes]) -> Callable[[bytes], bytes]:
         """A byte handler that acts at the current simulated time (for a transport)."""
@@ -213,13 +227,13 @@ class SimRuntime:
                 if until_h is not None:
                     t_next = min(t_next, until_h)
                 if self._speed == 0 or math.isinf(t_next):
-                    await self._wake.wait()
+                    await self._wait_for_wake(math.inf)
                     continue
                 delay = sim_to_real_s(t_next - self.now_h(), self._speed)
                 if delay <= _EPSILON_S:
                     self._advance(t_next)
                     await asyncio.sleep(0)  # stay fair to I/O even when events are back to back
-                elif await self._sleep_or_wake(delay):
+                elif await self._sleep_or_wake(delay, t_next):
                     # Slept the whole way: t_next is due even if the clock rounds short
                     # (now_h() never reports less than env.now).
                     self._advance(t_next)
@@ -243,20 +257,28 @@ class SimRuntime:
             t_next = env.peek()
             if until_h is not None and t_next > until_h:
                 if until_h > env.now:
-                    env.run(until=until_h)
+                    _jump(env, until_h)
                 return True
             if math.isinf(t_next):
-                await self._wake.wait()
+                await self._wait_for_wake(math.inf)
                 return False
             env.step()
             self.events_processed += 1
         await asyncio.sleep(0)
         return False
 
-    async def _sleep_or_wake(self, delay_s: float) -> bool:
-        """Sleep ``delay_s``; return True if the sleep completed, False if woken first."""
+    async def _wait_for_wake(self, planned_h: float) -> None:
+        self._planned_h = planned_h
+        try:
+            await self._wake.wait()
+        finally:
+            self._planned_h = -math.inf
+
+    async def _sleep_or_wake(self, delay_s: float, planned_h: float) -> bool:
+        """Sleep ``delay_s`` (until the event at ``planned_h`` is due); return True if the
+        sleep completed, False if woken first."""
         sleeper = asyncio.ensure_future(self._sleep(delay_s))
-        waker = asyncio.ensure_future(self._wake.wait())
+        waker = asyncio.ensure_future(self._wait_for_wake(planned_h))
         try:
             done, _ = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:

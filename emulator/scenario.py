@@ -175,12 +175,24 @@ class RefillAction(_Timed):
     concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     bridge: bool = True
     aspirate_ml: float | None = Field(default=None, ge=0, le=_MAX_ML)
+    # What the clinician enters, when it differs from what was physically done (entry errors,
+    # a wrong drug or concentration in the syringe): default, what was filled.
+    entered_volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+    entered_drug: str | None = Field(default=None, min_length=1)
+    entered_concentration_mcg_per_ml: float | None = Field(default=None, gt=0, le=_MAX_MCG_PER_ML)
+    # Part of the injection that misses the septum and lands in the pocket (partial pocket fill).
+    pocket_fill_fraction: float = Field(default=0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _device_limits(self, info: ValidationInfo) -> RefillAction:
         def check(cfg: FirmwareConfig) -> None:
             cfg.check_name("drug", self.drug)
             cfg.check_concentration("concentration_mcg_per_ml", self.concentration_mcg_per_ml)
+            if self.entered_drug is not None:
+                cfg.check_name("entered_drug", self.entered_drug)
+            if self.entered_concentration_mcg_per_ml is not None:
+                entered = self.entered_concentration_mcg_per_ml
+                cfg.check_concentration("entered_concentration_mcg_per_ml", entered)
 
         _device_check(info, check)
         return self
@@ -192,11 +204,18 @@ class PrimeAction(_Timed):
     type: Literal["prime"]
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
+class CatheterRevisionAction(_Timed):
+    """Surgery replaces the catheter with a new, empty one (its drug leaves with the explant);
+    with `tell_pump` the clinician records it over telemetry, so that a prime is allowed."""
+
+    type: Literal["catheter_revision"]
+    length_cm: float = Field(gt=0)
+    volume_ul_per_cm: float = Field(default=2.6, gt=0)
+    tell_pump: bool = True
+
     @model_validator(mode="after")
-    def _device_limits(self, info: ValidationInfo) -> PrimeAction:
-        if self.volume_ml is not None:
-            volume_ml = self.volume_ml
-            _device_check(info, lambda cfg: cfg.check_priming_volume("volume_ml", volume_ml))
+    def _device_limits(self, info: ValidationInfo) -> CatheterRevisionAction:
+        _device_check(info, lambda cfg: cfg.check_catheter(self.length_cm, self.volume_ul_per_cm))
         return self
 
 
@@ -300,6 +319,7 @@ class RunUntilAction(_Model):
 Action = Annotated[
     RefillAction
     | PrimeAction
+    | CatheterRevisionAction
     | ProgramAction
     | BolusAction
     | BridgeBolusAction

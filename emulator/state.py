@@ -9,10 +9,22 @@ changes (delivery, alarms), and at a clean stop (docs/architecture.md).
 
 The file is trusted input: pump states are pickles, and unpickling runs code named by the
 data. Point `--state` only at files this program wrote.
+
+Pump states are Python objects of the code that wrote them: restored by code whose classes
+have other fields, they would come back half-initialised or fail mid-way through a farm.
+So each file records what its states depend on (`code_versions`: itpump's version, a digest
+of the source of every module whose objects a state can hold, and the versions of the
+libraries whose objects it holds), and a file written by other code is refused, before any
+pump is built, with one line naming what differs.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import importlib.metadata
+import json
 import sqlite3
 import sys
 from collections.abc import Iterable
@@ -24,8 +36,21 @@ from itpump import __version__
 FORMAT = "itpump-farm-state"
 """What the `meta` table's `format` row says in every state file."""
 
-SCHEMA_VERSION = 1
-"""The layout of the tables and of the stored pump bytes; another version is refused."""
+SCHEMA_VERSION = 2
+"""The layout of the tables and of the meta rows; another version is refused. (2: the
+`code` row, see `code_versions`.)"""
+
+STORED_PACKAGES = ("itpump.emulator", "itpump.firmware_stubs", "itpump.protocol")
+"""Packages whose objects a stored pump state can hold (tests/test_state.py checks that every
+class in the states of the shipped scenarios comes from one of them, less `NOT_STORED`)."""
+
+NOT_STORED = ("itpump.emulator.control", "itpump.emulator.sweep", "itpump.emulator.transports")
+"""Sub-packages of `STORED_PACKAGES` that a pump state never holds objects of (front ends and
+transports): editing them leaves state files usable."""
+
+STORED_LIBRARIES = ("numpy", "pydantic", "pydantic-core")
+"""Libraries whose objects a stored pump state holds (random generators, arrays, the
+scenario's models)."""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,9 +71,12 @@ class StateFileError(ValueError):
 class StateStore:
     """One farm's state file: open (creating it) with `StateStore(path)`.
 
-    WAL journal, `synchronous=NORMAL`: a commit survives the process being killed (SIGKILL,
-    a crash); the last commits before an operating-system crash or power loss may be lost,
-    which is not what this rig guards against and would cost an fsync per request.
+    WAL journal, `synchronous=FULL`: when `save` returns, the commit is on the disk (the WAL
+    is fsynced), so it survives the process being killed and also an operating-system crash
+    or a power loss of the host. The fsync costs about 0.3 ms a commit here
+    (BENCHMARKS.md), beside a 19200-baud round trip of ~90 ms. (`NORMAL` would survive a
+    SIGKILL too but could lose the last commits, acknowledged to a programmer, at a host
+    crash.)
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -64,7 +92,7 @@ class StateStore:
         try:
             self._check_or_create()
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StateFileError(
@@ -88,6 +116,7 @@ class StateStore:
                     ("format", FORMAT),
                     ("schema_version", str(SCHEMA_VERSION)),
                     ("written_by", f"itpump {__version__}, Python {sys.version.split()[0]}"),
+                    ("code", json.dumps(code_versions(), sort_keys=True)),
                 ],
             )
             db.execute("COMMIT")
@@ -105,6 +134,21 @@ class StateStore:
                 f"{self.path}: state file schema version {meta.get('schema_version')}, this "
                 f"itpump reads version {SCHEMA_VERSION} only (written by "
                 f"{meta.get('written_by', 'an unknown version')})"
+            )
+        try:
+            stored = json.loads(meta.get("code", ""))
+        except ValueError:
+            stored = None
+        if not isinstance(stored, dict):
+            raise StateFileError(f"{self.path}: the state file's code row is unreadable")
+        current = code_versions()
+        if stored != current:
+            raise StateFileError(
+                f"{self.path}: written by other code ({_differences(stored, current)}); pump "
+                "states are Python objects of the code that wrote them, so this itpump does "
+                f"not restore them: run the itpump that wrote it "
+                f"({meta.get('written_by', 'unknown')}), or name a new --state file (this one "
+                "is left as it is)"
             )
 
     # ------------------------------------------------------------------ reading
@@ -144,6 +188,43 @@ class StateStore:
         """Close the file (a later `StateStore` on the same path reads what was committed)."""
         self._db.close()
         self._lock.close()  # releases the lock
+
+
+@functools.cache
+def code_versions() -> dict[str, str]:
+    """What a stored pump state depends on, by name: "itpump" (its version), each library of
+    `STORED_LIBRARIES` (its version), and each module of `STORED_PACKAGES` (a digest of its
+    source). Computed once per process (~100 files)."""
+    out = {"itpump": __version__}
+    for library in STORED_LIBRARIES:
+        try:
+            out[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            out[library] = "absent"
+    for package in STORED_PACKAGES:
+        for root in importlib.import_module(package).__path__:
+            base = Path(root)
+            for path in sorted(base.rglob("*.py")):
+                parts = path.relative_to(base).with_suffix("").parts
+                name = ".".join((package, *parts)).removesuffix(".__init__")
+                if any(name == p or name.startswith(p + ".") for p in NOT_STORED):
+                    continue
+                out[name] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return out
+
+
+def _differences(stored: dict[str, object], current: dict[str, str]) -> str:
+    """What differs between the code that wrote a file and this code, in a few words."""
+    said: list[str] = []
+    names = sorted(set(stored) | set(current))
+    for name in ("itpump", *STORED_LIBRARIES):
+        if stored.get(name) != current.get(name):
+            said.append(f"{name} {stored.get(name, 'unknown')}, now {current.get(name)}")
+    modules = [n for n in names if n.startswith("itpump.") and stored.get(n) != current.get(n)]
+    if modules:
+        shown = ", ".join(modules[:3]) + (f" and {len(modules) - 3} more" if modules[3:] else "")
+        said.append(f"source changed since: {shown}")
+    return "; ".join(said)
 
 
 def _lock_exclusively(lock_path: Path, path: Path) -> IO[bytes]:

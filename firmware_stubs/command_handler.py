@@ -17,14 +17,16 @@ from itpump.protocol import messages as m
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import PumpIdentity
 from itpump.protocol.therapy import Program
-from itpump.protocol.transfer import ProgramReceiver
+from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver
 from itpump.protocol.units import (
+    cm_from_mm,
     epoch_s_from_float,
     mcg_from_ng,
     milli_from_float,
     ml_from_nl,
     ng_from_mcg,
     nl_from_ml,
+    ul_from_nl,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ LOG_PAGE_SIZE = m.MAX_LOG_ENTRIES_PER_PAGE
 _WIRE_STATE = {s.name: m.TherapyState[s.name] for s in m.TherapyState}
 # volume_ml, drug, concentration_mcg_per_ml, aspirated_ml (None: not measured), bridge
 RefillHook = Callable[[float, str, float, float | None, bool], None]
+# length_cm, volume_ul_per_cm -> volume a prime may now push (mL)
+CatheterRevisionHook = Callable[[float, float], float]
 
 
 def identity_of(firmware: Firmware) -> PumpIdentity:
@@ -72,27 +76,31 @@ def _s_or_none(rtc_s: float | None) -> int | None:
 class CommandHandler:
     """Answers every request the protocol layer delivers, using one firmware instance."""
 
-    def __init__(self, firmware: Firmware, refill: RefillHook | None = None) -> None:
+    def __init__(
+        self,
+        firmware: Firmware,
+        refill: RefillHook | None = None,
+        revise_catheter: CatheterRevisionHook | None = None,
+    ) -> None:
         """`refill` performs a refill; by default only the firmware is told. The emulator
-        passes one that also moves the liquid, since the septum is hardware."""
+        passes one that also moves the liquid, since the septum is hardware; likewise
+        `revise_catheter` for the new catheter of a revision."""
         self.firmware = firmware
         self.receiver = ProgramReceiver()
         self._refill_hook: RefillHook = refill or firmware.refill
+        self._revise_hook: CatheterRevisionHook = revise_catheter or firmware.revise_catheter
         self._handlers: dict[type[m.Request], Callable[[m.Request], m.Response]] = {
             m.InterrogateRequest: self._interrogate,
             m.ReadLogRequest: self._read_log,
             m.SetClockRequest: self._set_clock,
             m.SetAlarmThresholdsRequest: self._set_threshold,
             m.AckAlarmRequest: self._ack_alarm,
-            m.ProgramBeginRequest: self._program_begin,
-            m.ProgramDataRequest: self._program_data,
-            m.ProgramVerifyRequest: self._program_verify,
-            m.ProgramCommitRequest: self._program_commit,
-            m.ProgramAbortRequest: lambda _r: self.receiver.abort(),
+            **{t: self._program_transfer for t in TRANSFER_REQUESTS},
             m.BolusRequest: self._bolus,
             m.StopTherapyRequest: self._stop,
             m.ResumeTherapyRequest: self._resume,
             m.RefillRequest: self._refill,
+            m.CatheterRevisionRequest: self._revise_catheter,
         }
 
     def handle(self, request: m.Request) -> m.Response:
@@ -141,6 +149,8 @@ class CommandHandler:
             projected_eri_s=_s_or_none(status.projected_eri_rtc_s),
             program=fw.active_program().to_wire(),
             alarms=alarms[: m.MAX_ALARMS],
+            projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
+            unprimed_nl=nl_from_ml(status.unprimed_ml),
         )
 
     def _read_log(self, request: m.Request) -> m.Response:
@@ -187,30 +197,14 @@ class CommandHandler:
         return m.AckAlarmResponse(self.firmware.acknowledge_alarm(alarm))
 
     # -- program transfer
-    def _program_begin(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramBeginRequest)
-        return self.receiver.begin(request)
+    def _program_transfer(self, request: m.Request) -> m.Response:
+        return self.receiver.handle(request, self._check_program, self._apply_program)
 
-    def _program_data(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramDataRequest)
-        return self.receiver.data(request)
+    def _check_program(self, wire: m.TherapyProgram) -> None:
+        """Refuses (raises `Refusal`) a program this pump cannot run as it stands now."""
+        self.firmware.check_program(Program.from_wire(wire))
 
-    def _program_verify(self, _request: m.Request) -> m.Response:
-        wire = self.receiver.assemble()
-        if isinstance(wire, m.Refusal):
-            return wire
-        try:
-            self.firmware.check_program(Program.from_wire(wire))
-        except Refusal:
-            self.receiver.reject()
-            raise
-        return self.receiver.mark_verified(wire)
-
-    def _program_commit(self, request: m.Request) -> m.Response:
-        assert isinstance(request, m.ProgramCommitRequest)
-        wire = self.receiver.commit(request)
-        if isinstance(wire, m.Refusal):
-            return wire
+    def _apply_program(self, wire: m.TherapyProgram) -> m.Response:
         fw = self.firmware
         # Everything is validated before anything changes (state may have moved since VERIFY).
         fw.commit_program(Program.from_wire(wire))
@@ -228,7 +222,7 @@ class CommandHandler:
             return m.BolusResponse(bolus.dose_ng, nl_from_ml(volume), 0)
         if isinstance(bolus, m.PrimingBolus):
             volume_ml = fw.prime(None if bolus.volume_nl is None else ml_from_nl(bolus.volume_nl))
-            return m.BolusResponse(0, nl_from_ml(volume_ml), 0)
+            return m.BolusResponse(ng_from_mcg(volume_ml * conc), nl_from_ml(volume_ml), 0)
         if isinstance(bolus, m.BridgeBolus):
             old = (
                 None
@@ -248,6 +242,13 @@ class CommandHandler:
                 ng_from_mcg(dose_mcg), nl_from_ml(dose_mcg / conc if conc else 0.0), 0
             )
         return m.BolusResponse(0, 0, min(fw.cancel_bolus(), 255))
+
+    def _revise_catheter(self, request: m.Request) -> m.Response:
+        assert isinstance(request, m.CatheterRevisionRequest)
+        unprimed_ml = self._revise_hook(
+            cm_from_mm(request.catheter_length_mm), ul_from_nl(request.catheter_volume_nl_per_cm)
+        )
+        return m.CatheterRevisionResponse(nl_from_ml(unprimed_ml))
 
     def _stop(self, _request: m.Request) -> m.Response:
         self.firmware.stop_therapy()

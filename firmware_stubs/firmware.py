@@ -22,6 +22,9 @@ from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
 from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.priming import PathEmptied, PathState
+from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
+from itpump.firmware_stubs.refill import aspiration_tolerance_ml
 from itpump.firmware_stubs.therapy import (
     DrugSettings,
     ScheduleSegment,
@@ -113,7 +116,7 @@ class _VolumeOperation:
     kind: BolusKind
     remaining_ml: float
     rate_ml_per_h: float
-    dose_conc_mcg_per_ml: float  # 0 for priming: filling the catheter is not a patient dose
+    dose_conc_mcg_per_ml: float  # the drug it moves counts in the 24 h dose at this
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,11 @@ class PumpStatus:
     battery_remaining_fraction: float
     eri: bool
     eos: bool
+    # When the estimate reaches the empty threshold (critical alarm, minimum-rate mode).
+    projected_empty_rtc_s: float | None = None
+    # Volume of the path the pump believes holds no drug (what a prime may push), and why.
+    unprimed_ml: float = 0.0
+    path_emptied: PathEmptied = PathEmptied.NONE
 
 
 @dataclass(slots=True)
@@ -163,6 +171,8 @@ class _Persistent:
     therapy_running: bool = True
     eri_at_s: float | None = None
     disabled: str = ""  # "" or why delivery is impossible
+    path: PathState = field(default_factory=lambda: PathState.new_implant(0.0))
+    refilled_ml: float = 0.0  # the volume entered at the last refill
 
 
 # Every field of _Persistent at C speed, in constructor order: `_save` compares and copies
@@ -183,7 +193,9 @@ class Firmware:
         self.log = EventLog(cfg.event_log_capacity, hal.nvm)
         self.alarms = AlarmManager(self.log)
         self._p = _Persistent(
-            serial=serial, low_reservoir_threshold_ml=cfg.low_reservoir_alarm_default_ml
+            serial=serial,
+            low_reservoir_threshold_ml=cfg.low_reservoir_alarm_default_ml,
+            path=PathState.new_implant(cfg.internal_path_volume_ml),
         )
         self._boluses: list[_DoseBolus] = []
         self._volume_op: _VolumeOperation | None = None
@@ -192,6 +204,7 @@ class Firmware:
         self._program_anchor_s = 0.0
         self._next_periodic_s = math.inf
         self._patient_bolus_starts: deque[float] = deque()
+        self._bolus_use = PatientBolusUse(cfg.bolus_use_window_s, hal.monotonic_s())
         self._dose_history: deque[tuple[float, float, float]] = deque()  # (t0, t1, mcg)
         self._last_settle_s = hal.monotonic_s()
         self._last_self_test_s = self._last_settle_s
@@ -227,6 +240,7 @@ class Firmware:
         self._settle()
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()
+        projection = self._projection(now, rtc)
         return PumpStatus(
             rtc_s=rtc,
             patient_id=self._p.patient_id,
@@ -241,11 +255,14 @@ class Firmware:
             dose_last_24h_mcg=self._dose_last_24h_mcg(now),
             patient_boluses_last_24h=self._patient_boluses_last_24h(now),
             alarms=tuple(self.alarms.active()),
-            projected_low_reservoir_rtc_s=self._projected_low_reservoir_rtc_s(rtc),
+            projected_low_reservoir_rtc_s=projection.low_reservoir_rtc_s,
             projected_eri_rtc_s=self._projected_eri_rtc_s(now, rtc),
             battery_remaining_fraction=self.hal.battery_remaining_fraction(),
             eri=self.alarms.is_active(AlarmId.ELECTIVE_REPLACEMENT),
             eos=self.alarms.is_active(AlarmId.END_OF_SERVICE),
+            projected_empty_rtc_s=projection.empty_rtc_s,
+            unprimed_ml=self._p.path.unprimed_ml,
+            path_emptied=self._p.path.reason,
         )
 
     def therapy_state(self) -> TherapyState:
@@ -360,8 +377,27 @@ class Firmware:
         """Record the implanted catheter (used for priming and bridge volumes)."""
         self.check_catheter(length_cm, volume_ul_per_cm)
         self._p.catheter = Catheter(length_cm, volume_ul_per_cm)
+        self._p.path = self._p.path.catheter_set(self.path_volume_ml())
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
+
+    def revise_catheter(self, length_cm: float, volume_ul_per_cm: float) -> float:
+        """A new catheter was implanted (revision): record it and mark it empty, so that a
+        priming bolus of its volume is allowed. Returns the volume a prime may now push."""
+        self.check_catheter(length_cm, volume_ul_per_cm)
+        self._settle()
+        catheter = Catheter(length_cm, volume_ul_per_cm)
+        self._p.catheter = catheter
+        self._p.path = self._p.path.catheter_revised(catheter.volume_ml, self.path_volume_ml())
+        self.log.add(
+            self.hal.rtc_s(),
+            EventCode.CATHETER_REVISED,
+            length_cm,
+            volume_ul_per_cm,
+            self._p.path.unprimed_ml,
+        )
+        self.service()
+        return self._p.path.unprimed_ml
 
     def set_low_reservoir_threshold(self, threshold_ml: float) -> None:
         """Program the low-reservoir alarm volume."""
@@ -392,6 +428,8 @@ class Firmware:
         previous = self._p.program
         self._p.program = program
         self._program_anchor_s = now
+        if program.patient_bolus is not None and previous.patient_bolus is None:
+            self._bolus_use.restart(now)
         if not isinstance(program.mode, Stopped) and not self._p.therapy_running:
             # Committing a delivering program starts it, as a clinician expects.
             self._p.therapy_running = True
@@ -422,11 +460,14 @@ class Firmware:
         aspirated_ml: float | None = None,
         bridge: bool = True,
     ) -> None:
-        """Record a refill: the reservoir now holds `volume_ml` of the given drug.
+        """Record a refill: the reservoir now holds `volume_ml` of the given drug (what the
+        clinician enters: the volume in the reservoir after the refill, injected plus any
+        residual left behind).
 
         `aspirated_ml` is the residual the clinician withdrew and measured; a difference from
-        the estimate is logged (the only way a real pump learns it over- or under-infused).
-        A concentration change starts a bridge bolus when `bridge` is true.
+        the estimate beyond a tolerance that grows with the volume infused since the last
+        refill (`firmware_stubs/refill.py`) is logged (the only way a real pump learns it
+        over- or under-infused). A concentration change starts a bridge bolus when `bridge`.
         """
         self._require_enabled()
         if volume_ml > self.cfg.reservoir_capacity_ml:
@@ -452,7 +493,10 @@ class Firmware:
             if old.concentration_mcg_per_ml > 0
             else 0.0
         )
+        infused_ml = self._p.refilled_ml - self._p.reservoir_estimate_ml
+        tolerance_ml = aspiration_tolerance_ml(self.cfg, infused_ml)
         self._p.reservoir_estimate_ml = volume_ml
+        self._p.refilled_ml = volume_ml
         self._p.drug = DrugSettings(drug, concentration_mcg_per_ml)
         self._minimum_rate_mode = False
         self.log.add(
@@ -463,11 +507,10 @@ class Firmware:
             -1.0 if aspirated_ml is None else aspirated_ml,
             expected_ml,
         )
-        if (
-            aspirated_ml is not None
-            and abs(aspirated_ml - expected_ml) > self.cfg.refill_tolerance_ml
-        ):
-            self.log.add(rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml)
+        if aspirated_ml is not None and abs(aspirated_ml - expected_ml) > tolerance_ml:
+            self.log.add(
+                rtc, EventCode.REFILL_DISCREPANCY, expected_ml, aspirated_ml, tolerance_ml
+            )
         for alarm in (AlarmId.LOW_RESERVOIR, AlarmId.EMPTY_RESERVOIR):
             self.alarms.clear(alarm, rtc)
         changed = old.concentration_mcg_per_ml > 0 and not math.isclose(
@@ -497,25 +540,47 @@ class Firmware:
         self.service()
 
     def prime(self, volume_ml: float | None = None) -> float:
-        """Priming bolus: fill catheter and pump tubing at the maximum rate. Returns the volume."""
+        """Priming bolus: fill the empty part of catheter and pump tubing at the maximum rate.
+
+        Allowed only while the pump knows part of the path is empty (new implant, catheter
+        revision, empty reservoir: `firmware_stubs/priming.py`), and for at most that volume;
+        the drug it moves counts in the 24 h dose. Returns the volume.
+        """
         self._require_enabled()
-        if self._p.drug.concentration_mcg_per_ml <= 0:
+        conc = self._p.drug.concentration_mcg_per_ml
+        if conc <= 0:
             raise Refusal(ResultCode.INVALID_STATE, "no drug in reservoir: refill before priming")
-        volume = self.path_volume_ml() if volume_ml is None else volume_ml
         if volume_ml is None and self._p.catheter.volume_ml <= 0:
             raise Refusal(
                 ResultCode.INVALID_STATE,
                 "catheter not programmed: set length_cm and volume_ul_per_cm first",
             )
-        self.cfg.check_priming_volume("volume_ml", volume)
         self._settle()
+        op = self._volume_op
+        if op is not None and op.kind is BolusKind.PRIMING:
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                f"priming bolus in progress, {op.remaining_ml:.4g} mL to go: cancel it first",
+            )
+        path = self._p.path
+        if not path.primable:
+            full_ml = self.path_volume_ml() if volume_ml is None else volume_ml
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                "path is full of drug (no new implant, catheter revision or empty reservoir "
+                f"since it was filled): a prime would push {full_ml:.4g} mL = "
+                f"{full_ml * conc:.4g} mcg into the CSF",
+            )
+        volume = path.unprimed_ml if volume_ml is None else volume_ml
+        least_ml = self.cfg.min_priming_volume_ml
+        check_range("volume_ml", volume, least_ml, max(path.unprimed_ml, least_ml), "mL")
         self._cancel_boluses(resume=True)
         self._start_volume_op(
             self.hal.monotonic_s(),
             BolusKind.PRIMING,
             volume,
             self.cfg.max_rate_ml_per_day / 24.0,
-            0.0,
+            conc,
         )
         self.service()
         return volume
@@ -593,6 +658,7 @@ class Firmware:
             self.log.add(self.hal.rtc_s(), EventCode.PATIENT_BOLUS_DENIED, int(refusal.code))
             raise
         self._patient_bolus_starts.append(now)
+        self._bolus_use.record(now, pb.dose_mcg)
         self._start_bolus(now, BolusKind.PATIENT, pb.dose_mcg, pb.duration_min, True)
         self.service()
 
@@ -674,6 +740,9 @@ class Firmware:
             return
         volume_ml = self._rate_ml_per_h * dt / 3600.0
         self._p.reservoir_estimate_ml -= volume_ml
+        if self._p.path.unprimed_ml > 0 and not self._minimum_rate_mode:
+            # Whatever the drive pushes fills the empty part of the path first.
+            self._p.path = self._p.path.filled(volume_ml)
         op = self._volume_op
         if op is not None:
             op.remaining_ml -= volume_ml
@@ -784,6 +853,7 @@ class Firmware:
         if est <= self.cfg.empty_reservoir_alarm_ml + margin and not self._minimum_rate_mode:
             self._raise(AlarmId.EMPTY_RESERVOIR, rtc)
             self._minimum_rate_mode = True
+            self._p.path = self._p.path.reservoir_emptied(self.cfg.internal_path_volume_ml)
             self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
 
     def _basal_mcg_per_h(self, rtc: float) -> float:
@@ -1022,13 +1092,27 @@ class Firmware:
             starts.popleft()
         return len(starts)
 
-    def _projected_low_reservoir_rtc_s(self, rtc: float) -> float | None:
+    def projected_daily_dose_mcg(self, now: float) -> float:
+        """Daily dose the reservoir projections assume: the programmed mean plus the patient's
+        mean patient-bolus use over the rolling window (while patient boluses are enabled)."""
+        program = self._p.program
+        dose = mean_daily_dose_mcg(program)
+        if program.patient_bolus is not None:
+            dose += self._bolus_use.mean_mcg_per_day(now)
+        return dose
+
+    def _projection(self, now: float, rtc: float) -> ReservoirProjection:
         conc = self._p.drug.concentration_mcg_per_ml
-        daily_ml = mean_daily_dose_mcg(self._p.program) / conc if conc > 0 else 0.0
-        margin = self._p.reservoir_estimate_ml - self._p.low_reservoir_threshold_ml
-        if daily_ml <= 0 or margin <= 0 or not self._p.therapy_running or self._p.disabled:
-            return None
-        return rtc + margin / daily_ml * _DAY_S
+        delivering = self._p.therapy_running and not self._p.disabled
+        if conc <= 0 or not delivering or self._minimum_rate_mode:
+            return ReservoirProjection(None, None)
+        return project_reservoir(
+            rtc_s=rtc,
+            estimate_ml=self._p.reservoir_estimate_ml,
+            daily_ml=self.projected_daily_dose_mcg(now) / conc,
+            low_threshold_ml=self._p.low_reservoir_threshold_ml,
+            empty_threshold_ml=self.cfg.empty_reservoir_alarm_ml,
+        )
 
     def _projected_eri_rtc_s(self, now: float, rtc: float) -> float | None:
         if self._p.eri_at_s is not None or self._p.disabled:

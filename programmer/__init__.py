@@ -23,7 +23,7 @@ from itpump.programmer.errors import (
     PumpRefused,
     PumpTimeout,
 )
-from itpump.programmer.keys import derive_pump_key, master_key_source, parse_key
+from itpump.programmer.keys import derive_pump_key, derive_role_key, master_key_source, parse_key
 from itpump.programmer.models import (
     AlarmInfo,
     BolusResult,
@@ -87,6 +87,7 @@ __all__ = [
     "Stopped",
     "TherapyState",
     "derive_pump_key",
+    "derive_role_key",
     "load_program",
     "master_key_source",
     "parse_key",

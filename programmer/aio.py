@@ -264,6 +264,9 @@ class AsyncPumpClient(ClientBase):
             ops.refill(volume_ml, drug, concentration_mcg_per_ml, aspirated_ml, bridge)
         )
 
+    async def revise_catheter(self, length_cm: float, volume_ul_per_cm: float = 2.6) -> float:
+        return await self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))
+
     async def stop_therapy(self) -> None:
         await self.run(ops.simple(m.StopTherapyRequest()))
 

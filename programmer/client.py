@@ -270,6 +270,11 @@ class PumpClient(ClientBase):
         """
         return self.run(ops.refill(volume_ml, drug, concentration_mcg_per_ml, aspirated_ml, bridge))
 
+    def revise_catheter(self, length_cm: float, volume_ul_per_cm: float = 2.6) -> float:
+        """Record a catheter revision (a new, empty catheter); returns the volume in mL the
+        pump now allows a :meth:`prime` to push (the new catheter plus any empty tubing)."""
+        return self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))
+
     def stop_therapy(self) -> None:
         """Stop all delivery until :meth:`resume_therapy`."""
         self.run(ops.simple(m.StopTherapyRequest()))

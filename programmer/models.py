@@ -158,6 +158,12 @@ class PumpStatus:
     program: Program
     alarms: tuple[AlarmInfo, ...]
     raw: m.InterrogateResponse = field(repr=False, compare=False)
+    #: when the estimate reaches the empty-reservoir alarm (minimum-rate mode); projected from
+    #: the programmed dose plus the last 7 days' patient-bolus use, like the low-reservoir date
+    projected_empty: datetime | None = None
+    #: volume of catheter and tubing the pump knows is empty: the most a prime may push
+    #: (0: the path is full of drug and a prime is refused)
+    unprimed_ml: float = 0.0
 
     @property
     def has_program(self) -> bool:
@@ -184,6 +190,8 @@ class PumpStatus:
             program=Program.from_wire(r.program),
             alarms=tuple(AlarmInfo.from_wire(a) for a in r.alarms),
             raw=r,
+            projected_empty=_maybe_datetime(r.projected_empty_s),
+            unprimed_ml=ml_from_nl(r.unprimed_nl),
         )
 
 

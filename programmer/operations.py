@@ -44,7 +44,7 @@ from itpump.protocol.transfer import (
     transfer_requests,
     verify_matches,
 )
-from itpump.protocol.units import ng_from_mcg, nl_from_ml
+from itpump.protocol.units import ml_from_nl, mm_from_cm, ng_from_mcg, nl_from_ml, nl_from_ul
 
 __all__ = [
     "KeySource",
@@ -328,6 +328,14 @@ def bridge_bolus(
     """A bridge bolus pushing the old drug out (``None``: the pump's own values)."""
     kind = m.BridgeBolus(optional_nl(volume_ml), optional_ng(old_concentration_mcg_per_ml))
     return (yield from bolus(kind))
+
+
+def revise_catheter(length_cm: float, volume_ul_per_cm: float = 2.6) -> Operation[float]:
+    """CATHETER_REVISION: a new (empty) catheter was implanted; returns the volume (mL) the
+    pump now allows a priming bolus to push."""
+    request = m.CatheterRevisionRequest(mm_from_cm(length_cm), nl_from_ul(volume_ul_per_cm))
+    body = yield from call(request, m.CatheterRevisionResponse)
+    return ml_from_nl(body.unprimed_nl)
 
 
 def optional_nl(volume_ml: float | None) -> int | None:

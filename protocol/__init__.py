@@ -7,7 +7,9 @@ Layers, bottom up (each usable on its own):
 * :mod:`protocol.messages` - typed requests and responses (:mod:`protocol.wire` codecs);
 * :mod:`protocol.auth` - handshake proofs, session key and MACs (HMAC-SHA256);
 * :mod:`protocol.state` - the state machines and sequence/counter rules;
-* :mod:`protocol.connection` - :class:`PumpConnection` and :class:`ProgrammerConnection`;
+* :mod:`protocol.connection` - :class:`PumpConnection` and :class:`ProgrammerConnection`,
+  written by role in :mod:`protocol.pump_connection` and :mod:`protocol.programmer_connection`
+  on the core they share, :mod:`protocol.endpoint`;
 * :mod:`protocol.transfer` - therapy program transfer helpers for both sides;
 * :mod:`protocol.units` - float <-> fixed-point conversions.
 

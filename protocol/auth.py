@@ -1,12 +1,15 @@
 """Authentication primitives: handshake transcript, proofs, session key and frame MACs.
 
-Everything is HMAC-SHA256 from the standard library. With the per-pump key ``K``::
+Everything is HMAC-SHA256 from the standard library. The pump holds its device key ``K``;
+a programmer holds only the key of the role it may take, ``K_role`` (a patient's device
+holds ``K_patient`` and so cannot open a clinician session)::
 
+    K_role    = HMAC-SHA256(K, "itpump/v1/role-key" | role (u8))       1 clinician, 2 patient
     T         = role (u8) | session_id (u32 BE) | Np (16 bytes) | Nc (16 bytes)
                 | len(serial) (u8) | serial (UTF-8)
-    proof_P   = HMAC-SHA256(K, "itpump/v1/programmer-proof" | T)      programmer -> pump
-    proof_D   = HMAC-SHA256(K, "itpump/v1/pump-proof" | T)            pump -> programmer
-    K_session = HMAC-SHA256(K, "itpump/v1/session-key" | T)
+    proof_P   = HMAC-SHA256(K_role, "itpump/v1/programmer-proof" | T)   programmer -> pump
+    proof_D   = HMAC-SHA256(K_role, "itpump/v1/pump-proof" | T)         pump -> programmer
+    K_session = HMAC-SHA256(K_role, "itpump/v1/session-key" | T)
     MAC       = HMAC-SHA256(K_session, header | payload | counter)[:8]
 
 Binding the role, the session id, both nonces and the serial number into ``T`` means a proof
@@ -25,14 +28,17 @@ __all__ = [
     "DEFAULT_MASTER_KEY",
     "LABEL_PROGRAMMER_PROOF",
     "LABEL_PUMP_PROOF",
+    "LABEL_ROLE_KEY",
     "LABEL_SESSION_KEY",
     "MAC_SIZE",
     "MIN_KEY_SIZE",
     "NonceSource",
     "compute_mac",
     "derive_pump_key",
+    "derive_role_key",
     "programmer_proof",
     "pump_proof",
+    "role_key",
     "seeded_nonce_source",
     "session_key",
     "transcript",
@@ -57,6 +63,24 @@ def derive_pump_key(master: bytes, serial: str) -> bytes:
     return hmac.new(master, serial.encode("utf-8"), hashlib.sha256).digest()
 
 
+def role_key(pump_key: bytes, role: int) -> bytes:
+    """The key a programmer needs to authenticate as ``role`` (1 clinician, 2 patient).
+
+    HMAC-SHA256(pump key, "itpump/v1/role-key" | role as one byte). The pump derives both
+    from its own key; each programmer is given only its role's key, and one role's key
+    tells nothing about the other's.
+    """
+    if not 0 <= role <= 0xFF:
+        raise ValueError(f"role={role} outside 0..255")
+    return _hmac(pump_key, LABEL_ROLE_KEY, bytes([role]))
+
+
+def derive_role_key(master: bytes, serial: str, role: int) -> bytes:
+    """The ``role`` key of pump ``serial`` under a site master key (see :func:`role_key`)."""
+    return role_key(derive_pump_key(master, serial), role)
+
+
+LABEL_ROLE_KEY = b"itpump/v1/role-key"
 LABEL_PROGRAMMER_PROOF = b"itpump/v1/programmer-proof"
 LABEL_PUMP_PROOF = b"itpump/v1/pump-proof"
 LABEL_SESSION_KEY = b"itpump/v1/session-key"

@@ -28,7 +28,8 @@ class ResultCode(IntEnum):
     REPLAYED = 0x07  # counter not above the last accepted one
     ROLE_FORBIDDEN = 0x08  # e.g. patient role asking for a clinician command
     SEQUENCE_ERROR = 0x09  # header seq outside the window (recover: IDENTIFY, then resend)
-    SESSION_BUSY = 0x0A
+    SESSION_BUSY = 0x0A  # another telemetry head holds a session: nothing was done
+    AUTH_BACKOFF = 0x0B  # too many failed authentications: AUTH_BEGIN refused for a while
     # The last number of the link range, so that codes added after SESSION_BUSY never clash
     # with it: the pump failed while answering; the request may or may not have been carried
     # out (interrogate), and the pump keeps answering.
@@ -80,6 +81,7 @@ class EventCode(IntEnum):
     MINIMUM_RATE_MODE = 52
     MEMORY_ERROR = 53
     END_OF_SERVICE = 54
+    CATHETER_REVISED = 16
 
 
 class LogBolusKind(IntEnum):
@@ -170,6 +172,11 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     EventCode.REFILL_DISCREPANCY: (
         EventArg("expected", "mL"),
         EventArg("aspirated", "mL"),
+        EventArg(
+            "tolerance",
+            "mL",
+            note="floor plus a fraction of the volume infused since the last refill",
+        ),
     ),
     EventCode.ALARM_RAISED: (_ALARM,),
     EventCode.ALARM_CLEARED: (_ALARM,),
@@ -179,6 +186,11 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     EventCode.MINIMUM_RATE_MODE: (),
     EventCode.MEMORY_ERROR: (),
     EventCode.END_OF_SERVICE: (),
+    EventCode.CATHETER_REVISED: (
+        EventArg("length", "cm"),
+        EventArg("volume", "uL/cm"),
+        EventArg("unprimed", "mL", note="path volume a priming bolus may now push"),
+    ),
 }
 
 _VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))

@@ -72,7 +72,11 @@ RESULT_CODE_MEANINGS: dict[str, str] = {
     "ROLE_FORBIDDEN": "the session's role may not send this command",
     "SEQUENCE_ERROR": "header sequence number outside the window (section 9); recover with "
     "IDENTIFY, then send the request again",
-    "SESSION_BUSY": "another programmer holds the pump (reserved)",
+    "SESSION_BUSY": "another telemetry head holds a session with the pump; nothing was done "
+    "(retry when that session has ended)",
+    "AUTH_BACKOFF": "AUTH_BEGIN refused after repeated failed authentications until the "
+    "backoff ends (the detail gives the seconds to wait, at most 60; section 7); nothing "
+    "changed",
     "INTERNAL_ERROR": "the pump failed while answering (logged); the request may or may not "
     "have been carried out: interrogate. The pump keeps answering",
     "OUT_OF_RANGE": "a field outside the pump's allowed range; detail names field and range",

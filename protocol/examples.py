@@ -27,17 +27,23 @@ from itpump.protocol.connection import (
     AutoReply,
     ProgrammerConnection,
     PumpConnection,
+    PumpEvent,
     PumpIdentity,
-    RequestReceived,
     ResentResponse,
     ResponseReceived,
 )
 from itpump.protocol.docgen import enum_tables, message_tables, result_code_table
 from itpump.protocol.framing import crc16_ccitt_false, decode_frame
 from itpump.protocol.header import parse_body
-from itpump.protocol.transfer import ProgramReceiver, program_digest, transfer_requests
+from itpump.protocol.transfer import (
+    TRANSFER_REQUESTS,
+    ProgramReceiver,
+    program_digest,
+    transfer_requests,
+)
 
 __all__ = [
+    "EXAMPLE_CLINICIAN_KEY",
     "EXAMPLE_KEY",
     "EXAMPLE_PUMP",
     "examples_markdown",
@@ -46,6 +52,8 @@ __all__ = [
 ]
 
 EXAMPLE_KEY = bytes(range(32))  # 00 01 02 ... 1f: for examples only, obviously
+#: What the example's clinician programmer holds (the pump derives it from EXAMPLE_KEY).
+EXAMPLE_CLINICIAN_KEY = auth.role_key(EXAMPLE_KEY, m.Role.CLINICIAN)
 PUMP_SEED = 1
 PROGRAMMER_SEED = 2
 EXAMPLE_PUMP = PumpIdentity(
@@ -112,6 +120,8 @@ _STATUS = m.InterrogateResponse(
             acknowledged=False,
         ),
     ),
+    # 1.35 mL above the 0.5 mL empty threshold at 0.2 mL/day plus one 25 mcg bolus a day
+    projected_empty_s=_T0 + 6 * 86_400 + 8 * 3600,
 )
 _BOLUS_REFUSAL = m.Refusal.make(
     ResultCode.DAILY_DOSE_EXCEEDED,
@@ -190,35 +200,28 @@ class _Clinic:
         if self.override is not None:
             response, self.override = self.override, None
             return response
-        r = self.receiver
         if isinstance(request, m.InterrogateRequest):
             return _STATUS
-        if isinstance(request, m.ProgramBeginRequest):
-            return r.begin(request)
-        if isinstance(request, m.ProgramDataRequest):
-            return r.data(request)
-        if isinstance(request, m.ProgramVerifyRequest):
-            program = r.assemble()
-            return program if isinstance(program, m.Refusal) else r.mark_verified(program)
-        if isinstance(request, m.ProgramCommitRequest):
-            committed = r.commit(request)
-            return committed if isinstance(committed, m.Refusal) else m.Ack()
+        if isinstance(request, TRANSFER_REQUESTS):
+            return self.receiver.handle(request)
         return m.Ack()
 
     def pump_answer(self, frame: bytes) -> tuple[bytes, m.Response]:
-        self.pump.receive_data(frame)
-        answers: list[tuple[bytes, m.Response]] = []
-        while (event := self.pump.next_event()) is not None:
-            if isinstance(event, RequestReceived):
-                response = self.firmware(event.request)
-                answers.append((self.pump.send(response), response))
-            elif isinstance(event, AutoReply):
-                answers.append((event.data, event.response))
-            elif isinstance(event, ResentResponse):
+        answers: list[m.Response] = []
+
+        def record(event: PumpEvent) -> None:
+            if isinstance(event, ResentResponse):
                 raise AssertionError("examples never retransmit")
-            # SessionStarted / SessionEnded: notifications only
+            if isinstance(event, AutoReply):
+                answers.append(event.response)
+
+        def firmware(request: m.Request) -> m.Response:
+            answers.append(self.firmware(request))
+            return answers[-1]
+
+        data = self.pump.respond(frame, firmware, on_event=record)
         assert len(answers) == 1, answers
-        return answers[0]
+        return data, answers[0]
 
     def exchange(self, request: m.Request) -> tuple[list[str], m.Response]:
         frame = self.prog.send(request, 0.0)
@@ -238,14 +241,16 @@ def examples_markdown() -> str:
     prog_nonces = seeded_nonce_source(PROGRAMMER_SEED)
     clinic = _Clinic(
         pump=PumpConnection(EXAMPLE_PUMP, EXAMPLE_KEY, seeded_nonce_source(PUMP_SEED)),
-        prog=ProgrammerConnection(prog_nonces, key=EXAMPLE_KEY),
+        prog=ProgrammerConnection(prog_nonces, key=EXAMPLE_CLINICIAN_KEY),
         receiver=ProgramReceiver(),
     )
     out: list[str] = [
         "All examples come from one conversation between a pump (serial number "
-        f"`{EXAMPLE_PUMP.serial}`) and a programmer that share the key K = bytes 0x00..0x1f "
-        f"(`{EXAMPLE_KEY.hex()}`); nonces come from seeded generators. Each frame is shown "
-        "as sent on the wire (flags, stuffing and CRC included), then split into header, "
+        f"`{EXAMPLE_PUMP.serial}`) with the key K = bytes 0x00..0x1f "
+        f"(`{EXAMPLE_KEY.hex()}`) and a clinician programmer holding K_clinician = "
+        'HMAC-SHA256(K, "itpump/v1/role-key" | 01) '
+        f"(`{EXAMPLE_CLINICIAN_KEY.hex()}`); nonces come from seeded generators. Each frame "
+        "is shown as sent on the wire (flags, stuffing and CRC included), then split into header, "
         "payload, MAC trailer and CRC, all before stuffing. Where a `7d` appears in the wire "
         "bytes, it escapes a `7d` or `7e` of the body.",
         "",
@@ -278,13 +283,14 @@ def examples_markdown() -> str:
         EXAMPLE_PUMP.serial,
     )
     out += [
-        "The transcript T and the values derived from it with the pump key K:",
+        "The transcript T and the values derived from it with the clinician key K_role:",
         "",
         "```text",
+        *_hex_lines("K_role", EXAMPLE_CLINICIAN_KEY, 32),
         *_hex_lines("T", transcript, 32),
-        *_hex_lines("proof_P", auth.programmer_proof(EXAMPLE_KEY, transcript), 32),
-        *_hex_lines("proof_D", auth.pump_proof(EXAMPLE_KEY, transcript), 32),
-        *_hex_lines("K_sess", auth.session_key(EXAMPLE_KEY, transcript), 32),
+        *_hex_lines("proof_P", auth.programmer_proof(EXAMPLE_CLINICIAN_KEY, transcript), 32),
+        *_hex_lines("proof_D", auth.pump_proof(EXAMPLE_CLINICIAN_KEY, transcript), 32),
+        *_hex_lines("K_sess", auth.session_key(EXAMPLE_CLINICIAN_KEY, transcript), 32),
         "```",
         "",
     ]

@@ -87,6 +87,7 @@ class MessageType(IntEnum):
     STOP_THERAPY = 0x41
     RESUME_THERAPY = 0x42
     REFILL = 0x50
+    CATHETER_REVISION = 0x51
 
 
 class Role(IntEnum):
@@ -403,7 +404,7 @@ class AuthBeginResponse(ResponseBody):
 
 @wire_struct
 class AuthProofRequest(Request):
-    """Proof that the programmer knows the pump key; header session_id = the offered id."""
+    """Proof that the programmer knows the key of the role asked for; header session_id = S."""
 
     TYPE: ClassVar[MessageType] = MessageType.AUTH_PROOF
     proof: bytes = fixed_bytes("HMAC-SHA256 programmer proof", size=PROOF_SIZE)
@@ -459,6 +460,22 @@ class InterrogateResponse(ResponseBody):
     )
     program: TherapyProgram = nested(TherapyProgram, "active program and settings")
     alarms: tuple[Alarm, ...] = list_of(Alarm, "active alarms", max_items=MAX_ALARMS)
+    projected_empty_s: int | None = u32(
+        "when the estimate is projected to reach the empty-reservoir alarm (programmed dose "
+        "plus the last 7 days' patient-bolus use)",
+        unit="s since epoch",
+        lo=1,
+        none_value=0,
+        default=None,
+    )
+    unprimed_nl: int = u32(
+        "volume of catheter and pump tubing the pump knows is empty (new implant, catheter "
+        "revision, empty reservoir): the most a priming bolus may push; 0 = the path is full "
+        "and priming is refused",
+        unit="nL",
+        hi=MAX_VOLUME_NL,
+        default=0,
+    )
 
 
 @wire_struct
@@ -602,16 +619,17 @@ class ClinicianBolus(WireStruct):
 
 @wire_struct
 class PrimingBolus(WireStruct):
-    """Fill the catheter and pump tubing at the maximum rate."""
+    """Fill the empty part of catheter and pump tubing at the maximum rate; refused unless
+    the pump knows part of its path is empty (INTERROGATE `unprimed_nl` > 0)."""
 
     TAG: ClassVar[int] = 2
     volume_nl: int | None = u32(
-        "volume to push",
+        "volume to push, at most INTERROGATE's unprimed_nl",
         unit="nL",
         lo=1,
         hi=MAX_VOLUME_NL,
         none_value=0,
-        none_text="the pump computes catheter + pump tubing volume",
+        none_text="the pump's unprimed volume",
     )
 
 
@@ -668,7 +686,11 @@ class BolusRequest(Request):
 class BolusResponse(ResponseBody):
     """Bolus started (or cancelled)."""
 
-    dose_ng: int = u32("dose the bolus delivers (0: priming, cancel)", unit="ng")
+    dose_ng: int = u32(
+        "dose the bolus delivers (priming: the drug it moves, counted in the 24 h dose; "
+        "0: cancel)",
+        unit="ng",
+    )
     volume_nl: int = u32("volume the bolus pushes (0 when unknown)", unit="nL")
     cancelled: int = u8("boluses cancelled (CANCEL only)")
 
@@ -717,6 +739,28 @@ class RefillResponse(ResponseBody):
     bridge_volume_nl: int = u32("volume of the bridge bolus started (0: none)", unit="nL")
     projected_low_reservoir_s: int | None = u32(
         "when the low-reservoir alarm is projected", unit="s since epoch", lo=1, none_value=0
+    )
+
+
+@wire_struct
+class CatheterRevisionRequest(Request):
+    """A new catheter was implanted: record it and mark its volume empty (priming allowed)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CATHETER_REVISION
+    catheter_length_mm: int = u16("new catheter length", unit="mm", lo=10, hi=2000)
+    catheter_volume_nl_per_cm: int = u16(
+        "new catheter internal volume per cm", unit="nL/cm", lo=100, hi=20000
+    )
+
+
+@wire_struct
+class CatheterRevisionResponse(ResponseBody):
+    """Revision recorded."""
+
+    unprimed_nl: int = u32(
+        "volume a priming bolus may now push (the new catheter, plus any empty tubing)",
+        unit="nL",
+        hi=MAX_VOLUME_NL,
     )
 
 
@@ -770,6 +814,7 @@ MESSAGES: dict[MessageType, MessageInfo] = {
         _info(StopTherapyRequest, Ack),
         _info(ResumeTherapyRequest, Ack),
         _info(RefillRequest, RefillResponse),
+        _info(CatheterRevisionRequest, CatheterRevisionResponse),
     )
 }
 

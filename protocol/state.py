@@ -2,12 +2,21 @@
 
 Two small machines per side, kept apart because they change for different reasons:
 
-* the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE;
+* the *request* machine (stop-and-wait): IDLE -> AWAITING_RESPONSE -> IDLE, and ERROR;
 * the *session* machine: authentication handshake and the active session.
 
-:mod:`protocol.connection` drives them; any transition not in a table is a bug in the
-caller's use of the API and raises :class:`LocalProtocolError`. Frames from the peer never
-raise: bad input is answered or dropped before a transition is attempted.
+:mod:`protocol.pump_connection` and :mod:`protocol.programmer_connection` drive them, and
+they are the authority: every decision a connection takes on its session or its pending
+request reads a machine's state, and the data a state carries (the session, the outstanding
+challenge, the pending request) exists exactly while the machine is in that state. Any
+transition not in a table is a bug in the caller's use of the API and raises
+:class:`LocalProtocolError`. Frames from the peer never raise: bad input is answered or
+dropped before a transition is attempted.
+
+As in h11, an unexpected exception while a connection processes input or output moves its
+request machine to ERROR. Unlike h11's, the pump's ERROR is not terminal: a pump must never
+go deaf, so it answers the request INTERNAL_ERROR and RECOVERs to IDLE (the session, if any,
+stays as it was).
 
 The pure rules on sequence numbers and counters are here too, so that they can be tested and
 read on their own.
@@ -20,7 +29,12 @@ from enum import Enum, auto
 from typing import Generic, TypeVar
 
 __all__ = [
+    "AUTH_BACKOFF_MAX_S",
+    "AUTH_FREE_FAILURES",
+    "CHALLENGE_STATES",
     "SEQ_WINDOW",
+    "SESSION_STATES",
+    "AuthBackoff",
     "HandshakeEvent",
     "HandshakeState",
     "LocalProtocolError",
@@ -30,6 +44,7 @@ __all__ = [
     "RequestState",
     "SeqVerdict",
     "StateMachine",
+    "auth_backoff_s",
     "classify_seq",
     "counter_is_fresh",
 ]
@@ -74,20 +89,28 @@ class RequestState(Enum):
 
     IDLE = auto()
     AWAITING_RESPONSE = auto()
+    ERROR = auto()  # an unexpected exception; the pump answers INTERNAL_ERROR and recovers
 
 
 class RequestEvent(Enum):
-    """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE."""
+    """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE.
+
+    ERROR: an unexpected exception (from any state). RECOVER: the pump answered it.
+    """
 
     SEND = auto()
     RESPONSE = auto()
     GIVE_UP = auto()
+    ERROR = auto()
+    RECOVER = auto()
 
 
 REQUEST_TRANSITIONS: Mapping[tuple[RequestState, RequestEvent], RequestState] = {
     (RequestState.IDLE, RequestEvent.SEND): RequestState.AWAITING_RESPONSE,
     (RequestState.AWAITING_RESPONSE, RequestEvent.RESPONSE): RequestState.IDLE,
     (RequestState.AWAITING_RESPONSE, RequestEvent.GIVE_UP): RequestState.IDLE,
+    **{(state, RequestEvent.ERROR): RequestState.ERROR for state in RequestState},
+    (RequestState.ERROR, RequestEvent.RECOVER): RequestState.IDLE,
 }
 
 
@@ -131,6 +154,12 @@ PUMP_SESSION_TRANSITIONS: Mapping[tuple[PumpSessionState, PumpSessionEvent], Pum
     (_PS.ACTIVE, _PE.END): _PS.NONE,
     (_PS.ACTIVE_CHALLENGED, _PE.END): _PS.NONE,
 }
+
+
+#: States in which the pump has an active session (and only these).
+SESSION_STATES = frozenset({_PS.ACTIVE, _PS.ACTIVE_CHALLENGED})
+#: States in which an AUTH_BEGIN challenge awaits its AUTH_PROOF (and only these).
+CHALLENGE_STATES = frozenset({_PS.CHALLENGED, _PS.ACTIVE_CHALLENGED})
 
 
 # --- programmer handshake ---------------------------------------------------------------------
@@ -196,3 +225,54 @@ def classify_seq(last_seq: int | None, seq: int, window: int = SEQ_WINDOW) -> Se
 def counter_is_fresh(last_counter: int, counter: int) -> bool:
     """A MAC counter must be strictly above the last accepted one of the session."""
     return counter > last_counter
+
+
+# --- failed authentications -------------------------------------------------------------------
+
+#: Consecutive failed AUTH_PROOFs allowed without delay (a mistyped key, a wrong pump).
+AUTH_FREE_FAILURES = 2
+#: The longest wait after failed authentications: the documented recovery is to wait it out.
+AUTH_BACKOFF_MAX_S = 60.0
+
+
+def auth_backoff_s(failures: int) -> float:
+    """How long AUTH_BEGIN is refused after ``failures`` consecutive failed AUTH_PROOFs.
+
+    None for the first :data:`AUTH_FREE_FAILURES`, then 1 s doubling with each further
+    failure, capped at :data:`AUTH_BACKOFF_MAX_S`: an online key guesser gets about one
+    guess a minute, a clinician who mistyped waits seconds.
+    """
+    extra = failures - AUTH_FREE_FAILURES
+    if extra <= 0:
+        return 0.0
+    return min(2.0 ** (extra - 1), AUTH_BACKOFF_MAX_S)
+
+
+class AuthBackoff:
+    """The pump's count of consecutive failed authentications, shared by all its links.
+
+    Times are the link's real clock (the caller's ``now_s``, as for the idle timeout). A
+    success resets the count; so does a restart of the pump (the count is not persistent).
+    Without a clock (``now_s`` None) failures are counted but nothing waits.
+    """
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self._until_s: float | None = None
+
+    def failed(self, now_s: float | None) -> None:
+        """An AUTH_PROOF was rejected."""
+        self.failures += 1
+        wait_s = auth_backoff_s(self.failures)
+        self._until_s = None if now_s is None or wait_s == 0 else now_s + wait_s
+
+    def succeeded(self) -> None:
+        """An AUTH_PROOF was accepted: the count starts over."""
+        self.failures = 0
+        self._until_s = None
+
+    def wait_s(self, now_s: float | None) -> float:
+        """Seconds until AUTH_BEGIN is answered again (0: now)."""
+        if self._until_s is None or now_s is None:
+            return 0.0
+        return max(0.0, self._until_s - now_s)

@@ -18,6 +18,7 @@ Programmer side: :func:`transfer_requests` and :func:`verify_matches`. Pump side
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from enum import Enum, auto
 
 from itpump.protocol.codes import ResultCode
@@ -25,6 +26,7 @@ from itpump.protocol.messages import (
     MAX_PROGRAM_BYTES,
     MAX_PROGRAM_CHUNK,
     Ack,
+    ProgramAbortRequest,
     ProgramBeginRequest,
     ProgramCommitRequest,
     ProgramDataRequest,
@@ -33,12 +35,16 @@ from itpump.protocol.messages import (
     ProgramVerifyResponse,
     Refusal,
     Request,
+    Response,
     TherapyProgram,
 )
 from itpump.protocol.wire import WireError
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
+    "TRANSFER_REQUESTS",
+    "ProgramApply",
+    "ProgramCheck",
     "ProgramReceiver",
     "ReceiverState",
     "commit_request",
@@ -84,6 +90,21 @@ def verify_matches(program: TherapyProgram, response: ProgramVerifyResponse) -> 
 def commit_request(program: TherapyProgram) -> ProgramCommitRequest:
     """The PROGRAM_COMMIT for a verified ``program``."""
     return ProgramCommitRequest(program_digest(program.encode()))
+
+
+#: The requests :meth:`ProgramReceiver.handle` answers.
+TRANSFER_REQUESTS = (
+    ProgramBeginRequest,
+    ProgramDataRequest,
+    ProgramVerifyRequest,
+    ProgramCommitRequest,
+    ProgramAbortRequest,
+)
+#: The firmware's validation of an assembled program at PROGRAM_VERIFY (and again before a
+#: commit, if it wants): a :class:`Refusal` (or any exception) refuses it, ``None`` accepts.
+ProgramCheck = Callable[[TherapyProgram], Refusal | None]
+#: Makes a committed program take effect; its answer (``None``: ACK) goes to the programmer.
+ProgramApply = Callable[[TherapyProgram], Response | None]
 
 
 class ReceiverState(Enum):
@@ -206,3 +227,44 @@ class ProgramReceiver:
         """Discard any transfer (PROGRAM_ABORT, or the session ended)."""
         self._abort()
         return Ack()
+
+    def handle(
+        self,
+        request: Request,
+        check: ProgramCheck | None = None,
+        apply: ProgramApply | None = None,
+    ) -> Response:
+        """The answer to one program-transfer request (one of :data:`TRANSFER_REQUESTS`).
+
+        ``check`` validates the assembled program at PROGRAM_VERIFY: a returned
+        :class:`Refusal` or a raised exception discards the transfer (the exception goes on
+        to the caller, e.g. a firmware refusal). ``apply`` makes the program take effect at
+        PROGRAM_COMMIT; it runs only with the verified program and after the transfer is
+        cleared, so a commit cannot apply twice. Without ``apply`` the commit only clears.
+        """
+        if isinstance(request, ProgramBeginRequest):
+            return self.begin(request)
+        if isinstance(request, ProgramDataRequest):
+            return self.data(request)
+        if isinstance(request, ProgramVerifyRequest):
+            program = self.assemble()
+            if isinstance(program, Refusal):
+                return program
+            try:
+                refusal = None if check is None else check(program)
+            except BaseException:
+                self.reject()
+                raise
+            if refusal is not None:
+                self.reject()
+                return refusal
+            return self.mark_verified(program)
+        if isinstance(request, ProgramCommitRequest):
+            committed = self.commit(request)
+            if isinstance(committed, Refusal):
+                return committed
+            answer = None if apply is None else apply(committed)
+            return Ack() if answer is None else answer
+        if isinstance(request, ProgramAbortRequest):
+            return self.abort()
+        raise TypeError(f"{type(request).__name__} is not a program-transfer request")

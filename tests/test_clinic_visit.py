@@ -104,8 +104,8 @@ async def test_patient_role_can_bolus_but_not_program(farm: PumpFarm) -> None:
     served = farm.pumps[0]
 
     def patient() -> tuple[float, ResultCode]:
-        with PumpClient(served.url, key=served.key) as pump:
-            pump.connect(Role.PATIENT, served.key)
+        with PumpClient(served.url, key=served.patient_key) as pump:
+            pump.connect(Role.PATIENT)
             bolus = pump.patient_bolus()
             try:
                 pump.stop_therapy()

@@ -48,7 +48,7 @@ CASES: list[tuple[str, float, Callable[[Firmware], object]]] = [
     ("catheter_min_volume_ul_per_cm", 3.0, lambda fw: fw.set_catheter(60.0, 2.6)),
     ("max_concentration_mcg_per_ml", 400.0, lambda fw: fw.refill(20.0, "baclofen", 450.0)),
     ("min_concentration_mcg_per_ml", 500.0, lambda fw: fw.refill(20.0, "baclofen", 450.0)),
-    ("max_priming_volume_ml", 0.1, lambda fw: fw.prime(0.2)),
+    ("max_priming_volume_ml", 0.1, lambda fw: fw.bridge_bolus(0.2)),
     ("min_priming_volume_ml", 0.3, lambda fw: fw.prime(0.2)),
     ("max_clinician_bolus_min", 20.0, lambda fw: fw.clinician_bolus(10.0, 30.0)),
     (
@@ -87,9 +87,8 @@ def test_refill_discrepancy_tolerance_comes_from_the_config() -> None:
         fw.refill(20.0, "baclofen", 500.0, aspirated_ml=18.5)  # 1.5 mL from the estimate
         return sum(e.code is EventCode.REFILL_DISCREPANCY for e in fw.log.entries())
 
-    assert discrepancies(CFG) == 1  # max(1 mL, 5 % of 20 mL)
+    assert discrepancies(CFG) == 1  # nothing infused yet: the floor alone
     assert discrepancies(dataclasses.replace(CFG, refill_tolerance_min_ml=2.0)) == 0
-    assert discrepancies(dataclasses.replace(CFG, refill_tolerance_fraction=0.1)) == 0
 
 
 @pytest.fixture

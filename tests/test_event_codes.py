@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from itpump.emulator.runner import ScenarioRun
-from itpump.emulator.scenario import load_scenario
+from itpump.emulator.scenario import load_scenario, shipped_scenarios
 from itpump.programmer.models import LogRecord
 from itpump.protocol import messages as m
 from itpump.protocol.codes import (
@@ -21,14 +21,8 @@ from itpump.protocol.codes import (
 )
 from itpump.tools.gen_protocol_docs import DOC_PATH
 
-SCENARIOS = [
-    "baclofen-180d",
-    "clinic-ready",
-    "concentration-change",
-    "motor-stall",
-    "over-infusion",
-    "withdrawal-occlusion",
-]
+# Every shipped scenario: each tells a different story, so each logs different events.
+SCENARIOS = shipped_scenarios()
 
 
 def test_every_event_code_has_an_argument_table() -> None:

@@ -39,6 +39,7 @@ from itpump.programmer import (
     SessionDetails,
     TherapyState,
     derive_pump_key,
+    derive_role_key,
     master_key_source,
 )
 from itpump.programmer import operations as ops
@@ -47,6 +48,7 @@ from itpump.protocol.auth import seeded_nonce_source
 from tests.test_programmer_fakepump import (
     CLOCK_S,
     KEY,
+    PATIENT_KEY,
     PROGRAM,
     SERIAL,
     FakePump,
@@ -159,7 +161,7 @@ async def test_keys_by_serial_and_master_key() -> None:
                 return c.interrogate().therapy_state
 
         assert await blocking(lambda: visit(master_key_source(master))) is TherapyState.RUNNING
-        table = {SERIAL: derive_pump_key(master, SERIAL)}
+        table = {SERIAL: derive_role_key(master, SERIAL, Role.CLINICIAN)}
         assert await blocking(lambda: visit(table)) is TherapyState.RUNNING
         with pytest.raises(AuthenticationError, match="no key for pump"):
             await blocking(lambda: visit({"OTHER": KEY}))
@@ -428,7 +430,7 @@ async def test_patient_role_is_limited_by_the_pump() -> None:
     async with served(pump) as url:
 
         def visit() -> None:
-            with client(url) as c:
+            with client(url, key=PATIENT_KEY) as c:
                 c.connect(role=Role.PATIENT)
                 assert c.patient_bolus().dose_mcg == 25
                 with pytest.raises(PumpRefused) as caught:

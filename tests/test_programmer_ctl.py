@@ -11,7 +11,7 @@ import pytest
 
 from itpump.protocol import messages as m
 from itpump.tools.cli import main
-from tests.test_programmer_fakepump import KEY_HEX, SERIAL, FakePump, served
+from tests.test_programmer_fakepump import KEY_HEX, PATIENT_KEY_HEX, SERIAL, FakePump, served
 
 GUARD_S = 10.0
 
@@ -286,7 +286,7 @@ async def test_program_as_patient_is_refused_without_an_abort(
     pump = FakePump()
     async with served(pump) as url:
         argv = ["--role", "patient", "program", "--continuous", "300"]
-        assert await ctl(url, "--key", KEY_HEX, *argv) == 3
+        assert await ctl(url, "--key", PATIENT_KEY_HEX, *argv) == 3
     assert "ROLE_FORBIDDEN" in capsys.readouterr().err
     assert pump.count(m.ProgramAbortRequest) == 0
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -397,9 +397,10 @@ async def test_other_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert "Bridge bolus started: 0.286 mL (572 mcg)" in capsys.readouterr().out
         assert await ctl(url, *key, "--json", "bolus", "cancel") == 0
         assert out_json(capsys)["cancelled"] == 1
-        assert await ctl(url, *key, "--role", "patient", "bolus", "patient") == 0
+        patient = ("--key", PATIENT_KEY_HEX, "--role", "patient")
+        assert await ctl(url, *patient, "bolus", "patient") == 0
         assert "Patient bolus started: 25 mcg" in capsys.readouterr().out
-        assert await ctl(url, *key, "--role", "patient", "stop") == 3
+        assert await ctl(url, *patient, "stop") == 3
         assert "ROLE_FORBIDDEN" in capsys.readouterr().err
         assert await ctl(url, *key, "stop") == 0
         assert await ctl(url, *key, "resume") == 0

@@ -65,9 +65,10 @@ async def test_quick_start_output_is_what_the_default_pump_prints(
     )
     async with farm:
         info = farm.pumps[0].describe()
-        key = str(info["key"])
+        key, patient_key = str(info["key"]), str(info["patient_key"])
         assert serve_output == [
-            f"{info['serial']}  {info['model']}  {DOC_PORT}  key={key[:4]}...{key[-4:]}"
+            f"{info['serial']}  {info['model']}  {DOC_PORT}  key={key[:4]}...{key[-4:]}  "
+            f"patient_key={patient_key[:4]}...{patient_key[-4:]}"
         ]
         for words, documented in ctl_steps:
             argv = [info["url"] if word == DOC_PORT else word for word in words[1:]]

@@ -17,19 +17,23 @@ from dataclasses import replace
 
 from itpump.emulator.transports import PtyTransport, PumpTransport, TcpTransport
 from itpump.protocol import messages as m
-from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol.auth import role_key, seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
     AutoReply,
     PumpConnection,
+    PumpEvent,
     PumpIdentity,
     RequestReceived,
     ResentResponse,
 )
-from itpump.protocol.transfer import ProgramReceiver
+from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver
 
-KEY = bytes(range(32))
+DEVICE_KEY = bytes(range(32))  # the fake pump's own key
+KEY = role_key(DEVICE_KEY, m.Role.CLINICIAN)  # what a clinician programmer is given
 KEY_HEX = KEY.hex()
+PATIENT_KEY = role_key(DEVICE_KEY, m.Role.PATIENT)
+PATIENT_KEY_HEX = PATIENT_KEY.hex()
 SERIAL = "FK20-000042"
 IDENTITY = PumpIdentity(
     serial=SERIAL,
@@ -80,7 +84,7 @@ class FakePump:
     """A ``ByteHandler`` pump with canned, slightly stateful answers."""
 
     def __init__(
-        self, *, key: bytes = KEY, allow_unauthenticated: bool = False, seed: int = 1
+        self, *, key: bytes = DEVICE_KEY, allow_unauthenticated: bool = False, seed: int = 1
     ) -> None:
         self.connection = PumpConnection(
             IDENTITY,
@@ -119,29 +123,23 @@ class FakePump:
 
     def __call__(self, data: bytes, /) -> bytes:
         self.calls += 1
-        conn = self.connection
-        conn.receive_data(data)
-        out: list[bytes] = []
-        while (event := conn.next_event()) is not None:
-            if isinstance(event, AutoReply):
-                if event.request is not None:
-                    self._record(event.request)
-                out.append(event.data)
-            elif isinstance(event, ResentResponse):
-                out.append(event.data)
-                if self.on_resent is not None:
-                    self.on_resent()
-            elif isinstance(event, RequestReceived):
-                self._record(event.request)
-                self.firmware_requests.append(event.request)
-                out.append(conn.send(self.handle(event.request)))
-        reply = b"".join(out)
+        reply = self.connection.respond(data, self._firmware, on_event=self._on_event)
         if self.silent:
             return b""
         if reply and self.swallow:
             self.swallow -= 1
             return b""
         return reply
+
+    def _on_event(self, event: PumpEvent) -> None:
+        if isinstance(event, AutoReply | RequestReceived) and event.request is not None:
+            self._record(event.request)
+        elif isinstance(event, ResentResponse) and self.on_resent is not None:
+            self.on_resent()
+
+    def _firmware(self, request: m.Request) -> m.Response:
+        self.firmware_requests.append(request)
+        return self.handle(request)
 
     def _record(self, request: m.Request) -> None:
         self.requests.append(request)
@@ -202,27 +200,13 @@ class FakePump:
             ]
             self.alarms = [replace(a, acknowledged=True) if a in hits else a for a in self.alarms]
             return m.AckAlarmResponse(len(hits))
-        if isinstance(request, m.ProgramBeginRequest):
-            return self.receiver.begin(request)
-        if isinstance(request, m.ProgramDataRequest):
-            return self.receiver.data(request)
-        if isinstance(request, m.ProgramVerifyRequest):
-            assembled = self.receiver.assemble()
-            if isinstance(assembled, m.Refusal):
-                return assembled
-            if self.tamper_echo:
-                assembled = replace(assembled, max_daily_dose_ng=assembled.max_daily_dose_ng + 1)
-            return self.receiver.mark_verified(assembled)
-        if isinstance(request, m.ProgramCommitRequest):
-            committed = self.receiver.commit(request)
-            if isinstance(committed, m.Refusal):
-                return committed
-            if self.keep_unset:
-                committed = self._keeping_unset(committed)
-            self.program = committed
-            return m.Ack()
-        if isinstance(request, m.ProgramAbortRequest):
-            return self.receiver.abort()
+        if isinstance(request, TRANSFER_REQUESTS):
+            response = self.receiver.handle(request, apply=self._commit)
+            if self.tamper_echo and isinstance(response, m.ProgramVerifyResponse):
+                echo = response.program
+                tampered = replace(echo, max_daily_dose_ng=echo.max_daily_dose_ng + 1)
+                response = replace(response, program=tampered)
+            return response
         if isinstance(request, m.BolusRequest):
             return self._bolus(request.bolus)
         if isinstance(request, m.StopTherapyRequest):
@@ -239,6 +223,9 @@ class FakePump:
             bridge = 286_000 if changed and request.bridge_bolus else 0
             return m.RefillResponse(request.volume_nl, bridge, CLOCK_S + 80 * 86_400)
         raise AssertionError(f"unexpected request {request!r}")
+
+    def _commit(self, program: m.TherapyProgram) -> None:
+        self.program = self._keeping_unset(program) if self.keep_unset else program
 
     def _keeping_unset(self, new: m.TherapyProgram) -> m.TherapyProgram:
         """As on the pump: an empty patient id and an unset catheter keep the current ones."""

@@ -19,7 +19,7 @@ import pytest
 from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
-from itpump.protocol.connection import AutoReply, PumpConnection, PumpIdentity, RequestReceived
+from itpump.protocol.connection import PumpConnection, PumpIdentity
 from itpump.tools.gen_protocol_docs import DOC_PATH
 
 # ---------------------------------------------------------------------------------------------
@@ -112,17 +112,12 @@ KEY = hashlib.sha256(b"clean room pump key").digest()
 
 
 def _pump_io(pump: PumpConnection, data: bytes) -> bytes:
-    pump.receive_data(data)
-    out = b""
-    while (event := pump.next_event()) is not None:
-        if isinstance(event, RequestReceived):
-            if isinstance(event.request, m.SetClockRequest):
-                out += pump.send(m.SetClockResponse(1_000_000_000))
-            else:
-                out += pump.send(m.Refusal.make(ResultCode.NOT_SUPPORTED, "not in this test"))
-        elif isinstance(event, AutoReply):
-            out += event.data
-    return out
+    def firmware(request: m.Request) -> m.Response:
+        if isinstance(request, m.SetClockRequest):
+            return m.SetClockResponse(1_000_000_000)
+        return m.Refusal.make(ResultCode.NOT_SUPPORTED, "not in this test")
+
+    return pump.respond(data, firmware)
 
 
 def test_clean_room_programmer_session() -> None:
@@ -150,8 +145,11 @@ def test_clean_room_programmer_session() -> None:
     serial = prog.serial.encode()
     transcript = b"\x01" + session_id.to_bytes(4, "big") + np_ + nc + bytes([len(serial)]) + serial
 
+    # The programmer holds the clinician's key, not the pump's: K_role = HMAC(K, label | role).
+    clinician_key = hmac.new(KEY, b"itpump/v1/role-key" + b"\x01", hashlib.sha256).digest()
+
     def h(label: bytes) -> bytes:
-        return hmac.new(KEY, label + transcript, hashlib.sha256).digest()
+        return hmac.new(clinician_key, label + transcript, hashlib.sha256).digest()
 
     # AUTH_PROOF: header session id = S
     prog.session_id = session_id

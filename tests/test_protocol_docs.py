@@ -48,17 +48,21 @@ def test_readme_states_the_key_formula_byte_for_byte() -> None:
     import hashlib
     import hmac
 
-    from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key
+    from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key, derive_role_key
+    from itpump.protocol.messages import Role
 
     readme = (DOC_PATH.parents[1] / "README.md").read_text(encoding="utf-8")
     formula = 'hmac.new(master.encode("utf-8"), serial.encode("utf-8"),\nhashlib.sha256).digest()'
     assert " ".join(formula.split()) in " ".join(readme.split())
     assert f"`{DEFAULT_MASTER_KEY.decode('ascii')}`" in readme
     master, serial = DEFAULT_MASTER_KEY.decode("utf-8"), "PP20-000001"
-    assert (
-        hmac.new(master.encode("utf-8"), serial.encode("utf-8"), hashlib.sha256).digest()
-        == derive_pump_key(DEFAULT_MASTER_KEY, serial)
-    )
+    pump_key = hmac.new(master.encode("utf-8"), serial.encode("utf-8"), hashlib.sha256).digest()
+    assert pump_key == derive_pump_key(DEFAULT_MASTER_KEY, serial)
+    role_formula = 'HMAC-SHA256(K, b"itpump/v1/role-key" + bytes([role]))'
+    assert role_formula in " ".join(readme.split())
+    for role in Role:
+        written = hmac.new(pump_key, b"itpump/v1/role-key" + bytes([role]), hashlib.sha256)
+        assert written.digest() == derive_role_key(DEFAULT_MASTER_KEY, serial, role)
 
 
 def test_protocol_text_names_every_unauthenticated_refusal() -> None:

@@ -8,14 +8,15 @@ session state (sequence number, MAC counter) is unchanged, so the next good requ
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from itpump.protocol import messages as m
-from itpump.protocol.auth import seeded_nonce_source
+from itpump.protocol import pump_connection as connection_module
+from itpump.protocol.auth import role_key, seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import (
-    AutoReply,
     ProgrammerConnection,
     ProgrammerEvent,
     PumpAuthenticationFailed,
@@ -31,7 +32,14 @@ from itpump.protocol.connection import (
 )
 from itpump.protocol.framing import decode_frame, encode_frame
 from itpump.protocol.header import Header, build_body, parse_body
-from itpump.protocol.state import HandshakeState, LocalProtocolError, PumpSessionState
+from itpump.protocol.state import (
+    REQUEST_TRANSITIONS,
+    HandshakeState,
+    LocalProtocolError,
+    PumpSessionState,
+    RequestEvent,
+    RequestState,
+)
 from tests.protocol_helpers import PROGRAM, STATUS
 
 KEY = bytes(range(32))
@@ -77,7 +85,12 @@ class Rig:
             seeded_nonce_source(1),
             allow_unauthenticated=allow_unauthenticated,
         )
-        self.prog = ProgrammerConnection(seeded_nonce_source(2), key=programmer_key)
+        # The programmer is given the pump key; it proves with the key of the role it asks
+        # for, as a programmer provisioned for that role would.
+        self.programmer_key = programmer_key
+        self.prog = ProgrammerConnection(
+            seeded_nonce_source(2), key=role_key(programmer_key, m.Role.CLINICIAN)
+        )
         self.firmware = firmware
         self.delivered: list[RequestReceived] = []
         self.pump_events: list[PumpEvent] = []
@@ -85,16 +98,13 @@ class Rig:
 
     def to_pump(self, data: bytes) -> bytes:
         """Deliver bytes to the pump; run the firmware; return what the pump writes back."""
-        self.pump.receive_data(data)
-        out = b""
-        while (event := self.pump.next_event()) is not None:
+
+        def record(event: PumpEvent) -> None:
             self.pump_events.append(event)
             if isinstance(event, RequestReceived):
                 self.delivered.append(event)
-                out += self.pump.send(self.firmware(event.request))
-            elif isinstance(event, AutoReply | ResentResponse):
-                out += event.data
-        return out
+
+        return self.pump.respond(data, self.firmware, on_event=record)
 
     def to_programmer(self, data: bytes) -> ProgrammerEvent | None:
         self.prog.receive_data(data)
@@ -113,7 +123,8 @@ class Rig:
     def login(self, role: m.Role = m.Role.CLINICIAN) -> None:
         self.identify()
         assert isinstance(self.exchange(self.prog.auth_begin(role)).response, m.AuthBeginResponse)
-        assert isinstance(self.exchange(self.prog.auth_proof()).response, m.AuthProofResponse)
+        proof = self.prog.auth_proof(role_key(self.programmer_key, role))
+        assert isinstance(self.exchange(proof).response, m.AuthProofResponse)
         assert self.prog.session is not None
         assert self.prog.session.session_id == self.pump.session_id
 
@@ -179,7 +190,6 @@ def test_unsupported_header_version_is_refused() -> None:
 def test_handshake_establishes_the_same_session_on_both_sides() -> None:
     rig = Rig()
     rig.login()
-    assert rig.pump.role is m.Role.CLINICIAN
     assert rig.pump.session_state is PumpSessionState.ACTIVE
     assert rig.prog.handshake_state is HandshakeState.IDLE
     assert any(isinstance(e, SessionStarted) for e in rig.pump_events)
@@ -607,3 +617,91 @@ def test_local_protocol_errors() -> None:
 def test_pump_key_must_be_long_enough() -> None:
     with pytest.raises(ValueError, match="at least"):
         PumpConnection(IDENTITY, b"short", seeded_nonce_source(1))
+
+
+# --- the state machines are the authority; errors recover ----------------------------------
+
+
+def _machines(pump: PumpConnection) -> tuple[PumpSessionState, RequestState]:
+    """Both machines' states, read afresh (a function call, so no stale narrowing)."""
+    return pump.session_state, pump.request_state
+
+
+def test_the_session_machine_alone_decides_whether_a_session_exists() -> None:
+    rig = Rig()
+    rig.login()
+    assert rig.pump.session_state is PumpSessionState.ACTIVE
+    # A machine that says NONE means no session in every view of it: commands are refused.
+    rig.pump.end_session("test")
+    assert _machines(rig.pump)[0] is PumpSessionState.NONE
+    assert (rig.pump.session_id, rig.pump.role, rig.pump.idle_deadline_s) == (None, None, None)
+    assert not rig.exchange(m.InterrogateRequest()).ok
+
+
+def test_every_request_state_can_fail_and_only_error_recovers() -> None:
+    for state in RequestState:
+        assert REQUEST_TRANSITIONS[(state, RequestEvent.ERROR)] is RequestState.ERROR
+        recovers = (state, RequestEvent.RECOVER) in REQUEST_TRANSITIONS
+        assert recovers == (state is RequestState.ERROR)
+
+
+def test_an_exception_in_the_protocol_layer_goes_through_error_and_recovers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig()
+    rig.login()
+    session_id = rig.pump.session_id
+    seen: list[RequestState] = []
+    answer_frame = connection_module._response_frame
+
+    def failing_identify(*_args: object) -> None:
+        raise ZeroDivisionError("a bug in IDENTIFY")
+
+    def watching(*args: Any) -> bytes:
+        seen.append(rig.pump.request_state)
+        return answer_frame(*args)
+
+    monkeypatch.setattr(rig.pump, "_identify", failing_identify)
+    monkeypatch.setattr(connection_module, "_response_frame", watching)
+    event = rig.exchange(m.IdentifyRequest())
+    assert isinstance(event.response, m.Refusal)
+    assert event.response.result is ResultCode.INTERNAL_ERROR
+    assert "ZeroDivisionError" in event.response.detail
+    assert seen == [RequestState.ERROR]  # the answer was built in the error state
+    assert rig.pump.request_state is RequestState.IDLE
+    assert rig.pump.stats.internal_errors == 1
+    assert rig.pump.session_id == session_id  # the session is not an error's casualty
+    monkeypatch.undo()
+    _still_works(rig)
+
+
+def test_a_pump_that_cannot_even_answer_internal_error_is_not_deaf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig = Rig(allow_unauthenticated=True)
+    rig.identify()
+
+    def broken_firmware(_request: m.Request) -> m.Response:
+        raise ZeroDivisionError("a bug in the firmware")
+
+    def unframeable(*_args: object) -> bytes:
+        raise MemoryError("no buffer for the answer")
+
+    rig.firmware = broken_firmware
+    monkeypatch.setattr(connection_module, "_response_frame", unframeable)
+    frame = rig.prog.send(m.InterrogateRequest(), rig.now)
+    with pytest.raises(MemoryError):
+        rig.to_pump(frame)
+    assert _machines(rig.pump)[1] is RequestState.ERROR
+    monkeypatch.undo()
+    rig.firmware = _canned
+    # The next frame recovers the machine and is answered: the retransmission finds no
+    # cached answer, so it is refused as a repeated sequence number (nothing is redone) ...
+    rig.now += 10.0
+    event = rig.to_programmer(rig.to_pump(rig.prog.poll(rig.now)))
+    assert isinstance(event, ResponseReceived)
+    assert isinstance(event.response, m.Refusal)
+    assert event.response.result is ResultCode.SEQUENCE_ERROR
+    assert _machines(rig.pump)[1] is RequestState.IDLE
+    # ... and the next request is carried out.
+    assert rig.exchange(m.InterrogateRequest()).ok

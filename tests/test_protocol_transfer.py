@@ -43,28 +43,13 @@ class Handler:
         self.applied: list[m.TherapyProgram] = []
 
     def handle(self, request: m.Request) -> m.Response:
-        r = self.receiver
-        if isinstance(request, m.ProgramBeginRequest):
-            return r.begin(request)
-        if isinstance(request, m.ProgramDataRequest):
-            return r.data(request)
-        if isinstance(request, m.ProgramVerifyRequest):
-            program = r.assemble()
-            if isinstance(program, m.Refusal):
-                return program
-            if not self.accept:  # the firmware's own validation refuses
-                r.reject()
-                return m.Refusal.make(ResultCode.TOO_MANY_STEPS, "steps: 12 of 10 allowed")
-            return r.mark_verified(program)
-        if isinstance(request, m.ProgramCommitRequest):
-            program = r.commit(request)
-            if isinstance(program, m.Refusal):
-                return program
-            self.applied.append(program)
-            return m.Ack()
-        if isinstance(request, m.ProgramAbortRequest):
-            return r.abort()
-        raise AssertionError(request)
+        return self.receiver.handle(request, self._check, self.applied.append)
+
+    def _check(self, _program: m.TherapyProgram) -> m.Refusal | None:
+        if self.accept:
+            return None
+        # the firmware's own validation refuses
+        return m.Refusal.make(ResultCode.TOO_MANY_STEPS, "steps: 12 of 10 allowed")
 
 
 def test_full_transfer_commits_exactly_the_verified_program() -> None:

@@ -92,8 +92,8 @@ def test_endpoints_for_the_same_pump_and_key_do_not_repeat_nonces() -> None:
     farm = _farm()
     served = farm.pumps[0]
     # Two endpoints for the same pump and key: what two runs of `itpump serve` build.
-    first = _challenge(farm.make_endpoint(served.pump, served.key))
-    second = _challenge(farm.make_endpoint(served.pump, served.key))
+    first = _challenge(farm.make_endpoint(served.pump, served.device_key))
+    second = _challenge(farm.make_endpoint(served.pump, served.device_key))
     assert first.session_id != second.session_id
     assert first.pump_nonce != second.pump_nonce
 
@@ -103,7 +103,8 @@ def test_a_seeded_nonce_source_stays_available_for_simulations() -> None:
     served = farm.pumps[0]
 
     def seeded() -> TelemetryEndpoint:
-        return TelemetryEndpoint(served.pump, served.key, nonce_source=seeded_nonce_source(5))
+        nonces = seeded_nonce_source(5)
+        return TelemetryEndpoint(served.pump, served.device_key, nonce_source=nonces)
 
     assert _challenge(seeded()) == _challenge(seeded())
 
@@ -125,7 +126,7 @@ def test_a_recorded_session_replayed_after_a_restart_is_refused() -> None:
     served = farm.pumps[0]
     assert served.reported().therapy_state is TherapyState.RUNNING
     recorded: list[bytes] = []
-    original = farm.make_endpoint(served.pump, served.key)
+    original = farm.make_endpoint(served.pump, served.device_key)
 
     def recording(data: bytes, /) -> bytes:
         recorded.append(data)
@@ -137,7 +138,7 @@ def test_a_recorded_session_replayed_after_a_restart_is_refused() -> None:
     served.pump.call(served.pump.firmware.resume_therapy)  # only the replay is under test
     assert served.reported().therapy_state is TherapyState.RUNNING
 
-    restarted = farm.make_endpoint(served.pump, served.key)  # what a restart builds
+    restarted = farm.make_endpoint(served.pump, served.device_key)  # what a restart builds
     answers = [reply for frame in recorded for reply in _replies(restarted(frame))]
     assert [type(a) for a in answers[:2]] == [m.IdentifyResponse, m.AuthBeginResponse]
     proof, stop = answers[2:]
@@ -221,7 +222,7 @@ def test_a_protocol_layer_failure_is_answered_and_the_pump_keeps_answering() -> 
             raise OSError("entropy source unavailable")
         return bytes(range(n))
 
-    endpoint = TelemetryEndpoint(served.pump, served.key, nonce_source=nonces)
+    endpoint = TelemetryEndpoint(served.pump, served.device_key, nonce_source=nonces)
     pc = ProgrammerConnection(seeded_nonce_source(1), key=served.key)
     assert isinstance(_exchange(endpoint, pc, m.IdentifyRequest()), m.IdentifyResponse)
     refused = _exchange(endpoint, pc, pc.auth_begin(m.Role.CLINICIAN))

@@ -285,3 +285,48 @@ def test_advance_leaves_no_phantom_event_at_now() -> None:
     runtime.advance_to(1.0)
     assert env.now == 1.0
     assert env.peek() == 5.0
+
+
+async def test_a_call_that_schedules_nothing_leaves_the_runner_asleep() -> None:
+    """A telemetry read schedules no event: the runner keeps its sleep (no re-plan per
+    request); a call that schedules an earlier event wakes it."""
+    clock = ManualClock()
+    env = simpy.Environment()
+    fired: list[float] = []
+    env.process(ticker(env, fired, 10.0))
+    runtime = SimRuntime(env, speed=3600, clock=clock, sleep=clock.sleep)
+    runner = asyncio.create_task(runtime.run(until_h=20.0))
+    await asyncio.wait_for(clock.until_sleeping_to(10.0), GUARD_S)
+    sleeper = next(f for _, f in clock._waiters)
+    for i in range(5):
+        clock.set(1.0 + i * 0.1)
+        assert runtime.call(lambda: env.now) == pytest.approx(1.0 + i * 0.1)
+        await asyncio.sleep(0)
+    assert not runtime._wake.is_set()
+    assert [f for _, f in clock._waiters] == [sleeper]
+    assert not sleeper.cancelled()
+
+    def schedule() -> None:
+        env.timeout(0.5).callbacks.append(lambda _e: fired.append(env.now))
+
+    runtime.call(schedule)
+    assert runtime._wake.is_set()
+    await asyncio.wait_for(clock.until_sleeping_to(1.9), GUARD_S)
+    clock.set(20.0)
+    await asyncio.wait_for(runner, GUARD_S)
+    assert fired == pytest.approx([1.9, 10.0, 20.0])
+
+
+def test_sync_moves_the_clock_and_later_timeouts_count_from_there() -> None:
+    clock = ManualClock()
+    env = simpy.Environment()
+    env.timeout(5.0)
+    runtime = SimRuntime(env, speed=3600, clock=clock)
+    clock.set(2.5)
+    assert runtime.sync() == 2.5
+    assert env.now == 2.5
+    assert env.peek() == 5.0
+    fired: list[float] = []
+    env.timeout(1.0).callbacks.append(lambda _e: fired.append(env.now))
+    env.run(until=4.0)
+    assert fired == [3.5]

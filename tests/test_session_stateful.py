@@ -1,6 +1,8 @@
 """A Hypothesis state machine against a served pump's byte handler: sessions, wrong keys,
-garbage, replayed frames and therapy commands in any order. The pump never raises and never
-stops answering, and therapy changes only when an authenticated command was acknowledged."""
+garbage, replayed frames, other telemetry heads, patient keys and therapy commands in any
+order. The pump never raises and never stops answering, a second head never disturbs a live
+session, failed authentications back off as documented, and therapy changes only when an
+authenticated command was acknowledged."""
 
 from __future__ import annotations
 
@@ -15,8 +17,21 @@ from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
+from itpump.protocol.state import auth_backoff_s
 
-FARM = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0)
+
+class LinkClock:
+    """The link's real clock, moved only by the state machine (backoff and idle timeouts)."""
+
+    def __init__(self) -> None:
+        self.t_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.t_s
+
+
+CLOCK = LinkClock()
+FARM = PumpFarm(load_scenario("clinic-ready"), port=PortSpec("null"), speed=0.0, clock=CLOCK)
 SERVED = FARM.pumps[0]
 FRESH = SERVED.snapshot()
 WRONG_KEY = bytes(32)
@@ -28,8 +43,10 @@ class SessionMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        SERVED.restore(FRESH)
+        SERVED.restore(FRESH)  # a new endpoint: no session, no failed authentications
         self._nonce_seed = 0
+        self.failures = 0  # consecutive failed authentications
+        self.backoff_until_s = CLOCK.t_s
         self._new_programmer()
         self.running = True
         self.last_frame = b""
@@ -56,18 +73,36 @@ class SessionMachine(RuleBasedStateMachine):
         self.identified = True
 
     @precondition(lambda self: self.identified and not self.authenticated)
-    @rule(right_key=st.booleans())
-    def authenticate(self, right_key: bool) -> None:
+    @rule(key=st.sampled_from(["clinician", "patient", "wrong"]))
+    def authenticate(self, key: str) -> None:
         begun = self._exchange(self.pc.auth_begin(m.Role.CLINICIAN))
+        if CLOCK.t_s < self.backoff_until_s:
+            # Too many failures: no challenge, whatever the key, until the wait is over.
+            assert isinstance(begun, m.Refusal)
+            assert begun.result is ResultCode.AUTH_BACKOFF
+            self._new_programmer()
+            return
         assert isinstance(begun, m.AuthBeginResponse)
-        proof = self._exchange(self.pc.auth_proof(None if right_key else WRONG_KEY))
-        if right_key:
+        proof_key = {"clinician": None, "patient": SERVED.patient_key, "wrong": WRONG_KEY}[key]
+        proof = self._exchange(self.pc.auth_proof(proof_key))
+        if key == "clinician":
             assert isinstance(proof, m.AuthProofResponse)
             self.authenticated = True
+            self.failures = 0
         else:
+            # A patient's key is no clinician key: it fails like any wrong key.
             assert isinstance(proof, m.Refusal)
             assert proof.result is ResultCode.AUTH_FAILED
+            self.failures += 1
+            self.backoff_until_s = CLOCK.t_s + auth_backoff_s(self.failures)
             self._new_programmer()  # this programmer's handshake state is spent
+
+    @precondition(lambda self: CLOCK.t_s < self.backoff_until_s)
+    @rule()
+    def wait_out_the_backoff(self) -> None:
+        # Only without a session (failures happen only then), so no idle timeout is crossed.
+        assert not self.authenticated
+        CLOCK.t_s = self.backoff_until_s
 
     @precondition(lambda self: self.identified)
     @rule()
@@ -103,6 +138,26 @@ class SessionMachine(RuleBasedStateMachine):
         # refused, never carried out twice.
         reply = SERVED.handler(self.last_frame)
         assert isinstance(reply, bytes)
+
+    @rule(stop=st.booleans())
+    def second_head_comes_and_goes(self, stop: bool) -> None:
+        # Another client link: refused outright while this one holds a session, and its
+        # leaving never ends this one's session.
+        head = SERVED.handler.open_head()
+        pc = ProgrammerConnection(seeded_nonce_source(1000 + self._nonce_seed), key=SERVED.key)
+        request: m.Request = m.StopTherapyRequest() if stop else m.IdentifyRequest()
+        pc.receive_data(head(pc.send(request, 0.0)))
+        event = pc.next_event()
+        assert isinstance(event, ResponseReceived), event
+        if self.authenticated:
+            assert isinstance(event.response, m.Refusal)
+            assert event.response.result is ResultCode.SESSION_BUSY
+        elif stop:
+            assert isinstance(event.response, m.Refusal)
+            assert event.response.result is ResultCode.NOT_AUTHENTICATED
+        else:
+            assert isinstance(event.response, m.IdentifyResponse)
+        head.link_closed()
 
     @rule()
     def head_off_and_on(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -202,3 +203,35 @@ def test_sweep_epilog_names_are_the_shipped_sweeps() -> None:
 
     assert _shipped_sweep_names() == shipped_sweeps()
     assert _shipped_sweep_names()
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
+    # Ctrl-C in a terminal signals the whole process group: the sweep's process and its Dask
+    # worker processes. Each worker used to print a KeyboardInterrupt traceback (~46 lines)
+    # before the sweep's own line. With -v the sweep logs when its runs start (the line waited
+    # for) and distributed logs its shutdown at INFO; anything else is what a user would see
+    # without -v, and must be the one line.
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "itpump.tools.cli", "-v", "sweep", "occlusion-withdrawal"]
+    command += ["--out", str(out), "--no-plot", "--workers", "1"]
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "runs to do" in line:
+                os.killpg(proc.pid, signal.SIGINT)
+                break
+        else:
+            pytest.fail("the sweep ended before its runs started")
+        after = proc.stdout.read().splitlines()
+        status = proc.wait(timeout=60)
+    assert status == 130
+    shown = [line for line in after if not line.startswith(("INFO ", "DEBUG "))]
+    assert shown == [
+        f"interrupted; finished runs are kept in {out}/runs: run the same command to resume"
+    ], "\n".join(after)

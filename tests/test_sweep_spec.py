@@ -161,3 +161,16 @@ def test_wilson_interval_always_contains_the_fraction(n: int) -> None:
             continue
         low, high = wilson_interval(count, n)
         assert 0.0 <= low <= count / n <= high <= 1.0, (count, n, low, high)
+
+
+@pytest.mark.parametrize("kind", ["occlussion", {"values": ["occlusion", "occlussion"]}])
+def test_an_unknown_fault_kind_is_one_line_naming_the_field_and_the_kinds(kind: object) -> None:
+    # The fault also has a value: it used to draw a second, misleading line ("faults[0].value:
+    # unknown fault kind ...") about a value that is fine.
+    data = copy.deepcopy(tiny_sweep_data())
+    data["faults"][0]["kind"] = kind
+    message = _refused(data)
+    assert "\n" not in message, message
+    assert "faults[0].value" not in message
+    assert "faults[0].kind: unknown fault kind; allowed: motor_stall, occlusion," in message
+    assert "or 'none' (got 'occlussion')" in message

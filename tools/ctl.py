@@ -91,9 +91,9 @@ socket://HOST:PORT, rfc2217://HOST:PORT.
 
 EPILOG = f"""\
 options may also follow COMMAND. Keys:
-  --key HEX           the pump's own key (or ${KEY_ENV})
+  --key HEX           the pump's key for --role, as `itpump serve` prints it (or ${KEY_ENV})
   --master-key TEXT   the rig's master key, as given to `itpump serve --master-key`; the
-                      pump key is HMAC-SHA256(master, serial) (or ${MASTER_KEY_ENV})
+                      key of --role is derived from it and the serial (or ${MASTER_KEY_ENV})
   --no-auth           no session: for pumps whose profile allows unauthenticated use
   Without a key, a pump that does not require authentication is used without a session.
 
@@ -151,13 +151,16 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
 
     group = parser.add_argument_group("connection options")
     group.add_argument(
-        "--key", metavar="HEX", default=default(None), help=f"the pump's key (default ${KEY_ENV})"
+        "--key",
+        metavar="HEX",
+        default=default(None),
+        help=f"the pump's key for --role (default ${KEY_ENV})",
     )
     group.add_argument(
         "--master-key",
         metavar="TEXT",
         default=default(None),
-        help="derive the pump key from a rig master key (text, as for `itpump serve`) and "
+        help="derive the --role key from a rig master key (text, as for `itpump serve`) and "
         f"the serial (default ${MASTER_KEY_ENV})",
     )
     group.add_argument(
@@ -350,6 +353,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
 
     _command(sub, "stop", cmd_stop, "stop all delivery")
+    p = _command(
+        sub,
+        "catheter-revision",
+        cmd_catheter_revision,
+        "record a new (empty) catheter, so that a priming bolus is allowed",
+    )
+    p.add_argument("length_cm", metavar="LENGTH_CM", type=positive_float, help="1..200 cm")
+    p.add_argument(
+        "--volume-ul-per-cm",
+        metavar="UL_PER_CM",
+        type=positive_float,
+        default=2.6,
+        help="internal volume per cm, 0.1..20 (default 2.6)",
+    )
     _command(sub, "resume", cmd_resume, "resume the programmed therapy")
 
 
@@ -417,6 +434,8 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
     )
     if s.projected_low_reservoir is not None:
         reservoir += f", reached {_when(s.projected_low_reservoir)}"
+    if s.projected_empty is not None:
+        reservoir += f"; empty {_when(s.projected_empty)}"
     rows.append(("Reservoir", reservoir))
     if s.has_program:
         rows += [
@@ -439,7 +458,10 @@ def _status_text(info: PumpInfo | None, s: PumpStatus) -> str:
             rows.append(("Pt bolus", "off"))
     else:
         rows.append(("Program", "none"))
-    rows.append(("Catheter", str(p.catheter or "not set")))
+    catheter = str(p.catheter or "not set")
+    if s.unprimed_ml > 0:
+        catheter += f"; {s.unprimed_ml:.3f} mL of the path empty (prime allowed)"
+    rows.append(("Catheter", catheter))
     battery = f"{s.battery_percent:.1f} %"
     if s.battery_eos:
         battery += "  END OF SERVICE"
@@ -698,6 +720,27 @@ def cmd_refill(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Out
     return Output(_rows(rows), to_data(result))
 
 
+def cmd_catheter_revision(
+    pump: PumpClient, args: argparse.Namespace, _parsed: None
+) -> Output:
+    """CATHETER_REVISION."""
+    unprimed_ml = pump.revise_catheter(args.length_cm, args.volume_ul_per_cm)
+    text = _rows(
+        [
+            ("Catheter", f"{args.length_cm:g} cm x {args.volume_ul_per_cm:g} uL/cm (new, empty)"),
+            ("Prime", f"allowed up to {unprimed_ml:.3f} mL: `bolus prime` fills it"),
+        ]
+    )
+    return Output(
+        text,
+        {
+            "length_cm": args.length_cm,
+            "volume_ul_per_cm": args.volume_ul_per_cm,
+            "unprimed_ml": unprimed_ml,
+        },
+    )
+
+
 def cmd_log(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """READ_LOG, one page or all."""
     records = pump.read_log(args.page)
@@ -805,7 +848,7 @@ def _key_source(args: argparse.Namespace) -> KeySource | None:
         if key_text:
             return parse_key(key_text)
         if master_text:
-            return master_key_source(master_text.encode("utf-8"))
+            return master_key_source(master_text.encode("utf-8"), Role[args.role.upper()])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return None
@@ -826,6 +869,16 @@ _WIRE_VALUES: dict[tuple[str, str], tuple[str, type[WireStruct], str]] = {
         "--old-concentration",
         m.BridgeBolus,
         "old_concentration_ng_per_ml",
+    ),
+    ("catheter-revision", "length_cm"): (
+        "catheter-revision: LENGTH_CM",
+        m.CatheterRevisionRequest,
+        "catheter_length_mm",
+    ),
+    ("catheter-revision", "volume_ul_per_cm"): (
+        "--volume-ul-per-cm",
+        m.CatheterRevisionRequest,
+        "catheter_volume_nl_per_cm",
     ),
     ("refill", "volume_ml"): ("refill: VOLUME_ML", m.RefillRequest, "volume_nl"),
     ("refill", "concentration"): ("--concentration", m.RefillRequest, "concentration_ng_per_ml"),

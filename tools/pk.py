@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 #: take about two minutes per subject; 1e8 would take a day and gigabytes of memory.
 MAX_POPULATION = 100_000
 
+#: Points per subject on the plotted curves: enough to resolve a daily pattern over a year.
+PLOT_POINTS = 4000
+
 DESCRIPTION = """\
 Predict intrathecal baclofen concentrations (ng/mL) for a file of NONMEM-style dose and
 observation records, with the label-calibrated PK/PD model (docs/pk.md).
@@ -146,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         parameters=parameters,
         population=args.population,
         seed=args.seed,
-        curve_points=400 if args.plot is not None else 0,
+        curve_points=PLOT_POINTS if args.plot is not None else 0,
     )
     text = run_result.csv_text()
     if args.out is None:
@@ -155,6 +158,6 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomically(args.out, text)
         logger.info("wrote %s", args.out)
     if args.plot is not None:
-        save_plot(run_result, args.plot)
+        save_plot(run_result, args.plot, title=f"itpump pk: {args.doses.name}")
         logger.info("wrote %s", args.plot)
     return 0

@@ -23,9 +23,11 @@ if TYPE_CHECKING:
 from itpump.protocol.auth import DEFAULT_MASTER_KEY
 
 EPILOG = """\
-Each pump prints one line: serial, model, URL to open, per-pump key (hex). The key is
-HMAC-SHA256(master key, serial); the default master key is the documented test key
-{master!r}. With --json each line is a JSON object (for CI scripts).
+Each pump prints one line: serial, model, URL to open, the clinician key and the patient
+key (hex): each opens sessions of its role only. With K = HMAC-SHA256(master key, serial),
+a role's key is HMAC-SHA256(K, "itpump/v1/role-key" | role byte: 1 clinician, 2 patient);
+the default master key is the documented test key {master!r}. With --json each line is a
+JSON object (for CI scripts).
 
 Ports: pty (default; a raw pseudo-terminal, open its path like a serial port; --link gives it a
 stable name; with several pumps '{{n}}' in the link is replaced by the pump index, otherwise the
@@ -320,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
                 print(json.dumps(info), flush=True)
             else:
                 print(
-                    f"{info['serial']}  {info['model']}  {info['url']}  key={info['key']}",
+                    f"{info['serial']}  {info['model']}  {info['url']}  key={info['key']}  "
+                    f"patient_key={info['patient_key']}",
                     flush=True,
                 )
         if control_url is not None:

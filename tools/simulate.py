@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = sim.run()
     columns = timeseries(result)
-    data = summary(result)
+    data = summary(result, columns)
     with staged_out_dir(out) as stage:
         write_timeseries_csv(stage / "timeseries.csv", result, columns)
         write_dose_records_csv(stage / "dose_records.csv", result, columns["time_h"])
@@ -146,6 +146,27 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  WARNING: reservoir truly empty at {data['reservoir_truly_empty_utc']} "
             "before any low-reservoir alarm"
+        )
+    exposure = data["exposure"]
+    if exposure["systemic_overdose"]:
+        print(
+            f"  WARNING: systemic overdose: plasma {exposure['plasma_peak_ng_per_ml']:.0f} ng/mL "
+            f"at {exposure['plasma_peak_utc']}, above the CNS-depression threshold "
+            f"{exposure['plasma_cns_depression_threshold_ng_per_ml']:g} ng/mL for "
+            f"{exposure['plasma_above_cns_depression_h']:.1f} h"
+        )
+    low, high = exposure["csf_therapeutic_range_ng_per_ml"]
+    if exposure["csf_above_range_h"] > 0:
+        print(
+            f"  WARNING: lumbar CSF above the therapeutic range ({high:g} ng/mL) from "
+            f"{exposure['csf_above_range_first_utc']} for {exposure['csf_above_range_h']:.1f} h "
+            f"(peak {exposure['csf_lumbar_peak_ng_per_ml']:.0f} ng/mL): intrathecal overdose"
+        )
+    if exposure["csf_below_range_h"] > 0:
+        print(
+            f"  WARNING: lumbar CSF fell below the therapeutic range ({low:g} ng/mL) at "
+            f"{exposure['csf_below_range_first_utc']}, for {exposure['csf_below_range_h']:.1f} h: "
+            "withdrawal risk"
         )
     shown = 5
     for refusal in data["refusals"][:shown]:

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from itpump.emulator.faults import FAULT_PARAMETERS, FaultKind
+from itpump.emulator.pk.thresholds import classify
 
 if TYPE_CHECKING:
     from itpump.emulator.farm import AlarmStop, PumpSnapshot, ServedPump
@@ -146,7 +147,7 @@ class PumpInfo(BaseModel):
     serial: str
     model: str
     url: str
-    key: str = Field(description="per-pump key, hex")
+    key: str = Field(description="the pump's clinician key, hex (opens CLINICIAN sessions)")
     t_h: float = Field(description="the pump's own simulated time (hours since its start)")
     rtc: dt.datetime | None = Field(description="the pump's real-time clock (UTC)")
     head_placed: bool
@@ -219,6 +220,7 @@ class LedgerOut(BaseModel):
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    explanted_mcg: float = Field(default=0.0, description="left with an explanted catheter")
 
 
 class ConcentrationsOut(BaseModel):
@@ -228,6 +230,18 @@ class ConcentrationsOut(BaseModel):
     csf_cisternal_ng_per_ml: float
     plasma_ng_per_ml: float
     effect_ng_per_ml: float
+    exposure: list[str] = Field(
+        description="reference levels crossed now (docs/clinical.md): "
+        "plasma_above_cns_depression (>= 500 ng/mL), plasma_above_severe_toxicity "
+        "(>= 2316 ng/mL), csf_above_therapeutic (lumbar > 1240 ng/mL), csf_below_therapeutic "
+        "(lumbar < 130 ng/mL); empty inside the therapeutic range"
+    )
+
+    @classmethod
+    def of(cls, conc: Concentrations) -> ConcentrationsOut:
+        """From the patient's concentrations, with the reference levels they cross."""
+        flags = classify(conc.csf_lumbar_ng_per_ml, conc.plasma_ng_per_ml).flags
+        return cls(**dataclasses.asdict(conc), exposure=flags)
 
 
 class TruthOut(BaseModel):
@@ -243,6 +257,9 @@ class TruthOut(BaseModel):
     faults: list[str]
     ledger: LedgerOut
     concentrations: ConcentrationsOut | None
+    reservoir_drug: str = Field(
+        default="", description='the drug truly in the reservoir ("mixed": two drugs)'
+    )
 
     @classmethod
     def of(cls, truth: Truth, conc: Concentrations | None) -> TruthOut:
@@ -259,7 +276,8 @@ class TruthOut(BaseModel):
             ledger=LedgerOut(**dataclasses.asdict(truth.ledger)),
             concentrations=None
             if conc is None
-            else ConcentrationsOut(**dataclasses.asdict(conc)),
+            else ConcentrationsOut.of(conc),
+            reservoir_drug=truth.reservoir_drug,
         )
 
 
@@ -296,6 +314,11 @@ class ReportedOut(BaseModel):
     battery_remaining_pct: float
     eri: bool
     eos: bool
+    projected_empty: dt.datetime | None = Field(
+        default=None,
+        description="when the estimate reaches the empty-reservoir alarm (programmed dose "
+        "plus the last 7 days' patient-bolus use)",
+    )
 
     @classmethod
     def of(cls, status: PumpStatus) -> ReportedOut:
@@ -330,6 +353,7 @@ class ReportedOut(BaseModel):
             battery_remaining_pct=status.battery_remaining_fraction * 100.0,
             eri=status.eri,
             eos=status.eos,
+            projected_empty=_iso(status.projected_empty_rtc_s),
         )
 
 

@@ -44,6 +44,24 @@ class FluidPath:
         """Parcels from tip to pump end (copies)."""
         return [Parcel(p.volume_ml, p.conc_mcg_per_ml) for p in self._parcels]
 
+    def replace_tip_end(self, keep_ml: float, new_ml: float) -> float:
+        """Keep the `keep_ml` nearest the pump end and put `new_ml` of drug-free liquid on the
+        tip side of it (a new catheter). Returns the drug mass removed with the rest."""
+        kept: deque[Parcel] = deque()
+        need = keep_ml
+        for parcel in reversed(self._parcels):
+            if need <= 0:
+                break
+            take = min(parcel.volume_ml, need)
+            kept.appendleft(Parcel(take, parcel.conc_mcg_per_ml))
+            need -= take
+        removed = self.mass_mcg - sum(p.volume_ml * p.conc_mcg_per_ml for p in kept)
+        if new_ml > 0:
+            kept.appendleft(Parcel(new_ml, 0.0))
+        self._parcels = kept
+        self.volume_ml = sum(p.volume_ml for p in kept)
+        return removed
+
     def push(self, volume_ml: float, conc_mcg_per_ml: float) -> list[Parcel]:
         """Push `volume_ml` in at the pump end; returns what left the tip, in exit order."""
         if volume_ml <= 0:

@@ -23,6 +23,8 @@ from itpump.emulator.hardware.fluid_path import FluidPath
 from itpump.emulator.hardware.stroke_model import StrokeVolumeModel
 
 _EPS_H = 1e-12
+#: `PumpHardware.reservoir_drug` when a residual of one drug was topped up with another.
+MIXED_DRUGS = "mixed"
 FloatArray = NDArray[np.float64]
 
 
@@ -51,6 +53,8 @@ class MassLedger:
     to_csf_mcg: float
     to_tissue_mcg: float
     aspirated_mcg: float
+    #: left the body with an explanted catheter (catheter revision)
+    explanted_mcg: float = 0.0
 
     @property
     def imbalance_mcg(self) -> float:
@@ -61,6 +65,7 @@ class MassLedger:
             + self.to_csf_mcg
             + self.to_tissue_mcg
             + self.aspirated_mcg
+            + self.explanted_mcg
         )
 
 
@@ -75,6 +80,12 @@ class RefillOutcome:
 
 class PumpHardware:
     """Reservoir + drive + fluid path + battery. Times in simulated hours."""
+
+    # Class default: a pump state pickled before delayed MRI restarts existed still loads.
+    motor_restart_h = -math.inf
+    # Stroke rate of the last piece of the stroke track (a class default for hardware
+    # pickled before it was kept: its next piece then starts a new point).
+    _track_rate: float = math.nan
 
     def __init__(
         self,
@@ -97,10 +108,13 @@ class PumpHardware:
         self.battery = Battery(profile.battery, battery_initial_fraction)
         self.reservoir_ml = 0.0
         self.reservoir_conc_mcg_per_ml = 0.0
+        self.reservoir_drug = ""  # the drug truly in the reservoir ("" before the first fill)
         self.stroke_position = 0.0  # cumulative strokes since manufacture (fractional)
         self.stroke_rate_per_h = 0.0
         self.faults: dict[FaultKind, Fault] = {}
         self.valve_budget_ml = math.inf  # valve-gated MRI: volume left before the valve shuts
+        # Peristaltic MRI with a delayed restart: the drive stays stalled until this time.
+        self.motor_restart_h = -math.inf
         self.t_h = 0.0
         # Stroke position is linear in time between these points (constant rate or stalled):
         # enough to regenerate every stroke of any window afterwards.
@@ -110,6 +124,7 @@ class PumpHardware:
         self._aspirated_mcg = 0.0
         self._csf_mcg = 0.0
         self._tissue_mcg = 0.0
+        self._explanted_mcg = 0.0
 
     # -------------------------------------------------------------- state
     @property
@@ -125,9 +140,14 @@ class PumpHardware:
     @property
     def motor_stalled(self) -> bool:
         """Drive cannot turn (stall fault, or MRI on a motor-driven pump)."""
-        if FaultKind.MOTOR_STALL in self.faults:
+        if FaultKind.MOTOR_STALL in self.faults or self.t_h < self.motor_restart_h - _EPS_H:
             return True
         return FaultKind.MRI in self.faults and self.profile.mechanism is Mechanism.PERISTALTIC
+
+    @property
+    def pending_restart_h(self) -> float | None:
+        """When a drive held after an MRI scan restarts, if that is still to come."""
+        return self.motor_restart_h if self.t_h < self.motor_restart_h - _EPS_H else None
 
     def ledger(self) -> MassLedger:
         """Mass balance at the last update."""
@@ -138,6 +158,7 @@ class PumpHardware:
             self._csf_mcg,
             self._tissue_mcg,
             self._aspirated_mcg,
+            self._explanted_mcg,
         )
 
     # -------------------------------------------------------------- actions
@@ -147,11 +168,21 @@ class PumpHardware:
         self.stroke_rate_per_h = max(strokes_per_h, 0.0)
 
     def refill(
-        self, t_h: float, add_ml: float, conc_mcg_per_ml: float, aspirate_ml: float | None = None
+        self,
+        t_h: float,
+        add_ml: float,
+        conc_mcg_per_ml: float,
+        aspirate_ml: float | None = None,
+        *,
+        pocket_fraction: float = 0.0,
+        drug: str = "",
     ) -> RefillOutcome:
-        """Aspirate the residual (all of it by default), then inject `add_ml` through the septum.
+        """Aspirate the residual (all of it by default), then inject `add_ml` of `drug` through
+        the septum. A residual left behind mixes with the new drug: the reservoir's true
+        concentration is the mass-weighted mean (and its drug is "mixed" if they differ).
 
-        With a pocket-fill fault armed, the injection misses the septum and lands in tissue.
+        `pocket_fraction` of the injection misses the septum and lands in tissue (a partial
+        pocket fill); with a pocket-fill fault armed, all of it does.
         """
         self.advance_to(t_h)
         take = self.reservoir_ml if aspirate_ml is None else min(aspirate_ml, self.reservoir_ml)
@@ -159,26 +190,41 @@ class PumpHardware:
         self.reservoir_ml -= take
         self._filled_mcg += add_ml * conc_mcg_per_ml
         if self.faults.pop(FaultKind.POCKET_FILL, None) is not None:
-            self._tissue_mcg += add_ml * conc_mcg_per_ml
+            pocket_fraction = 1.0
+        to_pocket_ml = add_ml * pocket_fraction
+        to_reservoir_ml = add_ml - to_pocket_ml
+        space = self.profile.reservoir_capacity_ml - self.reservoir_ml
+        if to_reservoir_ml > space + 1e-9:
+            raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
+        if to_pocket_ml > 0:
+            self._tissue_mcg += to_pocket_ml * conc_mcg_per_ml
             if self.listener is not None:
-                self.listener.on_tissue_bolus(t_h, add_ml * conc_mcg_per_ml)
-            outcome = RefillOutcome(take, 0.0, add_ml)
-        else:
-            space = self.profile.reservoir_capacity_ml - self.reservoir_ml
-            if add_ml > space + 1e-9:
-                raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
-            total = self.reservoir_ml + add_ml
+                self.listener.on_tissue_bolus(t_h, to_pocket_ml * conc_mcg_per_ml)
+        if to_reservoir_ml > 0:
+            residual_ml = self.reservoir_ml
+            total = residual_ml + to_reservoir_ml
             self.reservoir_conc_mcg_per_ml = (
-                (self.reservoir_ml * self.reservoir_conc_mcg_per_ml + add_ml * conc_mcg_per_ml)
-                / total
-                if total > 0
-                else 0.0
-            )
+                residual_ml * self.reservoir_conc_mcg_per_ml + to_reservoir_ml * conc_mcg_per_ml
+            ) / total
+            if drug and residual_ml > 1e-9 and self.reservoir_drug not in ("", drug):
+                self.reservoir_drug = MIXED_DRUGS
+            elif drug:
+                self.reservoir_drug = drug
             self.reservoir_ml = total
-            outcome = RefillOutcome(take, add_ml, 0.0)
+        outcome = RefillOutcome(take, to_reservoir_ml, to_pocket_ml)
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return outcome
+
+    def revise_catheter(self, t_h: float, catheter_volume_ml: float) -> None:
+        """Replace the catheter with an empty one of `catheter_volume_ml` at `t_h`: its drug
+        leaves with the explant; the pump tubing keeps its contents."""
+        self.advance_to(t_h)
+        self._explanted_mcg += self.path.replace_tip_end(
+            self.profile.internal_path_volume_ml, catheter_volume_ml
+        )
+        if self.listener is not None:
+            self.listener.on_breakpoint(t_h)
 
     def inject(self, t_h: float, fault: Fault) -> None:
         """Start a fault at `t_h` (replaces one of the same kind)."""
@@ -195,9 +241,12 @@ class PumpHardware:
     def clear(self, t_h: float, kind: FaultKind) -> bool:
         """End a fault at `t_h`; returns whether it was active."""
         self.advance_to(t_h)
-        removed = self.faults.pop(kind, None) is not None
+        fault = self.faults.pop(kind, None)
+        removed = fault is not None
         if kind is FaultKind.MRI:
             self.valve_budget_ml = math.inf  # valve reset by the clinician after the scan
+            if fault is not None and self.profile.mechanism is Mechanism.PERISTALTIC:
+                self.motor_restart_h = t_h + fault.value
         if self.listener is not None:
             self.listener.on_breakpoint(t_h)
         return removed
@@ -227,6 +276,11 @@ class PumpHardware:
         """Evolve everything from the last update to `t_h`."""
         if t_h <= self.t_h + _EPS_H:
             return
+        if self.t_h < self.motor_restart_h < t_h - _EPS_H:
+            # The drive restarts inside this gap: stalled up to that instant, then it turns.
+            self.advance_to(self.motor_restart_h)
+            if self.listener is not None:
+                self.listener.on_breakpoint(self.t_h)
         t0 = self.t_h
         dead = self.dead
         rate = 0.0 if (dead or self.motor_stalled) else self.stroke_rate_per_h
@@ -241,7 +295,7 @@ class PumpHardware:
         if rate <= 0.0:
             self.battery.draw_idle(t_h - t0)
             self.t_h = t_h
-            self._track()
+            self._track(0.0)
             return
         # Without faults (the usual case) the multiplier is 1 and nothing goes to tissue.
         multiplier = self._flow_multiplier() if self.faults else 1.0
@@ -276,7 +330,7 @@ class PumpHardware:
                 self._draw(t_h - t, rate)
                 break
         self.t_h = t_h
-        self._track()
+        self._track(rate)
 
     def _battery_death_h(self, t0: float, strokes_per_h: float) -> float:
         if self.dead:
@@ -289,14 +343,15 @@ class PumpHardware:
         self.battery.draw_idle(hours)
         self.battery.draw_drive(strokes_per_h * hours * self.strokes.stroke_volume_ml)
 
-    def _track(self) -> None:
-        if (
-            self.stroke_track_pos[-1] == self.stroke_position
-            and len(self.stroke_track_t_h) > 1
-            and self.stroke_track_pos[-2] == self.stroke_position
-        ):
-            self.stroke_track_t_h[-1] = self.t_h  # still stalled: extend the flat piece
+    def _track(self, strokes_per_h: float) -> None:
+        # The stroke position is linear in time at a constant rate: a piece at the same rate
+        # as the last one extends it (a pump read by telemetry advances at every request;
+        # one point per request would grow the track for ever). Rate 0: stalled or dead.
+        if strokes_per_h == self._track_rate and len(self.stroke_track_t_h) > 1:
+            self.stroke_track_t_h[-1] = self.t_h
+            self.stroke_track_pos[-1] = self.stroke_position
             return
+        self._track_rate = strokes_per_h
         self.stroke_track_t_h.append(self.t_h)
         self.stroke_track_pos.append(self.stroke_position)
 

@@ -48,6 +48,10 @@ class SubjectPrediction:
     values: dict[str, FloatArray]
     curve_times_h: FloatArray
     curves: dict[str, FloatArray]
+    # Dose records (for plot markers): (time h, route index of pk.system: ROUTE_CSF or
+    # ROUTE_TISSUE) of boluses and infusion starts.
+    boluses: tuple[tuple[float, int], ...] = ()
+    infusion_starts: tuple[tuple[float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,10 @@ def predict_subjects(
                 values=values,
                 curve_times_h=curve_times,
                 curves=curves,
+                boluses=tuple((t, route) for t, _amount, route in subject.boluses),
+                infusion_starts=tuple(
+                    (start, route) for start, _end, _rate, route in subject.infusions
+                ),
             )
         )
     return PredictionRun(columns, tuple(results), population, levels)

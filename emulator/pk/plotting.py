@@ -6,9 +6,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from itpump.emulator.pk.batch import PredictionRun, percentile_column
+from itpump.emulator.pk.system import ROUTE_CSF, ROUTE_TISSUE
 
 
 def supported_plot_suffixes() -> frozenset[str]:
@@ -24,15 +26,28 @@ def _panel_columns() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
     )
 
 
-def render_predictions(run: PredictionRun) -> Figure:
+#: Runs longer than this are plotted in days, shorter ones in hours.
+DAYS_AXIS_AFTER_H = 72.0
+#: Most infusion starts marked per subject (a run's dose records hold thousands of segments).
+MAX_INFUSION_MARKERS = 100
+
+
+def render_predictions(run: PredictionRun, title: str | None = None) -> Figure:
     """One panel each for CSF (lumbar solid, cisternal dashed), plasma and effect site; one
-    colour per subject; with a population, the median and a 5-95 % band."""
-    figure = Figure(figsize=(8.0, 9.0), layout="constrained")
+    colour per subject; with a population, the median and a 5-95 % band. Doses are marked
+    on the CSF panel (boluses: triangles into CSF, diamonds into tissue; infusion starts:
+    ticks); runs longer than three days are plotted in days."""
+    figure = Figure(figsize=(9.5, 9.0), layout="constrained")
     axes = figure.subplots(3, 1, sharex=True)
     colours = [f"C{i % 10}" for i in range(len(run.subjects))]
-    for (title, series), ax in zip(_panel_columns(), axes, strict=True):
+    span_h = max(
+        (float(s.curve_times_h[-1]) for s in run.subjects if len(s.curve_times_h)), default=0.0
+    )
+    in_days = span_h > DAYS_AXIS_AFTER_H
+    scale = 1.0 / 24.0 if in_days else 1.0
+    for (panel, series), ax in zip(_panel_columns(), axes, strict=True):
         for subject, colour in zip(run.subjects, colours, strict=True):
-            times = subject.curve_times_h
+            times = subject.curve_times_h * scale
             for column, style in series:
                 label = f"ID {subject.subject_id} {column}"
                 if run.population is None:
@@ -44,26 +59,68 @@ def render_predictions(run: PredictionRun) -> Figure:
                     )
                     ax.plot(times, mid, style, color=colour, label=f"{label} median")
                     ax.fill_between(times, low, high, color=colour, alpha=0.15, linewidth=0)
-        ax.set_ylabel(title)
+        ax.set_ylabel(panel)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small", loc="upper right")
-    axes[-1].set_xlabel("time (h)")
+    _mark_doses(axes[0], run, colours, scale)
+    for ax in axes:
+        # Beside the panel, not on the curves.
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1].set_xlabel("time (days)" if in_days else "time (h)")
+    heading = title or "Predicted intrathecal baclofen concentrations"
+    subjects = f"{len(run.subjects)} subject{'s' if len(run.subjects) != 1 else ''}"
     if run.population is not None:
         levels = run.percentile_levels
-        figure.suptitle(
-            f"{run.population} virtual patients per subject: median, "
+        detail = (
+            f"{subjects}, {run.population} virtual patients each: median, "
             f"{levels[0]:g}-{levels[-1]:g} % band"
         )
+    else:
+        detail = f"{subjects}, typical parameters"
+    figure.suptitle(f"{heading}\n{detail}")
     return figure
 
 
-def save_plot(run: PredictionRun, path: str | os.PathLike[str]) -> None:
+def _mark_doses(ax: Axes, run: PredictionRun, colours: list[str], scale: float) -> None:
+    # Along the top edge of the CSF panel, in axes coordinates vertically.
+    transform = ax.get_xaxis_transform()
+    for subject, colour in zip(run.subjects, colours, strict=True):
+        for route, marker, name in (
+            (ROUTE_CSF, "v", "bolus into CSF"),
+            (ROUTE_TISSUE, "D", "dose into tissue"),
+        ):
+            times = [t * scale for t, cmt in subject.boluses if cmt == route]
+            if times:
+                ax.plot(
+                    times,
+                    [0.95] * len(times),
+                    marker,
+                    color=colour,
+                    markersize=5,
+                    transform=transform,
+                    linestyle="none",
+                    label=f"ID {subject.subject_id} {name}",
+                )
+        starts = [t * scale for t, _cmt in subject.infusion_starts]
+        if 0 < len(starts) <= MAX_INFUSION_MARKERS:
+            ax.plot(
+                starts,
+                [0.985] * len(starts),
+                "|",
+                color=colour,
+                markersize=8,
+                transform=transform,
+                linestyle="none",
+                label=f"ID {subject.subject_id} infusion start",
+            )
+
+
+def save_plot(run: PredictionRun, path: str | os.PathLike[str], title: str | None = None) -> None:
     """Render and save atomically (temporary file beside `path`, then rename)."""
     target = Path(path)
     suffix = target.suffix.lower().lstrip(".")
     if suffix not in supported_plot_suffixes():
         raise ValueError(f"cannot save a plot as {target.suffix or 'a file without suffix'}")
-    figure = render_predictions(run)
+    figure = render_predictions(run, title)
     handle, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=f".{suffix}", dir=target.parent
     )

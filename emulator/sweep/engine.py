@@ -121,6 +121,8 @@ def connect(
         processes=True,
         dashboard_address=":0",  # any free port: 8787 may be taken by another cluster
         silence_logs=logging.ERROR,
+        # Workers ignore Ctrl-C (worker.dask_setup): this process handles it for them.
+        preload=["itpump.emulator.sweep.worker"],
     )
     return Client(cluster), cluster
 

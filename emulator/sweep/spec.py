@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from itpump.emulator.device_profile import DeviceProfile, ProfileError, load_profile
-from itpump.emulator.faults import Fault, FaultError
+from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, VARIABLE_PARAMETERS
 from itpump.emulator.pk.timing import EFFECT_THRESHOLD_FRACTION
 from itpump.emulator.scenario import (
@@ -508,6 +508,9 @@ def _file_path(column: str) -> str:
     return "actions." + column.removesuffix("_h")
 
 
+_FAULT_KINDS = tuple(kind.value for kind in FaultKind)
+
+
 def _value_problem(sweep: Sweep, name: str, value: float | str) -> str | None:
     if name.startswith("profile_"):
         field_name = name.removeprefix("profile_")
@@ -517,18 +520,14 @@ def _value_problem(sweep: Sweep, name: str, value: float | str) -> str | None:
             return str(exc).splitlines()[-1].strip()
         return None
     if name.startswith("fault") and name.endswith("_kind"):
-        if value == NO_FAULT:
+        if value == NO_FAULT or value in _FAULT_KINDS:
             return None
-        try:
-            Fault.make(str(value), None)
-        except FaultError as exc:
-            return str(exc) + f" (or {NO_FAULT!r})"
-        return None
+        return f"unknown fault kind; allowed: {', '.join(_FAULT_KINDS)}, or {NO_FAULT!r}"
     if name.startswith("fault") and name.endswith("_value"):
         kind_spec = sweep.params[name.removesuffix("_value") + "_kind"]
         for kind in kind_spec.extremes():
-            if kind == NO_FAULT:
-                continue
+            if kind == NO_FAULT or kind not in _FAULT_KINDS:
+                continue  # an unknown kind is reported once, on the kind's own line
             try:
                 Fault.make(str(kind), float(value))
             except FaultError as exc:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -194,21 +196,15 @@ def _entered_refill(
         bridge: bool = True,
         aspirate_ml: float | None = None,
         reported_aspirated_ml: float | Literal["measured"] | None = "measured",
+        entered_conc_mcg_per_ml: float | None = None,
+        **physical: Any,
     ) -> RefillOutcome:
+        # `physical`: the scenario's other entry and fill fields, passed on unchanged.
         now = pump.now_h
-        if factor == 1.0 or now < from_h:
-            outcome = original(
-                add_ml,
-                drug,
-                conc_mcg_per_ml,
-                bridge=bridge,
-                aspirate_ml=aspirate_ml,
-                reported_aspirated_ml=reported_aspirated_ml,
-            )
-            log_entered.append((now, conc_mcg_per_ml))
-            return outcome
-        # The firmware hears the entered concentration, the reservoir receives the filled one.
-        entered = conc_mcg_per_ml * factor
+        entered = conc_mcg_per_ml if entered_conc_mcg_per_ml is None else entered_conc_mcg_per_ml
+        if factor != 1.0 and now >= from_h:
+            # The firmware hears the entered concentration, the reservoir gets the filled one.
+            entered *= factor
         outcome = original(
             add_ml,
             drug,
@@ -217,6 +213,7 @@ def _entered_refill(
             aspirate_ml=aspirate_ml,
             reported_aspirated_ml=reported_aspirated_ml,
             entered_conc_mcg_per_ml=entered,
+            **physical,
         )
         log_entered.append((now, entered))
         return outcome
@@ -285,3 +282,16 @@ def execute_run(sweep: Sweep, run_id: int) -> RunRecord:
 def run_chunk(sweep: Sweep, run_ids: list[int]) -> list[RunRecord]:
     """The Dask task: several runs in a row (amortises the per-task scheduling cost)."""
     return [execute_run(sweep, run_id) for run_id in run_ids]
+
+
+def dask_setup(worker: object) -> None:
+    """Dask's preload hook, run in each worker process of the sweep's local cluster as it
+    starts: ignore SIGINT there.
+
+    Ctrl-C in a terminal signals the whole process group. The sweep's own process handles
+    it (keeps the finished rows, closes the cluster, prints one line); each worker process
+    would otherwise end with a KeyboardInterrupt traceback of its event loop, dozens of lines
+    before that one. The workers still stop: the cluster closes them.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

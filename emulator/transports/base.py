@@ -42,6 +42,20 @@ class LinkAware(Protocol):
         ...
 
 
+@runtime_checkable
+class HeadFactory(Protocol):
+    """Optional: a handler that gives every client link a byte handler of its own.
+
+    A pump answers one telemetry head at a time; with a handler per link it can tell the
+    links apart (whose session, whose link closed). The transport calls :meth:`open_head`
+    once per client and serves that client with the result.
+    """
+
+    def open_head(self) -> ByteHandler:
+        """A byte handler for one new client link (told ``link_closed`` when it goes)."""
+        ...
+
+
 class Connection:
     """One client's link to the handler, through the optional link emulation.
 
@@ -138,6 +152,20 @@ class Connection:
             except Exception:
                 log.exception("%s: link_closed handler failed", self._name)
 
+    def link_reset(self) -> None:
+        """The client went away but the port stays (a PTY closed, to be reopened): forget
+        what was in flight and tell a :class:`LinkAware` handler; keep serving."""
+        self._pending.clear()
+        self.pending_bytes = 0
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+        if isinstance(self._handler, LinkAware):
+            try:
+                self._handler.link_closed()
+            except Exception:
+                log.exception("%s: link_closed handler failed", self._name)
+
     def _call_handler(self, data: bytes) -> bytes:
         self.bytes_in += len(data)
         try:
@@ -202,7 +230,10 @@ class PumpTransport(abc.ABC):
         """What a programmer passes to ``serial.serial_for_url`` (or a descriptive name)."""
 
     def _new_connection(self, write: Callable[[bytes], None], name: str) -> Connection:
-        return Connection(self.handler, write, self.emulation, name=name)
+        handler = self.handler
+        if isinstance(handler, HeadFactory):
+            handler = handler.open_head()  # this client's own link to the pump
+        return Connection(handler, write, self.emulation, name=name)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -1,10 +1,14 @@
 """A pseudo-terminal pair in raw mode: the slave path is the pump's "serial port".
 
 Any program opens :attr:`PtyTransport.path` (or the stable symlink) like a serial device. The
-slave side is raw (no echo, no CR/LF rewriting, 8 bits, no flow control). We keep a slave
-descriptor open ourselves so that reading the master never fails with EIO when the client
-closes; EIO is treated as a hang-up anyway. Baud rate means nothing on a PTY: pacing comes
-from the link emulation.
+slave side is raw (no echo, no CR/LF rewriting, 8 bits, no flow control; the settings stay
+with the pair while the master is open, across client opens). We do not keep a slave
+descriptor open ourselves: reading the master then fails with EIO whenever no client has the
+port open, which is how a client closing the port is seen. A client that sent something and
+closed the port has gone: the pump is told (its telemetry session ends, as when a head is
+lifted), so whoever opens the port next starts afresh. While nobody has it open, the master
+is polled every 50 ms. Baud rate means nothing on a PTY: pacing comes from the link
+emulation.
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ class PtyTransport(PumpTransport):
         self._backlog = bytearray()
         self._writer_armed = False
         self._retry: asyncio.TimerHandle | None = None
+        self._client_seen = False  # bytes came from the client that has the port open now
 
     @property
     def path(self) -> str:
@@ -171,7 +176,9 @@ class PtyTransport(PumpTransport):
             os.close(master)
             os.close(slave)
             raise
-        self._master, self._slave, self._path = master, slave, path
+        # Raw mode stays with the pair; holding the slave open would hide a client's close.
+        os.close(slave)
+        self._master, self._slave, self._path = master, None, path
         self._conn = self._new_connection(self._write, name=f"pty {path}")
         self._loop.add_reader(master, self._on_readable)
         log.info("PTY pump port on %s%s", path, f" (link {self.link})" if self.link else "")
@@ -217,13 +224,26 @@ class PtyTransport(PumpTransport):
             self._hang_up()
             return
         assert self._conn is not None
+        self._client_seen = True
         self._conn.feed(data)
 
     def _hang_up(self) -> None:
-        """EIO: no slave open (should not happen, we hold one). Pause reading, then retry."""
-        log.debug("PTY %s: hang-up (EIO)", self._path)
+        """EIO: no client has the port open. Pause reading, then retry.
+
+        If a client had sent something, it has closed the port: its link is reset (the pump
+        ends its session) and replies it did not read are dropped.
+        """
         if self._master is None or self._loop is None:
             return
+        if self._client_seen:
+            self._client_seen = False
+            log.info("PTY %s: client closed the port; its session ends", self._path)
+            self._backlog.clear()
+            if self._writer_armed:
+                self._loop.remove_writer(self._master)
+                self._writer_armed = False
+            if self._conn is not None:
+                self._conn.link_reset()
         self._loop.remove_reader(self._master)
         self._retry = self._loop.call_later(_EIO_RETRY_S, self._resume_reading)
 

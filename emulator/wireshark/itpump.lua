@@ -38,6 +38,7 @@ local MESSAGES = {
   [0x41] = { name = "STOP_THERAPY", request = "StopTherapyRequest", response = "Ack" },
   [0x42] = { name = "RESUME_THERAPY", request = "ResumeTherapyRequest", response = "Ack" },
   [0x50] = { name = "REFILL", request = "RefillRequest", response = "RefillResponse" },
+  [0x51] = { name = "CATHETER_REVISION", request = "CatheterRevisionRequest", response = "CatheterRevisionResponse" },
 }
 local STRUCTS = {
   IdentifyRequest = {
@@ -91,6 +92,8 @@ local STRUCTS = {
     { "projected_eri_s", { k = "u", n = 4, none = 0 } },
     { "program", { k = "struct", s = "TherapyProgram" } },
     { "alarms", { k = "list", item = { k = "struct", s = "Alarm" } } },
+    { "projected_empty_s", { k = "u", n = 4, none = 0 } },
+    { "unprimed_nl", { k = "u", n = 4 } },
   },
   TherapyProgram = {
     { "max_daily_dose_ng", { k = "u", n = 4 } },
@@ -227,11 +230,18 @@ local STRUCTS = {
     { "bridge_volume_nl", { k = "u", n = 4 } },
     { "projected_low_reservoir_s", { k = "u", n = 4, none = 0 } },
   },
+  CatheterRevisionRequest = {
+    { "catheter_length_mm", { k = "u", n = 2 } },
+    { "catheter_volume_nl_per_cm", { k = "u", n = 2 } },
+  },
+  CatheterRevisionResponse = {
+    { "unprimed_nl", { k = "u", n = 4 } },
+  },
 }
 local ENUMS = {
   AlarmSeverity = { [1] = "NON_CRITICAL", [2] = "CRITICAL" },
   FlexPeriod = { [1] = "DAILY", [2] = "WEEKLY" },
-  ResultCode = { [0] = "OK", [1] = "MALFORMED", [2] = "UNKNOWN_MESSAGE", [3] = "UNSUPPORTED_VERSION", [4] = "NOT_AUTHENTICATED", [5] = "AUTH_FAILED", [6] = "BAD_MAC", [7] = "REPLAYED", [8] = "ROLE_FORBIDDEN", [9] = "SEQUENCE_ERROR", [10] = "SESSION_BUSY", [31] = "INTERNAL_ERROR", [32] = "OUT_OF_RANGE", [33] = "RATE_OUT_OF_RANGE", [34] = "DAILY_DOSE_EXCEEDED", [35] = "RESERVOIR_CAPACITY_EXCEEDED", [36] = "LOCKOUT_ACTIVE", [37] = "PATIENT_BOLUS_DAILY_MAX", [38] = "TOO_MANY_STEPS", [39] = "NO_PENDING_PROGRAM", [40] = "PROGRAM_VERIFY_FAILED", [41] = "INVALID_STATE", [42] = "THERAPY_DISABLED", [43] = "NOT_PRIMED", [44] = "LOG_PAGE_OUT_OF_RANGE", [45] = "NOT_SUPPORTED", [46] = "PROGRAM_CHUNK_OUT_OF_ORDER" },
+  ResultCode = { [0] = "OK", [1] = "MALFORMED", [2] = "UNKNOWN_MESSAGE", [3] = "UNSUPPORTED_VERSION", [4] = "NOT_AUTHENTICATED", [5] = "AUTH_FAILED", [6] = "BAD_MAC", [7] = "REPLAYED", [8] = "ROLE_FORBIDDEN", [9] = "SEQUENCE_ERROR", [10] = "SESSION_BUSY", [11] = "AUTH_BACKOFF", [31] = "INTERNAL_ERROR", [32] = "OUT_OF_RANGE", [33] = "RATE_OUT_OF_RANGE", [34] = "DAILY_DOSE_EXCEEDED", [35] = "RESERVOIR_CAPACITY_EXCEEDED", [36] = "LOCKOUT_ACTIVE", [37] = "PATIENT_BOLUS_DAILY_MAX", [38] = "TOO_MANY_STEPS", [39] = "NO_PENDING_PROGRAM", [40] = "PROGRAM_VERIFY_FAILED", [41] = "INVALID_STATE", [42] = "THERAPY_DISABLED", [43] = "NOT_PRIMED", [44] = "LOG_PAGE_OUT_OF_RANGE", [45] = "NOT_SUPPORTED", [46] = "PROGRAM_CHUNK_OUT_OF_ORDER" },
   Role = { [1] = "CLINICIAN", [2] = "PATIENT" },
   TherapyState = { [1] = "RUNNING", [2] = "STOPPED", [3] = "BOLUS", [4] = "PRIMING", [5] = "BRIDGING", [6] = "MINIMUM_RATE", [7] = "DISABLED" },
 }

@@ -13,7 +13,7 @@ async def test_patient_bolus_reaches_the_csf(itpump_pump_async: RigPump) -> None
     pump = itpump_pump_async
     csf_before_mcg = pump.truth().ledger.to_csf_mcg
 
-    async with AsyncPumpClient(pump.url, key=pump.key) as patient:
+    async with AsyncPumpClient(pump.url, key=pump.patient_key) as patient:
         await patient.connect(Role.PATIENT)
         bolus = await patient.patient_bolus()
         status = await patient.interrogate()

@@ -1,0 +1,82 @@
+"""What the pump knows about its fluid path being empty, and so whether it may prime.
+
+A priming bolus pushes the path volume at the maximum rate. Into an empty catheter that only
+fills it; into a full one it pushes that volume of drug into the CSF within the hour (issue 10:
+977 mcg at 2000 mcg/mL). A real pump allows it only when it knows the path holds no drug
+(public practice, docs/clinical.md):
+
+- new implant: catheter and pump tubing were never filled;
+- catheter revision: the new catheter is empty (the pump tubing keeps its drug);
+- empty reservoir: the estimate reached the empty alarm, so the tubing may have drawn air.
+
+The firmware keeps `unprimed_ml`, the volume of the path it believes holds no drug. Every
+volume it commands (priming, basal, boluses) fills that first, so once it reaches 0 a prime is
+refused. It is a belief, like the reservoir estimate: a refill after an estimated-empty
+reservoir that truly still held drug lets a tubing-volume prime push drug, as on a real pump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PathEmptied(StrEnum):
+    """Why the pump believes part of its path holds no drug."""
+
+    NONE = "none"  # full of drug: priming refused
+    NEW_IMPLANT = "new_implant"
+    CATHETER_REVISION = "catheter_revision"
+    EMPTY_RESERVOIR = "empty_reservoir"
+
+
+@dataclass(frozen=True, slots=True)
+class PathState:
+    """Volume of the fluid path the pump believes is not filled with drug, and why."""
+
+    unprimed_ml: float
+    reason: PathEmptied
+
+    @staticmethod
+    def new_implant(path_volume_ml: float) -> PathState:
+        """As shipped: nothing in catheter or tubing."""
+        return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT)
+
+    @property
+    def primable(self) -> bool:
+        """Whether a priming bolus may run."""
+        return self.unprimed_ml > _FILLED_ML
+
+    def filled(self, volume_ml: float) -> PathState:
+        """`volume_ml` was pushed in at the pump end: it fills the empty part first."""
+        left = self.unprimed_ml - volume_ml
+        if left <= _FILLED_ML:
+            return PathState(0.0, PathEmptied.NONE)
+        return PathState(left, self.reason)
+
+    def catheter_set(self, path_volume_ml: float) -> PathState:
+        """Catheter settings entered: at a new implant the whole new path is empty; later it
+        is a correction of the record, not a new catheter (use a revision for that)."""
+        if self.reason is PathEmptied.NEW_IMPLANT:
+            return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT)
+        return self
+
+    def catheter_revised(self, catheter_ml: float, path_volume_ml: float) -> PathState:
+        """A new catheter was implanted: its volume is empty, added to any empty tubing."""
+        reason = (
+            PathEmptied.NEW_IMPLANT
+            if self.reason is PathEmptied.NEW_IMPLANT
+            else PathEmptied.CATHETER_REVISION
+        )
+        return PathState(min(self.unprimed_ml + catheter_ml, path_volume_ml), reason)
+
+    def reservoir_emptied(self, tubing_ml: float) -> PathState:
+        """The estimate reached the empty alarm: the tubing may have drawn air."""
+        if self.unprimed_ml >= tubing_ml:
+            return self
+        reason = PathEmptied.EMPTY_RESERVOIR if self.reason is PathEmptied.NONE else self.reason
+        return PathState(tubing_ml, reason)
+
+
+# Below this the path counts as full (float rounding of the settled volumes).
+_FILLED_ML = 1e-9

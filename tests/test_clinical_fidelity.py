@@ -1,0 +1,362 @@
+"""Issue 10, "wrong today": the clinical stories a programmer must get right."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from itpump.emulator.rig import RigPump
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.scenario import ScenarioError, parse_scenario
+from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.priming import PathEmptied
+from itpump.firmware_stubs.projection import PatientBolusUse
+from itpump.programmer import PumpClient, PumpRefused
+from itpump.protocol.codes import EventCode, ResultCode
+from itpump.protocol.therapy import PatientBolus, TherapyProgram
+from itpump.tools.cli import main
+from tests.pump_helpers import CATHETER_ML, FakeHal, continuous, make_pump
+from tests.test_firmware import CFG, advance, filled_firmware
+
+DAY_S = 86400.0
+
+
+def _bolus_scenario(boluses_per_day: int) -> dict[str, object]:
+    actions: list[dict[str, object]] = [
+        {
+            "type": "refill",
+            "at": 0,
+            "volume_ml": 20.0,
+            "drug": "baclofen",
+            "concentration_mcg_per_ml": 500.0,
+        },
+        {
+            "type": "program",
+            "at": "1h",
+            "mode": "continuous",
+            "dose_mcg_per_day": 215.0,
+            "max_daily_dose_mcg": 400.0,
+            "patient_bolus": {
+                "dose_mcg": 20.0,
+                "duration_min": 10,
+                "lockout_min": 120,
+                "max_per_day": 4,
+            },
+        },
+    ]
+    if boluses_per_day:
+        actions.append(
+            {"type": "patient_bolus", "at": "3h", "every": f"{24 // boluses_per_day}h"}
+        )
+    return {"scenario": {"name": "pb", "duration": "60d"}, "actions": actions}
+
+
+def _raised_rtc_s(run: ScenarioRun, alarm: AlarmId) -> float:
+    for active in run.pump.firmware.alarms.active():
+        if active.alarm is alarm:
+            return active.raised_rtc_s
+    raise AssertionError(f"{alarm.name} not raised")
+
+
+def test_projection_counts_patient_boluses_and_matches_the_real_alarms() -> None:
+    """The issue's case: 215 mcg/day plus two 20 mcg patient boluses a day. After a week the
+    projected low-reservoir and empty dates are within a day of when the alarms come."""
+    run = ScenarioRun(parse_scenario(_bolus_scenario(2)))
+    run.env.run(until=7 * 24.0)
+    status = run.pump.firmware.status()
+    assert status.projected_low_reservoir_rtc_s is not None
+    assert status.projected_empty_rtc_s is not None
+    assert status.projected_empty_rtc_s > status.projected_low_reservoir_rtc_s
+    run.env.run(until=59 * 24.0)
+    low = _raised_rtc_s(run, AlarmId.LOW_RESERVOIR)
+    empty = _raised_rtc_s(run, AlarmId.EMPTY_RESERVOIR)
+    assert abs(status.projected_low_reservoir_rtc_s - low) < DAY_S
+    assert abs(status.projected_empty_rtc_s - empty) < DAY_S
+
+    # The basal-only projection the pump made before is over a week late in this case.
+    basal_only = ScenarioRun(parse_scenario(_bolus_scenario(0)))
+    basal_only.env.run(until=7 * 24.0)
+    late = basal_only.pump.firmware.status().projected_low_reservoir_rtc_s
+    assert late is not None
+    assert late - low > 5 * DAY_S
+
+
+def test_bolus_use_is_a_mean_over_the_window_and_leaves_it() -> None:
+    use = PatientBolusUse(window_s=7 * DAY_S, since_s=0.0)
+    use.record(3600.0, 20.0)
+    # Less than a day tracked: the mean is over one day, not over the hour seen.
+    assert use.mean_mcg_per_day(2 * 3600.0) == pytest.approx(20.0)
+    for day in range(1, 7):
+        use.record(day * DAY_S, 20.0)
+    assert use.mean_mcg_per_day(7 * DAY_S) == pytest.approx(140.0 / 7)
+    # A week after the last bolus nothing is left in the window.
+    assert use.mean_mcg_per_day(13 * DAY_S + 1.0) == 0.0
+
+
+def test_projection_without_patient_boluses_is_the_programmed_dose() -> None:
+    hal, fw = filled_firmware(volume_ml=5.0)
+    fw.program(continuous(500.0, 1000.0))  # 1 mL/day
+    status = fw.status()
+    assert status.projected_low_reservoir_rtc_s == pytest.approx(hal.rtc_s() + 3 * DAY_S)
+    empty_ml = CFG.empty_reservoir_alarm_ml
+    assert status.projected_empty_rtc_s == pytest.approx(hal.rtc_s() + (5.0 - empty_ml) * DAY_S)
+
+
+def test_projected_empty_is_none_once_the_pump_is_in_minimum_rate_mode() -> None:
+    hal, fw = filled_firmware(volume_ml=3.0)
+    fw.program(continuous(500.0, 1000.0))
+    advance(hal, fw, 3 * DAY_S)
+    status = fw.status()
+    assert status.projected_empty_rtc_s is None
+    assert status.projected_low_reservoir_rtc_s is None
+
+
+def test_bolus_use_restarts_when_patient_boluses_are_enabled_again() -> None:
+    hal = FakeHal()
+    fw = Firmware(CFG, hal, "SN-1")
+    fw.refill(20.0, "baclofen", 500.0)
+    with_pb = dataclass_with_pb(continuous(215.0, 400.0))
+    fw.program(with_pb)
+    for _ in range(4):
+        fw.patient_bolus()
+        advance(hal, fw, hal.t_s + 6 * 3600.0)
+    assert fw.projected_daily_dose_mcg(hal.t_s) == pytest.approx(215.0 + 80.0)
+    fw.program(continuous(215.0, 400.0))
+    assert fw.projected_daily_dose_mcg(hal.t_s) == pytest.approx(215.0)
+    fw.program(with_pb)
+    assert fw.projected_daily_dose_mcg(hal.t_s) == pytest.approx(215.0)
+
+
+def dataclass_with_pb(program: TherapyProgram) -> TherapyProgram:
+    return dataclasses.replace(program, patient_bolus=PatientBolus(20.0, 10, 60, 4))
+
+
+# ---------------------------------------------------------------- priming (issue 10)
+def test_a_prime_of_a_full_path_is_refused_naming_the_drug_it_would_push() -> None:
+    _env, pump = make_pump(conc=2000.0)  # filled and primed at implant
+    fw = pump.firmware
+    assert fw.status().unprimed_ml == 0.0
+    with pytest.raises(Refusal) as refused:
+        pump.call(fw.prime)
+    assert refused.value.code is ResultCode.INVALID_STATE
+    assert "path is full of drug" in refused.value.detail
+    assert "972 mcg" in refused.value.detail  # 0.486 mL at 2000 mcg/mL
+
+
+def test_priming_counts_in_the_24h_dose() -> None:
+    _env, pump = make_pump(conc=500.0)
+    status = pump.firmware.status()
+    path_ml = CATHETER_ML + CFG.internal_path_volume_ml
+    assert status.dose_last_24h_mcg == pytest.approx(path_ml * 500.0, rel=1e-9)
+
+
+def test_basal_delivery_fills_a_new_path_so_a_late_prime_is_refused() -> None:
+    env, pump = make_pump(prime=False)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day fills 0.486 mL in ~12 h
+    env.run(until=6.0)
+    left = fw.status().unprimed_ml
+    assert 0.0 < left < CATHETER_ML + CFG.internal_path_volume_ml
+    assert pump.call(fw.prime) == pytest.approx(left)  # only what is still empty
+    env.run(until=7.0)
+    assert fw.status().unprimed_ml == 0.0
+    with pytest.raises(Refusal):
+        pump.call(fw.prime)
+
+
+def test_catheter_revision_allows_a_prime_of_the_new_catheter_only() -> None:
+    env, pump = make_pump(conc=500.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(200.0, 500.0))
+    env.run(until=48.0)
+    in_path_before = pump.truth().path_mass_mcg
+    new_catheter_ml = 80 * 2.6 / 1000
+    assert pump.revise_catheter(80.0, 2.6) == pytest.approx(new_catheter_ml)
+    truth = pump.truth()
+    # The old catheter's drug left with it; the tubing kept its drug.
+    assert truth.ledger.explanted_mcg == pytest.approx(in_path_before - 0.2 * 500.0)
+    assert truth.path_volume_ml == pytest.approx(new_catheter_ml + 0.2)
+    assert abs(truth.ledger.imbalance_mcg) < 1e-9 * truth.ledger.filled_mcg
+    assert fw.status().catheter.length_cm == 80.0
+    with pytest.raises(Refusal) as too_much:
+        pump.call(fw.prime, 0.5)
+    assert too_much.value.code is ResultCode.OUT_OF_RANGE
+    assert "volume_ml" in too_much.value.detail
+    assert pump.call(fw.prime) == pytest.approx(new_catheter_ml)
+    assert fw.log.entries()[-1].code is EventCode.BOLUS_STARTED
+    revised = [e for e in fw.log.entries() if e.code is EventCode.CATHETER_REVISED]
+    assert revised
+    assert revised[0].args[0] == 80.0
+
+
+def test_an_estimated_empty_reservoir_allows_a_tubing_prime_after_the_refill() -> None:
+    env, pump = make_pump(fill_ml=3.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day: empty alarm after ~2.5 days
+    env.run(until=4 * 24.0)
+    assert fw.alarms.is_active(AlarmId.EMPTY_RESERVOIR)
+    pump.refill(10.0, "baclofen", 500.0)
+    status = fw.status()
+    assert status.unprimed_ml == pytest.approx(CFG.internal_path_volume_ml)
+    assert status.path_emptied is PathEmptied.EMPTY_RESERVOIR
+    assert pump.call(fw.prime) == pytest.approx(CFG.internal_path_volume_ml)
+
+
+def test_catheter_revision_scenario_action_with_and_without_telling_the_pump() -> None:
+    def run(tell: bool) -> ScenarioRun:
+        data: dict[str, object] = {
+            "scenario": {"name": "rev", "duration": "3d"},
+            "actions": [
+                {"type": "refill", "at": 0, "volume_ml": 20.0, "concentration_mcg_per_ml": 500.0},
+                {"type": "prime", "at": 0},
+                {
+                    "type": "program",
+                    "at": "1h",
+                    "mode": "continuous",
+                    "dose_mcg_per_day": 200.0,
+                    "max_daily_dose_mcg": 800.0,
+                },
+                {"type": "catheter_revision", "at": "1d", "length_cm": 60, "tell_pump": tell},
+                {"type": "prime", "at": "1d"},
+            ],
+        }
+        scenario_run = ScenarioRun(parse_scenario(data))
+        scenario_run.run()
+        return scenario_run
+
+    told = run(True)
+    assert not told.result.refusals
+    assert told.pump.firmware.status().catheter.length_cm == 60.0
+    untold = run(False)
+    assert [(o.type, o.code) for o in untold.result.refusals] == [("prime", "INVALID_STATE")]
+    assert untold.pump.firmware.status().catheter.length_cm == 110.0
+    assert untold.pump.truth().path_volume_ml == pytest.approx(60 * 2.6 / 1000 + 0.2)
+
+
+def test_catheter_revision_over_telemetry_and_ctl(
+    itpump_pump: RigPump, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The programmer records a revision; the pump (and the emulated body) get the new,
+    empty catheter; interrogation shows the primable volume; a prime fills it; a second
+    prime is refused."""
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        assert programmer.interrogate().unprimed_ml == 0.0
+        with pytest.raises(PumpRefused) as refused:
+            programmer.prime()
+        assert refused.value.code is ResultCode.INVALID_STATE
+    key_hex = itpump_pump.key.hex()
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "catheter-revision", "80"]) == 0
+    assert "allowed up to 0.208 mL" in capsys.readouterr().out
+    assert itpump_pump.truth().path_volume_ml == pytest.approx(80 * 2.6 / 1000 + 0.2)
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "status"]) == 0
+    assert "0.208 mL of the path empty (prime allowed)" in capsys.readouterr().out
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        assert programmer.prime().volume_ml == pytest.approx(0.208)
+        with pytest.raises(PumpRefused) as running:
+            programmer.prime()
+        assert "priming bolus in progress" in running.value.detail
+    itpump_pump.advance(1.0)  # 0.208 mL at 24 mL/day takes 12.5 min
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        with pytest.raises(PumpRefused) as full:
+            programmer.prime()
+        assert "path is full of drug" in full.value.detail
+    assert main(["ctl", itpump_pump.url, "catheter-revision", "300"]) == 2
+    assert "LENGTH_CM" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- refill entry (issue 10)
+def test_a_residual_left_behind_mixes_and_the_entry_is_the_volume_after_the_refill() -> None:
+    env, pump = make_pump(conc=500.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day
+    env.run(until=10 * 24.0)
+    residual_ml = pump.truth().reservoir_ml
+    pump.refill(10.0, "baclofen", 1000.0, aspirate_ml=residual_ml - 3.0, bridge=False)
+    truth = pump.truth()
+    status = fw.status()
+    # The clinician enters the volume now in the reservoir: injected plus what stayed behind.
+    assert status.reservoir_estimate_ml == pytest.approx(13.0, abs=1e-6)
+    assert truth.reservoir_ml == pytest.approx(13.0, abs=1e-6)
+    # The pump believes the new concentration; the reservoir holds the mix.
+    assert status.drug.concentration_mcg_per_ml == 1000.0
+    assert truth.reservoir_conc_mcg_per_ml == pytest.approx((3 * 500 + 10 * 1000) / 13, rel=1e-9)
+
+
+def test_a_physical_fill_can_differ_from_the_entry() -> None:
+    _env, pump = make_pump(fill_ml=0.0, prime=False)
+    pump.refill(
+        20.0,
+        "morphine",
+        2000.0,
+        entered_drug="baclofen",
+        entered_conc_mcg_per_ml=500.0,
+        pocket_fraction=0.25,
+    )
+    truth = pump.truth()
+    status = pump.firmware.status()
+    assert (status.drug.name, status.drug.concentration_mcg_per_ml) == ("baclofen", 500.0)
+    assert status.reservoir_estimate_ml == 20.0
+    assert truth.reservoir_drug == "morphine"
+    assert truth.reservoir_ml == pytest.approx(15.0)
+    assert truth.reservoir_conc_mcg_per_ml == 2000.0
+    assert truth.ledger.to_tissue_mcg == pytest.approx(5.0 * 2000.0)
+    with pytest.raises(Refusal) as bad:
+        pump.refill(1.0, "baclofen", 500.0, pocket_fraction=1.5)
+    assert "pocket_fraction" in bad.value.detail
+
+
+@pytest.mark.parametrize(
+    ("infused_ml", "aspirate_error_ml", "logged"),
+    [(2.0, 1.0, True), (14.0, 1.0, False), (14.0, 2.1, True)],
+)
+def test_the_aspiration_tolerance_grows_with_the_volume_infused(
+    infused_ml: float, aspirate_error_ml: float, logged: bool
+) -> None:
+    hal, fw = filled_firmware(volume_ml=20.0)
+    fw.program(continuous(500.0, 1000.0))  # 1 mL/day
+    advance(hal, fw, infused_ml * DAY_S)
+    expected_ml = fw.status().reservoir_estimate_ml
+    fw.refill(20.0, "baclofen", 500.0, aspirated_ml=expected_ml - aspirate_error_ml)
+    discrepancies = [e for e in fw.log.entries() if e.code is EventCode.REFILL_DISCREPANCY]
+    assert bool(discrepancies) is logged
+    if logged:
+        tolerance = discrepancies[0].args[2]
+        assert tolerance == pytest.approx(
+            CFG.refill_tolerance_min_ml + CFG.refill_tolerance_fraction_of_infused * infused_ml
+        )
+
+
+def test_refill_scenario_fields_reach_the_pump_and_the_body() -> None:
+    data: dict[str, object] = {
+        "scenario": {"name": "mixup", "duration": "1d"},
+        "actions": [
+            {
+                "type": "refill",
+                "at": 0,
+                "volume_ml": 20.0,
+                "drug": "baclofen",
+                "concentration_mcg_per_ml": 2000.0,
+                "entered_concentration_mcg_per_ml": 500.0,
+                "entered_volume_ml": 18.0,
+                "pocket_fill_fraction": 0.1,
+            }
+        ],
+    }
+    scenario_run = ScenarioRun(parse_scenario(data))
+    scenario_run.run()
+    status = scenario_run.pump.firmware.status()
+    truth = scenario_run.pump.truth()
+    assert status.drug.concentration_mcg_per_ml == 500.0
+    assert status.reservoir_estimate_ml == pytest.approx(18.0)
+    assert truth.reservoir_ml == pytest.approx(18.0)
+    assert truth.ledger.to_tissue_mcg == pytest.approx(2.0 * 2000.0)
+    data["actions"][0]["pocket_fill_fraction"] = 2  # type: ignore[index]
+    with pytest.raises(ScenarioError, match="pocket_fill_fraction"):
+        parse_scenario(data)

@@ -1,0 +1,168 @@
+"""The clinical stories the shipped scenarios tell, checked on their key outcome.
+
+Each test runs a shipped scenario (shortened where the story allows) and asserts what its
+description promises; docs/clinical.md lists which test shows which behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from itpump.emulator.outputs import first_alarm_h, first_truly_empty_h, summary, timeseries
+from itpump.emulator.pk import thresholds
+from itpump.emulator.recorder import FloatArray
+from itpump.emulator.runner import RunResult, ScenarioRun
+from itpump.emulator.scenario import Scenario, load_scenario
+
+DAY_H = 24.0
+
+
+def _run(name: str, days: float | None = None) -> RunResult:
+    scenario = load_scenario(name)
+    if days is not None:
+        scenario = _shortened(scenario, days)
+    return ScenarioRun(scenario).run()
+
+
+def _shortened(scenario: Scenario, days: float) -> Scenario:
+    header = scenario.scenario.model_copy(update={"duration": days * DAY_H})
+    return scenario.model_copy(update={"scenario": header})
+
+
+def test_clinic_ready_stays_filled_for_its_whole_battery_life() -> None:
+    result = _run("clinic-ready")
+    recorder = result.pump.recorder
+    assert recorder is not None
+    assert result.scenario.end_h == 365 * 7 * DAY_H
+    assert result.refusals == []
+    # Never dry: at least a millilitre left at every refill, to the end of the run.
+    after_prime = np.asarray(recorder.truth_t_h) > 1.0
+    assert min(np.asarray(recorder.truth_reservoir_ml)[after_prime]) > 1.0
+    assert first_truly_empty_h(result) is None
+    assert first_alarm_h(result, "empty_reservoir") is None
+    # The low-reservoir alarm comes once per 46-day cycle, before the refill that clears it.
+    raised = [a.t_h for a in recorder.alarm_transitions if a.alarm == "low_reservoir" and a.raised]
+    assert len(raised) == int(result.scenario.end_h // (46 * DAY_H))
+    assert raised[0] == first_alarm_h(result, "low_reservoir")
+    assert 43 * DAY_H < raised[0] < 46 * DAY_H
+
+
+def _exposure(result: RunResult) -> dict[str, Any]:
+    data = summary(result, timeseries(result))
+    exposure: dict[str, Any] = data["exposure"]
+    return exposure
+
+
+def _lumbar(result: RunResult, t0_h: float, t1_h: float, step_h: float = 0.25) -> FloatArray:
+    times = np.arange(t0_h, t1_h, step_h)
+    return timeseries(result, times)["csf_lumbar_ng_per_ml"]
+
+
+def _alarm_times_h(result: RunResult, alarm: str) -> list[tuple[float, bool]]:
+    recorder = result.pump.recorder
+    assert recorder is not None
+    return [(a.t_h, a.raised) for a in recorder.alarm_transitions if a.alarm == alarm]
+
+
+def test_catheter_fracture_is_a_withdrawal_the_pump_reports_as_normal_delivery() -> None:
+    result = _run("catheter-fracture", 10)
+    status = result.pump.firmware.status()
+    assert status.alarms == ()
+    assert status.therapy_state.value == "running"
+    assert status.dose_last_24h_mcg == pytest.approx(300.0, rel=0.01)  # what the pump reports
+    ledger = result.pump.truth().ledger
+    assert ledger.to_tissue_mcg == pytest.approx(3 * 300.0, rel=0.05)  # where it truly went
+    exposure = _exposure(result)
+    assert exposure["csf_below_range_first_utc"].startswith("2026-02-09T")  # hours after day 7
+    assert not exposure["systemic_overdose"]
+
+
+def test_pocket_fill_is_a_systemic_overdose_then_a_silent_withdrawal() -> None:
+    result = _run("pocket-fill", 13)
+    exposure = _exposure(result)
+    assert exposure["systemic_overdose"]
+    assert exposure["plasma_above_cns_depression_first_utc"].startswith("2026-03-12T")
+    assert exposure["csf_below_range_first_utc"].startswith("2026-03-12T")
+    assert result.pump.truth().reservoir_ml == 0.0
+    status = result.pump.firmware.status()
+    assert status.reservoir_estimate_ml > 18.0
+    assert status.alarms == ()
+
+
+def test_a_stronger_refill_without_bridge_halves_the_dose_while_the_catheter_flushes() -> None:
+    result = _run("refill-no-bridge-stronger", 14)
+    before = float(np.mean(_lumbar(result, 8 * DAY_H, 10 * DAY_H)))
+    dip = float(np.min(_lumbar(result, 10 * DAY_H, 12 * DAY_H)))
+    after = float(np.mean(_lumbar(result, 13 * DAY_H, 14 * DAY_H)))
+    assert dip / before == pytest.approx(0.5, abs=0.04)
+    assert after / before == pytest.approx(1.0, abs=0.04)
+
+
+def test_a_weaker_refill_without_bridge_doubles_the_dose_while_the_catheter_flushes() -> None:
+    result = _run("refill-no-bridge-weaker", 13)
+    before = float(np.mean(_lumbar(result, 8 * DAY_H, 10 * DAY_H)))
+    peak = float(np.max(_lumbar(result, 10 * DAY_H, 12 * DAY_H)))
+    after = float(np.mean(_lumbar(result, 12 * DAY_H, 13 * DAY_H)))
+    assert peak / before == pytest.approx(2.0, abs=0.08)
+    assert after / before == pytest.approx(1.0, abs=0.04)
+
+
+def test_a_tenfold_program_is_caught_by_the_dose_limit_until_the_limit_is_raised_too() -> None:
+    result = _run("programming-error-10x", 7)
+    (refused,) = result.refusals
+    assert (refused.t_h, refused.code) == (72.0, "DAILY_DOSE_EXCEEDED")
+    exposure = _exposure(result)
+    assert exposure["csf_above_range_first_utc"].startswith("2026-01-09T")  # day 4
+    assert exposure["csf_lumbar_peak_ng_per_ml"] > 2 * thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    assert not exposure["systemic_overdose"]  # the overdose is intrathecal, not systemic
+
+
+def test_mri_on_a_peristaltic_pump_stalls_it_until_20_h_after_the_scan() -> None:
+    result = _run("mri-peristaltic", 7)
+    scan_start, scan_end = 5 * DAY_H + 2.0, 5 * DAY_H + 3.0
+    (raised_h, raised), (cleared_h, cleared) = _alarm_times_h(result, "motor_stall")
+    assert raised
+    assert not cleared
+    assert raised_h == pytest.approx(scan_start)
+    assert cleared_h == pytest.approx(scan_end + 20.0)
+    assert _exposure(result)["csf_below_range_h"] > 10.0
+
+
+def test_mri_on_a_valve_gated_pump_never_reset_is_a_silent_withdrawal() -> None:
+    result = _run("mri-valve-not-reset", 8)
+    recorder = result.pump.recorder
+    assert recorder is not None
+    at_scan = float(np.interp(5 * DAY_H + 2.0, recorder.truth_t_h, recorder.truth_reservoir_ml))
+    # At most the valve's 10 uL passed after the scan began; the pump thinks it kept going.
+    assert at_scan - result.pump.truth().reservoir_ml <= 0.010 + 1e-9
+    status = result.pump.firmware.status()
+    assert status.alarms == ()
+    assert status.reservoir_estimate_ml < result.pump.truth().reservoir_ml - 1.0
+    assert _exposure(result)["csf_below_range_h"] > 24.0
+
+
+def test_battery_eri_is_followed_by_eos_90_days_later_with_drug_left() -> None:
+    result = _run("battery-eri-to-eos")
+    ((eri_h, _),) = _alarm_times_h(result, "elective_replacement")
+    ((eos_h, _),) = _alarm_times_h(result, "end_of_service")
+    assert eri_h < 7 * DAY_H
+    assert eos_h - eri_h == pytest.approx(90 * DAY_H)
+    assert result.pump.truth().reservoir_ml > 13.0
+    assert _exposure(result)["csf_below_range_first_utc"] is not None
+
+
+def test_an_under_infusing_pump_reaches_minimum_rate_mode_with_drug_left() -> None:
+    result = _run("under-infusion")
+    empty_h = first_alarm_h(result, "empty_reservoir")
+    assert empty_h is not None
+    assert 47 * DAY_H < empty_h < 48 * DAY_H
+    recorder = result.pump.recorder
+    assert recorder is not None
+    truly_left = float(np.interp(empty_h, recorder.truth_t_h, recorder.truth_reservoir_ml))
+    assert truly_left > 5.0
+    exposure = _exposure(result)
+    assert exposure["csf_lumbar_peak_ng_per_ml"] < 0.8 * 278.0  # under-dosed from the start
+    assert exposure["csf_below_range_h"] > 24.0

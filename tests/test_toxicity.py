@@ -1,0 +1,117 @@
+"""Systemic toxicity and therapeutic-range outputs (emulator/pk/thresholds.py).
+
+An overdose must show as one: a pocket fill as plasma above the CNS-depression threshold (while
+the spinal effect falls), a 10x programming error as lumbar CSF above the therapeutic range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from itpump.emulator.control.schema import ConcentrationsOut
+from itpump.emulator.outputs import summary, timeseries
+from itpump.emulator.pk import Concentrations, PKParameters
+from itpump.emulator.pk import thresholds as th
+from itpump.emulator.pk.oral import oral_comparator
+from itpump.emulator.pk.schedule import DoseSchedule
+from itpump.emulator.runner import ScenarioRun
+from itpump.emulator.scenario import parse_scenario
+
+
+def _oral_peak_ng_per_ml(dose_times_h: list[float], dose_mg: float, window_h: float) -> float:
+    model = oral_comparator(PKParameters.baclofen())
+    times = np.arange(window_h - 24.0, window_h, 0.01)
+    doses = DoseSchedule(
+        bolus_t_h=np.asarray(dose_times_h),
+        bolus_tissue_mcg=np.full(len(dose_times_h), dose_mg * 1000.0),
+    )
+    return float(model.predict(doses, times).plasma_ng_per_ml.max())
+
+
+def test_thresholds_are_what_their_sources_give() -> None:
+    # Label: intrathecal plasma 0-5 ng/mL, 100 times less than oral.
+    assert th.PLASMA_CNS_DEPRESSION_NG_PER_ML == 500.0
+    # Leung 2006: 200 mg ingested; the model's oral comparator peak.
+    peak = _oral_peak_ng_per_ml([0.0], th.SEVERE_TOXICITY_ORAL_DOSE_MG, 24.0)
+    assert peak == pytest.approx(th.PLASMA_SEVERE_TOXICITY_NG_PER_ML, rel=1e-3)
+    # 80 mg/day by mouth (top of the oral range) peaks just under the CNS-depression level.
+    four_a_day = _oral_peak_ng_per_ml([6.0 * k for k in range(28)], 20.0, 7 * 24.0)
+    three_a_day = _oral_peak_ng_per_ml([8.0 * k for k in range(21)], 80.0 / 3, 7 * 24.0)
+    assert 380.0 <= four_a_day < three_a_day <= 430.0 < th.PLASMA_CNS_DEPRESSION_NG_PER_ML
+
+
+def test_classify_names_every_reference_level_crossed() -> None:
+    assert th.classify(300.0, 2.0).flags == []
+    assert th.classify(100.0, 0.5).flags == ["csf_below_therapeutic"]
+    assert th.classify(2800.0, 10.0).flags == ["csf_above_therapeutic"]
+    assert th.classify(50.0, 2400.0).flags == [
+        "plasma_above_cns_depression",
+        "plasma_above_severe_toxicity",
+        "csf_below_therapeutic",
+    ]
+    out = ConcentrationsOut.of(Concentrations(100.0, 25.0, 600.0, 150.0))
+    assert out.exposure == ["plasma_above_cns_depression", "csf_below_therapeutic"]
+
+
+def _story(actions: list[dict[str, Any]], days: float) -> dict[str, Any]:
+    base: list[dict[str, Any]] = [
+        {"at": "0h", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 2000},
+        {"at": "0h", "type": "prime"},
+        {
+            "at": "1h",
+            "type": "program",
+            "mode": "continuous",
+            "dose_mcg_per_day": 400,
+            "max_daily_dose_mcg": 1000,
+        },
+    ]
+    data: dict[str, object] = {
+        "scenario": {"name": "t", "duration": f"{days}d", "sample_interval": "15m"},
+        "actions": base + actions,
+    }
+    result = ScenarioRun(parse_scenario(data)).run()
+    return summary(result, timeseries(result))
+
+
+def test_a_pocket_fill_is_a_systemic_overdose_then_a_silent_withdrawal() -> None:
+    data = _story(
+        [
+            {"at": "3d", "type": "fault", "kind": "pocket_fill"},
+            {"at": "3d", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 2000},
+        ],
+        5,
+    )
+    exposure = data["exposure"]
+    assert exposure["systemic_overdose"]
+    assert exposure["plasma_peak_ng_per_ml"] > th.PLASMA_CNS_DEPRESSION_NG_PER_ML
+    assert exposure["plasma_peak_utc"].startswith("2026-01-08T")  # hours after the refill
+    assert exposure["plasma_above_cns_depression_h"] > 1.0
+    # The reservoir is truly empty; the spinal level falls out of range with no alarm.
+    assert exposure["csf_below_range_h"] > 24.0
+    assert data["final"]["reservoir_true_ml"] == 0.0
+    assert data["final"]["reservoir_estimated_ml"] > 19.0
+    assert data["final"]["active_alarms"] == []
+
+
+def test_a_tenfold_programming_error_shows_in_the_csf_not_in_plasma() -> None:
+    data = _story(
+        [
+            {
+                "at": "2d",
+                "type": "program",
+                "mode": "continuous",
+                "dose_mcg_per_day": 4000,
+                "max_daily_dose_mcg": 5000,
+            }
+        ],
+        4,
+    )
+    exposure = data["exposure"]
+    assert exposure["csf_above_range_h"] > 24.0
+    assert exposure["csf_lumbar_peak_ng_per_ml"] > 3 * th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    # Plasma stays far below the oral-therapy level: the danger is supraspinal, via the CSF.
+    assert not exposure["systemic_overdose"]
+    assert exposure["plasma_peak_ng_per_ml"] < 50.0
