@@ -78,6 +78,27 @@ class TelemetryProfile(_Strict):
     allow_unauthenticated: bool = False
 
 
+class LimitsProfile(_Strict):
+    """[limits] table: what the model accepts from a clinician. A key left out keeps the
+    firmware's default (firmware_stubs/config.py); the bounds here only catch typing errors."""
+
+    name_max_chars: int | None = Field(default=None, ge=1, le=32)
+    catheter_min_length_cm: float | None = Field(default=None, gt=0, le=1000)
+    catheter_max_length_cm: float | None = Field(default=None, gt=0, le=1000)
+    catheter_min_volume_ul_per_cm: float | None = Field(default=None, gt=0, le=65)
+    catheter_max_volume_ul_per_cm: float | None = Field(default=None, gt=0, le=65)
+    min_refill_volume_ml: float | None = Field(default=None, gt=0, le=100)
+    min_concentration_mcg_per_ml: float | None = Field(default=None, gt=0, le=1e6)
+    max_concentration_mcg_per_ml: float | None = Field(default=None, gt=0, le=1e6)
+    min_priming_volume_ml: float | None = Field(default=None, gt=0, le=100)
+    max_priming_volume_ml: float | None = Field(default=None, gt=0, le=100)
+    refill_tolerance_min_ml: float | None = Field(default=None, ge=0, le=100)
+    refill_tolerance_fraction_of_infused: float | None = Field(default=None, ge=0, le=1)
+    max_daily_dose_mcg: float | None = Field(default=None, gt=0, le=1e6)
+    patient_bolus_max_per_day: int | None = Field(default=None, ge=1, le=255)
+    max_clinician_bolus_min: float | None = Field(default=None, ge=1, le=1440)
+
+
 class DeviceProfile(_Strict):
     """Everything model-specific about a pump; see docs/architecture.md for each field's role."""
 
@@ -110,6 +131,7 @@ class DeviceProfile(_Strict):
     power_on_reset: bool = True
     battery: BatteryProfile
     telemetry: TelemetryProfile
+    limits: LimitsProfile = LimitsProfile()
 
     @model_validator(mode="after")
     def _check_consistency(self) -> DeviceProfile:
@@ -143,6 +165,7 @@ class DeviceProfile(_Strict):
             eri_remaining_fraction=self.battery.eri_remaining_pct / 100.0,
             power_on_reset=self.power_on_reset,
             mri_safety_valve=self.has_mri_safety_valve,
+            **self.limits.model_dump(exclude_none=True),
         )
 
     @property

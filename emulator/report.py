@@ -32,6 +32,7 @@ from itpump.emulator.scenario import (
     SimpleAction,
 )
 from itpump.firmware_stubs.alarms import AlarmId
+from itpump.protocol.therapy import mean_daily_dose_mcg
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -71,22 +72,8 @@ def _refill_mismatch(action: RefillAction) -> str:
 
 
 def _mean_daily_mcg(action: ProgramAction) -> float:
-    """The programmed basal as a daily total (a flex pattern's total over its period / days)."""
-    if action.mode == "stopped":
-        return 0.0
-    if action.mode == "flex":
-        period_min = 1440 if action.period == "daily" else 7 * 1440
-        steps = sorted(action.steps, key=lambda s: s.start)
-        total = 0.0
-        for i, step in enumerate(steps):
-            # The last step runs until the first one starts again, one period later.
-            end = steps[i + 1].start if i + 1 < len(steps) else steps[0].start + period_min
-            total += step.dose_mcg_per_day * (end - step.start) / period_min
-        return total
-    periodic = 0.0
-    if action.mode == "periodic_bolus" and action.periodic is not None:
-        periodic = action.periodic.dose_mcg * 24.0 / action.periodic.interval
-    return action.dose_mcg_per_day + periodic
+    """The programmed dose as a daily total (a flex pattern's total over its period / days)."""
+    return mean_daily_dose_mcg(action.program().therapy)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,14 +37,6 @@ from itpump.emulator.scenario import (
     SimpleAction,
 )
 from itpump.firmware_stubs.errors import Refusal
-from itpump.firmware_stubs.therapy import (
-    FlexPeriod,
-    FlexStep,
-    PatientBolusSettings,
-    PeriodicBolus,
-    TherapyMode,
-    TherapyProgram,
-)
 
 log = logging.getLogger(__name__)
 
@@ -98,31 +90,6 @@ def expand_actions(scenario: Scenario) -> list[tuple[float, int, Action]]:
     return timed
 
 
-def build_program(action: ProgramAction) -> TherapyProgram:
-    """Scenario program table -> firmware therapy program."""
-    periodic = None
-    if action.periodic is not None:
-        periodic = PeriodicBolus(
-            action.periodic.dose_mcg,
-            action.periodic.duration_min,
-            action.periodic.interval * 60.0,
-            action.periodic.first_offset * 60.0,
-        )
-    pb = action.patient_bolus
-    return TherapyProgram(
-        mode=TherapyMode(action.mode),
-        max_daily_dose_mcg=action.max_daily_dose_mcg,
-        dose_mcg_per_day=action.dose_mcg_per_day,
-        flex_period=FlexPeriod(action.period),
-        flex_steps=tuple(FlexStep(s.start, s.dose_mcg_per_day) for s in action.steps),
-        periodic=periodic,
-        patient_bolus=None
-        if pb is None
-        else PatientBolusSettings(pb.dose_mcg, pb.duration_min, pb.lockout_min, pb.max_per_day),
-    )
-
-
-
 def _play_actions(run_ref: weakref.ref[ScenarioRun]) -> simpy.events.ProcessGenerator:
     """The scenario player: performs each timed action at its time (see `ScenarioRun._play`)."""
     while True:
@@ -136,6 +103,7 @@ def _play_actions(run_ref: weakref.ref[ScenarioRun]) -> simpy.events.ProcessGene
             yield timeout
             continue
         run._perform_next()
+
 
 def _perform(pump: EmulatedPump, action: Action) -> None:
     fw = pump.firmware
@@ -158,7 +126,8 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             action.length_cm, action.volume_ul_per_cm, tell_pump=action.tell_pump
         )
     elif isinstance(action, ProgramAction):
-        pump.call(fw.program, build_program(action))
+        # Keys the action leaves out (drug, patient, catheter) keep what the pump holds.
+        pump.call(fw.commit_program, action.program(fw.active_program()))
     elif isinstance(action, BolusAction):
         pump.call(fw.clinician_bolus, action.dose_mcg, action.duration_min, action.then == "resume")
     elif isinstance(action, BridgeBolusAction):

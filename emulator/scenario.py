@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,19 +19,23 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
+from itpump.emulator.device_profile import ProfileError, load_profile
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml
+from itpump.firmware_stubs.config import FirmwareConfig
+from itpump.firmware_stubs.errors import Refusal
+from itpump.protocol import messages as m
+from itpump.protocol import units
+from itpump.protocol.therapy import ProgramError, ProgramTable, wire_range
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"
-
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
-_UNIT_H = {"w": 168.0, "d": 24.0, "h": 1.0, "m": 1 / 60, "s": 1 / 3600}
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEFAULT_PROFILE = "peristaltic-20"
 
 
 class ScenarioError(ValueError):
@@ -51,67 +55,30 @@ EARLIEST_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST_CLOCK = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 # Wire limits of the telemetry protocol (protocol/messages.py), in scenario units: values
 # beyond them could never be programmed and overflow the mass arithmetic.
-_MAX_MCG = 1e6
-_MAX_ML = 1000.0
-_MAX_MCG_PER_ML = 1e6
-_MAX_MINUTES = 7 * 1440.0
+_MAX_MCG = wire_range(m.ClinicianBolus, "dose_ng")[1]
+_MAX_ML = wire_range(m.RefillRequest, "volume_nl")[1]
+_MAX_MCG_PER_ML = wire_range(m.RefillRequest, "concentration_ng_per_ml")[1]
+_MAX_MINUTES = wire_range(m.PeriodicBolusMode, "bolus_duration_min")[1]
 
 
 def parse_duration_h(value: object) -> float:
-    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
-    if isinstance(value, int | float):
-        number = float(value)
-        if number > MAX_DURATION_H:  # False for nan: the field's own check refuses it
-            raise ValueError(
-                f"{value!r} h is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
-                f"({MAX_DURATION_H:g} h)"
-            )
-        return number
-    if not isinstance(value, str):
-        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
-    text = value.strip().lower()
-    if text == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    for match in _DURATION_RE.finditer(text):
-        if text[pos : match.start()].strip():
-            break
-        total += float(match.group(1)) * _UNIT_H[match.group(2)]
-        pos = match.end()
-        if total > MAX_DURATION_H:
-            # Checked here, not only by the field's bound: '9' * 400 parses to inf, and a
-            # bare float message would not say which limit applies.
-            raise ValueError(
-                f"{value!r} is longer than the {MAX_DURATION_H / 8766.0:g}-year limit "
-                f"({MAX_DURATION_H:g} h)"
-            )
-    if pos == 0 or text[pos:].strip():
-        raise ValueError(
-            f"{value!r} is not a duration; use numbers with units w, d, h, m, s, e.g. '1d 8h'"
-        )
-    return total
-
-
-def parse_time_of_period_min(value: object) -> int:
-    """'08:00' (daily) or 'tue 08:00' (weekly, Monday first) -> minutes from period start."""
-    if not isinstance(value, str):
-        raise ValueError("expected 'HH:MM' or 'ddd HH:MM' (e.g. 'tue 08:00')")
-    text = value.strip().lower()
-    day = 0
-    if text[:3] in _DAYS:
-        day = _DAYS.index(text[:3])
-        text = text[3:].strip()
-    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
-    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise ValueError(f"{value!r} is not a time; expected 'HH:MM' or 'ddd HH:MM'")
-    return day * 1440 + int(match.group(1)) * 60 + int(match.group(2))
+    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours, at most 30 years."""
+    return units.parse_duration_h(value, MAX_DURATION_H)
 
 
 DurationH = Annotated[float, BeforeValidator(parse_duration_h), Field(ge=0, le=MAX_DURATION_H)]
-PeriodMin = Annotated[int, BeforeValidator(parse_time_of_period_min)]
+
+
+def _device_check(info: ValidationInfo, check: Callable[[FirmwareConfig], None]) -> None:
+    """Check values against the device limits of the scenario's profile (the pump checks
+    them again when the action runs; a file that names no loadable profile is checked then)."""
+    limits = info.context.get("limits") if isinstance(info.context, dict) else None
+    if limits is None:
+        return
+    try:
+        check(limits)
+    except Refusal as refusal:
+        raise ValueError(refusal.detail) from None
 
 
 class _Model(BaseModel):
@@ -133,8 +100,11 @@ ClockTime = Annotated[dt.datetime, AfterValidator(_clock_in_range)]
 
 
 def _serial_bytes(value: str | None) -> str | None:
-    if value is not None and (len(value.encode("utf-8")) > 32 or not value.isprintable()):
-        raise ValueError("must be 1..32 printable characters (32 UTF-8 bytes on the wire)")
+    limit = m.SERIAL_MAX_BYTES
+    if value is not None and (len(value.encode("utf-8")) > limit or not value.isprintable()):
+        raise ValueError(
+            f"must be 1..{limit} printable characters ({limit} UTF-8 bytes on the wire)"
+        )
     return value
 
 
@@ -143,7 +113,7 @@ class ScenarioHeader(_Model):
 
     name: str = Field(min_length=1)
     description: str = ""
-    profile: str = "peristaltic-20"
+    profile: str = DEFAULT_PROFILE
     seed: int = Field(default=0, ge=0, le=2**63 - 1)
     start: ClockTime = dt.datetime(2026, 1, 5, 8, 0, tzinfo=dt.UTC)
     duration: DurationH | None = None
@@ -154,44 +124,34 @@ class ScenarioHeader(_Model):
 class Implant(_Model):
     """[implant] table: what the surgeon put in."""
 
-    catheter_length_cm: float = Field(default=110.0, gt=0, le=200)
-    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0, le=20)
+    catheter_length_cm: float = Field(default=110.0, gt=0)
+    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0)
     # Where the tip sits, cm cranial (+) or caudal (-) of the lumbar level where the label's
     # CSF samples were taken: the patient's PK model puts the drug in there (docs/pk.md).
     catheter_tip_cm: float = Field(default=0.0, ge=-MAX_CATHETER_TIP_CM, le=MAX_CATHETER_TIP_CM)
     battery_remaining_pct: float = Field(default=100.0, gt=0, le=100)
 
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> Implant:
+        _device_check(
+            info,
+            lambda cfg: cfg.check_catheter(
+                self.catheter_length_cm, self.catheter_volume_ul_per_cm, prefix="catheter_"
+            ),
+        )
+        return self
+
 
 class Patient(_Model):
     """[patient] table."""
 
-    id: str = Field(default="PATIENT-001", min_length=1, max_length=20)
+    id: str = Field(default="PATIENT-001", min_length=1)
     weight_kg: float = Field(default=70.0, gt=0, le=300)
 
-
-class FlexStepSpec(_Model):
-    """One step of a flex pattern."""
-
-    start: PeriodMin
-    dose_mcg_per_day: float = Field(gt=0, le=_MAX_MCG)
-
-
-class PeriodicSpec(_Model):
-    """Periodic bolus settings."""
-
-    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
-    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
-    interval: DurationH = Field(gt=0)
-    first_offset: DurationH = 0.0
-
-
-class PatientBolusSpec(_Model):
-    """Patient-activated bolus settings."""
-
-    dose_mcg: float = Field(gt=0, le=_MAX_MCG)
-    duration_min: float = Field(gt=0, le=_MAX_MINUTES)
-    lockout_min: float = Field(gt=0, le=_MAX_MINUTES)
-    max_per_day: int = Field(ge=1, le=255)
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> Patient:
+        _device_check(info, lambda cfg: cfg.check_name("id", self.id))
+        return self
 
 
 class _Timed(_Model):
@@ -211,17 +171,31 @@ class RefillAction(_Timed):
 
     type: Literal["refill"]
     volume_ml: float = Field(gt=0, le=_MAX_ML)
-    drug: str = Field(default="baclofen", min_length=1, max_length=20)
+    drug: str = Field(default="baclofen", min_length=1)
     concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     bridge: bool = True
     aspirate_ml: float | None = Field(default=None, ge=0, le=_MAX_ML)
     # What the clinician enters, when it differs from what was physically done (entry errors,
     # a wrong drug or concentration in the syringe): default, what was filled.
     entered_volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
-    entered_drug: str | None = Field(default=None, min_length=1, max_length=20)
+    entered_drug: str | None = Field(default=None, min_length=1)
     entered_concentration_mcg_per_ml: float | None = Field(default=None, gt=0, le=_MAX_MCG_PER_ML)
     # Part of the injection that misses the septum and lands in the pocket (partial pocket fill).
     pocket_fill_fraction: float = Field(default=0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> RefillAction:
+        def check(cfg: FirmwareConfig) -> None:
+            cfg.check_name("drug", self.drug)
+            cfg.check_concentration("concentration_mcg_per_ml", self.concentration_mcg_per_ml)
+            if self.entered_drug is not None:
+                cfg.check_name("entered_drug", self.entered_drug)
+            if self.entered_concentration_mcg_per_ml is not None:
+                entered = self.entered_concentration_mcg_per_ml
+                cfg.check_concentration("entered_concentration_mcg_per_ml", entered)
+
+        _device_check(info, check)
+        return self
 
 
 class PrimeAction(_Timed):
@@ -230,38 +204,26 @@ class PrimeAction(_Timed):
     type: Literal["prime"]
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
-
 class CatheterRevisionAction(_Timed):
     """Surgery replaces the catheter with a new, empty one (its drug leaves with the explant);
     with `tell_pump` the clinician records it over telemetry, so that a prime is allowed."""
 
     type: Literal["catheter_revision"]
-    length_cm: float = Field(ge=1, le=200)
-    volume_ul_per_cm: float = Field(default=2.6, ge=0.1, le=20)
+    length_cm: float = Field(gt=0)
+    volume_ul_per_cm: float = Field(default=2.6, gt=0)
     tell_pump: bool = True
 
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> CatheterRevisionAction:
+        _device_check(info, lambda cfg: cfg.check_catheter(self.length_cm, self.volume_ul_per_cm))
+        return self
 
-class ProgramAction(_Timed):
-    """Program a therapy (validated and committed in one step)."""
+
+class ProgramAction(_Timed, ProgramTable):
+    """Program a therapy (validated and committed in one step); the keys are those of a
+    program document (protocol/therapy.py, docs/programmer.md)."""
 
     type: Literal["program"]
-    mode: Literal["stopped", "continuous", "flex", "periodic_bolus"]
-    max_daily_dose_mcg: float = Field(default=0.0, ge=0, le=_MAX_MCG)
-    dose_mcg_per_day: float = Field(default=0.0, ge=0, le=_MAX_MCG)
-    period: Literal["daily", "weekly"] = "daily"
-    steps: list[FlexStepSpec] = Field(default_factory=list)
-    periodic: PeriodicSpec | None = None
-    patient_bolus: PatientBolusSpec | None = None
-
-    @model_validator(mode="after")
-    def _mode_fields(self) -> ProgramAction:
-        if self.mode == "flex" and not self.steps:
-            raise ValueError("mode 'flex' needs 'steps'")
-        if self.mode == "periodic_bolus" and self.periodic is None:
-            raise ValueError("mode 'periodic_bolus' needs a 'periodic' table")
-        if self.mode == "continuous" and self.dose_mcg_per_day <= 0:
-            raise ValueError("mode 'continuous' needs dose_mcg_per_day > 0")
-        return self
 
 
 class BolusAction(_Timed):
@@ -279,6 +241,17 @@ class BridgeBolusAction(_Timed):
     type: Literal["bridge_bolus"]
     old_concentration_mcg_per_ml: float = Field(gt=0, le=_MAX_MCG_PER_ML)
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> BridgeBolusAction:
+        def check(cfg: FirmwareConfig) -> None:
+            conc = self.old_concentration_mcg_per_ml
+            cfg.check_concentration("old_concentration_mcg_per_ml", conc)
+            if self.volume_ml is not None:
+                cfg.check_priming_volume("volume_ml", self.volume_ml)
+
+        _device_check(info, check)
+        return self
 
 
 class PatientBolusAction(_Timed):
@@ -431,14 +404,18 @@ def _describe_loc(loc: tuple[int | str, ...], data: object) -> str:
 def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scenario:
     """Validate a scenario mapping; errors list action number, field and what is allowed."""
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"limits": _profile_limits(data)})
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             given = err.get("input")
             shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
             msg = str(err["msg"]).removeprefix("Value error, ")
-            where = f"{_describe_loc(tuple(err['loc']), data)}: " if err["loc"] else ""
+            loc = tuple(err["loc"])
+            cause = err.get("ctx", {}).get("error")
+            if isinstance(cause, ProgramError):  # a program check names its own field
+                loc, msg = (*loc, cause.field), cause.message
+            where = f"{_describe_loc(loc, data)}: " if loc else ""
             lines.append(f"{where}{msg}{shown}")
         if len(lines) == 1:
             # One problem, one line: what a CI log or a script reading stderr shows first.
@@ -446,6 +423,19 @@ def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scena
         raise ScenarioError(
             f"{source}: invalid scenario\n" + "\n".join(f"  {line}" for line in lines)
         ) from exc
+
+
+def _profile_limits(data: dict[str, object]) -> FirmwareConfig | None:
+    """The device limits of the profile a scenario names (None if it does not load: the run
+    reports that when it loads the profile)."""
+    header = data.get("scenario")
+    name = header.get("profile", DEFAULT_PROFILE) if isinstance(header, dict) else None
+    if not isinstance(name, str):
+        return None
+    try:
+        return load_profile(name).firmware_config()
+    except ProfileError:
+        return None
 
 
 def load_scenario(name_or_path: str) -> Scenario:

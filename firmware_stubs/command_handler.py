@@ -12,20 +12,11 @@ from collections.abc import Callable
 
 from itpump.firmware_stubs.alarms import AlarmId, Severity
 from itpump.firmware_stubs.errors import Refusal
-from itpump.firmware_stubs.firmware import Firmware, PumpStatus
-from itpump.firmware_stubs.therapy import (
-    CatheterSettings,
-    FlexPeriod,
-    FlexStep,
-    PatientBolusSettings,
-    PeriodicBolus,
-    TherapyMode,
-    TherapyProgram,
-    validate_program,
-)
+from itpump.firmware_stubs.firmware import Firmware
 from itpump.protocol import messages as m
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import PumpIdentity
+from itpump.protocol.therapy import Program
 from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver
 from itpump.protocol.units import (
     cm_from_mm,
@@ -33,10 +24,8 @@ from itpump.protocol.units import (
     mcg_from_ng,
     milli_from_float,
     ml_from_nl,
-    mm_from_cm,
     ng_from_mcg,
     nl_from_ml,
-    nl_from_ul,
     ul_from_nl,
 )
 
@@ -51,8 +40,6 @@ CAPABILITIES = (
     | m.Capability.CLINICIAN_BOLUS
 )
 LOG_PAGE_SIZE = m.MAX_LOG_ENTRIES_PER_PAGE
-_WIRE_PERIOD = {FlexPeriod.DAILY: m.FlexPeriod.DAILY, FlexPeriod.WEEKLY: m.FlexPeriod.WEEKLY}
-_FW_PERIOD = {v: k for k, v in _WIRE_PERIOD.items()}
 _WIRE_STATE = {s.name: m.TherapyState[s.name] for s in m.TherapyState}
 # volume_ml, drug, concentration_mcg_per_ml, aspirated_ml (None: not measured), bridge
 RefillHook = Callable[[float, str, float, float | None, bool], None]
@@ -69,96 +56,6 @@ def identity_of(firmware: Firmware) -> PumpIdentity:
         firmware_version=ident.firmware_version,
         capabilities=CAPABILITIES,
         max_flex_steps=firmware.cfg.flex_max_steps,
-    )
-
-
-# ---------------------------------------------------------------------- program conversion
-def program_from_wire(wire: m.TherapyProgram) -> TherapyProgram:
-    """Wire program -> firmware program (units: ng -> mcg)."""
-    mode = wire.mode
-    pb = wire.patient_bolus
-    patient = (
-        None
-        if pb is None
-        else PatientBolusSettings(
-            mcg_from_ng(pb.dose_ng), pb.duration_min, pb.lockout_min, pb.max_per_day
-        )
-    )
-    max_daily = mcg_from_ng(wire.max_daily_dose_ng)
-    if isinstance(mode, m.ContinuousMode):
-        return TherapyProgram(
-            TherapyMode.CONTINUOUS,
-            max_daily,
-            mcg_from_ng(mode.dose_ng_per_day),
-            patient_bolus=patient,
-        )
-    if isinstance(mode, m.FlexMode):
-        steps = tuple(FlexStep(s.start_min, mcg_from_ng(s.dose_ng_per_day)) for s in mode.steps)
-        return TherapyProgram(
-            TherapyMode.FLEX,
-            max_daily,
-            flex_period=_FW_PERIOD[mode.period],
-            flex_steps=steps,
-            patient_bolus=patient,
-        )
-    if isinstance(mode, m.PeriodicBolusMode):
-        periodic = PeriodicBolus(
-            mcg_from_ng(mode.bolus_dose_ng),
-            mode.bolus_duration_min,
-            mode.interval_min,
-            mode.first_offset_min,
-        )
-        return TherapyProgram(
-            TherapyMode.PERIODIC_BOLUS,
-            max_daily,
-            mcg_from_ng(mode.basal_dose_ng_per_day),
-            periodic=periodic,
-            patient_bolus=patient,
-        )
-    return TherapyProgram(TherapyMode.STOPPED, max_daily, patient_bolus=patient)
-
-
-def program_to_wire(firmware: Firmware, status: PumpStatus) -> m.TherapyProgram:
-    """The active program with its program-wide settings, as sent in INTERROGATE."""
-    program = status.program
-    mode: m.TherapyModeBlock
-    if program.mode is TherapyMode.CONTINUOUS:
-        mode = m.ContinuousMode(ng_from_mcg(program.dose_mcg_per_day))
-    elif program.mode is TherapyMode.FLEX:
-        mode = m.FlexMode(
-            _WIRE_PERIOD[program.flex_period],
-            tuple(
-                m.FlexStep(s.start_min, ng_from_mcg(s.dose_mcg_per_day)) for s in program.flex_steps
-            ),
-        )
-    elif program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None:
-        p = program.periodic
-        mode = m.PeriodicBolusMode(
-            ng_from_mcg(program.dose_mcg_per_day),
-            ng_from_mcg(p.dose_mcg),
-            round(p.duration_min),
-            round(p.interval_min),
-            round(p.first_offset_min),
-        )
-    else:
-        mode = m.StoppedMode()
-    pb = program.patient_bolus
-    patient = (
-        None
-        if pb is None
-        else m.PatientBolusSettings(
-            ng_from_mcg(pb.dose_mcg), round(pb.duration_min), round(pb.lockout_min), pb.max_per_day
-        )
-    )
-    return m.TherapyProgram(
-        max_daily_dose_ng=ng_from_mcg(program.max_daily_dose_mcg),
-        concentration_ng_per_ml=ng_from_mcg(status.drug.concentration_mcg_per_ml),
-        catheter_length_mm=mm_from_cm(status.catheter.length_cm),
-        catheter_volume_nl_per_cm=nl_from_ul(status.catheter.volume_ul_per_cm),
-        patient_bolus=patient,
-        mode=mode,
-        drug_name=status.drug.name,
-        patient_id=status.patient_id,
     )
 
 
@@ -251,7 +148,7 @@ class CommandHandler:
             battery_eos=status.eos,
             projected_low_reservoir_s=_s_or_none(status.projected_low_reservoir_rtc_s),
             projected_eri_s=_s_or_none(status.projected_eri_rtc_s),
-            program=program_to_wire(fw, status),
+            program=fw.active_program().to_wire(),
             alarms=alarms[: m.MAX_ALARMS],
             projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
             unprimed_nl=nl_from_ml(status.unprimed_ml),
@@ -307,33 +204,12 @@ class CommandHandler:
 
     def _check_program(self, wire: m.TherapyProgram) -> None:
         """Refuses (raises `Refusal`) a program this pump cannot run as it stands now."""
-        fw = self.firmware
-        drug = fw.status().drug
-        if wire.concentration_ng_per_ml != ng_from_mcg(drug.concentration_mcg_per_ml) or (
-            wire.drug_name != drug.name
-        ):
-            raise Refusal(
-                ResultCode.INVALID_STATE,
-                f"program is for {wire.drug_name} {mcg_from_ng(wire.concentration_ng_per_ml):g} "
-                f"mcg/mL; reservoir holds {drug.name or 'nothing'} "
-                f"{drug.concentration_mcg_per_ml:g} mcg/mL (refill first)",
-            )
-        if len(getattr(wire.mode, "steps", ())) > fw.cfg.flex_max_steps:
-            raise Refusal(
-                ResultCode.TOO_MANY_STEPS, f"flex steps: allowed 1..{fw.cfg.flex_max_steps}"
-            )
-        validate_program(program_from_wire(wire), drug.concentration_mcg_per_ml, fw.cfg)
+        self.firmware.check_program(Program.from_wire(wire))
 
     def _apply_program(self, wire: m.TherapyProgram) -> m.Response:
         fw = self.firmware
         # Everything is validated before anything changes (state may have moved since VERIFY).
-        self._check_program(wire)
-        catheter = None
-        if wire.catheter_length_mm and wire.catheter_volume_nl_per_cm:
-            catheter = CatheterSettings(
-                cm_from_mm(wire.catheter_length_mm), ul_from_nl(wire.catheter_volume_nl_per_cm)
-            )
-        fw.program_with_settings(program_from_wire(wire), wire.patient_id or None, catheter)
+        fw.commit_program(Program.from_wire(wire))
         return m.Ack()
 
     # -- delivery

@@ -31,50 +31,49 @@ from itpump.firmware_stubs.priming import PathEmptied, PathState
 from itpump.firmware_stubs.projection import PatientBolusUse, ReservoirProjection, project_reservoir
 from itpump.firmware_stubs.refill import aspiration_tolerance_ml
 from itpump.firmware_stubs.therapy import (
-    CatheterSettings,
     DrugSettings,
     ScheduleSegment,
-    TherapyMode,
-    TherapyProgram,
     basal_at,
-    max_24h_dose_mcg,
-    mean_daily_dose_mcg,
     validate_program,
 )
 from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
-from itpump.protocol.messages import NAME_MAX_BYTES
+from itpump.protocol.therapy import (
+    MIN_DOSE_MCG,
+    MODES,
+    Catheter,
+    PeriodicBolus,
+    Program,
+    Stopped,
+    TherapyProgram,
+    max_24h_dose_mcg,
+    mean_daily_dose_mcg,
+)
+from itpump.protocol.units import ng_from_mcg
 
 log = logging.getLogger(__name__)
 
 _EPS_S = 1e-6
 _DAY_S = 86400.0
-_MAX_CONC_MCG_PER_ML = 100_000.0
-
-
-NAME_MAX_CHARS = 20
 CLOCK_MIN_EPOCH_S = 946_684_800  # 2000-01-01T00:00:00Z
 CLOCK_MAX_EPOCH_S = 4_102_444_800  # 2100-01-01T00:00:00Z
-
-
-def check_name(field_name: str, text: str) -> None:
-    """Refuse a name (patient id, drug) the pump cannot store and report.
-
-    Characters are what a clinician counts; bytes are what the status carries (UTF-8, at
-    most 32), and a name the status cannot carry would make every INTERROGATE fail.
-    """
-    n_bytes = len(text.encode("utf-8"))
-    if not 0 < len(text) <= NAME_MAX_CHARS or not text.isprintable() or n_bytes > NAME_MAX_BYTES:
-        raise Refusal(
-            ResultCode.OUT_OF_RANGE,
-            f"{field_name} must be 1..{NAME_MAX_CHARS} printable characters "
-            f"and at most {NAME_MAX_BYTES} UTF-8 bytes",
-        )
 
 
 @functools.lru_cache(maxsize=8)
 def _basal_max_24h_mcg(program: TherapyProgram) -> float:
     """Worst 24 h of the program without patient boluses (cached: programs rarely change)."""
     return max_24h_dose_mcg(replace(program, patient_bolus=None))
+
+
+def _bolus_schedule(periodic: PeriodicBolus | None) -> tuple[float, ...] | None:
+    """What decides when periodic boluses come (a new basal alone keeps their schedule)."""
+    if periodic is None:
+        return None
+    return (
+        periodic.bolus_mcg,
+        periodic.bolus_duration_min,
+        periodic.interval_min,
+        periodic.first_offset_min,
+    )
 
 
 class BolusKind(StrEnum):
@@ -102,7 +101,7 @@ class TherapyState(StrEnum):
 # The log's codes for bolus kinds and therapy modes are wire codes (protocol.codes), matched
 # by name so that a kind or mode added here without its code fails at import.
 _KIND_CODE = {kind: int(LogBolusKind[kind.name]) for kind in BolusKind}
-_MODE_CODE = {mode: int(LogTherapyMode[mode.name]) for mode in TherapyMode}
+_MODE_CODE = {mode: int(LogTherapyMode[mode.KIND.upper()]) for mode in MODES}
 
 
 @dataclass(slots=True)
@@ -141,7 +140,7 @@ class PumpStatus:
     rtc_s: float
     patient_id: str
     drug: DrugSettings
-    catheter: CatheterSettings
+    catheter: Catheter
     reservoir_estimate_ml: float
     reservoir_capacity_ml: float
     low_reservoir_threshold_ml: float
@@ -170,9 +169,9 @@ class _Persistent:
     """What survives a power cycle (mirrored to NVM on every change)."""
 
     serial: str
-    program: TherapyProgram = field(default_factory=TherapyProgram.stopped)
+    program: TherapyProgram = field(default_factory=TherapyProgram)
     drug: DrugSettings = field(default_factory=DrugSettings)
-    catheter: CatheterSettings = field(default_factory=CatheterSettings)
+    catheter: Catheter = field(default_factory=Catheter)
     patient_id: str = ""
     low_reservoir_threshold_ml: float = 2.0
     reservoir_estimate_ml: float = 0.0
@@ -320,22 +319,19 @@ class Firmware:
         self.log.add(epoch_s, EventCode.CLOCK_SET, old, epoch_s)
         self.service()
 
-    @staticmethod
-    def check_patient_id(patient_id: str) -> None:
+    def check_patient_id(self, patient_id: str) -> None:
         """Refuse an identifier the pump cannot store."""
-        check_name("patient_id", patient_id)
+        self.cfg.check_name("patient_id", patient_id)
 
-    @staticmethod
-    def check_catheter(length_cm: float, volume_ul_per_cm: float) -> None:
+    def check_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
         """Refuse catheter settings outside the pump's ranges."""
-        check_range("length_cm", length_cm, 1.0, 200.0, "cm")
-        check_range("volume_ul_per_cm", volume_ul_per_cm, 0.1, 20.0, "uL/cm")
+        self.cfg.check_catheter(length_cm, volume_ul_per_cm)
 
     def program_with_settings(
         self,
         program: TherapyProgram,
         patient_id: str | None = None,
-        catheter: CatheterSettings | None = None,
+        catheter: Catheter | None = None,
     ) -> None:
         """Commit a program and its program-wide settings: all validated first, then applied."""
         self._require_enabled()
@@ -350,6 +346,44 @@ class Firmware:
             self.set_patient_id(patient_id)
         self.program(program)
 
+    def active_program(self) -> Program:
+        """The program in force with its program-wide settings (what INTERROGATE reports)."""
+        return Program.of(
+            self._p.program,
+            drug=self._p.drug.name,
+            concentration_mcg_per_ml=self._p.drug.concentration_mcg_per_ml,
+            patient_id=self._p.patient_id,
+            catheter=self._p.catheter,
+        )
+
+    def check_program(self, program: Program) -> None:
+        """Refuse a program record this pump must not take now (changes nothing): its drug
+        must be the reservoir's, to the wire's resolution, and its therapy must fit."""
+        drug = self._p.drug
+        same_drug = program.drug == drug.name and ng_from_mcg(
+            program.concentration_mcg_per_ml
+        ) == ng_from_mcg(drug.concentration_mcg_per_ml)
+        if not same_drug:
+            raise Refusal(
+                ResultCode.INVALID_STATE,
+                f"program is for {program.drug} {program.concentration_mcg_per_ml:g} "
+                f"mcg/mL; reservoir holds {drug.name or 'nothing'} "
+                f"{drug.concentration_mcg_per_ml:g} mcg/mL (refill first)",
+            )
+        validate_program(program.therapy, drug.concentration_mcg_per_ml, self.cfg)
+        self._check_drug_dose(program.therapy, drug.name)
+
+    def _check_drug_dose(self, program: TherapyProgram, drug: str) -> None:
+        # The drug library's daily-dose range applies to a running therapy, not to "stopped".
+        if not isinstance(program.mode, Stopped):
+            self.cfg.drug_library.check_daily_dose(drug, program.max_daily_dose_mcg)
+
+    def commit_program(self, program: Program) -> None:
+        """Check a program record, then commit it with its patient id and catheter (an empty
+        id and an unset catheter keep the pump's)."""
+        self.check_program(program)
+        self.program_with_settings(program.therapy, program.patient_id or None, program.catheter)
+
     def set_patient_id(self, patient_id: str) -> None:
         """Record the patient identifier."""
         self.check_patient_id(patient_id)
@@ -360,7 +394,7 @@ class Firmware:
     def set_catheter(self, length_cm: float, volume_ul_per_cm: float) -> None:
         """Record the implanted catheter (used for priming and bridge volumes)."""
         self.check_catheter(length_cm, volume_ul_per_cm)
-        self._p.catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        self._p.catheter = Catheter(length_cm, volume_ul_per_cm)
         self._p.path = self._p.path.catheter_set(self.path_volume_ml())
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
@@ -370,7 +404,7 @@ class Firmware:
         priming bolus of its volume is allowed. Returns the volume a prime may now push."""
         self.check_catheter(length_cm, volume_ul_per_cm)
         self._settle()
-        catheter = CatheterSettings(length_cm, volume_ul_per_cm)
+        catheter = Catheter(length_cm, volume_ul_per_cm)
         self._p.catheter = catheter
         self._p.path = self._p.path.catheter_revised(catheter.volume_ml, self.path_volume_ml())
         self.log.add(
@@ -419,8 +453,7 @@ class Firmware:
         what ends the reset state: it needs the clock set first)."""
         self._require_enabled()
         validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
-        if program.mode is not TherapyMode.STOPPED:
-            self.cfg.drug_library.check_daily_dose(self._p.drug.name, program.max_daily_dose_mcg)
+        self._check_drug_dose(program, self._p.drug.name)
         if self._p.reset_pending and not self._p.clock_valid:
             raise Refusal(ResultCode.INVALID_STATE, CLOCK_NOT_SET_REFUSAL)
         self._settle()
@@ -433,24 +466,24 @@ class Firmware:
         self._program_anchor_s = now
         if program.patient_bolus is not None and previous.patient_bolus is None:
             self._bolus_use.restart(now)
-        if program.mode is not TherapyMode.STOPPED and not self._p.therapy_running:
+        if not isinstance(program.mode, Stopped) and not self._p.therapy_running:
             # Committing a delivering program starts it, as a clinician expects.
             self._p.therapy_running = True
             self.log.add(self.hal.rtc_s(), EventCode.THERAPY_RESUMED)
-        same_periodic = previous.periodic == program.periodic and previous.mode is program.mode
+        same_periodic = _bolus_schedule(previous.periodic) == _bolus_schedule(program.periodic)
         if not same_periodic:
             # A re-commit of the same periodic settings keeps its schedule: restarting it would
             # give an extra bolus inside the same 24 h.
             self._boluses = [b for b in self._boluses if b.kind is not BolusKind.PERIODIC]
             self._next_periodic_s = (
                 now + program.periodic.first_offset_min * 60.0
-                if program.mode is TherapyMode.PERIODIC_BOLUS and program.periodic is not None
+                if program.periodic is not None
                 else math.inf
             )
         self.log.add(
             self.hal.rtc_s(),
             EventCode.PROGRAM_CHANGED,
-            _MODE_CODE[program.mode],
+            _MODE_CODE[type(program.mode)],
             mean_daily_dose_mcg(program),
         )
         self.service()
@@ -479,21 +512,15 @@ class Firmware:
                 f"volume_ml={volume_ml:g} exceeds reservoir capacity "
                 f"{self.cfg.reservoir_capacity_ml:g} mL",
             )
-        check_range("volume_ml", volume_ml, 0.1, self.cfg.reservoir_capacity_ml, "mL")
-        check_range(
-            "concentration_mcg_per_ml",
-            concentration_mcg_per_ml,
-            0.1,
-            _MAX_CONC_MCG_PER_ML,
-            "mcg/mL",
-        )
-        check_name("drug", drug)
+        capacity_ml = self.cfg.reservoir_capacity_ml
+        check_range("volume_ml", volume_ml, self.cfg.min_refill_volume_ml, capacity_ml, "mL")
+        self.cfg.check_concentration("concentration_mcg_per_ml", concentration_mcg_per_ml)
+        self.cfg.check_name("drug", drug)
         self.cfg.drug_library.check_concentration(drug, concentration_mcg_per_ml)
         if aspirated_ml is not None:
             check_range("aspirated_ml", aspirated_ml, 0.0, self.cfg.reservoir_capacity_ml, "mL")
         validate_program(self._p.program, concentration_mcg_per_ml, self.cfg)
-        if self._p.program.mode is not TherapyMode.STOPPED:
-            self.cfg.drug_library.check_daily_dose(drug, self._p.program.max_daily_dose_mcg)
+        self._check_drug_dose(self._p.program, drug)
         self._settle()
         now = self.hal.monotonic_s()
         rtc = self.hal.rtc_s()
@@ -584,7 +611,8 @@ class Firmware:
                 f"{full_ml * conc:.4g} mcg into the CSF",
             )
         volume = path.unprimed_ml if volume_ml is None else volume_ml
-        check_range("volume_ml", volume, 0.001, max(path.unprimed_ml, 0.001), "mL")
+        least_ml = self.cfg.min_priming_volume_ml
+        check_range("volume_ml", volume, least_ml, max(path.unprimed_ml, least_ml), "mL")
         self._cancel_boluses(resume=True)
         self._start_volume_op(
             self.hal.monotonic_s(),
@@ -603,9 +631,9 @@ class Firmware:
         self._require_enabled()
         self._require_not_reset()
         conc_old = old_concentration_mcg_per_ml or self._p.drug.concentration_mcg_per_ml
-        check_range("old_concentration_mcg_per_ml", conc_old, 0.1, _MAX_CONC_MCG_PER_ML, "mcg/mL")
+        self.cfg.check_concentration("old_concentration_mcg_per_ml", conc_old)
         volume = self.path_volume_ml() if volume_ml is None else volume_ml
-        check_range("volume_ml", volume, 0.001, 5.0, "mL")
+        self.cfg.check_priming_volume("volume_ml", volume)
         self._settle()
         rate = self._basal_mcg_per_h(self.hal.rtc_s()) / conc_old
         rate = min(
@@ -624,8 +652,9 @@ class Firmware:
         self._require_enabled()
         self._require_no_volume_op()
         conc = self._require_drug()
-        check_range("dose_mcg", dose_mcg, 1e-3, self._p.program.max_daily_dose_mcg or 1e5, "mcg")
-        check_range("duration_min", duration_min, 1.0, 1440.0, "min")
+        max_dose = self._p.program.max_daily_dose_mcg or self.cfg.max_daily_dose_mcg
+        check_range("dose_mcg", dose_mcg, MIN_DOSE_MCG, max_dose, "mcg")
+        check_range("duration_min", duration_min, 1.0, self.cfg.max_clinician_bolus_min, "min")
         self._settle()
         now = self.hal.monotonic_s()
         self._require_no_manual_bolus(now)
@@ -723,7 +752,7 @@ class Firmware:
         rtc = self.hal.rtc_s()
         self._p.clock_valid = False
         self._p.reset_pending = True
-        self._p.program = TherapyProgram.stopped()
+        self._p.program = TherapyProgram()
         self._p.therapy_running = True
         self._program_anchor_s = self.hal.monotonic_s()
         self.log.add(rtc, EventCode.POWER_ON_RESET)
@@ -826,13 +855,17 @@ class Firmware:
                 try:
                     self._check_bolus_fits(
                         now,
-                        periodic.dose_mcg,
-                        periodic.duration_min,
+                        periodic.bolus_mcg,
+                        periodic.bolus_duration_min,
                         self._p.drug.concentration_mcg_per_ml,
                         "periodic.dose_mcg",
                     )
                     self._start_bolus(
-                        now, BolusKind.PERIODIC, periodic.dose_mcg, periodic.duration_min, True
+                        now,
+                        BolusKind.PERIODIC,
+                        periodic.bolus_mcg,
+                        periodic.bolus_duration_min,
+                        True,
                     )
                 except Refusal as refusal:
                     self.log.add(
@@ -941,8 +974,8 @@ class Firmware:
         for bolus in self._boluses:
             deadline = min(deadline, bolus.end_s)
         deadline = min(deadline, self._next_periodic_s)
-        if self._p.program.mode is TherapyMode.FLEX:
-            deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
+        # The next step of a time-varying basal (inf for a constant one).
+        deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
         if rate > 0:
             est = self._p.reservoir_estimate_ml
             for threshold, alarm in (

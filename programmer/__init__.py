@@ -45,7 +45,9 @@ from itpump.programmer.program import (
     PatientBolusLimits,
     PeriodicBolus,
     Program,
+    ProgramError,
     Stopped,
+    load_program,
 )
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.messages import AlarmId, Capability, FlexPeriod, Role, TherapyState
@@ -70,6 +72,7 @@ __all__ = [
     "PatientBolusLimits",
     "PeriodicBolus",
     "Program",
+    "ProgramError",
     "ProgramMismatch",
     "PumpClient",
     "PumpError",
@@ -85,6 +88,7 @@ __all__ = [
     "TherapyState",
     "derive_pump_key",
     "derive_role_key",
+    "load_program",
     "master_key_source",
     "parse_key",
     "to_data",

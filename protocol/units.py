@@ -8,6 +8,7 @@ half a wire unit.
 from __future__ import annotations
 
 import math
+import re
 
 __all__ = [
     "NG_PER_MCG",
@@ -23,6 +24,7 @@ __all__ = [
     "ng_from_mcg",
     "nl_from_ml",
     "nl_from_ul",
+    "parse_duration_h",
     "ul_from_nl",
 ]
 
@@ -93,3 +95,48 @@ def milli_from_float(value: float) -> int:
 def float_from_milli(value: int) -> float:
     """An event-log argument from its wire form."""
     return value / 1000
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(w|d|h|m|s)")
+_UNIT_H = {"w": 168.0, "d": 24.0, "h": 1.0, "m": 1 / 60, "s": 1 / 3600}
+_H_PER_YEAR = 8766.0
+
+
+def _too_long(value: object, max_h: float) -> ValueError:
+    if max_h >= _H_PER_YEAR:
+        return ValueError(
+            f"{value!r} is longer than the {max_h / _H_PER_YEAR:g}-year limit ({max_h:g} h)"
+        )
+    return ValueError(f"{value!r} is longer than the {max_h:g} h limit")
+
+
+def parse_duration_h(value: object, max_h: float = math.inf) -> float:
+    """'90d', '1d 8h', '30m', '2w' (or a bare number of hours) -> hours, at most ``max_h``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
+    if isinstance(value, int | float):
+        number = float(value)
+        if number > max_h:  # False for nan: the caller's own check refuses it
+            raise _too_long(value, max_h)
+        return number
+    if not isinstance(value, str):
+        raise ValueError("expected a duration such as '90d', '1d 8h', '30m'")
+    text = value.strip().lower()
+    if text == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    for match in _DURATION_RE.finditer(text):
+        if text[pos : match.start()].strip():
+            break
+        total += float(match.group(1)) * _UNIT_H[match.group(2)]
+        pos = match.end()
+        if total > max_h:
+            # Checked here, not only by the caller's bound: '9' * 400 parses to inf, and a
+            # bare float message would not say which limit applies.
+            raise _too_long(value, max_h)
+    if pos == 0 or text[pos:].strip():
+        raise ValueError(
+            f"{value!r} is not a duration; use numbers with units w, d, h, m, s, e.g. '1d 8h'"
+        )
+    return total

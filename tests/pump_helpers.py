@@ -8,7 +8,7 @@ from itpump.emulator.device_profile import DeviceProfile, load_profile
 from itpump.emulator.pump import CountingEnvironment, EmulatedPump
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.nvm import InMemoryNvm
-from itpump.firmware_stubs.therapy import TherapyMode, TherapyProgram
+from itpump.protocol.therapy import Continuous, TherapyProgram
 
 START_EPOCH_S = 1_767_600_000.0  # 2026-01-05 08:00 UTC
 CATHETER_ML = 110 * 2.6 / 1000
@@ -47,8 +47,7 @@ def lift_dose_limits(pump: EmulatedPump) -> None:
 
 def continuous(dose_mcg_per_day: float, max_daily_mcg: float = 2000.0) -> TherapyProgram:
     """A simple continuous program."""
-    return TherapyProgram(mode=TherapyMode.CONTINUOUS, max_daily_dose_mcg=max_daily_mcg,
-                          dose_mcg_per_day=dose_mcg_per_day)
+    return TherapyProgram(Continuous(dose_mcg_per_day), max_daily_dose_mcg=max_daily_mcg)
 
 
 class FakeHal:

@@ -24,9 +24,9 @@ from itpump.firmware_stubs.firmware import Firmware, TherapyState
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
-from itpump.firmware_stubs.therapy import PatientBolusSettings, TherapyMode, TherapyProgram
 from itpump.programmer import PumpClient, PumpRefused
 from itpump.protocol.codes import EventCode, ResultCode
+from itpump.protocol.therapy import PatientBolus, Stopped, TherapyProgram
 from itpump.tools.cli import main
 from tests.pump_helpers import CATHETER_ML, FakeHal, continuous, make_pump
 from tests.test_firmware import CFG, advance, filled_firmware
@@ -141,7 +141,7 @@ def test_bolus_use_restarts_when_patient_boluses_are_enabled_again() -> None:
 
 
 def dataclass_with_pb(program: TherapyProgram) -> TherapyProgram:
-    return dataclasses.replace(program, patient_bolus=PatientBolusSettings(20.0, 10, 60, 4))
+    return dataclasses.replace(program, patient_bolus=PatientBolus(20.0, 10, 60, 4))
 
 
 # ---------------------------------------------------------------- priming (issue 10)
@@ -392,7 +392,7 @@ def test_a_battery_fault_recovered_comes_back_in_the_safe_state() -> None:
     assert status.rtc_s == pytest.approx(RESET_CLOCK_EPOCH_S)
     assert status.therapy_state is TherapyState.MINIMUM_RATE
     assert status.commanded_rate_ml_per_day == pytest.approx(CFG.minimum_rate_mode_ml_per_day)
-    assert status.program.mode is TherapyMode.STOPPED
+    assert isinstance(status.program.mode, Stopped)
     critical = [a for a in status.alarms if a.alarm is AlarmId.POWER_ON_RESET]
     assert critical
     assert critical[0].severity is Severity.CRITICAL

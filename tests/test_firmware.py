@@ -11,17 +11,17 @@ from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware, TherapyState
 from itpump.firmware_stubs.hal import Tone
-from itpump.firmware_stubs.therapy import (
+from itpump.firmware_stubs.therapy import basal_at
+from itpump.protocol.codes import EventCode, ResultCode
+from itpump.protocol.therapy import (
+    Flex,
     FlexPeriod,
     FlexStep,
-    PatientBolusSettings,
+    PatientBolus,
     PeriodicBolus,
-    TherapyMode,
     TherapyProgram,
-    basal_at,
     max_24h_dose_mcg,
 )
-from itpump.protocol.codes import EventCode, ResultCode
 from tests.pump_helpers import START_EPOCH_S, FakeHal, continuous
 
 CFG = load_profile("peristaltic-20").firmware_config()
@@ -56,25 +56,23 @@ def snapshot(fw: Firmware) -> tuple[object, ...]:
         (continuous(300.0, 200.0), ResultCode.DAILY_DOSE_EXCEEDED, "max_daily_dose_mcg"),
         (
             TherapyProgram(
-                mode=TherapyMode.FLEX,
+                Flex(tuple(FlexStep(i * 60, 100) for i in range(11))),
                 max_daily_dose_mcg=5000,
-                flex_steps=tuple(FlexStep(i * 60, 100) for i in range(11)),
             ),
             ResultCode.TOO_MANY_STEPS,
-            "flex_steps",
+            "steps",
         ),
         (
             TherapyProgram(
-                mode=TherapyMode.FLEX,
+                Flex((FlexStep(0, 100), FlexStep(0, 200))),
                 max_daily_dose_mcg=5000,
-                flex_steps=(FlexStep(0, 100), FlexStep(0, 200)),
             ),
             ResultCode.OUT_OF_RANGE,
-            "flex_steps[1].start_min",
+            "steps[1].start",
         ),
         (
             dataclasses.replace(
-                continuous(200.0, 400.0), patient_bolus=PatientBolusSettings(50, 10, 60, 5)
+                continuous(200.0, 400.0), patient_bolus=PatientBolus(50, 10, 60, 5)
             ),
             ResultCode.DAILY_DOSE_EXCEEDED,
             "patient boluses",
@@ -112,9 +110,8 @@ def test_refill_over_capacity_is_refused() -> None:
 
 def test_flex_schedule_follows_time_of_day() -> None:
     program = TherapyProgram(
-        mode=TherapyMode.FLEX,
+        Flex((FlexStep(0, 100), FlexStep(8 * 60, 300), FlexStep(20 * 60, 200))),
         max_daily_dose_mcg=1000,
-        flex_steps=(FlexStep(0, 100), FlexStep(8 * 60, 300), FlexStep(20 * 60, 200)),
     )
     midnight = 1_767_571_200.0  # 2026-01-05 00:00 UTC
     assert basal_at(program, midnight + 7.5 * 3600).dose_mcg_per_day == 100
@@ -126,10 +123,8 @@ def test_flex_schedule_follows_time_of_day() -> None:
 
 def test_weekly_flex_starts_monday() -> None:
     program = TherapyProgram(
-        mode=TherapyMode.FLEX,
-        flex_period=FlexPeriod.WEEKLY,
+        Flex((FlexStep(0, 100), FlexStep(5 * 1440, 200)), FlexPeriod.WEEKLY),
         max_daily_dose_mcg=1000,
-        flex_steps=(FlexStep(0, 100), FlexStep(5 * 1440, 200)),
     )
     monday = 1_767_571_200.0  # 2026-01-05 was a Monday
     assert basal_at(program, monday + 4.9 * 86400).dose_mcg_per_day == 100
@@ -140,9 +135,8 @@ def test_weekly_flex_starts_monday() -> None:
 def test_max_24h_dose_finds_worst_window_across_midnight() -> None:
     # 600 mcg/day from 18:00 to 06:00, 0.1 otherwise: the worst 24 h window is 12 h at 600.
     program = TherapyProgram(
-        mode=TherapyMode.FLEX,
+        Flex((FlexStep(0, 600), FlexStep(360, 100), FlexStep(1080, 600))),
         max_daily_dose_mcg=1000,
-        flex_steps=(FlexStep(0, 600), FlexStep(360, 100), FlexStep(1080, 600)),
     )
     assert max_24h_dose_mcg(program) == pytest.approx(600 * 12 / 24 + 100 * 12 / 24)
 
@@ -150,7 +144,7 @@ def test_max_24h_dose_finds_worst_window_across_midnight() -> None:
 def test_patient_bolus_lockout_and_daily_maximum() -> None:
     hal, fw = filled_firmware()
     program = dataclasses.replace(
-        continuous(200.0, 400.0), patient_bolus=PatientBolusSettings(25, 10, 120, 2)
+        continuous(200.0, 400.0), patient_bolus=PatientBolus(25, 10, 120, 2)
     )
     fw.program(program)
     fw.patient_bolus()
@@ -188,7 +182,7 @@ def test_a_second_clinician_bolus_is_refused_while_one_runs() -> None:
     hal, fw = filled_firmware()
     fw.program(
         dataclasses.replace(
-            continuous(200.0, 500.0), patient_bolus=PatientBolusSettings(25, 10, 120, 4)
+            continuous(200.0, 500.0), patient_bolus=PatientBolus(25, 10, 120, 4)
         )
     )
     advance(hal, fw, 3600.0)
@@ -322,9 +316,8 @@ def test_clock_set_moves_flex_schedule_but_not_delivery_accounting() -> None:
     _hal, fw = filled_firmware()
     fw.program(
         TherapyProgram(
-            mode=TherapyMode.FLEX,
+            Flex((FlexStep(0, 100), FlexStep(720, 400))),
             max_daily_dose_mcg=1000,
-            flex_steps=(FlexStep(0, 100), FlexStep(720, 400)),
         )
     )
     est = fw.status().reservoir_estimate_ml
@@ -375,20 +368,15 @@ def test_no_bolus_without_a_daily_maximum_and_stopped_programs_carry_no_patient_
         fw.clinician_bolus(50.0, 30.0)  # the factory program: max daily dose 0
     assert info.value.code is ResultCode.DAILY_DOSE_EXCEEDED
     stopped_with_bolus = dataclasses.replace(
-        TherapyProgram.stopped(), patient_bolus=PatientBolusSettings(8, 10, 0, 255)
+        TherapyProgram(), patient_bolus=PatientBolus(8, 10, 0, 255)
     )
-    with pytest.raises(Refusal, match="patient_bolus must be off"):
+    with pytest.raises(Refusal, match="patient_bolus: must be off"):
         fw.program(stopped_with_bolus)
 
 
 def test_recommitting_a_periodic_program_keeps_its_schedule() -> None:
     hal, fw = filled_firmware(conc=2000.0)
-    program = TherapyProgram(
-        mode=TherapyMode.PERIODIC_BOLUS,
-        max_daily_dose_mcg=1000,
-        dose_mcg_per_day=100.0,
-        periodic=PeriodicBolus(800.0, 60.0, 1440.0, 0.0),
-    )
+    program = TherapyProgram(PeriodicBolus(100.0, 800.0, 60, 1440, 0), max_daily_dose_mcg=1000)
     fw.program(program)
     for hours in (2, 4, 6):
         advance(hal, fw, hours * 3600.0)
@@ -401,9 +389,8 @@ def test_commanded_rate_never_exceeds_the_drive_maximum() -> None:
     hal, fw = filled_firmware(conc=50.0)
     fw.program(
         TherapyProgram(
-            mode=TherapyMode.FLEX,
+            Flex((FlexStep(0, 100), FlexStep(9 * 60, 1100))),
             max_daily_dose_mcg=2000,
-            flex_steps=(FlexStep(0, 100), FlexStep(9 * 60, 1100)),
         )
     )
     fw.clinician_bolus(30.0, 120.0)  # fits at the 08:00 basal, not after the 09:00 step
@@ -412,12 +399,12 @@ def test_commanded_rate_never_exceeds_the_drive_maximum() -> None:
 
 
 def test_refusing_a_program_commit_changes_no_setting() -> None:
-    from itpump.firmware_stubs.therapy import CatheterSettings
+    from itpump.protocol.therapy import Catheter
 
     _, fw = filled_firmware()
     before = fw.status().catheter
     with pytest.raises(Refusal):
-        fw.program_with_settings(continuous(100.0, 500.0), "X" * 25, CatheterSettings(50, 1.0))
+        fw.program_with_settings(continuous(100.0, 500.0), "X" * 25, Catheter(50, 1.0))
     assert fw.status().catheter == before
 
 

@@ -6,15 +6,15 @@ import dataclasses
 
 from itpump.emulator.device_profile import load_profile
 from itpump.firmware_stubs.firmware import Firmware
-from itpump.firmware_stubs.therapy import FlexStep, TherapyMode, TherapyProgram, basal_at
+from itpump.firmware_stubs.therapy import basal_at
+from itpump.protocol.therapy import Flex, FlexStep, TherapyProgram
 from tests.pump_helpers import FakeHal
 
 CFG = load_profile("peristaltic-20").firmware_config()
 FLEX = TherapyProgram(
-    mode=TherapyMode.FLEX,
+    Flex((FlexStep(0, 180), FlexStep(7 * 60, 260), FlexStep(13 * 60, 220),
+          FlexStep(20 * 60, 200))),
     max_daily_dose_mcg=600,
-    flex_steps=(FlexStep(0, 180), FlexStep(7 * 60, 260), FlexStep(13 * 60, 220),
-                FlexStep(20 * 60, 200)),
 )
 
 
@@ -46,7 +46,7 @@ def test_cache_follows_a_clock_set_backwards_and_a_new_program() -> None:
     hal.set_rtc(hal.rtc_s() - 6 * 3600.0)  # back into the night step
     fw.service()
     assert fw._basal_at(hal.rtc_s()) == basal_at(FLEX, hal.rtc_s())
-    lower = dataclasses.replace(FLEX, flex_steps=(FlexStep(0, 100),))
+    lower = dataclasses.replace(FLEX, mode=Flex((FlexStep(0, 100),)))
     fw.program(lower)
     assert fw._basal_at(hal.rtc_s()).dose_mcg_per_day == 100
 

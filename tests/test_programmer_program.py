@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -17,7 +18,9 @@ from itpump.programmer import (
     PatientBolusLimits,
     PeriodicBolus,
     Program,
+    ProgramError,
     Stopped,
+    load_program,
     parse_key,
     to_data,
 )
@@ -30,9 +33,7 @@ drug = "baclofen"
 concentration_mcg_per_ml = 2000
 max_daily_dose_mcg = 600
 patient_id = "P-0001"
-
-[mode]
-type = "flex"
+mode = "flex"
 period = "weekly"
 steps = [
   { start = "Mon 00:00", dose_mcg_per_day = 180 },
@@ -120,54 +121,86 @@ def test_toml_document_round_trip(tmp_path: Path) -> None:
     assert Program.from_mapping(program.to_mapping()) == program
     path = tmp_path / "program.json"
     path.write_text(json.dumps(program.to_mapping()))
-    assert Program.load(path) == program
+    assert load_program(path) == program
     toml_path = tmp_path / "program.toml"
     toml_path.write_text(TOML_DOC)
-    assert Program.load(toml_path) == program
+    assert load_program(toml_path) == program
     program.to_wire()  # valid on the wire
 
 
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"drug": "x", "concentration_mcg_per_ml": 1}, "max_daily_dose_mcg: missing"),
+        ({"drug": "x"}, "mode: Field required"),
         (
-            {"drug": "x", "concentration_mcg_per_ml": 1, "max_daily_dose_mcg": 1, "mode": {}},
-            "mode.type: missing",
+            {"mode": "turbo"},
+            "mode: expected one of stopped, continuous, flex, periodic_bolus (got 'turbo')",
+        ),
+        (
+            {"mode": "stopped", "concentration_mcg_per_ml": "a lot"},
+            "concentration_mcg_per_ml: Input should be a valid number",
+        ),
+        ({"mode": "stopped", "colour": "blue"}, "colour: Extra inputs are not permitted"),
+        ({"mode": "flex"}, "steps: mode 'flex' needs at least one step"),
+        (
+            {"mode": "flex", "steps": [{"start": "07:00", "dose_mcg_per_day": 1}]},
+            "steps[0].start: the first step must start at 00:00",
+        ),
+        (
+            {"mode": "flex", "steps": [{"start": "Tue 00:00", "dose_mcg_per_day": 1}]},
+            "steps[0].start: start 'Tue 00:00': a day of the week needs a weekly flex period",
+        ),
+        (
+            {"mode": "flex", "steps": [{"start": 0, "dose_mcg_per_day": 2e9}]},
+            "steps[0].dose_mcg_per_day: 2e+09 mcg/day outside 0..1e+06 mcg/day (wire limit)",
+        ),
+        ({"mode": "periodic_bolus"}, "periodic: mode 'periodic_bolus' needs a 'periodic' table"),
+        (
+            {
+                "mode": "periodic_bolus",
+                "periodic": {"dose_mcg": 5, "duration_min": 30, "interval": "8d"},
+            },
+            "periodic.interval: '8d' is longer than the 168 h limit (got '8d')",
         ),
         (
             {
-                "drug": "x",
-                "concentration_mcg_per_ml": "a lot",
-                "max_daily_dose_mcg": 1,
-                "mode": {"type": "stopped"},
+                "mode": "periodic_bolus",
+                "periodic": {"dose_mcg": 5, "duration_min": 30, "interval": 0.01},
             },
-            "concentration_mcg_per_ml: expected a number",
+            "periodic.interval: 0.01 h is not a whole number of minutes",
         ),
         (
             {
-                "drug": "x",
-                "concentration_mcg_per_ml": 1,
-                "max_daily_dose_mcg": 1,
-                "mode": {"type": "turbo"},
+                "mode": "continuous",
+                "dose_mcg_per_day": 100,
+                "patient_bolus": {
+                    "dose_mcg": 1,
+                    "duration_min": 10,
+                    "lockout_min": 60,
+                    "max_per_day": 300,
+                },
             },
-            "expected one of",
+            "patient_bolus.max_per_day: 300 outside 1..255 (wire limit)",
         ),
         (
-            {
-                "drug": "x",
-                "concentration_mcg_per_ml": 1,
-                "max_daily_dose_mcg": 1,
-                "mode": {"type": "stopped"},
-                "colour": "blue",
-            },
-            "unknown key",
+            {"mode": "stopped", "catheter": {"length_cm": -5, "volume_ul_per_cm": 2.6}},
+            "catheter.length_cm: -5 cm outside 0.1..6553.5 cm (wire limit)",
         ),
+        ({"mode": "stopped", "drug": "x" * 40}, "drug: 40 UTF-8 bytes outside 0..32"),
     ],
 )
-def test_document_errors_name_the_key(doc: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_document_errors_name_the_field_path_and_the_range(
+    doc: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ProgramError) as info:
         Program.from_mapping(doc)
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_keys_a_document_leaves_out_come_from_the_base() -> None:
+    base = Program("baclofen", 2000, 600, Continuous(400), "P-1", None, Catheter(110, 2.6))
+    new = Program.from_mapping({"mode": "continuous", "dose_mcg_per_day": 300}, base)
+    assert new == dataclasses.replace(base, mode=Continuous(300))
 
 
 def test_other_modes_and_json_data() -> None:
@@ -175,7 +208,14 @@ def test_other_modes_and_json_data() -> None:
     assert Program.from_wire(Program("d", 1000, 500, periodic).to_wire()).mode == periodic
     assert Program.from_wire(Program("d", 1000, 500, Stopped()).to_wire()).mode == Stopped()
     data = to_data(Program("d", 1000, 500, periodic))
-    assert data["mode"]["type"] == "periodic_bolus"
+    assert data["mode"] == "periodic_bolus"
+    assert data["periodic"] == {
+        "dose_mcg": 50,
+        "duration_min": 30,
+        "interval": "360m",
+        "first_offset": "60m",
+    }
+    assert Program.from_mapping(data) == Program("d", 1000, 500, periodic)
     assert json.loads(json.dumps(data)) == data
 
 

@@ -160,7 +160,7 @@ def test_scenario_paths_are_relative_to_the_test_file(pytester: pytest.Pytester)
         "import pytest\n"
         "@pytest.mark.itpump(scenario='slow.toml')\n"
         "def test_it(itpump_pump):\n"
-        "    assert itpump_pump.reported().program.dose_mcg_per_day == 100.0\n"
+        "    assert itpump_pump.reported().program.basal_mcg_per_day == 100.0\n"
     )
     pytester.runpytest(*PLUGIN).assert_outcomes(passed=1)
 

@@ -30,6 +30,7 @@ from itpump.programmer import (
     PatientBolusLimits,
     PeriodicBolus,
     Program,
+    ProgramError,
     PumpClient,
     PumpError,
     PumpInfo,
@@ -42,21 +43,18 @@ from itpump.programmer import (
     to_data,
 )
 from itpump.programmer.operations import KeySource
-from itpump.programmer.program import format_start
+from itpump.programmer.program import read_program_table
+from itpump.protocol import messages as m
 from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
-from itpump.protocol.messages import (
-    ALL_ALARMS,
-    MAX_CONCENTRATION_NG_PER_ML,
-    MAX_FLEX_STEPS_WIRE,
-    MAX_MASS_NG,
-    MAX_VOLUME_NL,
-    MINUTES_PER_DAY,
-    MINUTES_PER_WEEK,
-    NAME_MAX_BYTES,
-    FlexPeriod,
-    MessageType,
+from itpump.protocol.messages import ALL_ALARMS, MessageType
+from itpump.protocol.therapy import (
+    ProgramTable,
+    check_text,
+    check_wire_value,
+    format_start,
+    wire_range,
 )
-from itpump.protocol.units import MM_PER_CM, NG_PER_MCG, NL_PER_ML, NL_PER_UL
+from itpump.protocol.wire import WireStruct
 from itpump.tools.argtypes import (
     float_in_range,
     int_in_range,
@@ -123,24 +121,20 @@ flags then replace single settings. The pump verifies the program and echoes it;
 compared with what was sent and shown next to the old settings, then committed (or, with
 --dry-run, discarded). Drug and concentration must match the reservoir (set by refill).
 
-program file (TOML, or JSON if the name ends in .json):
-  drug = "baclofen"
-  concentration_mcg_per_ml = 2000
+program file (TOML, or JSON if the name ends in .json; the keys of a scenario's program
+action; keys left out keep the pump's values):
+  mode = "flex"                # continuous | flex | periodic_bolus | stopped
   max_daily_dose_mcg = 600
-  patient_id = "P-0001"
-  [mode]                       # type = continuous | flex | periodic_bolus | stopped
-  type = "flex"
   period = "daily"             # weekly: starts like "Tue 07:00"
   steps = [{start = "00:00", dose_mcg_per_day = 180},
            {start = "07:00", dose_mcg_per_day = 260}]
-  [patient_bolus]              # optional
-  dose_mcg = 25
-  duration_min = 10
-  lockout_min = 180
-  max_per_day = 4
-  [catheter]                   # optional
-  length_cm = 110
-  volume_ul_per_cm = 2.6
+  # continuous: dose_mcg_per_day = 450; periodic_bolus: dose_mcg_per_day (basal) and
+  # periodic = {dose_mcg = 50, duration_min = 30, interval = "6h", first_offset = "1h"}
+  patient_bolus = {dose_mcg = 25, duration_min = 10, lockout_min = 180, max_per_day = 4}
+  drug = "baclofen"            # drug, concentration, patient id, catheter: optional
+  concentration_mcg_per_ml = 2000
+  patient_id = "P-0001"
+  catheter = {length_cm = 110, volume_ul_per_cm = 2.6}
 `itpump ctl PORT --json status` prints the current program in this form.
 """
 
@@ -204,6 +198,9 @@ def _add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+#: log pages a READ_LOG request can name
+_LOG_PAGES = tuple(int(n) for n in wire_range(m.ReadLogRequest, "page")[:2])
+
 #: what the program parser takes for a (negative) value rather than an option: "-5",
 #: "-5,2.6", "-1e3", "-.5"
 _NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
@@ -212,7 +209,7 @@ _NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
 def _command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
-    handler: Callable[[PumpClient, argparse.Namespace], Output],
+    handler: Callable[[PumpClient, argparse.Namespace, Any], Output],
     help_text: str,
     **kwargs: Any,
 ) -> argparse.ArgumentParser:
@@ -283,7 +280,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--concentration", metavar="MCG_PER_ML", type=positive_float, help="drug")
     p.add_argument("--drug", metavar="NAME", help="drug name")
     p.add_argument(
-        "--patient-id", metavar="ID", help="patient identifier (1..20 printable characters)"
+        "--patient-id", metavar="ID", help="patient identifier (the pump limits its length)"
     )
     p.add_argument(
         "--catheter", metavar="LEN_CM,UL_PER_CM", help='catheter length and volume, e.g. "110,2.6"'
@@ -333,8 +330,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--page",
         metavar="N",
-        type=int_in_range(0, 0xFFFF),
-        help="one page only (0 = newest; the wire carries 0..65535)",
+        type=int_in_range(*_LOG_PAGES),
+        help=f"one page only (0 = newest; the wire carries {_LOG_PAGES[0]}..{_LOG_PAGES[1]})",
     )
     p.add_argument("--limit", metavar="N", type=positive_int, help="show at most N entries")
 
@@ -517,14 +514,14 @@ def _program_compare(old: Program | None, new: Program) -> str:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def cmd_identify(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_identify(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """IDENTIFY only."""
     info = pump.pump
     assert info is not None
     return Output(_rows(_identify_rows(info)), to_data(info))
 
 
-def cmd_status(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_status(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """INTERROGATE."""
     status = pump.interrogate()
     return Output(
@@ -534,55 +531,27 @@ def cmd_status(pump: PumpClient, args: argparse.Namespace) -> Output:
 
 @dataclass(frozen=True)
 class _ProgramFlags:
-    """The program command's flags, checked before the port is opened."""
+    """The program command's flags, checked (against what the wire carries, in clinical
+    units) before the port is opened."""
 
-    base: Program | None
+    table: ProgramTable | None  # --file
     mode: Mode | None
     changes: dict[str, Any]
 
-
-# Wire limits in the user's units. The pump's own limits (its profile: maximum rates, doses,
-# catheter sizes) are the pump's to enforce: it refuses with a code and a detail.
-_MAX_MCG = MAX_MASS_NG / NG_PER_MCG  # any dose or dose rate per day
-_MIN_MCG = 1 / NG_PER_MCG  # a dose that must not be zero (1 ng)
-_MAX_MCG_PER_ML = MAX_CONCENTRATION_NG_PER_ML / NG_PER_MCG
-_MAX_ML = MAX_VOLUME_NL / NL_PER_ML
-_MIN_ML = 1 / NL_PER_ML  # a volume that must not be zero (1 nL)
-_U16 = 0xFFFF
-_MAX_CATHETER_CM = _U16 / MM_PER_CM
-_MIN_CATHETER_CM = 1 / MM_PER_CM  # 0 means "not set": the pump keeps its catheter
-_MAX_UL_PER_CM = _U16 / NL_PER_UL
-_MIN_UL_PER_CM = 1 / NL_PER_UL
-#: the patient id rule (an empty id on the wire means "unchanged")
-PATIENT_ID_RULE = "--patient-id must be 1..20 printable characters"
+    def program(self, current: Program) -> Program:
+        """The program to send: the file over the pump's current program, then the flags."""
+        base = current if self.table is None else self.table.program(current)
+        new = dataclasses.replace(base, **self.changes)
+        return new if self.mode is None else dataclasses.replace(new, mode=self.mode)
 
 
-def _check_range(
-    flag: str, value: float, lo: float, hi: float, unit: str = "", what: str = ""
-) -> None:
-    """Raise :class:`ValueError` naming the flag (and ``what`` of it) and the range."""
-    _in_range(f"{flag}: {what}" if what else flag, value, lo, hi, unit)
-
-
-def _check_text(flag: str, text: str) -> None:
-    if not text:
-        raise ValueError(f"{flag} must not be empty")
-    size = len(text.encode("utf-8"))
-    if size > NAME_MAX_BYTES:
-        raise ValueError(
-            f"{flag}: {size} UTF-8 bytes outside 1..{NAME_MAX_BYTES} bytes (wire limit)"
-        )
-
-
-#: how a range error names each program setting given by a flag
+#: how an error names each program setting given by a flag (program document paths)
 _FLAG_LABELS = {
-    "dose_mcg_per_day": "--continuous",
     "steps": "--flex",
-    "basal_mcg_per_day": "--periodic: BASAL",
-    "bolus_mcg": "--periodic: BOLUS_MCG",
-    "bolus_duration_min": "--periodic: DURATION_MIN",
-    "interval_min": "--periodic: INTERVAL_MIN",
-    "first_offset_min": "--periodic: FIRST_OFFSET_MIN",
+    "periodic.dose_mcg": "--periodic: BOLUS_MCG",
+    "periodic.duration_min": "--periodic: DURATION_MIN",
+    "periodic.interval": "--periodic: INTERVAL_MIN",
+    "periodic.first_offset": "--periodic: FIRST_OFFSET_MIN",
     "max_daily_dose_mcg": "--max-daily",
     "concentration_mcg_per_ml": "--concentration",
     "drug": "--drug",
@@ -594,168 +563,81 @@ _FLAG_LABELS = {
     "catheter.length_cm": "--catheter: length",
     "catheter.volume_ul_per_cm": "--catheter: volume",
 }
-_MODE_KEYS = {
-    "dose_mcg_per_day",
-    "steps",
-    "basal_mcg_per_day",
-    "bolus_mcg",
-    "bolus_duration_min",
-    "interval_min",
-    "first_offset_min",
-}
+_STEP_DOSE = re.compile(r"^steps\[(\d+)\]\.dose_mcg_per_day$")
 
 
-def _file_labels(path: str) -> dict[str, str]:
-    """The program file's keys (``mode.interval_min``), for range errors in a --file."""
-    return {
-        key: f"{path}: {'mode.' if key in _MODE_KEYS else ''}{key}"
-        + ("" if key == "steps" else " =")
-        for key in _FLAG_LABELS
-    }
+def _labelled(label: str, message: str) -> str:
+    """``--flag: message``, or ``--flag: PART message`` for a part of a flag's value."""
+    return f"{label}{' ' if ': ' in label else ': '}{message}"
 
 
-def _in_range(label: str, value: float, lo: float, hi: float, unit: str = "") -> None:
-    """Raise :class:`ValueError` naming the setting and the range (wire limit) in user units."""
-    if lo <= value <= hi:  # False for NaN
-        return
-    u = f" {unit}" if unit else ""
-    sep = " " if ": " in label else ": "
-    raise ValueError(f"{label}{sep}{value:g}{u} outside {lo:g}..{hi:g}{u} (wire limit)")
-
-
-def _check_mode(mode: Mode, labels: dict[str, str]) -> None:
-    """A mode's values against the wire limits, in mcg/day, mcg and minutes."""
-    if isinstance(mode, Continuous):
-        _in_range(labels["dose_mcg_per_day"], mode.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
-    elif isinstance(mode, Flex):
-        _check_flex(mode, labels["steps"])
-    elif isinstance(mode, PeriodicBolus):
-        week = MINUTES_PER_WEEK
-        _in_range(labels["basal_mcg_per_day"], mode.basal_mcg_per_day, 0, _MAX_MCG, "mcg/day")
-        _in_range(labels["bolus_mcg"], mode.bolus_mcg, _MIN_MCG, _MAX_MCG, "mcg")
-        _in_range(labels["bolus_duration_min"], mode.bolus_duration_min, 1, week, "min")
-        _in_range(labels["interval_min"], mode.interval_min, 1, week, "min")
-        _in_range(labels["first_offset_min"], mode.first_offset_min, 0, week, "min")
-        if mode.bolus_duration_min > mode.interval_min:
-            interval = labels["interval_min"].split(": ", 1)[-1]
-            raise ValueError(
-                f"{labels['bolus_duration_min']} {mode.bolus_duration_min} min is longer than "
-                f"{interval} {mode.interval_min} min"
-            )
-
-
-def _check_flex(mode: Flex, label: str) -> None:
-    weekly = mode.period is FlexPeriod.WEEKLY
-    if len(mode.steps) > MAX_FLEX_STEPS_WIRE:
-        raise ValueError(
-            f"{label}: {len(mode.steps)} steps outside 1..{MAX_FLEX_STEPS_WIRE} (wire limit)"
-        )
-    first = "Mon 00:00" if weekly else "00:00"
-    if not mode.steps or mode.steps[0].start_min != 0:
-        raise ValueError(f"{label}: the first step must start at {first}")
-    last_start = mode.period.minutes - 1
-    for i, step in enumerate(mode.steps):
-        if not 0 <= step.start_min <= last_start:  # a start given in minutes
-            raise ValueError(
-                f"{label}: step start {step.start_min} min outside 0..{last_start} min"
-            )
-        what = f"{label}: step {format_start(step.start_min, mode.period)}"
-        if i and step.start_min <= mode.steps[i - 1].start_min:
-            before = format_start(mode.steps[i - 1].start_min, mode.period)
-            raise ValueError(f"{what} must start after the step before ({before})")
-        _in_range(what, step.dose_mcg_per_day, 0, _MAX_MCG, "mcg/day")
-
-
-def _check_patient_bolus(pb: PatientBolusLimits, labels: dict[str, str]) -> None:
-    _in_range(labels["patient_bolus.dose_mcg"], pb.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg")
-    day, week = MINUTES_PER_DAY, MINUTES_PER_WEEK
-    _in_range(labels["patient_bolus.duration_min"], pb.duration_min, 1, day, "min")
-    _in_range(labels["patient_bolus.lockout_min"], pb.lockout_min, 0, week, "min")
-    _in_range(labels["patient_bolus.max_per_day"], pb.max_per_day, 1, 255)
-
-
-def _check_catheter(catheter: Catheter, labels: dict[str, str]) -> None:
-    lo, hi = _MIN_CATHETER_CM, _MAX_CATHETER_CM
-    _in_range(labels["catheter.length_cm"], catheter.length_cm, lo, hi, "cm")
-    lo, hi = _MIN_UL_PER_CM, _MAX_UL_PER_CM
-    _in_range(labels["catheter.volume_ul_per_cm"], catheter.volume_ul_per_cm, lo, hi, "uL/cm")
-
-
-def _check_file_program(program: Program, path: str) -> None:
-    """A --file program against the wire limits, naming the file's keys."""
-    labels = _file_labels(path)
-    _check_mode(program.mode, labels)
-    _in_range(labels["max_daily_dose_mcg"], program.max_daily_dose_mcg, 0, _MAX_MCG, "mcg")
-    limit = _MAX_MCG_PER_ML
-    _in_range(
-        labels["concentration_mcg_per_ml"], program.concentration_mcg_per_ml, 0, limit, "mcg/mL"
-    )
-    for key, text in (("drug", program.drug), ("patient_id", program.patient_id)):
-        size = len(text.encode("utf-8"))
-        if size > NAME_MAX_BYTES:
-            raise ValueError(
-                f"{labels[key].removesuffix(' =')}: {size} UTF-8 bytes outside "
-                f"0..{NAME_MAX_BYTES} bytes (wire limit)"
-            )
-    if program.patient_bolus is not None:
-        _check_patient_bolus(program.patient_bolus, labels)
-    if program.catheter is not None:
-        _check_catheter(program.catheter, labels)
+def _flag_label(path: str, mode: Mode | None) -> str:
+    """The flag (and part of its value) a program document path was given by."""
+    if path == "dose_mcg_per_day":
+        return "--periodic: BASAL" if isinstance(mode, PeriodicBolus) else "--continuous"
+    step = _STEP_DOSE.match(path)
+    if step is not None and isinstance(mode, Flex) and int(step[1]) < len(mode.steps):
+        return f"--flex: step {format_start(mode.steps[int(step[1])].start_min, mode.period)}"
+    return _FLAG_LABELS.get(path.split("[", 1)[0], path)
 
 
 def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
-    """The flags as program settings, each checked in its own units before any wire record is
-    built (a wire error would name nanograms and nanolitres)."""
+    """The flags and --file as program settings, each checked in its own units before any
+    wire record is built (a wire error would name nanograms and nanolitres)."""
     try:
-        base = _load_program_file(args.file) if args.file else None
+        table = _load_program_file(args.file) if args.file else None
         mode: Mode | None = None
         if args.continuous is not None:
             mode = Continuous(args.continuous)
         elif args.flex is not None:
             mode = Flex.parse(args.flex, args.flex_period)
         elif args.periodic is not None:
-            mode = _periodic(args.periodic)
+            mode = PeriodicBolus.parse(args.periodic)
         elif args.stopped:
             mode = Stopped()
-        if base is not None:
-            _check_file_program(base, args.file)
-        if mode is not None:
-            _check_mode(mode, _FLAG_LABELS)
-        changes: dict[str, Any] = {}
-        if args.max_daily is not None:
-            _in_range("--max-daily", args.max_daily, 0, _MAX_MCG, "mcg")
-            changes["max_daily_dose_mcg"] = args.max_daily
-        if args.concentration is not None:
-            _in_range("--concentration", args.concentration, 0, _MAX_MCG_PER_ML, "mcg/mL")
-            changes["concentration_mcg_per_ml"] = args.concentration
-        if args.drug is not None:
-            _check_text("--drug", args.drug)
-            changes["drug"] = args.drug
-        if args.patient_id is not None:
-            # an empty id on the wire means "keep the patient id": refuse it rather than
-            # report a change the pump does not make
-            if not args.patient_id or len(args.patient_id.encode("utf-8")) > NAME_MAX_BYTES:
-                raise ValueError(PATIENT_ID_RULE)
-            changes["patient_id"] = args.patient_id
-        if args.catheter is not None:
-            catheter = Catheter.parse(args.catheter)
-            _check_catheter(catheter, _FLAG_LABELS)
-            changes["catheter"] = catheter
-        if args.patient_bolus is not None:
-            text = args.patient_bolus.strip().lower()
-            limits = None if text in ("off", "none") else PatientBolusLimits.parse(text)
-            if limits is not None:
-                _check_patient_bolus(limits, _FLAG_LABELS)
-            changes["patient_bolus"] = limits
-        if mode is not None:
-            mode.to_wire()  # anything the checks above missed, before talking to the pump
+        catheter = None if args.catheter is None else Catheter.parse(args.catheter)
+        text = (args.patient_bolus or "").strip().lower()
+        limits = None if text in ("", "off", "none") else PatientBolusLimits.parse(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return _ProgramFlags(base, mode, changes)
+    if args.drug == "":
+        raise UsageError("--drug must not be empty")
+    if args.patient_id == "":
+        # an empty id on the wire means "keep the patient id": refuse it rather than
+        # report a change the pump does not make
+        raise UsageError("--patient-id must not be empty (the wire's empty id keeps the pump's)")
+    # Every flag in one record, absent ones at harmless values, for the model's wire check.
+    given = Program(
+        drug=args.drug or "",
+        concentration_mcg_per_ml=args.concentration or 0.0,
+        max_daily_dose_mcg=args.max_daily or 0.0,
+        mode=mode or Stopped(),
+        patient_id=args.patient_id or "",
+        patient_bolus=limits,
+        catheter=catheter,
+    )
+    try:
+        given.check_wire()
+    except ProgramError as exc:
+        raise UsageError(_labelled(_flag_label(exc.field, mode), exc.message)) from None
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("max_daily_dose_mcg", args.max_daily),
+            ("concentration_mcg_per_ml", args.concentration),
+            ("drug", args.drug),
+            ("patient_id", args.patient_id),
+            ("catheter", catheter),
+        )
+        if value is not None
+    }
+    if args.patient_bolus is not None:
+        changes["patient_bolus"] = limits
+    return _ProgramFlags(table, mode, changes)
 
 
-def _load_program_file(path: str) -> Program:
-    """Program.load behind the limits every TOML input has (emulator/toml_input.py)."""
+def _load_program_file(path: str) -> ProgramTable:
+    """A program document, behind the limits every TOML input has (emulator/toml_input.py)."""
     file = Path(path)
     if file.is_file() and file.stat().st_size > MAX_TOML_BYTES:
         raise ValueError(
@@ -763,53 +645,17 @@ def _load_program_file(path: str) -> Program:
             "program file may have"
         )
     try:
-        return Program.load(path)
+        return read_program_table(path)
     except RecursionError:
         # tomllib and json parse nested values recursively: thousands of '[' end here
         raise ValueError(f"{path}: nested too deeply to parse") from None
 
 
-def _periodic(text: str) -> PeriodicBolus:
-    parts = [p.strip() for p in text.split(",")]
-    if len(parts) not in (4, 5):
-        raise ValueError(
-            f"--periodic {text!r}: expected BASAL,BOLUS_MCG,DURATION_MIN,INTERVAL_MIN"
-            "[,FIRST_OFFSET_MIN]"
-        )
-    try:
-        return PeriodicBolus(
-            float(parts[0]),
-            float(parts[1]),
-            int(parts[2]),
-            int(parts[3]),
-            int(parts[4]) if len(parts) == 5 else 0,
-        )
-    except ValueError:
-        raise ValueError(f"--periodic {text!r}: not numbers") from None
-
-
-def _as_the_pump_keeps(verified: Program, current: Program) -> Program:
-    """The program as the pump holds it once committed: an empty patient id and an unset
-    catheter (a zero length or volume on the wire) keep the pump's current values, so the
-    before/after table shows no change the pump does not make."""
-    patient_id = verified.patient_id or current.patient_id
-    catheter = verified.catheter
-    if catheter is None or not (
-        round(catheter.length_cm * MM_PER_CM) and round(catheter.volume_ul_per_cm * NL_PER_UL)
-    ):
-        catheter = current.catheter
-    return dataclasses.replace(verified, patient_id=patient_id, catheter=catheter)
-
-
-def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_program(pump: PumpClient, args: argparse.Namespace, flags: _ProgramFlags) -> Output:
     """Build the program (file or current program, then flags), transfer, verify, commit."""
-    flags: _ProgramFlags = args.program_flags
     current = pump.interrogate()
     old = current.program if current.has_program else None
-    base = flags.base or current.program
-    new = dataclasses.replace(base, **flags.changes)
-    if flags.mode is not None:
-        new = dataclasses.replace(new, mode=flags.mode)
+    new = flags.program(current.program)
     missing = [
         option
         for option, absent in (
@@ -821,12 +667,8 @@ def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
     ]
     if missing:
         raise UsageError(f"the pump has no program to start from: give {', '.join(missing)}")
-    try:
-        new.to_wire()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     verified = pump.program(new, commit=not args.dry_run)
-    shown = _as_the_pump_keeps(verified, current.program)
+    shown = verified.applied_to(current.program)
     heading = (
         "Program verified by the pump and discarded (dry run); nothing changed:"
         if args.dry_run
@@ -841,7 +683,7 @@ def cmd_program(pump: PumpClient, args: argparse.Namespace) -> Output:
     return Output(text, data)
 
 
-def cmd_bolus(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_bolus(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """BOLUS of the kind chosen."""
     kind = args.kind
     if kind == "cancel":
@@ -866,7 +708,7 @@ def cmd_bolus(pump: PumpClient, args: argparse.Namespace) -> Output:
     return Output(text, {"kind": kind, **to_data(result)})
 
 
-def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_refill(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """REFILL."""
     result = pump.refill(
         args.volume_ml, args.drug, args.concentration, args.aspirated, not args.no_bridge
@@ -890,13 +732,15 @@ def cmd_refill(pump: PumpClient, args: argparse.Namespace) -> Output:
     return Output(_rows(rows), to_data(result))
 
 
-def cmd_valve_reset(pump: PumpClient, _args: argparse.Namespace) -> Output:
+def cmd_valve_reset(pump: PumpClient, _args: argparse.Namespace, _parsed: None) -> Output:
     """MRI_VALVE_RESET."""
     pump.reset_mri_valve()
     return Output("MRI safety valve reset: delivery can resume", {"valve_reset": True})
 
 
-def cmd_catheter_revision(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_catheter_revision(
+    pump: PumpClient, args: argparse.Namespace, _parsed: None
+) -> Output:
     """CATHETER_REVISION."""
     unprimed_ml = pump.revise_catheter(args.length_cm, args.volume_ul_per_cm)
     text = _rows(
@@ -915,7 +759,7 @@ def cmd_catheter_revision(pump: PumpClient, args: argparse.Namespace) -> Output:
     )
 
 
-def cmd_log(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_log(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """READ_LOG, one page or all."""
     records = pump.read_log(args.page)
     if args.limit is not None:
@@ -935,18 +779,20 @@ def _parse_when(text: str) -> datetime:
     except ValueError:
         raise UsageError(f"clock set {text!r}: expected ISO 8601, e.g. 2026-03-01T08:00Z") from None
     when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-    if not 1 <= when.timestamp() <= 0xFFFFFFFF:
+    low, high, _unit = wire_range(m.SetClockRequest, "time_s")
+    if not low <= when.timestamp() <= high:
+        span = " to ".join(
+            f"{datetime.fromtimestamp(t, UTC):%Y-%m-%d %H:%M:%S}" for t in (low, high)
+        )
         raise UsageError(
-            f"clock set {text!r}: the protocol carries 1970-01-01..2106-02-07 UTC "
-            "(the pump itself accepts 2000..2100)"
+            f"clock set {text!r}: the protocol carries {span} UTC (the pump accepts less)"
         )
     return when
 
 
-def cmd_clock(pump: PumpClient, args: argparse.Namespace) -> Output:
-    """Show the pump clock next to the host's, or set it."""
-    if args.action == "set":
-        when = args.clock_when
+def cmd_clock(pump: PumpClient, args: argparse.Namespace, when: datetime | None) -> Output:
+    """Show the pump clock next to the host's, or set it (``when``: the parsed time)."""
+    if when is not None:
         previous = pump.set_clock(when)
         text = f"Pump clock set to {_when_s(when)} (was {_when_s(previous)})"
         return Output(text, {"time": when.isoformat(), "previous": previous.isoformat()})
@@ -978,17 +824,15 @@ def _alarm_id(text: str | None) -> int | None:
         raise UsageError(f"alarm {text!r}: a number, 'all' or one of {names}") from None
 
 
-def cmd_alarms(pump: PumpClient, args: argparse.Namespace) -> Output:
-    """List, acknowledge, or set the low-reservoir threshold."""
+def cmd_alarms(pump: PumpClient, args: argparse.Namespace, value: Any) -> Output:
+    """List, acknowledge (``value``: alarm id or None), or set the low-reservoir threshold
+    (``value``: mL)."""
     if args.action == "ack":
-        n = pump.acknowledge_alarm(args.alarm_id)
+        n = pump.acknowledge_alarm(value)
         return Output(f"Acknowledged {n} alarm(s)", {"acknowledged": n})
     if args.action == "threshold":
-        pump.set_low_reservoir_alarm(args.threshold_ml)
-        return Output(
-            f"Low-reservoir alarm set to {args.threshold_ml:g} mL",
-            {"low_reservoir_alarm_ml": args.threshold_ml},
-        )
+        pump.set_low_reservoir_alarm(value)
+        return Output(f"Low-reservoir alarm set to {value:g} mL", {"low_reservoir_alarm_ml": value})
     status = pump.interrogate()
     lines = [
         f"{a.alarm_id} {a.name}  {a.severity.name.lower()}  since {_when(a.raised_at)}  "
@@ -998,13 +842,13 @@ def cmd_alarms(pump: PumpClient, args: argparse.Namespace) -> Output:
     return Output("\n".join(lines) if lines else "No active alarms", to_data(status.alarms))
 
 
-def cmd_stop(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_stop(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """STOP_THERAPY."""
     pump.stop_therapy()
     return Output("Therapy stopped", {"therapy": "stopped"})
 
 
-def cmd_resume(pump: PumpClient, args: argparse.Namespace) -> Output:
+def cmd_resume(pump: PumpClient, args: argparse.Namespace, _parsed: None) -> Output:
     """RESUME_THERAPY."""
     pump.resume_therapy()
     return Output("Therapy resumed", {"therapy": "resumed"})
@@ -1028,58 +872,86 @@ def _key_source(args: argparse.Namespace) -> KeySource | None:
     return None
 
 
-def _check_values(args: argparse.Namespace) -> None:
-    """bolus, refill and alarm values against the wire limits, in mcg, mL and minutes."""
-    command = args.ctl_command
-    ml = (_MIN_ML, _MAX_ML, "mL")
-    if command == "bolus" and args.kind == "clinician":
-        _check_range("bolus clinician", args.dose_mcg, _MIN_MCG, _MAX_MCG, "mcg", "DOSE_MCG")
-        _check_range(
-            "bolus clinician", args.duration_min, 1, MINUTES_PER_DAY, "min", "DURATION_MIN"
-        )
-    elif command == "bolus" and args.kind in ("prime", "bridge"):
-        if args.volume is not None:
-            _check_range("--volume", args.volume, *ml)
-        old = getattr(args, "old_concentration", None)
-        if old is not None:
-            _check_range("--old-concentration", old, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")
-    elif command == "catheter-revision":
-        _check_range("catheter-revision", args.length_cm, 1, 200, "cm", "LENGTH_CM")
-        _check_range("--volume-ul-per-cm", args.volume_ul_per_cm, 0.1, 20, "uL/cm")
-    elif command == "refill":
-        _check_range("refill", args.volume_ml, *ml, "VOLUME_ML")
-        _check_range("--concentration", args.concentration, _MIN_MCG, _MAX_MCG_PER_ML, "mcg/mL")
-        if args.aspirated is not None:
-            _check_range("--aspirated", args.aspirated, 0, _MAX_ML, "mL")
-        _check_text("--drug", args.drug)
+#: values of the other commands, checked in clinical units against what the wire carries:
+#: (command, argument) -> (how the error names it, wire record, field)
+_WIRE_VALUES: dict[tuple[str, str], tuple[str, type[WireStruct], str]] = {
+    ("bolus clinician", "dose_mcg"): ("bolus clinician: DOSE_MCG", m.ClinicianBolus, "dose_ng"),
+    ("bolus clinician", "duration_min"): (
+        "bolus clinician: DURATION_MIN",
+        m.ClinicianBolus,
+        "duration_min",
+    ),
+    ("bolus prime", "volume"): ("--volume", m.PrimingBolus, "volume_nl"),
+    ("bolus bridge", "volume"): ("--volume", m.BridgeBolus, "volume_nl"),
+    ("bolus bridge", "old_concentration"): (
+        "--old-concentration",
+        m.BridgeBolus,
+        "old_concentration_ng_per_ml",
+    ),
+    ("catheter-revision", "length_cm"): (
+        "catheter-revision: LENGTH_CM",
+        m.CatheterRevisionRequest,
+        "catheter_length_mm",
+    ),
+    ("catheter-revision", "volume_ul_per_cm"): (
+        "--volume-ul-per-cm",
+        m.CatheterRevisionRequest,
+        "catheter_volume_nl_per_cm",
+    ),
+    ("refill", "volume_ml"): ("refill: VOLUME_ML", m.RefillRequest, "volume_nl"),
+    ("refill", "concentration"): ("--concentration", m.RefillRequest, "concentration_ng_per_ml"),
+    ("refill", "aspirated"): ("--aspirated", m.RefillRequest, "aspirated_nl"),
+    ("alarms threshold", "value"): (
+        "alarms threshold",
+        m.SetAlarmThresholdsRequest,
+        "low_reservoir_nl",
+    ),
+}
 
 
-def _check_arguments(args: argparse.Namespace) -> None:
-    """Validate command arguments before the port is opened."""
-    command = args.ctl_command
-    try:
-        _check_values(args)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+def _check_wire_values(command: str, values: dict[str, Any]) -> None:
+    """Raise :class:`UsageError` naming the argument for a value the wire cannot carry."""
+    for name, value in values.items():
+        entry = _WIRE_VALUES.get((command, name))
+        if entry is None or value is None:
+            continue
+        label, struct, wire_name = entry
+        try:
+            check_wire_value(label, value, struct, wire_name)
+        except ProgramError as exc:
+            raise UsageError(_labelled(exc.field, exc.message)) from None
+
+
+def _parse_arguments(args: argparse.Namespace) -> Any:
+    """Check the command's arguments before the port is opened; the parsed value the
+    command's handler takes (program settings, a time, an alarm, a volume), if any."""
+    command = " ".join(filter(None, (args.ctl_command, getattr(args, "kind", None))))
+    _check_wire_values(command, vars(args))
+    if command == "refill":
+        try:
+            check_text("--drug", args.drug, m.RefillRequest, "drug_name")
+        except ProgramError as exc:
+            raise UsageError(str(exc)) from None
     if command == "program":
-        args.program_flags = _program_flags(args)
-    elif command == "clock" and args.action == "set":
-        args.clock_when = _parse_when(args.when)
-    elif command == "alarms":
-        if args.action == "ack":
-            args.alarm_id = _alarm_id(args.value)
-        elif args.action == "threshold":
-            if args.value is None:
-                raise UsageError("alarms threshold: give the low-reservoir volume in mL")
-            try:
-                args.threshold_ml = non_negative_float(args.value)
-                _check_range("alarms threshold", args.threshold_ml, 0, _MAX_ML, "mL")
-            except argparse.ArgumentTypeError as exc:
-                raise UsageError(f"alarms threshold {args.value!r}: {exc}") from None
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        elif args.value is not None:
-            raise UsageError("alarms list takes no value")
+        return _program_flags(args)
+    if command == "clock":
+        return _parse_when(args.when) if args.action == "set" else None
+    if command != "alarms":
+        return None
+    if args.action == "ack":
+        return _alarm_id(args.value)
+    if args.action == "threshold":
+        if args.value is None:
+            raise UsageError("alarms threshold: give the low-reservoir volume in mL")
+        try:
+            threshold_ml = non_negative_float(args.value)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"alarms threshold {args.value!r}: {exc}") from None
+        _check_wire_values("alarms threshold", {"value": threshold_ml})
+        return threshold_ml
+    if args.value is not None:
+        raise UsageError("alarms list takes no value")
+    return None
 
 
 def _open_session(pump: PumpClient, args: argparse.Namespace, key: KeySource | None) -> None:
@@ -1122,14 +994,14 @@ def _url_hint(url: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Connect, run one command, end the session; print the result."""
     key = _key_source(args)
-    _check_arguments(args)
-    handler: Callable[[PumpClient, argparse.Namespace], Output] = args.handler
+    parsed = _parse_arguments(args)
+    handler: Callable[[PumpClient, argparse.Namespace, Any], Output] = args.handler
     try:
         with PumpClient(
             args.url, key=key, timeout_s=args.timeout, max_attempts=args.attempts
         ) as pump:
             _open_session(pump, args, key)
-            output = handler(pump, args)
+            output = handler(pump, args, parsed)
     except PumpRefused as exc:
         request = None if exc.request is None else MessageType(exc.request.TYPE).name
         _print_error(

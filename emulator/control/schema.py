@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -292,17 +291,6 @@ class AlarmOut(BaseModel):
     acknowledged: bool
 
 
-def _plain(value: Any) -> Any:
-    """Dataclasses and enums as JSON-able values (enums by their value)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
 class ReportedOut(BaseModel):
     """What the pump would report at interrogation now (its beliefs, not the truth)."""
 
@@ -346,7 +334,7 @@ class ReportedOut(BaseModel):
             reservoir_capacity_ml=status.reservoir_capacity_ml,
             low_reservoir_threshold_ml=status.low_reservoir_threshold_ml,
             therapy_state=status.therapy_state.value,
-            program=_plain(status.program),
+            program=status.program.to_mapping(),
             commanded_rate_ml_per_day=status.commanded_rate_ml_per_day,
             dose_last_24h_mcg=status.dose_last_24h_mcg,
             patient_boluses_last_24h=status.patient_boluses_last_24h,

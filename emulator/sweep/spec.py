@@ -368,21 +368,11 @@ class RunParameters:
     values: dict[str, float | str]
 
 
-_DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def scenario_data(scenario: Scenario) -> dict[str, Any]:
-    """A scenario as the mapping a scenario file gives (validates back into the same one).
-
-    `model_dump` keeps flex step starts as minutes from the period start, which the file
-    format reads as "ddd HH:MM": they are written back that way.
-    """
-    data = scenario.model_dump()
-    for action in data["actions"]:
-        for step in action.get("steps") or ():
-            day, minute = divmod(int(step["start"]), 1440)
-            step["start"] = f"{_DAY_NAMES[day]} {minute // 60:02d}:{minute % 60:02d}"
-    return data
+    """A scenario as the mapping a scenario file gives (validates back into the same one)."""
+    return scenario.model_dump()
 
 
 def _param_rng(seed: int, run_id: int, name: str) -> np.random.Generator:

@@ -131,4 +131,4 @@ def test_pump_keeps_old_or_new_program_never_a_mix(itpump_pump: RigPump, case: s
     # The pump's firmware agrees with what the programmer read back.
     running = itpump_pump.reported().program
     assert running.max_daily_dose_mcg == on_reconnect.max_daily_dose_mcg
-    assert len(running.flex_steps) == (4 if expected == "new" else 0)
+    assert len(getattr(running.mode, "steps", ())) == (4 if expected == "new" else 0)
