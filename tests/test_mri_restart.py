@@ -58,6 +58,9 @@ def test_a_valve_gated_pump_has_no_motor_to_hold() -> None:
     pump.inject(Fault.make("mri", 6.0))
     env.run(until=8.0)
     pump.clear(FaultKind.MRI)
+    # The tripped safety valve stays shut until the clinician's reset; then delivery
+    # resumes at once: no restart delay, whatever the fault's restart_delay_h.
+    pump.call(pump.firmware.reset_mri_valve)
     before = _delivered_ml(pump)
     env.run(until=10.0)
     assert _delivered_ml(pump) > before

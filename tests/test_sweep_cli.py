@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -231,7 +232,20 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
         after = proc.stdout.read().splitlines()
         status = proc.wait(timeout=60)
     assert status == 130
-    shown = [line for line in after if not line.startswith(("INFO ", "DEBUG "))]
+    # A log record's traceback (distributed logs a closed comm at INFO while the cluster shuts
+    # down, depending on timing) belongs to that record: only -v shows it.
+    shown: list[str] = []
+    in_record = False
+    for line in after:
+        if line.startswith(("INFO ", "DEBUG ")):
+            in_record = True
+        elif in_record and (
+            line.startswith(("Traceback ", " ")) or re.match(r"^[\w.]+(Error|Exception)\b", line)
+        ):
+            pass
+        else:
+            in_record = False
+            shown.append(line)
     assert shown == [
         f"interrupted; finished runs are kept in {out}/runs: run the same command to resume"
     ], "\n".join(after)
