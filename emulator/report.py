@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray, interp_right
@@ -381,10 +382,18 @@ def _csf_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
         ("effect_ng_per_ml", "effect site", ":"),
     ):
         ax.plot(x, columns[key], style, label=label)
-    peak = float(np.max(columns["csf_lumbar_ng_per_ml"]))
+    peak = _finite_max(columns["csf_lumbar_ng_per_ml"])
     ax.set_ylim(0.0, max(peak, high) * 1.12)
     ax.set_ylabel("CSF (ng/mL)\nlinear")
     _legend(ax)
+
+
+def _finite_max(values: npt.ArrayLike) -> float:
+    """Largest finite value, 0 when there is none: a drug without a PK model has NaN
+    concentration columns, and NaN axis limits make matplotlib refuse the whole figure."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    return float(finite.max()) if finite.size else 0.0
 
 
 def _plasma_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
@@ -414,7 +423,7 @@ def _plasma_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> No
     )
     ax.plot(x, plasma, color="tab:purple", label="plasma")
     ax.set_yscale("log")
-    top = max(float(plasma.max()), thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML) * 2.0
+    top = max(_finite_max(plasma), thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML) * 2.0
     ax.set_ylim(floor, top)
     ax.set_ylabel("plasma (ng/mL)\nlog")
     _legend(ax)

@@ -156,3 +156,16 @@ def test_a_refill_that_differs_from_its_entry_says_how_on_the_report() -> None:
         result = ScenarioRun(load_scenario(name)).run()
         timeline = report_figure(result, timeseries(result)).axes[-1]
         assert [text.get_text() for text in timeline.texts] == [note]
+
+
+def test_a_run_without_concentrations_still_gets_a_report(stall: RunResult) -> None:
+    """A drug without a PK model leaves the concentration columns NaN: the report is drawn
+    with its reference levels and no curves (the axis limits were NaN and matplotlib refused)."""
+    columns = dict(timeseries(stall))
+    for key in ("csf_lumbar_ng_per_ml", "csf_cisternal_ng_per_ml", "effect_ng_per_ml"):
+        columns[key] = np.full_like(columns[key], np.nan)
+    columns["plasma_ng_per_ml"] = np.full_like(columns["plasma_ng_per_ml"], np.nan)
+    figure = report_figure(stall, columns)
+    csf = figure.axes[2]
+    assert csf.get_ylim()[1] == pytest.approx(1240.0 * 1.12)
+    FigureCanvasAgg(figure).draw()  # type: ignore[no-untyped-call]

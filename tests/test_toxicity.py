@@ -97,21 +97,20 @@ def test_a_pocket_fill_is_a_systemic_overdose_then_a_silent_withdrawal() -> None
 
 
 def test_a_tenfold_programming_error_shows_in_the_csf_not_in_plasma() -> None:
+    # 200 mcg/day, then 2000 (a slipped zero) with a limit raised to match: 2000 mcg/day is
+    # also the top of a drug library's daily range for baclofen, so nothing refuses it.
+    program: dict[str, Any] = {"type": "program", "mode": "continuous"}
     data = _story(
         [
-            {
-                "at": "2d",
-                "type": "program",
-                "mode": "continuous",
-                "dose_mcg_per_day": 4000,
-                "max_daily_dose_mcg": 5000,
-            }
+            {**program, "at": "1d", "dose_mcg_per_day": 200, "max_daily_dose_mcg": 500},
+            {**program, "at": "2d", "dose_mcg_per_day": 2000, "max_daily_dose_mcg": 2000},
         ],
         4,
     )
+    assert data["refusals"] == []
     exposure = data["exposure"]
     assert exposure["csf_above_range_h"] > 24.0
-    assert exposure["csf_lumbar_peak_ng_per_ml"] > 3 * th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    assert exposure["csf_lumbar_peak_ng_per_ml"] > 2 * th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
     # Plasma stays far below the oral-therapy level: the danger is supraspinal, via the CSF.
     assert not exposure["systemic_overdose"]
     assert exposure["plasma_peak_ng_per_ml"] < 50.0
