@@ -344,8 +344,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="for set: ISO 8601 time (UTC unless an offset is given) or 'now' (default)",
     )
 
-    p = _command(sub, "alarms", cmd_alarms, "list, acknowledge or set alarm thresholds")
-    p.add_argument("action", nargs="?", choices=("list", "ack", "threshold"), default="list")
+    p = _command(
+        sub, "alarms", cmd_alarms, "list, acknowledge, test or set alarm thresholds"
+    )
+    p.add_argument(
+        "action", nargs="?", choices=("list", "ack", "threshold", "test"), default="list"
+    )
     p.add_argument(
         "value",
         nargs="?",
@@ -980,6 +984,12 @@ def cmd_alarms(pump: PumpClient, args: argparse.Namespace) -> Output:
     if args.action == "ack":
         n = pump.acknowledge_alarm(args.alarm_id)
         return Output(f"Acknowledged {n} alarm(s)", {"acknowledged": n})
+    if args.action == "test":
+        pump.alarm_test()
+        return Output(
+            "Alarm test: the pump sounded the critical two-tone, then the non-critical tone",
+            {"alarm_test": True},
+        )
     if args.action == "threshold":
         pump.set_low_reservoir_alarm(args.threshold_ml)
         return Output(
@@ -1076,7 +1086,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         elif args.value is not None:
-            raise UsageError("alarms list takes no value")
+            raise UsageError(f"alarms {args.action} takes no value")
 
 
 def _open_session(pump: PumpClient, args: argparse.Namespace, key: KeySource | None) -> None:
