@@ -934,7 +934,7 @@ class Firmware:
         rate = 0.0
         if self._p.disabled:
             rate = 0.0
-        elif self._p.reset_pending and self._p.therapy_running:
+        elif self._p.reset_pending and self._p.therapy_running and conc > 0:
             rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
         elif self._volume_op is not None:
             rate = self._volume_op.rate_ml_per_h
