@@ -76,6 +76,9 @@ class _EmulatorHal:
         self._rtc_offset_s = start_epoch_s
         self.nvm = nvm
         self.tones: list[tuple[float, Tone]] = []
+        # Buzzer timer schedules: (tone, start h, period h, end h or inf). A new entry only
+        # when an alarm's state changes, so a year-long alarm costs one entry, no events.
+        self.tone_repeats: list[tuple[Tone, float, float, float]] = []
 
     # `now_h`, inlined: the firmware reads its clocks ~5 times per event.
     def monotonic_s(self) -> float:
@@ -103,6 +106,14 @@ class _EmulatorHal:
 
     def reset_valve(self) -> None:
         self._pump.hardware.reset_valve(self._pump.now_h)
+
+    def repeat_tone(self, tone: Tone, every_s: float) -> None:
+        now = self._pump.now_h
+        for i, (kind, start, period, end) in enumerate(self.tone_repeats):
+            if kind is tone and end == math.inf:
+                self.tone_repeats[i] = (kind, start, period, now)
+        if every_s > 0:
+            self.tone_repeats.append((tone, now, every_s / 3600.0, math.inf))
 
 
 class EmulatedPump:
@@ -353,6 +364,19 @@ class EmulatedPump:
             self.firmware.on_power_restored()
         self._after()
         return removed
+
+    def tones_between(self, t0_h: float, t1_h: float) -> list[tuple[float, Tone]]:
+        """Every alarm tone the pump sounded in [t0_h, t1_h) (pump hours), in time order:
+        the one at each raise or alarm test, and the repeats of unacknowledged alarms."""
+        hal = self.hal
+        out = [(t, tone) for t, tone in hal.tones if t0_h <= t < t1_h]
+        for tone, start, period, end in hal.tone_repeats:
+            last = min(end, t1_h)
+            k = max(1, math.ceil((t0_h - start) / period - 1e-9))
+            while (t := start + k * period) < last - 1e-12:
+                out.append((t, tone))
+                k += 1
+        return sorted(out, key=lambda item: item[0])
 
     def truth(self) -> Truth:
         """The true state now."""

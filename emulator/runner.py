@@ -149,6 +149,7 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             "cancel_bolus": fw.cancel_bolus,
             "acknowledge_alarms": fw.acknowledge_alarm,
             "valve_reset": fw.reset_mri_valve,
+            "alarm_test": fw.alarm_test,
         }[action.type]
         pump.call(command)
 

@@ -292,7 +292,9 @@ class ClearFaultAction(_Timed):
 class SimpleAction(_Timed):
     """Commands without parameters."""
 
-    type: Literal["stop", "resume", "cancel_bolus", "acknowledge_alarms", "valve_reset"]
+    type: Literal[
+        "stop", "resume", "cancel_bolus", "acknowledge_alarms", "valve_reset", "alarm_test"
+    ]
 
 
 class AlarmThresholdAction(_Timed):

@@ -61,6 +61,22 @@ class ActiveAlarm:
         return Tone.NON_CRITICAL_SINGLE_1S
 
 
+def repeating_tones(
+    active: list[ActiveAlarm], critical_every_s: float, non_critical_every_s: float
+) -> dict[Tone, float]:
+    """The repeat period of each tone: an alarm sounds again on its cadence while it is
+    active and not acknowledged (0: that tone is silent). Acknowledging silences the repeats;
+    the alarm stays active until its condition is resolved, and one raised again (a new
+    condition) sounds again."""
+    periods = {Tone.CRITICAL_TWO_TONE_3S: 0.0, Tone.NON_CRITICAL_SINGLE_1S: 0.0}
+    for alarm in active:
+        if not alarm.acknowledged:
+            periods[alarm.tone] = (
+                critical_every_s if alarm.severity is Severity.CRITICAL else non_critical_every_s
+            )
+    return periods
+
+
 class AlarmManager:
     """Keeps the set of active alarms and logs every transition."""
 

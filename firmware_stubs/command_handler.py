@@ -102,6 +102,7 @@ class CommandHandler:
             m.RefillRequest: self._refill,
             m.CatheterRevisionRequest: self._revise_catheter,
             m.MriValveResetRequest: self._reset_valve,
+            m.AlarmTestRequest: self._alarm_test,
         }
 
     def handle(self, request: m.Request) -> m.Response:
@@ -251,6 +252,10 @@ class CommandHandler:
             cm_from_mm(request.catheter_length_mm), ul_from_nl(request.catheter_volume_nl_per_cm)
         )
         return m.CatheterRevisionResponse(nl_from_ml(unprimed_ml))
+
+    def _alarm_test(self, _request: m.Request) -> m.Response:
+        self.firmware.alarm_test()
+        return m.Ack()
 
     def _reset_valve(self, _request: m.Request) -> m.Response:
         self.firmware.reset_mri_valve()

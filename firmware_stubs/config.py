@@ -67,6 +67,10 @@ class FirmwareConfig:
     power_on_reset: bool = True
     # A valve-gated pump's MRI safety valve, which only a telemetry command reopens.
     mri_safety_valve: bool = False
+    # How often an active, unacknowledged alarm sounds again (firmware_stubs/alarms.py). Typical
+    # values, not vendor data: the public sources give the two patterns, not their cadence.
+    critical_tone_repeat_s: float = 600.0
+    non_critical_tone_repeat_s: float = 3600.0
     # The drugs, concentrations and daily doses the firmware accepts (drug_library.py).
     drug_library: DrugLibrary = field(default_factory=default_library)
 

@@ -17,11 +17,11 @@ from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
-from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager
+from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager, repeating_tones
 from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
-from itpump.firmware_stubs.hal import Hal
+from itpump.firmware_stubs.hal import Hal, Tone
 from itpump.firmware_stubs.power import (
     CLOCK_NOT_SET_REFUSAL,
     RESET_CLOCK_EPOCH_S,
@@ -222,6 +222,8 @@ class Firmware:
         self.next_deadline_s = math.inf
         # What was last written to NVM, and where: `_save` writes only when either changed.
         self._saved: tuple[object, tuple[object, ...]] | None = None
+        # The repeat period last given to the buzzer per tone (changed only on a change).
+        self._tone_periods: dict[Tone, float] = {}
         # (program, rtc it was computed at, segment): the flex segment in force stays valid
         # until its end, so the two look-ups per service need not recompute it.
         self._basal_cache: tuple[TherapyProgram, float, ScheduleSegment] | None = None
@@ -445,8 +447,30 @@ class Firmware:
         self.service()
 
     def acknowledge_alarm(self, alarm: AlarmId | None = None) -> int:
-        """Silence one alarm or all; returns how many were acknowledged."""
-        return self.alarms.acknowledge(alarm, self.hal.rtc_s())
+        """Silence one alarm or all: its tone stops repeating. The alarm stays active (and
+        reported) until its condition is resolved; one raised again sounds again. Returns how
+        many were acknowledged."""
+        count = self.alarms.acknowledge(alarm, self.hal.rtc_s())
+        self._update_tones()
+        return count
+
+    def alarm_test(self) -> None:
+        """Sound each alarm pattern once, so that clinician and patient know them; logged."""
+        self.log.add(self.hal.rtc_s(), EventCode.ALARM_TEST)
+        for tone in (Tone.CRITICAL_TWO_TONE_3S, Tone.NON_CRITICAL_SINGLE_1S):
+            self.hal.sound(tone)
+
+    def _update_tones(self) -> None:
+        periods = repeating_tones(
+            self.alarms.active(),
+            self.cfg.critical_tone_repeat_s,
+            self.cfg.non_critical_tone_repeat_s,
+        )
+        if periods != self._tone_periods:
+            for tone, every_s in periods.items():
+                if self._tone_periods.get(tone, 0.0) != every_s:
+                    self.hal.repeat_tone(tone, every_s)
+            self._tone_periods = periods
 
     def program(self, program: TherapyProgram) -> None:
         """Validate and commit a therapy program atomically (after a power-on reset, this is
@@ -791,6 +815,7 @@ class Firmware:
             self._self_test(now, rtc)
         self._check_reservoir(rtc)
         self._apply_rate(rtc)
+        self._update_tones()
         self.next_deadline_s = self._next_deadline(now, rtc)
         self._save()
         return self.next_deadline_s
@@ -942,7 +967,7 @@ class Firmware:
         rate = 0.0
         if self._p.disabled:
             rate = 0.0
-        elif self._p.reset_pending and self._p.therapy_running:
+        elif self._p.reset_pending and self._p.therapy_running and conc > 0:
             rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
         elif self._volume_op is not None:
             rate = self._volume_op.rate_ml_per_h

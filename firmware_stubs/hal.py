@@ -54,6 +54,11 @@ class Hal(Protocol):
         """Sound an alarm pattern once."""
         ...
 
+    def repeat_tone(self, tone: Tone, every_s: float) -> None:
+        """Have the buzzer's timer sound `tone` every `every_s` seconds from now on (the first
+        repeat `every_s` from now); 0 stops it. The timer runs without waking the firmware."""
+        ...
+
     def reset_valve(self) -> None:
         """Reopen the MRI safety valve of a valve-gated pump (latched shut by a field)."""
         ...

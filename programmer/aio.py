@@ -267,6 +267,9 @@ class AsyncPumpClient(ClientBase):
     async def revise_catheter(self, length_cm: float, volume_ul_per_cm: float = 2.6) -> float:
         return await self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))
 
+    async def alarm_test(self) -> None:
+        await self.run(ops.simple(m.AlarmTestRequest()))
+
     async def reset_mri_valve(self) -> None:
         await self.run(ops.simple(m.MriValveResetRequest()))
 

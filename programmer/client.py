@@ -275,6 +275,10 @@ class PumpClient(ClientBase):
         pump now allows a :meth:`prime` to push (the new catheter plus any empty tubing)."""
         return self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))
 
+    def alarm_test(self) -> None:
+        """ALARM_TEST: the pump sounds each alarm pattern once."""
+        self.run(ops.simple(m.AlarmTestRequest()))
+
     def reset_mri_valve(self) -> None:
         """MRI_VALVE_RESET: reopen a valve-gated pump's MRI safety valve after a scan."""
         self.run(ops.simple(m.MriValveResetRequest()))

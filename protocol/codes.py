@@ -84,6 +84,7 @@ class EventCode(IntEnum):
     CATHETER_REVISED = 16
     POWER_ON_RESET = 55
     MRI_VALVE_RESET = 56
+    ALARM_TEST = 43
 
 
 class LogBolusKind(IntEnum):
@@ -195,6 +196,7 @@ EVENT_ARGS: dict[EventCode, tuple[EventArg, ...]] = {
     ),
     EventCode.POWER_ON_RESET: (),
     EventCode.MRI_VALVE_RESET: (),
+    EventCode.ALARM_TEST: (),
 }
 
 _VOLUME_STARTED = (_KIND, EventArg("volume", "mL"), EventArg("duration", "min"))

@@ -89,6 +89,7 @@ class MessageType(IntEnum):
     REFILL = 0x50
     CATHETER_REVISION = 0x51
     MRI_VALVE_RESET = 0x52
+    ALARM_TEST = 0x53
 
 
 class Role(IntEnum):
@@ -777,6 +778,13 @@ class MriValveResetRequest(Request):
     TYPE: ClassVar[MessageType] = MessageType.MRI_VALVE_RESET
 
 
+@wire_struct
+class AlarmTestRequest(Request):
+    """Sound each alarm pattern once (critical two-tone, then non-critical single tone)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ALARM_TEST
+
+
 # --- registry ---------------------------------------------------------------------------------
 
 
@@ -829,6 +837,7 @@ MESSAGES: dict[MessageType, MessageInfo] = {
         _info(RefillRequest, RefillResponse),
         _info(CatheterRevisionRequest, CatheterRevisionResponse),
         _info(MriValveResetRequest, Ack),
+        _info(AlarmTestRequest, Ack),
     )
 }
 

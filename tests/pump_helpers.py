@@ -62,6 +62,7 @@ class FakeHal:
         self.battery = 1.0
         self.tones: list[Tone] = []
         self.valve_resets = 0
+        self.repeating: dict[Tone, float] = {}
 
     def monotonic_s(self) -> float:
         return self.t_s
@@ -86,3 +87,6 @@ class FakeHal:
 
     def reset_valve(self) -> None:
         self.valve_resets += 1
+
+    def repeat_tone(self, tone: Tone, every_s: float) -> None:
+        self.repeating[tone] = every_s

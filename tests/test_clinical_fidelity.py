@@ -21,6 +21,7 @@ from itpump.firmware_stubs.alarms import AlarmId, Severity
 from itpump.firmware_stubs.drug_library import DrugLibraryError, parse_library
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware, TherapyState
+from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
@@ -28,7 +29,7 @@ from itpump.programmer import PumpClient, PumpRefused
 from itpump.protocol.codes import EventCode, ResultCode
 from itpump.protocol.therapy import PatientBolus, Stopped, TherapyProgram
 from itpump.tools.cli import main
-from tests.pump_helpers import CATHETER_ML, FakeHal, continuous, make_pump
+from tests.pump_helpers import CATHETER_ML, START_EPOCH_S, FakeHal, continuous, make_pump
 from tests.test_firmware import CFG, advance, filled_firmware
 
 DAY_S = 86400.0
@@ -651,3 +652,70 @@ def test_a_live_patient_stops_at_a_refill_with_a_drug_without_pk() -> None:
     assert run.pump.concentrations() is not None
     run.pump.refill(10.0, "morphine", 1000.0)
     assert run.pump.concentrations() is None
+
+
+# ---------------------------------------------------------------- alarm cadence (issue 10)
+NON_CRITICAL = Tone.NON_CRITICAL_SINGLE_1S
+CRITICAL = Tone.CRITICAL_TWO_TONE_3S
+
+
+def test_an_alarm_repeats_on_its_cadence_until_acknowledged() -> None:
+    env, pump = make_pump(fill_ml=5.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day: low alarm at ~3 days
+    env.run(until=4 * 24.0)
+    low = next(a for a in fw.alarms.active() if a.alarm is AlarmId.LOW_RESERVOIR)
+    raised_h = (low.raised_rtc_s - START_EPOCH_S) / 3600.0
+    tones = [t for t, tone in pump.tones_between(raised_h, raised_h + 5.5) if tone is NON_CRITICAL]
+    # Once at the raise, then every hour (the non-critical cadence).
+    assert tones == pytest.approx([raised_h + k for k in range(6)])
+    ack_h = pump.now_h
+    pump.call(fw.acknowledge_alarm, AlarmId.LOW_RESERVOIR)
+    env.run(until=ack_h + 10.0)
+    assert not [t for t, tone in pump.tones_between(ack_h, ack_h + 10.0) if tone is NON_CRITICAL]
+    assert fw.alarms.is_active(AlarmId.LOW_RESERVOIR)  # acknowledged, still active
+    # The empty alarm (critical) repeats every 10 min on its own cadence.
+    empty = next(a for a in fw.alarms.active() if a.alarm is AlarmId.EMPTY_RESERVOIR)
+    empty_h = (empty.raised_rtc_s - START_EPOCH_S) / 3600.0
+    critical = [t for t, tone in pump.tones_between(empty_h, empty_h + 1.0) if tone is CRITICAL]
+    assert critical == pytest.approx([empty_h + k / 6 for k in range(6)])
+
+
+def test_a_resolved_alarm_stops_repeating_and_a_new_one_sounds_again() -> None:
+    env, pump = make_pump(fill_ml=5.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))
+    env.run(until=80.0)
+    assert fw.alarms.is_active(AlarmId.LOW_RESERVOIR)
+    refill_h = pump.now_h
+    pump.refill(3.0, "baclofen", 500.0)  # above 2 mL: the condition is resolved
+    assert not fw.alarms.is_active(AlarmId.LOW_RESERVOIR)
+    after = pump.tones_between(refill_h, refill_h + 0.9)
+    assert not [t for t, tone in after if tone is NON_CRITICAL]
+    env.run(until=refill_h + 48.0)  # 1 mL/day: low again a day later
+    again = [t for t, tone in pump.tones_between(refill_h, refill_h + 48.0) if tone is NON_CRITICAL]
+    assert len(again) > 1
+
+
+def test_alarm_test_sounds_both_patterns_and_is_logged() -> None:
+    hal, fw = filled_firmware()
+    hal.tones.clear()
+    fw.alarm_test()
+    assert hal.tones == [CRITICAL, NON_CRITICAL]
+    assert fw.log.entries()[-1].code is EventCode.ALARM_TEST
+    assert hal.repeating == {}  # a test is not an alarm: nothing repeats
+
+
+def test_alarm_test_over_telemetry(
+    itpump_pump: RigPump, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ITPUMP_KEY", raising=False)
+    key_hex = itpump_pump.key.hex()
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "alarms", "test"]) == 0
+    assert "Alarm test" in capsys.readouterr().out
+    with PumpClient(itpump_pump.url, key=itpump_pump.key) as programmer:
+        programmer.connect()
+        programmer.alarm_test()
+        assert [r.event for r in programmer.read_log()[:2]] == ["ALARM_TEST", "ALARM_TEST"]
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "alarms", "test", "3"]) == 2
+    assert "alarms test takes no value" in capsys.readouterr().err

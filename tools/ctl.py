@@ -344,8 +344,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="for set: ISO 8601 time (UTC unless an offset is given) or 'now' (default)",
     )
 
-    p = _command(sub, "alarms", cmd_alarms, "list, acknowledge or set alarm thresholds")
-    p.add_argument("action", nargs="?", choices=("list", "ack", "threshold"), default="list")
+    p = _command(
+        sub, "alarms", cmd_alarms, "list, acknowledge, test or set alarm thresholds"
+    )
+    p.add_argument(
+        "action", nargs="?", choices=("list", "ack", "threshold", "test"), default="list"
+    )
     p.add_argument(
         "value",
         nargs="?",
@@ -830,6 +834,12 @@ def cmd_alarms(pump: PumpClient, args: argparse.Namespace, value: Any) -> Output
     if args.action == "ack":
         n = pump.acknowledge_alarm(value)
         return Output(f"Acknowledged {n} alarm(s)", {"acknowledged": n})
+    if args.action == "test":
+        pump.alarm_test()
+        return Output(
+            "Alarm test: the pump sounded the critical two-tone, then the non-critical tone",
+            {"alarm_test": True},
+        )
     if args.action == "threshold":
         pump.set_low_reservoir_alarm(value)
         return Output(f"Low-reservoir alarm set to {value:g} mL", {"low_reservoir_alarm_ml": value})
@@ -950,7 +960,7 @@ def _parse_arguments(args: argparse.Namespace) -> Any:
         _check_wire_values("alarms threshold", {"value": threshold_ml})
         return threshold_ml
     if args.value is not None:
-        raise UsageError("alarms list takes no value")
+        raise UsageError(f"alarms {args.action} takes no value")
     return None
 
 

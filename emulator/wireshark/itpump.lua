@@ -40,6 +40,7 @@ local MESSAGES = {
   [0x50] = { name = "REFILL", request = "RefillRequest", response = "RefillResponse" },
   [0x51] = { name = "CATHETER_REVISION", request = "CatheterRevisionRequest", response = "CatheterRevisionResponse" },
   [0x52] = { name = "MRI_VALVE_RESET", request = "MriValveResetRequest", response = "Ack" },
+  [0x53] = { name = "ALARM_TEST", request = "AlarmTestRequest", response = "Ack" },
 }
 local STRUCTS = {
   IdentifyRequest = {
@@ -240,6 +241,8 @@ local STRUCTS = {
     { "unprimed_nl", { k = "u", n = 4 } },
   },
   MriValveResetRequest = {
+  },
+  AlarmTestRequest = {
   },
 }
 local ENUMS = {
