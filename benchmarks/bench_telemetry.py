@@ -68,17 +68,19 @@ def _frame_complete(buf: bytes | bytearray) -> bool:
     return len(buf) > 2 and buf[-1] == FLAG and buf.count(FLAG) >= 2
 
 
-async def pump_targets(k: int, *, idle: bool = False) -> tuple[list[AsyncRequest], Cleanup]:
+async def pump_targets(
+    k: int, *, idle: bool = False, speed: float | None = 1.0
+) -> tuple[list[AsyncRequest], Cleanup]:
     """k pumps on PTYs, each with an authenticated session; one INTERROGATE per call.
 
     The farm is `itpump serve`'s default (scenario, warm-up, speed 1) without link emulation;
-    `idle` stops the therapy first.
+    `idle` stops the therapy first; `speed` None runs simulated time as fast as possible.
     """
     farm = PumpFarm(
         load_scenario("clinic-ready"),
         count=k,
         port=PortSpec("pty"),
-        speed=1.0,
+        speed=speed,
         turnaround=False,  # "without pacing": no link emulation at all
     )
     await farm.start()
@@ -110,7 +112,9 @@ async def pump_targets(k: int, *, idle: bool = False) -> tuple[list[AsyncRequest
         status = await round_trip(m.InterrogateRequest())
         assert isinstance(status, m.InterrogateResponse)
         expected = m.TherapyState.STOPPED if idle else m.TherapyState.RUNNING
-        if status.therapy_state is not expected or (status.rate_nl_per_day > 0) == idle:
+        if speed is not None and (
+            status.therapy_state is not expected or (status.rate_nl_per_day > 0) == idle
+        ):
             raise RuntimeError(f"pump {served.serial}: {status.therapy_state.name}, expected "
                                f"{expected.name}")
 
@@ -243,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="timed requests per repeat of the 1-port trend (0: skip it)",
     )
     parser.add_argument("--block", type=int, default=10000, help="trend block size")
+    parser.add_argument(
+        "--speed", default="1",
+        help="simulated seconds per real second of our farms, or 'max' (as fast as possible, "
+        "as itpump serve --speed max; the pump's state then moves on under the requests)",
+    )
     parser.add_argument("--targets", type=int, nargs="*", default=[100],
                         help="port counts of the issue 4 cases (infusing pumps)")
     parser.add_argument(
@@ -254,6 +263,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.block < 1 or args.trend_requests < 0:
         parser.error("--repeat and --block must be >= 1, --trend-requests >= 0")
+    try:
+        speed = None if args.speed == "max" else float(args.speed)
+    except ValueError:
+        parser.error(f"--speed: a number or 'max', got {args.speed!r}")
+    ours = functools.partial(pump_targets, speed=speed)
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     print(
         f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -263,8 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.trend_requests:
         trend_peers: dict[str, TargetFactory] = {
             PEER_NAME: modbus_targets,
-            INFUSING_NAME: pump_targets,
-            IDLE_NAME: functools.partial(pump_targets, idle=True),
+            INFUSING_NAME: ours,
+            IDLE_NAME: functools.partial(ours, idle=True),
         }
         rows = asyncio.run(run_trend(trend_peers, requests=args.trend_requests,
                                      block=args.block, repeats=args.repeat))
@@ -279,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             for k in args.targets
         ]
-        peers: dict[str, TargetFactory] = {PEER_NAME: modbus_targets, OUR_NAME: pump_targets}
+        peers: dict[str, TargetFactory] = {PEER_NAME: modbus_targets, OUR_NAME: ours}
         suite = asyncio.run(run_suite(peers, cases, repeats=args.repeat))
         print()
         print(markdown_table(suite, baseline=PEER_NAME))
