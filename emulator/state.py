@@ -150,7 +150,8 @@ class StateStore:
             raise StateFileError(
                 f"{self.path}: state file schema version {meta.get('schema_version')}, this "
                 f"itpump reads version {SCHEMA_VERSION} only (written by "
-                f"{meta.get('written_by', 'an unknown version')})"
+                f"{meta.get('written_by', 'an unknown version')}): run the itpump that wrote "
+                "it, or name a new --state file (this one is left as it is)"
             )
         try:
             stored = json.loads(meta.get("code", ""))

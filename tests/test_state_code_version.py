@@ -137,3 +137,19 @@ def test_every_class_a_stored_pump_holds_is_in_the_code_versions(scenario: str) 
             assert module in versions, module
         else:
             assert top in sys.stdlib_module_names or top in libraries, module
+
+
+def test_a_file_of_another_schema_says_what_to_do(tmp_path: Path) -> None:
+    db = _written(tmp_path)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(StateFileError) as err:
+        StateStore(db)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{db}: state file schema version 1, this itpump reads version")
+    assert message.endswith(
+        "run the itpump that wrote it, or name a new --state file (this one is left as it is)"
+    )
