@@ -29,6 +29,7 @@ from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml, resolve_shipped, shipped_names
 from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import CLOCK_MAX_EPOCH_S, CLOCK_MIN_EPOCH_S
 from itpump.protocol import messages as m
 from itpump.protocol import units
 from itpump.protocol.therapy import (
@@ -56,8 +57,8 @@ MAX_SAMPLES = 1_000_000
 #: Most action occurrences after `every` is expanded (each is a SimPy event and an outcome).
 MAX_ACTION_OCCURRENCES = 100_000
 #: The pump's clock range (the firmware's set_clock range): scenario start and set_clock times.
-EARLIEST_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST_CLOCK = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+EARLIEST_CLOCK = dt.datetime.fromtimestamp(CLOCK_MIN_EPOCH_S, dt.UTC)
+LATEST_CLOCK = dt.datetime.fromtimestamp(CLOCK_MAX_EPOCH_S, dt.UTC)
 # Wire limits of the telemetry protocol (protocol/messages.py), in scenario units: values
 # beyond them could never be programmed and overflow the mass arithmetic.
 _MAX_MCG = wire_range(m.ClinicianBolus, "dose_ng")[1]
