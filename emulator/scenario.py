@@ -26,12 +26,18 @@ from pydantic import (
 from itpump.emulator.device_profile import ProfileError, load_profile
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
-from itpump.emulator.toml_input import read_toml
+from itpump.emulator.toml_input import read_toml, resolve_shipped, shipped_names
 from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal
+from itpump.firmware_stubs.firmware import CLOCK_MAX_EPOCH_S, CLOCK_MIN_EPOCH_S
 from itpump.protocol import messages as m
 from itpump.protocol import units
-from itpump.protocol.therapy import ProgramError, ProgramTable, wire_range
+from itpump.protocol.therapy import (
+    TYPICAL_CATHETER_VOLUME_UL_PER_CM,
+    ProgramError,
+    ProgramTable,
+    wire_range,
+)
 
 SHIPPED_SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_SCENARIO = "baclofen-180d"
@@ -51,14 +57,14 @@ MAX_SAMPLES = 1_000_000
 #: Most action occurrences after `every` is expanded (each is a SimPy event and an outcome).
 MAX_ACTION_OCCURRENCES = 100_000
 #: The pump's clock range (the firmware's set_clock range): scenario start and set_clock times.
-EARLIEST_CLOCK = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST_CLOCK = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+EARLIEST_CLOCK = dt.datetime.fromtimestamp(CLOCK_MIN_EPOCH_S, dt.UTC)
+LATEST_CLOCK = dt.datetime.fromtimestamp(CLOCK_MAX_EPOCH_S, dt.UTC)
 # Wire limits of the telemetry protocol (protocol/messages.py), in scenario units: values
 # beyond them could never be programmed and overflow the mass arithmetic.
 _MAX_MCG = wire_range(m.ClinicianBolus, "dose_ng")[1]
 _MAX_ML = wire_range(m.RefillRequest, "volume_nl")[1]
 _MAX_MCG_PER_ML = wire_range(m.RefillRequest, "concentration_ng_per_ml")[1]
-_MAX_MINUTES = wire_range(m.PeriodicBolusMode, "bolus_duration_min")[1]
+_MAX_MINUTES = wire_range(m.ClinicianBolus, "duration_min")[1]
 
 
 def parse_duration_h(value: object) -> float:
@@ -125,7 +131,7 @@ class Implant(_Model):
     """[implant] table: what the surgeon put in."""
 
     catheter_length_cm: float = Field(default=110.0, gt=0)
-    catheter_volume_ul_per_cm: float = Field(default=2.6, gt=0)
+    catheter_volume_ul_per_cm: float = Field(default=TYPICAL_CATHETER_VOLUME_UL_PER_CM, gt=0)
     # Where the tip sits, cm cranial (+) or caudal (-) of the lumbar level where the label's
     # CSF samples were taken: the patient's PK model puts the drug in there (docs/pk.md).
     catheter_tip_cm: float = Field(default=0.0, ge=-MAX_CATHETER_TIP_CM, le=MAX_CATHETER_TIP_CM)
@@ -210,7 +216,7 @@ class CatheterRevisionAction(_Timed):
 
     type: Literal["catheter_revision"]
     length_cm: float = Field(gt=0)
-    volume_ul_per_cm: float = Field(default=2.6, gt=0)
+    volume_ul_per_cm: float = Field(default=TYPICAL_CATHETER_VOLUME_UL_PER_CM, gt=0)
     tell_pump: bool = True
 
     @model_validator(mode="after")
@@ -442,16 +448,10 @@ def _profile_limits(data: dict[str, object]) -> FirmwareConfig | None:
 
 def load_scenario(name_or_path: str) -> Scenario:
     """Load a shipped scenario by name or a TOML file by path."""
-    path = Path(name_or_path)
-    if not path.exists() and path.suffix != ".toml":
-        shipped = SHIPPED_SCENARIO_DIR / f"{name_or_path}.toml"
-        if not shipped.exists():
-            known = ", ".join(shipped_scenarios())
-            raise ScenarioError(f"no scenario file {name_or_path!r}; shipped scenarios: {known}")
-        path = shipped
+    path = resolve_shipped(name_or_path, SHIPPED_SCENARIO_DIR, "scenario", ScenarioError)
     return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path))
 
 
 def shipped_scenarios() -> list[str]:
     """Names of the scenarios shipped with the package."""
-    return sorted(p.stem for p in SHIPPED_SCENARIO_DIR.glob("*.toml"))
+    return shipped_names(SHIPPED_SCENARIO_DIR)

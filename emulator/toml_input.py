@@ -88,3 +88,23 @@ def read_toml(path: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
         # The depth scan is conservative, but a deep structure it misjudged must still end
         # in one line, not a traceback.
         raise error(f"{what} {path}: nested too deeply to parse") from None
+
+
+def shipped_names(directory: Path) -> list[str]:
+    """Names (file stems) of the TOML files shipped in `directory`."""
+    return sorted(p.stem for p in directory.glob("*.toml"))
+
+
+def resolve_shipped(
+    name_or_path: str, directory: Path, what: str, error: type[ValueError]
+) -> Path:
+    """A path as given, or the name of a file shipped in `directory` (``NAME.toml``); an
+    unknown name raises `error` listing the shipped ones."""
+    path = Path(name_or_path)
+    if path.exists() or path.suffix == ".toml":
+        return path
+    shipped = directory / f"{name_or_path}.toml"
+    if not shipped.exists():
+        known = ", ".join(shipped_names(directory))
+        raise error(f"no {what} file {name_or_path!r}; shipped {what}s: {known}")
+    return shipped

@@ -214,7 +214,9 @@ class Firmware:
         self._program_anchor_s = 0.0
         self._next_periodic_s = math.inf
         self._patient_bolus_starts: deque[float] = deque()
-        self._bolus_use = PatientBolusUse(cfg.bolus_use_window_s, hal.monotonic_s())
+        self._bolus_use = PatientBolusUse(
+            cfg.bolus_use_window_s, hal.monotonic_s(), max_per_day=cfg.patient_bolus_max_per_day
+        )
         self._dose_history: deque[tuple[float, float, float]] = deque()  # (t0, t1, mcg)
         self._last_settle_s = hal.monotonic_s()
         self._last_self_test_s = self._last_settle_s

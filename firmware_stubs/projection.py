@@ -11,13 +11,11 @@ less than one day (a single bolus in the first minutes must not project a 48x us
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
 _DAY_S = 86400.0
-#: Most patient boluses a rolling window remembers: 48 a day (the protocol's maximum per day)
-#: for 31 days. Older ones beyond the bound are dropped first, which only shortens the window.
-MAX_TRACKED_BOLUSES = 48 * 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +29,14 @@ class ReservoirProjection:
 class PatientBolusUse:
     """Patient-bolus doses given over a rolling window (monotonic seconds, mcg)."""
 
-    def __init__(self, window_s: float, since_s: float) -> None:
+    def __init__(self, window_s: float, since_s: float, *, max_per_day: int) -> None:
+        """`max_per_day` is the device's most patient boluses a day (FirmwareConfig): the
+        memory holds that many for every day of the window and one more day, so it is bounded
+        and, if ever full, drops the oldest first (which only shortens the window)."""
         self.window_s = window_s
         self._since_s = since_s
-        self._given: deque[tuple[float, float]] = deque(maxlen=MAX_TRACKED_BOLUSES)
+        days = math.ceil(window_s / _DAY_S) + 1
+        self._given: deque[tuple[float, float]] = deque(maxlen=max(1, max_per_day) * days)
 
     def restart(self, since_s: float) -> None:
         """Forget the use so far (patient boluses newly enabled: the old habit is no guide)."""

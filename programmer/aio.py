@@ -62,6 +62,7 @@ from itpump.programmer.program import Program
 from itpump.protocol import messages as m
 from itpump.protocol.auth import NonceSource
 from itpump.protocol.messages import Role
+from itpump.protocol.therapy import TYPICAL_CATHETER_VOLUME_UL_PER_CM
 from itpump.protocol.transfer import DEFAULT_CHUNK_BYTES
 
 __all__ = ["AsyncPumpClient"]
@@ -264,7 +265,9 @@ class AsyncPumpClient(ClientBase):
             ops.refill(volume_ml, drug, concentration_mcg_per_ml, aspirated_ml, bridge)
         )
 
-    async def revise_catheter(self, length_cm: float, volume_ul_per_cm: float = 2.6) -> float:
+    async def revise_catheter(
+        self, length_cm: float, volume_ul_per_cm: float = TYPICAL_CATHETER_VOLUME_UL_PER_CM
+    ) -> float:
         return await self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))
 
     async def alarm_test(self) -> None:

@@ -57,6 +57,7 @@ from itpump.programmer.program import Program
 from itpump.protocol import messages as m
 from itpump.protocol.auth import NonceSource
 from itpump.protocol.messages import Role
+from itpump.protocol.therapy import TYPICAL_CATHETER_VOLUME_UL_PER_CM
 from itpump.protocol.transfer import DEFAULT_CHUNK_BYTES
 
 __all__ = ["PumpClient"]
@@ -270,7 +271,9 @@ class PumpClient(ClientBase):
         """
         return self.run(ops.refill(volume_ml, drug, concentration_mcg_per_ml, aspirated_ml, bridge))
 
-    def revise_catheter(self, length_cm: float, volume_ul_per_cm: float = 2.6) -> float:
+    def revise_catheter(
+        self, length_cm: float, volume_ul_per_cm: float = TYPICAL_CATHETER_VOLUME_UL_PER_CM
+    ) -> float:
         """Record a catheter revision (a new, empty catheter); returns the volume in mL the
         pump now allows a :meth:`prime` to push (the new catheter plus any empty tubing)."""
         return self.run(ops.revise_catheter(length_cm, volume_ul_per_cm))

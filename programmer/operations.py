@@ -38,6 +38,7 @@ from itpump.protocol import messages as m
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import ProgrammerConnection
 from itpump.protocol.messages import Role
+from itpump.protocol.therapy import TYPICAL_CATHETER_VOLUME_UL_PER_CM
 from itpump.protocol.transfer import (
     DEFAULT_CHUNK_BYTES,
     commit_request,
@@ -330,7 +331,9 @@ def bridge_bolus(
     return (yield from bolus(kind))
 
 
-def revise_catheter(length_cm: float, volume_ul_per_cm: float = 2.6) -> Operation[float]:
+def revise_catheter(
+    length_cm: float, volume_ul_per_cm: float = TYPICAL_CATHETER_VOLUME_UL_PER_CM
+) -> Operation[float]:
     """CATHETER_REVISION: a new (empty) catheter was implanted; returns the volume (mL) the
     pump now allows a priming bolus to push."""
     request = m.CatheterRevisionRequest(mm_from_cm(length_cm), nl_from_ul(volume_ul_per_cm))

@@ -10,20 +10,10 @@ Neither class reads a clock, opens a port or starts a thread. Bytes go in with
 message into the bytes to write. The programmer side also gets the current time from its
 caller (``now_s``) to decide when to retransmit.
 
-Pump side, in one call per chunk of received bytes (``firmware`` answers each request)::
+Pump side, in one call per chunk of received bytes (``firmware`` answers each request; the
+loop it stands for is in :mod:`protocol.pump_connection`)::
 
     port.write(pump.respond(chunk, firmware, now_s=clock()))
-
-which is this loop (write it yourself only to do something else with the events)::
-
-    pump.receive_data(chunk)
-    while (event := pump.next_event()) is not None:
-        if isinstance(event, RequestReceived):
-            response = firmware_handler(event.request)   # ResponseBody or Refusal
-            port.write(pump.send(response))
-        elif isinstance(event, (AutoReply, ResentResponse)):
-            port.write(event.data)      # answered by the protocol layer itself
-        # SessionStarted / SessionEnded: notifications (log them, drop a pending program)
 
 Programmer side::
 

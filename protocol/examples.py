@@ -13,6 +13,7 @@ job of ``python -m itpump.tools.gen_protocol_docs --write`` (or ``--check``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import textwrap
 from collections.abc import Callable
@@ -99,18 +100,10 @@ _STATUS = m.InterrogateResponse(
     battery_eos=False,
     projected_low_reservoir_s=None,
     projected_eri_s=_T0 + 3 * 365 * 86_400,
-    program=m.TherapyProgram(
-        max_daily_dose_ng=600_000,
-        concentration_ng_per_ml=2_000_000,
-        catheter_length_mm=1100,
-        catheter_volume_nl_per_cm=2600,
-        # patient_boluses_24h above counts boluses of these settings
-        patient_bolus=m.PatientBolusSettings(
-            dose_ng=25_000, duration_min=10, lockout_min=180, max_per_day=4
-        ),
-        mode=m.ContinuousMode(dose_ng_per_day=400_000),
-        drug_name="baclofen",
-        patient_id="P-0001",
+    # The example program at 400 mcg/day (patient_boluses_24h above counts boluses of its
+    # patient-bolus settings).
+    program=dataclasses.replace(
+        EXAMPLE_PROGRAM, mode=m.ContinuousMode(dose_ng_per_day=400_000)
     ),
     alarms=(
         m.Alarm(

@@ -754,10 +754,10 @@ class CatheterRevisionRequest(Request):
     """A new catheter was implanted: record it and mark its volume empty (priming allowed)."""
 
     TYPE: ClassVar[MessageType] = MessageType.CATHETER_REVISION
-    catheter_length_mm: int = u16("new catheter length", unit="mm", lo=10, hi=2000)
-    catheter_volume_nl_per_cm: int = u16(
-        "new catheter internal volume per cm", unit="nL/cm", lo=100, hi=20000
-    )
+    # The wire carries any u16; the device's catheter limits are the firmware's
+    # (FirmwareConfig.check_catheter, OUT_OF_RANGE), as for the program's catheter fields.
+    catheter_length_mm: int = u16("new catheter length", unit="mm")
+    catheter_volume_nl_per_cm: int = u16("new catheter internal volume per cm", unit="nL/cm")
 
 
 @wire_struct

@@ -703,6 +703,11 @@ class PatientBolus:
         )
 
 
+#: The internal volume of the usual intrathecal catheter: what a revision or a scenario's
+#: implant assumes when none is given (not a limit: the device profile sets those).
+TYPICAL_CATHETER_VOLUME_UL_PER_CM = 2.6
+
+
 @dataclass(frozen=True, slots=True)
 class Catheter:
     """Implanted catheter: length and internal volume per cm (0, 0: not set)."""

@@ -96,7 +96,7 @@ def test_projection_counts_patient_boluses_and_matches_the_real_alarms() -> None
 
 
 def test_bolus_use_is_a_mean_over_the_window_and_leaves_it() -> None:
-    use = PatientBolusUse(window_s=7 * DAY_S, since_s=0.0)
+    use = PatientBolusUse(window_s=7 * DAY_S, since_s=0.0, max_per_day=48)
     use.record(3600.0, 20.0)
     # Less than a day tracked: the mean is over one day, not over the hour seen.
     assert use.mean_mcg_per_day(2 * 3600.0) == pytest.approx(20.0)
@@ -278,7 +278,11 @@ def test_catheter_revision_over_telemetry_and_ctl(
         with pytest.raises(PumpRefused) as full:
             programmer.prime()
         assert "path is full of drug" in full.value.detail
-    assert main(["ctl", itpump_pump.url, "catheter-revision", "300"]) == 2
+    # The device's catheter range is the pump's (its profile), refused in clinical units;
+    # only a value the wire cannot carry at all is refused before the port is opened.
+    assert main(["ctl", itpump_pump.url, "--key", key_hex, "catheter-revision", "300"]) == 3
+    assert "length_cm=300 cm outside allowed range 1..200 cm" in capsys.readouterr().err
+    assert main(["ctl", itpump_pump.url, "catheter-revision", "7000"]) == 2
     assert "LENGTH_CM" in capsys.readouterr().err
 
 

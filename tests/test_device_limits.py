@@ -19,14 +19,19 @@ from itpump.emulator.device_profile import (
 )
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.scenario import ScenarioError, load_scenario, parse_scenario
+from itpump.emulator.sweep.spec import SweepError, parse_sweep
+from itpump.firmware_stubs.command_handler import CommandHandler
 from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
+from itpump.firmware_stubs.projection import PatientBolusUse
+from itpump.protocol import messages as m
 from itpump.protocol.auth import DEFAULT_MASTER_KEY
 from itpump.protocol.codes import EventCode, ResultCode
 from itpump.protocol.therapy import Continuous, PatientBolus, TherapyProgram
 from itpump.tools.cli import main
 from tests.pump_helpers import FakeHal
+from tests.sweep_helpers import tiny_sweep_data
 
 CFG = load_profile("peristaltic-20").firmware_config()
 
@@ -46,6 +51,8 @@ CASES: list[tuple[str, float, Callable[[Firmware], object]]] = [
     ("catheter_min_length_cm", 70.0, lambda fw: fw.set_catheter(60.0, 2.6)),
     ("catheter_max_volume_ul_per_cm", 2.0, lambda fw: fw.set_catheter(60.0, 2.6)),
     ("catheter_min_volume_ul_per_cm", 3.0, lambda fw: fw.set_catheter(60.0, 2.6)),
+    ("catheter_max_length_cm", 50.0, lambda fw: fw.revise_catheter(60.0, 2.6)),
+    ("catheter_min_volume_ul_per_cm", 3.0, lambda fw: fw.revise_catheter(60.0, 2.6)),
     ("max_concentration_mcg_per_ml", 400.0, lambda fw: fw.refill(20.0, "baclofen", 450.0)),
     ("min_concentration_mcg_per_ml", 500.0, lambda fw: fw.refill(20.0, "baclofen", 450.0)),
     ("max_priming_volume_ml", 0.1, lambda fw: fw.bridge_bolus(0.2)),
@@ -164,3 +171,37 @@ async def test_ctl_gets_the_served_profiles_limits(
             capsys.readouterr().err
         )
         assert await refill("400") == 0, capsys.readouterr().err
+
+
+def test_a_catheter_revision_over_the_wire_is_bounded_by_the_device_not_the_record() -> None:
+    """The wire record carries any u16; a profile allowing a longer catheter than the shipped
+    one gets it, and the shipped one refuses it in cm, naming its own range."""
+    longer = dataclasses.replace(CFG, catheter_max_length_cm=300.0)
+    revision = m.CatheterRevisionRequest(catheter_length_mm=2500, catheter_volume_nl_per_cm=2600)
+    accepted = CommandHandler(_filled(longer)).handle(revision)
+    assert isinstance(accepted, m.CatheterRevisionResponse)
+    assert accepted.unprimed_nl >= 250 * 2600  # the new catheter (and any empty tubing)
+    refused = CommandHandler(_filled(CFG)).handle(revision)
+    assert isinstance(refused, m.Refusal)
+    assert refused.result is ResultCode.OUT_OF_RANGE
+    most = CFG.catheter_max_length_cm
+    assert refused.detail == f"length_cm=250 cm outside allowed range 1..{most:g} cm"
+
+
+def test_a_sweeps_patient_bolus_count_is_bounded_by_its_profile() -> None:
+    most = CFG.patient_bolus_max_per_day
+    data = tiny_sweep_data()
+    data["actions"] = {"patient_boluses_per_day": {"values": [0, most]}}
+    parse_sweep(data, "s.toml")
+    data["actions"] = {"patient_boluses_per_day": {"values": [0, most + 1]}}
+    with pytest.raises(SweepError, match=rf"must be 0\.\.{most} \(the profile's"):
+        parse_sweep(data, "s.toml")
+
+
+def test_the_patient_bolus_memory_follows_the_devices_daily_maximum() -> None:
+    """Bounded by the config's per-day maximum: a pump allowing 2 a day remembers 2 per day
+    of the window plus a day; more (never given by such a pump) drop the oldest first."""
+    use = PatientBolusUse(window_s=86400.0, since_s=0.0, max_per_day=2)
+    for i in range(10):
+        use.record(60.0 * i, 1.0)
+    assert use.mean_mcg_per_day(3600.0) == 4.0

@@ -470,6 +470,28 @@ def test_async_client_is_a_twin_of_the_blocking_one() -> None:
             # Documented once, on the blocking client; the twin shows the same text.
             assert twin.__doc__ == attr.__doc__, name
             assert attr.__doc__, name
+    # The clinical operations added later are covered like the first ones.
+    assert {"revise_catheter", "reset_mri_valve", "alarm_test"} <= set(blocking_api)
+
+
+def test_async_operations_carry_no_docstring_of_their_own() -> None:
+    """One place for each operation's documentation: the blocking client's source."""
+    import ast
+
+    import itpump.programmer.aio as aio
+
+    tree = ast.parse(inspect.getsource(aio))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AsyncPumpClient")
+    own_docs = [
+        node.name
+        for node in cls.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and not node.name.startswith("_")
+        and node.name in _public(PumpClient)
+        and node.name != "close"
+        and ast.get_docstring(node) is not None
+    ]
+    assert own_docs == []
 
 
 async def test_async_client_runs_a_clinic_visit_on_the_same_loop() -> None:

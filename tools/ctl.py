@@ -48,6 +48,7 @@ from itpump.protocol import messages as m
 from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from itpump.protocol.messages import ALL_ALARMS, MessageType
 from itpump.protocol.therapy import (
+    TYPICAL_CATHETER_VOLUME_UL_PER_CM,
     ProgramTable,
     check_text,
     check_wire_value,
@@ -369,13 +370,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         cmd_catheter_revision,
         "record a new (empty) catheter, so that a priming bolus is allowed",
     )
-    p.add_argument("length_cm", metavar="LENGTH_CM", type=positive_float, help="1..200 cm")
+    p.add_argument(
+        "length_cm", metavar="LENGTH_CM", type=positive_float, help="new catheter length (cm)"
+    )
     p.add_argument(
         "--volume-ul-per-cm",
         metavar="UL_PER_CM",
         type=positive_float,
-        default=2.6,
-        help="internal volume per cm, 0.1..20 (default 2.6)",
+        default=TYPICAL_CATHETER_VOLUME_UL_PER_CM,
+        help="internal volume per cm (default %(default)s); the pump checks both against its "
+        "device limits",
     )
     _command(sub, "resume", cmd_resume, "resume the programmed therapy")
 

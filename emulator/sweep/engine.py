@@ -23,7 +23,7 @@ from typing import Any
 
 from itpump.emulator.sweep.spec import Sweep, run_parameters
 from itpump.emulator.sweep.store import PartWriter, done_mask, prepare_dir, write_timeseries
-from itpump.emulator.sweep.worker import RunRecord, row_schema, run_chunk
+from itpump.emulator.sweep.worker import RunRecord, row_schema, run_chunk, run_row
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +81,8 @@ def _chunks(ids: Iterator[int], size: int) -> Iterator[list[int]]:
 def _failed_records(sweep: Sweep, run_ids: list[int], exc: BaseException) -> list[RunRecord]:
     # The task itself failed (a worker died running it, say): each of its runs gets an error
     # row with its seed, computed here (parameters are a pure function of the run index).
-    records = []
-    for run_id in run_ids:
-        p = run_parameters(sweep, run_id)
-        row: dict[str, Any] = {
-            "run_id": run_id,
-            "grid_point": p.grid_point,
-            "replicate": p.replicate,
-            "pump_seed": p.pump_seed,
-            "status": "error",
-            "error": f"task failed: {type(exc).__name__}: {exc}"[:2000],
-            **p.values,
-        }
-        records.append(RunRecord(row))
-    return records
+    error = f"task failed: {type(exc).__name__}: {exc}"
+    return [RunRecord(run_row(run_parameters(sweep, run_id), error)) for run_id in run_ids]
 
 
 def connect(

@@ -39,7 +39,7 @@ from itpump.emulator.scenario import (
     load_scenario,
     parse_duration_h,
 )
-from itpump.emulator.toml_input import read_toml
+from itpump.emulator.toml_input import read_toml, resolve_shipped, shipped_names
 
 SHIPPED_SWEEP_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 NO_FAULT = "none"  # a fault kind value meaning "no fault in this run" (for grids with a baseline)
@@ -539,8 +539,10 @@ def _value_problem(sweep: Sweep, name: str, value: float | str) -> str | None:
         return "seed must be >= 0"
     if name in ("refill_interval_h",) and float(value) <= 0:
         return "must be > 0"
-    if name == "patient_boluses_per_day" and not 0 <= float(value) <= 48:
-        return "must be 0..48"
+    if name == "patient_boluses_per_day":
+        most = sweep.profile.firmware_config().patient_bolus_max_per_day
+        if not 0 <= float(value) <= most:
+            return f"must be 0..{most} (the profile's patient_bolus_max_per_day)"
     if name in ("entered_concentration_factor", "program_dose_factor") and float(value) <= 0:
         return "must be > 0"
     if name.endswith("_h") and float(value) < 0:
@@ -681,13 +683,7 @@ def _positive_duration(value: str | float, where: str) -> float:
 def load_sweep(name_or_path: str) -> Sweep:
     """Load a shipped sweep by name or a sweep TOML file by path (scenario paths in the file
     are relative to the file)."""
-    path = Path(name_or_path)
-    if not path.exists() and path.suffix != ".toml":
-        shipped = SHIPPED_SWEEP_DIR / f"{name_or_path}.toml"
-        if not shipped.exists():
-            known = ", ".join(shipped_sweeps())
-            raise SweepError(f"no sweep file {name_or_path!r}; shipped sweeps: {known}")
-        path = shipped
+    path = resolve_shipped(name_or_path, SHIPPED_SWEEP_DIR, "sweep", SweepError)
     if path.is_dir():
         raise SweepError(f"cannot read sweep {path}: it is a directory")
     data = read_toml(path, "sweep", SweepError)
@@ -696,4 +692,4 @@ def load_sweep(name_or_path: str) -> Sweep:
 
 def shipped_sweeps() -> list[str]:
     """Names of the example sweeps shipped with the package."""
-    return sorted(p.stem for p in SHIPPED_SWEEP_DIR.glob("*.toml"))
+    return shipped_names(SHIPPED_SWEEP_DIR)

@@ -221,19 +221,25 @@ def _entered_refill(
     return refill
 
 
+def run_row(p: RunParameters, error: str | None = None) -> dict[str, Any]:
+    """The columns every row starts with: which run, its seed and varied values, and its
+    status (an error, cut to MAX_ERROR_CHARS, makes it an error row)."""
+    return {
+        "run_id": p.run_id,
+        "grid_point": p.grid_point,
+        "replicate": p.replicate,
+        "pump_seed": p.pump_seed,
+        "status": "ok" if error is None else "error",
+        "error": None if error is None else error[:MAX_ERROR_CHARS],
+        **p.values,
+    }
+
+
 def execute_run(sweep: Sweep, run_id: int) -> RunRecord:
     """Run one member of the sweep; never raises (an exception becomes an error row)."""
     started = time.perf_counter()
     p = run_parameters(sweep, run_id)
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "grid_point": p.grid_point,
-        "replicate": p.replicate,
-        "pump_seed": p.pump_seed,
-        "status": "ok",
-        "error": None,
-        **p.values,
-    }
+    row = run_row(p)
     ts: dict[str, list[float]] | None = None
     try:
         scenario, event_h = build_scenario(sweep, p)

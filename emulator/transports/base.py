@@ -141,16 +141,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        self._pending.clear()
-        self.pending_bytes = 0
-        if self._worker is not None:
-            self._worker.cancel()
-            self._worker = None
-        if isinstance(self._handler, LinkAware):
-            try:
-                self._handler.link_closed()
-            except Exception:
-                log.exception("%s: link_closed handler failed", self._name)
+        self.link_reset()
 
     def link_reset(self) -> None:
         """The client went away but the port stays (a PTY closed, to be reopened): forget
