@@ -752,6 +752,13 @@ class Firmware:
         self.service()
 
     # ------------------------------------------------------------------ interrupts
+    def on_power_lost(self) -> None:
+        """Power is failing: count what the drive delivered up to now. The estimate is settled
+        lazily (at the next command or timer), so without this the delivery since the last
+        settle, hours of it, would be forgotten along with the unpowered gap."""
+        self._settle()
+        self._save()
+
     def on_power_restored(self) -> None:
         """The battery came back after a total loss: nothing was delivered meanwhile; with
         the profile's `power_on_reset` the pump comes back in its reset state."""

@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 
 from itpump.emulator.outputs import first_truly_empty_h, summary, timeseries
 from itpump.emulator.pk import thresholds
+from itpump.emulator.report import programmed_dose, report_figure
 from itpump.emulator.runner import RunResult, ScenarioRun
 from itpump.emulator.scenario import load_scenario
 from itpump.firmware_stubs.alarms import AlarmId, Severity
@@ -45,6 +47,8 @@ def test_a_power_on_reset_delivers_the_minimum_rate_until_the_clock_and_program_
     assert status.commanded_rate_ml_per_day == pytest.approx(0.006)
     (alarm,) = status.alarms
     assert (alarm.alarm, alarm.severity) == (AlarmId.POWER_ON_RESET, Severity.CRITICAL)
+    # The estimate (kept in NVM) still counts the day's delivery up to the power loss.
+    assert status.reservoir_estimate_ml == pytest.approx(run.pump.truth().reservoir_ml, abs=0.05)
 
     result = run.run()
     # The first program, sent before the clock was set, is refused; the second is committed.
@@ -124,3 +128,24 @@ def test_a_pump_without_a_safety_valve_dumps_its_reservoir_into_the_csf_in_a_fie
     assert status.alarms == ()
     assert status.reservoir_estimate_ml > 14.0
     assert result.pump.truth().reservoir_ml == 0.0
+
+
+
+def test_the_report_shows_the_reset_and_the_valve_reset() -> None:
+    result = ScenarioRun(load_scenario("power-reset")).run()
+    reset_h = 6 * DAY_H + 14.0 + 10 / 60
+    # The program is lost at the reset: nothing is programmed for the 13 h until the program
+    # next morning, then 300 mcg/day again.
+    edges = reset_h + np.array([-1.0, 0.0, 1.0, 2.0]) * DAY_H
+    programmed = programmed_dose(result.scenario, result.outcomes, [reset_h])
+    assert list(programmed.daily_totals_mcg(edges)) == pytest.approx([300.0, 137.5, 300.0])
+    timeline = report_figure(result, timeseries(result)).axes[-1]
+    assert {"refused", "set clock", "program"} <= set(timeline.get_legend_handles_labels()[1])
+    # The POWER_ON_RESET span is drawn as the critical alarm it is.
+    red = to_rgba("tab:red")
+    facecolors = [np.asarray(c.get_facecolor()) for c in timeline.collections]
+    assert any(len(f) and np.allclose(f[0], red) for f in facecolors)
+
+    valve = ScenarioRun(load_scenario("mri-valve-gated-reset")).run()
+    timeline = report_figure(valve, timeseries(valve)).axes[-1]
+    assert "valve reset" in timeline.get_legend_handles_labels()[1]
