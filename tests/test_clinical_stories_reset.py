@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
-from itpump.emulator.outputs import first_truly_empty_h, summary, timeseries
+from itpump.emulator.outputs import first_alarm_h, first_truly_empty_h, summary, timeseries
 from itpump.emulator.pk import thresholds
 from itpump.emulator.report import programmed_dose, report_figure
 from itpump.emulator.runner import RunResult, ScenarioRun
@@ -149,3 +149,27 @@ def test_the_report_shows_the_reset_and_the_valve_reset() -> None:
     valve = ScenarioRun(load_scenario("mri-valve-gated-reset")).run()
     timeline = report_figure(valve, timeseries(valve)).axes[-1]
     assert "valve reset" in timeline.get_legend_handles_labels()[1]
+
+
+def test_a_refill_refused_by_the_drug_library_leaves_the_pump_to_run_dry() -> None:
+    result = ScenarioRun(load_scenario("drug-library-refill-refused")).run()
+    (refused,) = result.refusals
+    assert (refused.t_h, refused.type, refused.code) == (20 * DAY_H + 2.0, "refill", "OUT_OF_RANGE")
+    assert "baclofen: 50..2000 mcg/mL" in refused.detail
+    recorder = result.pump.recorder
+    assert recorder is not None
+    # Refused before anything was injected: the reservoir only falls through the visit.
+    times_h = np.array([20 * DAY_H + 1.0, 20 * DAY_H + 3.0])
+    around = np.interp(times_h, recorder.truth_t_h, recorder.truth_reservoir_ml)
+    assert around[1] < around[0]
+    empty_h = first_alarm_h(result, "empty_reservoir")
+    assert empty_h is not None
+    assert 25 * DAY_H < empty_h < 26 * DAY_H
+    exposure = _exposure(result)
+    # Minimum-rate mode: below the range from hours after the empty alarm to the day-28 refill.
+    assert exposure["csf_below_range_first_utc"].startswith("2026-02-27T")
+    assert 2.5 * DAY_H < exposure["csf_below_range_h"] < 3 * DAY_H
+    assert exposure["csf_above_range_h"] == 0.0
+    status = result.pump.firmware.status()
+    assert status.therapy_state.value == "running"
+    assert status.alarms == ()
