@@ -1,4 +1,4 @@
-"""The power-on reset and MRI-valve stories the shipped scenarios tell, on their key outcome.
+"""The power-loss, MRI-valve and drug-library stories the shipped scenarios tell.
 
 Each test runs a shipped scenario and asserts what its description promises; docs/clinical.md
 lists which test shows which behaviour. (A separate file from test_clinical_stories.py so
@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgba
 
+from itpump.emulator.device_profile import load_profile
+from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.outputs import first_alarm_h, first_truly_empty_h, summary, timeseries
 from itpump.emulator.pk import thresholds
 from itpump.emulator.report import programmed_dose, report_figure
@@ -21,6 +23,7 @@ from itpump.emulator.scenario import load_scenario
 from itpump.firmware_stubs.alarms import AlarmId, Severity
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.protocol.codes import EventCode
+from tests.pump_helpers import continuous, make_pump
 
 DAY_H = 24.0
 
@@ -173,3 +176,26 @@ def test_a_refill_refused_by_the_drug_library_leaves_the_pump_to_run_dry() -> No
     status = result.pump.firmware.status()
     assert status.therapy_state.value == "running"
     assert status.alarms == ()
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_a_power_loss_keeps_the_delivery_before_it_and_counts_none_while_dead(
+    reset: bool,
+) -> None:
+    profile = load_profile("peristaltic-20").model_copy(update={"power_on_reset": reset})
+    env, pump = make_pump(profile, fill_ml=10.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day at 500 mcg/mL
+    env.run(until=20.0)  # no command since the program: the estimate was last settled at 1 h
+    pump.inject(Fault.make("battery_dead"))
+    at_loss_ml = pump.truth().reservoir_ml
+    env.run(until=68.0)
+    recorder = pump.recorder
+    assert recorder is not None
+    # While dead the drive is stopped and the estimate holds.
+    assert float(np.interp(60.0, recorder.fw_t_h, recorder.fw_reservoir_ml)) == pytest.approx(
+        at_loss_ml, abs=0.02
+    )
+    pump.clear(FaultKind.BATTERY_DEAD)
+    assert pump.truth().reservoir_ml == at_loss_ml  # nothing moved without power
+    assert fw.status().reservoir_estimate_ml == pytest.approx(at_loss_ml, abs=0.02)
