@@ -420,6 +420,7 @@ class EmulatedPump:
         # A served pump without power never answers again; say so once, or a rig only sees
         # time-outs (e.g. `--speed max` ages a pump to its battery's end in seconds).
         if dead and not self._reported_dead:
+            self.firmware.on_power_lost()
             log.warning(
                 "pump %s has no power at %.1f h simulated (%.1f days): it stops delivering "
                 "and no longer answers telemetry",

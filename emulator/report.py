@@ -32,16 +32,18 @@ from itpump.emulator.scenario import (
     Scenario,
     SimpleAction,
 )
-from itpump.firmware_stubs.alarms import AlarmId
+from itpump.firmware_stubs.alarms import SEVERITY, AlarmId, Severity
 from itpump.protocol.therapy import mean_daily_dose_mcg
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from itpump.emulator.runner import ActionOutcome, RunResult
 
-_CRITICAL = ("empty_reservoir", "end_of_service", "motor_stall", "memory_error")
+_CRITICAL = frozenset(a.name.lower() for a, s in SEVERITY.items() if s is Severity.CRITICAL)
 # Faults that are one event, not a period: a marker, no shaded span.
 _ONE_OFF_FAULTS = ("pocket_fill", "battery_drop")
 EVENT_ROWS = ("refill", "prime", "program", "bolus", "fault")
@@ -56,6 +58,9 @@ _EVENT_ROW_OF = {
     "bridge_bolus": "bolus",
     "fault": "fault",
     "clear_fault": "fault",
+    # Clinician commands that end a fault's effect or a reset: beside them, on their rows.
+    "valve_reset": "fault",
+    "set_clock": "program",
 }
 
 
@@ -98,11 +103,15 @@ class ProgrammedDose:
         return np.asarray(basal + boluses, dtype=np.float64)
 
 
-def programmed_dose(scenario: Scenario, outcomes: list[ActionOutcome]) -> ProgrammedDose:
+def programmed_dose(
+    scenario: Scenario, outcomes: list[ActionOutcome], reset_t_h: Sequence[float] = ()
+) -> ProgrammedDose:
     """The programmed basal (a step function) and boluses, from the actions the pump accepted.
 
     A concentration entry error, a pocket fill, an occlusion or a stalled motor leave this
-    unchanged: it is what the pump was told to deliver, to put beside what truly left it.
+    unchanged: it is what the pump was told to deliver, to put beside what truly left it. A
+    power-on reset (`reset_t_h`, the times the pump raised POWER_ON_RESET) loses the program:
+    nothing is programmed from then until the next program is committed.
     """
     change_t = [0.0]
     basal = [0.0]
@@ -115,7 +124,11 @@ def programmed_dose(scenario: Scenario, outcomes: list[ActionOutcome]) -> Progra
         change_t.append(t_h)
         basal.append(_mean_daily_mcg(program) if program is not None and running else 0.0)
 
+    resets = sorted(reset_t_h)
     for outcome in outcomes:
+        while resets and resets[0] <= outcome.t_h:
+            program = None
+            set_basal(resets.pop(0))
         if not outcome.accepted:
             continue
         action = scenario.actions[outcome.index - 1]
@@ -135,6 +148,9 @@ def programmed_dose(scenario: Scenario, outcomes: list[ActionOutcome]) -> Progra
         elif isinstance(action, SimpleAction) and action.type in ("stop", "resume"):
             running = action.type == "resume"
             set_basal(outcome.t_h)
+    for t_h in resets:
+        program = None
+        set_basal(t_h)
     return ProgrammedDose(
         np.asarray(change_t), np.asarray(basal), np.asarray(bolus_t), np.asarray(bolus_mcg)
     )
@@ -311,9 +327,13 @@ def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
                 alpha=0.8,
                 label="true: to tissue",
             )
-    programmed = programmed_dose(result.scenario, result.outcomes).daily_totals_mcg(edges) / days
+    resets = [
+        a.t_h for a in recorder.alarm_transitions if a.alarm == "power_on_reset" and a.raised
+    ]
+    programmed = programmed_dose(result.scenario, result.outcomes, resets)
+    programmed_per_day = programmed.daily_totals_mcg(edges) / days
     ax.stairs(
-        programmed,
+        programmed_per_day,
         edge_x,
         baseline=None,
         color="black",
@@ -322,7 +342,7 @@ def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
     )
     ax.set_ylim(bottom=0.0)
     if len(t):
-        _clip_outliers(ax, edge_x, per_day_csf + per_day_tissue, max(programmed.max(), 1.0))
+        _clip_outliers(ax, edge_x, per_day_csf + per_day_tissue, max(programmed_per_day.max(), 1.0))
     ax.set_ylabel("dose (mcg/day)" if days == 1 else f"dose (mcg/day,\nmean of {days} days)")
     _legend(ax)
 
@@ -474,6 +494,8 @@ def _timeline_panel(
         "bridge_bolus": ("^", "tab:brown"),
         "fault": ("X", "tab:red"),
         "clear_fault": ("o", "tab:red"),
+        "valve_reset": ("*", "tab:blue"),
+        "set_clock": ("d", "grey"),
     }
     labelled: set[str] = set()
     for outcome in result.outcomes:

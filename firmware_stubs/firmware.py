@@ -754,6 +754,16 @@ class Firmware:
         self.service()
 
     # ------------------------------------------------------------------ interrupts
+    def on_power_lost(self) -> None:
+        """Power is failing: count what the drive delivered up to now. The estimate is settled
+        lazily (at the next command or timer), so without this the delivery since the last
+        settle, hours of it, would be forgotten along with the unpowered gap. The drive stops
+        with the power: the estimate does not fall while the pump is dead (the rate is set
+        again at power-on)."""
+        self._settle()
+        self._save()
+        self._rate_ml_per_h = 0.0
+
     def on_power_restored(self) -> None:
         """The battery came back after a total loss: nothing was delivered meanwhile; with
         the profile's `power_on_reset` the pump comes back in its reset state."""
