@@ -79,7 +79,21 @@ def open_port(url: str, read_slice_s: float, **options: Any) -> Port:
         port: Port = serial.serial_for_url(url, timeout=read_slice_s, **options)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise LinkError(f"cannot open {url}: {exc}") from exc
+    _no_delay(port)
     return port
+
+
+def _no_delay(port: Port) -> None:
+    """Send each frame at once on a TCP port (``socket://``, ``rfc2217://``).
+
+    pyserial leaves Nagle's algorithm on. A retransmission follows a frame the pump did not
+    answer, so TCP has no reply to carry its ACK: Nagle held the retransmission until the
+    pump's delayed ACK, about 40 ms on Linux, on every retransmission.
+    """
+    sock = getattr(port, "_socket", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def read_some(port: Port) -> bytes:

@@ -4,7 +4,8 @@ one, never a mix, and the programmer can tell which by interrogating.
 
 The bytes go through the served pump's own byte handler (the path every transport feeds), and
 the programmer's clock is a fake one that a read with nothing to read moves by its timeout, so
-no test waits in real time.
+no test waits in real time. `test_atomic_programming_served.py` runs the sweep over a real PTY
+and a real TCP socket, in both directions.
 """
 
 from __future__ import annotations

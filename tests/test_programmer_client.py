@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -443,6 +444,19 @@ async def test_patient_role_is_limited_by_the_pump() -> None:
 async def test_unopenable_port_is_a_link_error() -> None:
     with pytest.raises(LinkError, match="cannot open"):
         await blocking(lambda: PumpClient("/nonexistent/ttyPUMP9"))
+
+
+async def test_a_tcp_port_sends_each_frame_at_once() -> None:
+    # With Nagle's algorithm on (pyserial's default), a retransmission after a frame the pump
+    # did not answer waited for the pump's delayed ACK, about 40 ms on Linux.
+    async with served(FakePump()) as url:
+        programmer = await blocking(lambda: client(url))
+        try:
+            sock = getattr(programmer.port, "_socket", None)
+            assert isinstance(sock, socket.socket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        finally:
+            programmer.close()
 
 
 # --- asyncio client ---------------------------------------------------------------------------
