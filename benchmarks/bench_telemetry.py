@@ -223,8 +223,10 @@ def trend_table(rows: Sequence[TrendRow], *, baseline: str, block: int) -> str:
             f"{row.rps / base.rps:.2f} | {row.rss_growth_kib:+.0f} |"
         )
     n_blocks = max(len(row.block_p50_us) for row in rows)
-    header = [f"requests {i * block // 1000}k-{min((i + 1) * block, rows[0].requests) // 1000}k"
-              for i in range(n_blocks)]
+    header = [
+        f"requests {_count(i * block)}-{_count(min((i + 1) * block, rows[0].requests))}"
+        for i in range(n_blocks)
+    ]
     lines += ["", "p50 / p99 (µs) per block of requests:", "",
               "| peer | " + " | ".join(header) + " |", "|---|" + "---|" * n_blocks]
     for row in rows:
@@ -232,6 +234,10 @@ def trend_table(rows: Sequence[TrendRow], *, baseline: str, block: int) -> str:
                  for p50, p99 in zip(row.block_p50_us, row.block_p99_us, strict=True)]
         lines.append(f"| {row.peer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 and n else str(n)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
