@@ -613,8 +613,8 @@ class Firmware:
         """Priming bolus: fill the empty part of catheter and pump tubing at the maximum rate.
 
         Allowed only while the pump knows part of the path is empty (new implant, catheter
-        revision, empty reservoir: `firmware_stubs/priming.py`), and for at most that volume;
-        the drug it moves counts in the 24 h dose. Returns the volume.
+        revision, a reservoir believed dry: `firmware_stubs/priming.py`), and for at most that
+        volume; the drug it moves counts in the 24 h dose. Returns the volume.
         """
         self._require_enabled()
         self._require_not_reset()
@@ -638,7 +638,7 @@ class Firmware:
             full_ml = self.path_volume_ml() if volume_ml is None else volume_ml
             raise Refusal(
                 ResultCode.INVALID_STATE,
-                "path is full of drug (no new implant, catheter revision or empty reservoir "
+                "path is full of drug (no new implant, catheter revision or dry reservoir "
                 f"since it was filled): a prime would push {full_ml:.4g} mL = "
                 f"{full_ml * conc:.4g} mcg into the CSF",
             )
