@@ -94,6 +94,7 @@ class LimitsProfile(_Strict):
     max_priming_volume_ml: float | None = Field(default=None, gt=0, le=100)
     refill_tolerance_min_ml: float | None = Field(default=None, ge=0, le=100)
     refill_tolerance_fraction_of_infused: float | None = Field(default=None, ge=0, le=1)
+    dry_aspirate_ml: float | None = Field(default=None, ge=0, le=100)
     max_daily_dose_mcg: float | None = Field(default=None, gt=0, le=1e6)
     patient_bolus_max_per_day: int | None = Field(default=None, ge=1, le=255)
     max_clinician_bolus_min: float | None = Field(default=None, ge=1, le=1440)

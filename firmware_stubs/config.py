@@ -63,6 +63,10 @@ class FirmwareConfig:
     # +/-14.5 % accuracy spec on purpose: a 15 % over-infusion must show.
     refill_tolerance_min_ml: float = 0.5
     refill_tolerance_fraction_of_infused: float = 0.10
+    # A refill whose measured aspirated residual is at most this found a dry reservoir: the
+    # tubing may have drawn air, so a tubing prime is allowed (firmware_stubs/priming.py).
+    # Typical value, not vendor data: what a syringe draws from a reservoir that ran dry.
+    dry_aspirate_ml: float = 0.1
     # A power loss resets the pump (firmware_stubs/power.py); false: it resumes its program.
     power_on_reset: bool = True
     # A valve-gated pump's MRI safety valve, which only a telemetry command reopens.

@@ -563,6 +563,12 @@ class Firmware:
         self._p.refilled_ml = volume_ml
         self._p.drug = DrugSettings(drug, concentration_mcg_per_ml)
         self._minimum_rate_mode = False
+        if aspirated_ml is not None:
+            # The measured residual outweighs the estimate (firmware_stubs/priming.py).
+            if aspirated_ml <= self.cfg.dry_aspirate_ml:
+                self._p.path = self._p.path.reservoir_emptied(self.cfg.internal_path_volume_ml)
+            else:
+                self._p.path = self._p.path.reservoir_not_dry()
         self.log.add(
             rtc,
             EventCode.REFILL,
@@ -607,8 +613,8 @@ class Firmware:
         """Priming bolus: fill the empty part of catheter and pump tubing at the maximum rate.
 
         Allowed only while the pump knows part of the path is empty (new implant, catheter
-        revision, empty reservoir: `firmware_stubs/priming.py`), and for at most that volume;
-        the drug it moves counts in the 24 h dose. Returns the volume.
+        revision, a reservoir believed dry: `firmware_stubs/priming.py`), and for at most that
+        volume; the drug it moves counts in the 24 h dose. Returns the volume.
         """
         self._require_enabled()
         self._require_not_reset()
@@ -632,7 +638,7 @@ class Firmware:
             full_ml = self.path_volume_ml() if volume_ml is None else volume_ml
             raise Refusal(
                 ResultCode.INVALID_STATE,
-                "path is full of drug (no new implant, catheter revision or empty reservoir "
+                "path is full of drug (no new implant, catheter revision or dry reservoir "
                 f"since it was filled): a prime would push {full_ml:.4g} mL = "
                 f"{full_ml * conc:.4g} mcg into the CSF",
             )
@@ -955,8 +961,12 @@ class Firmware:
         if est <= self.cfg.empty_reservoir_alarm_ml + margin and not self._minimum_rate_mode:
             self._raise(AlarmId.EMPTY_RESERVOIR, rtc)
             self._minimum_rate_mode = True
-            self._p.path = self._p.path.reservoir_emptied(self.cfg.internal_path_volume_ml)
             self.log.add(rtc, EventCode.MINIMUM_RATE_MODE)
+        if est <= margin and self._minimum_rate_mode:
+            # Not at the empty alarm: by the estimate 0.5 mL is still there and the tubing is
+            # full. Only a reservoir run dry by the estimate may have let air in (priming.py).
+            # Idempotent: in minimum-rate mode nothing the drive moves counts as filling.
+            self._p.path = self._p.path.reservoir_emptied(self.cfg.internal_path_volume_ml)
 
     def _basal_mcg_per_h(self, rtc: float) -> float:
         return self._basal_at(rtc).dose_mcg_per_day / 24.0
@@ -1021,6 +1031,9 @@ class Firmware:
             ):
                 if est > threshold and not self.alarms.is_active(alarm):
                     deadline = min(deadline, now + (est - threshold) / rate * 3600.0)
+            if self._minimum_rate_mode and est > 0:
+                # The estimate reaching 0 makes the tubing primable (priming.py).
+                deadline = min(deadline, now + est / rate * 3600.0)
         if self._p.eri_at_s is not None:
             deadline = min(deadline, self._p.eri_at_s + self.cfg.eri_to_eos_s)
         # Never publish "now" again: whatever is due has just been handled.

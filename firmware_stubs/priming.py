@@ -7,14 +7,28 @@ fills it; into a full one it pushes that volume of drug into the CSF within the 
 
 - new implant: catheter and pump tubing were never filled;
 - catheter revision: the new catheter is empty (the pump tubing keeps its drug);
-- empty reservoir: the estimate reached the empty alarm, so the tubing may have drawn air.
+- dry reservoir: the tubing may have drawn air, believed only when
+  (a) the pump's reservoir estimate reached 0 mL (it ran its estimated reservoir dry, at the
+      minimum rate after the empty alarm; a pump with no minimum rate never gets there), or
+  (b) at a refill the clinician's measured aspirated residual is at or below
+      `FirmwareConfig.dry_aspirate_ml` (a truly dry reservoir).
+
+Why not the empty alarm itself: it fires while the estimate still holds
+`empty_reservoir_alarm_ml` (0.5 mL on the shipped profiles), so by the pump's own estimate the
+reservoir and the tubing are still full of drug. A tubing prime after a refill then pushes the
+tubing volume of drug into the CSF within the hour (a review story: 400 mcg, CSF peak
+5372 ng/mL, above the range for 4.5 h). The measured residual is better evidence than the
+estimate: a refill whose aspirated residual is above the dry threshold clears a dry-reservoir
+belief from (a) (the reservoir was not dry, so neither was the tubing); a refill with no
+measured residual leaves the belief as it is.
 
 The firmware keeps `unprimed_ml`, the volume of the path it believes holds no drug. Every
 volume it commands (priming, basal, boluses) fills that first, so once it reaches 0 a prime is
-refused. It is a belief, like the reservoir estimate: a refill after an estimated-empty
-reservoir that truly still held drug lets a tubing-volume prime push drug, as on a real pump.
+refused. It is a belief, like the reservoir estimate: the truth may differ both ways (an
+over-infusing pump may draw air before its estimate reaches 0; an estimate run to 0 on an
+under-infusing pump, refilled without a measured residual, allows a tubing-volume prime that
+pushes drug, as on a real pump).
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +41,7 @@ class PathEmptied(StrEnum):
     NONE = "none"  # full of drug: priming refused
     NEW_IMPLANT = "new_implant"
     CATHETER_REVISION = "catheter_revision"
-    EMPTY_RESERVOIR = "empty_reservoir"
+    EMPTY_RESERVOIR = "empty_reservoir"  # believed dry: estimate at 0 mL or a dry aspirate
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +85,19 @@ class PathState:
         return PathState(min(self.unprimed_ml + catheter_ml, path_volume_ml), reason)
 
     def reservoir_emptied(self, tubing_ml: float) -> PathState:
-        """The estimate reached the empty alarm: the tubing may have drawn air."""
+        """The pump believes its reservoir ran dry (estimate at 0 mL, or a dry aspirate at a
+        refill): the tubing may have drawn air."""
         if self.unprimed_ml >= tubing_ml:
             return self
         reason = PathEmptied.EMPTY_RESERVOIR if self.reason is PathEmptied.NONE else self.reason
         return PathState(tubing_ml, reason)
+
+    def reservoir_not_dry(self) -> PathState:
+        """A refill measured a residual above the dry threshold: the reservoir never ran dry,
+        so a dry-reservoir belief is withdrawn (a new or revised catheter stays empty)."""
+        if self.reason is PathEmptied.EMPTY_RESERVOIR:
+            return PathState(0.0, PathEmptied.NONE)
+        return self
 
 
 # Below this the path counts as full (float rounding of the settled volumes).

@@ -203,17 +203,95 @@ def test_catheter_revision_allows_a_prime_of_the_new_catheter_only() -> None:
     assert revised[0].args[0] == 80.0
 
 
-def test_an_estimated_empty_reservoir_allows_a_tubing_prime_after_the_refill() -> None:
-    env, pump = make_pump(fill_ml=3.0)
+def test_the_empty_alarm_then_a_refill_with_a_residual_refuses_the_tubing_prime() -> None:
+    """The reviewer's case: the empty alarm fires with 0.5 mL left by the estimate, so the
+    tubing is full of drug; after a refill whose aspirated residual is normal, a prime would
+    push the tubing's drug into the CSF. It is refused and nothing extra is delivered."""
+    env, pump = make_pump(fill_ml=2.0, conc=2000.0)
     fw = pump.firmware
-    pump.call(fw.program, continuous(500.0, 1000.0))  # 1 mL/day: empty alarm after ~2.5 days
-    env.run(until=4 * 24.0)
+    pump.call(fw.program, continuous(1000.0, 2000.0))  # 0.5 mL/day: empty alarm after ~3 days
+    env.run(until=3.5 * 24.0)
     assert fw.alarms.is_active(AlarmId.EMPTY_RESERVOIR)
-    pump.refill(10.0, "baclofen", 500.0)
+    assert fw.status().unprimed_ml == 0.0  # the alarm alone does not make the path primable
+    outcome = pump.refill(10.0, "baclofen", 2000.0)  # the true residual is aspirated, told
+    assert outcome.aspirated_ml > 4 * CFG.dry_aspirate_ml
+    assert fw.status().unprimed_ml == 0.0
+    csf_before_mcg = pump.truth().ledger.to_csf_mcg
+    with pytest.raises(Refusal) as refused:
+        pump.call(fw.prime)
+    assert refused.value.code is ResultCode.INVALID_STATE
+    assert "path is full of drug" in refused.value.detail
+    env.run(until=env.now + 1.0)
+    # One hour of the 1000 mcg/day basal, not the tubing's 400 mcg on top.
+    delivered_mcg = pump.truth().ledger.to_csf_mcg - csf_before_mcg
+    assert delivered_mcg == pytest.approx(1000.0 / 24, rel=0.1)
+    assert not any(
+        e.code is EventCode.BOLUS_STARTED and e.rtc_s > START_EPOCH_S + 48 * 3600.0
+        for e in fw.log.entries()
+    )
+
+
+def test_an_estimate_run_to_zero_allows_a_prime_of_the_tubing_only() -> None:
+    hal, fw = filled_firmware(conc=500.0, volume_ml=3.0)
+    fw.prime()
+    fw.program(continuous(500.0, 1000.0))  # 1 mL/day to the empty alarm at 0.5 mL
+    advance(hal, fw, 3 * 86400.0)
+    assert fw.alarms.is_active(AlarmId.EMPTY_RESERVOIR)
+    assert fw.status().unprimed_ml == 0.0
+    # Minimum-rate mode runs the estimated ~0.5 mL dry in about 0.5 / 0.006 = 83 days.
+    to_zero_s = fw.reservoir_estimate_ml() / CFG.minimum_rate_mode_ml_per_day * 86400.0
+    assert 80 * 86400.0 < to_zero_s < 84 * 86400.0
+    advance(hal, fw, 3 * 86400.0 + to_zero_s - 3600.0)
+    assert fw.status().unprimed_ml == 0.0
+    advance(hal, fw, 3 * 86400.0 + to_zero_s + 1.0)
+    status = fw.status()
+    assert status.reservoir_estimate_ml == 0.0
+    assert status.unprimed_ml == pytest.approx(CFG.internal_path_volume_ml)
+    assert status.path_emptied is PathEmptied.EMPTY_RESERVOIR
+    fw.refill(10.0, "baclofen", 500.0)  # no residual measured: the estimate's belief stands
+    with pytest.raises(Refusal) as too_much:
+        fw.prime(CFG.internal_path_volume_ml + 0.1)
+    assert too_much.value.code is ResultCode.OUT_OF_RANGE
+    assert fw.prime() == pytest.approx(CFG.internal_path_volume_ml)
+
+
+def test_a_measured_residual_withdraws_the_estimates_dry_belief() -> None:
+    hal, fw = filled_firmware(conc=500.0, volume_ml=3.0)
+    fw.prime()
+    fw.program(continuous(500.0, 1000.0))
+    advance(hal, fw, 100 * 86400.0)  # estimate run to 0 in minimum-rate mode
+    assert fw.status().unprimed_ml == pytest.approx(CFG.internal_path_volume_ml)
+    # An under-infusing pump: the clinician aspirates 1 mL, so the tubing never drew air.
+    fw.refill(10.0, "baclofen", 500.0, aspirated_ml=1.0)
+    assert fw.status().unprimed_ml == 0.0
+    assert fw.status().path_emptied is PathEmptied.NONE
+    with pytest.raises(Refusal) as refused:
+        fw.prime()
+    assert refused.value.code is ResultCode.INVALID_STATE
+
+
+@pytest.mark.parametrize("aspirated_ml", [0.0, CFG.dry_aspirate_ml])
+def test_a_refill_of_a_dry_reservoir_allows_a_tubing_prime(aspirated_ml: float) -> None:
+    """A reservoir truly dry (an over-infusing pump) before its estimate says so: the
+    clinician's aspirate finds nothing, so the tubing may hold air."""
+    env, pump = make_pump(fill_ml=3.0, conc=500.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(500.0, 1000.0))
+    env.run(until=24.0)  # ~2 mL left by the estimate, no alarm
+    assert fw.status().unprimed_ml == 0.0
+    pump.refill(10.0, "baclofen", 500.0, reported_aspirated_ml=aspirated_ml)
     status = fw.status()
     assert status.unprimed_ml == pytest.approx(CFG.internal_path_volume_ml)
     assert status.path_emptied is PathEmptied.EMPTY_RESERVOIR
     assert pump.call(fw.prime) == pytest.approx(CFG.internal_path_volume_ml)
+
+
+def test_a_refill_just_above_the_dry_threshold_keeps_the_path_full() -> None:
+    hal, fw = filled_firmware(conc=500.0, volume_ml=3.0)
+    fw.prime()
+    advance(hal, fw, 3600.0)
+    fw.refill(10.0, "baclofen", 500.0, aspirated_ml=CFG.dry_aspirate_ml + 0.01)
+    assert fw.status().unprimed_ml == 0.0
 
 
 def test_catheter_revision_scenario_action_with_and_without_telling_the_pump() -> None:

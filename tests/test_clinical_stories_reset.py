@@ -7,6 +7,7 @@ the stories of issue 10 can be added side by side.)
 
 from __future__ import annotations
 
+import tomllib
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from itpump.emulator.outputs import first_alarm_h, first_truly_empty_h, summary,
 from itpump.emulator.pk import thresholds
 from itpump.emulator.report import programmed_dose, report_figure
 from itpump.emulator.runner import RunResult, ScenarioRun
-from itpump.emulator.scenario import load_scenario
+from itpump.emulator.scenario import SHIPPED_SCENARIO_DIR, load_scenario, parse_scenario
 from itpump.firmware_stubs.alarms import AlarmId, Severity
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.protocol.codes import EventCode
@@ -176,6 +177,25 @@ def test_a_refill_refused_by_the_drug_library_leaves_the_pump_to_run_dry() -> No
     status = result.pump.firmware.status()
     assert status.therapy_state.value == "running"
     assert status.alarms == ()
+
+
+def test_a_tubing_prime_after_the_empty_alarm_and_a_refill_is_refused() -> None:
+    """The review story: the empty alarm fired with 0.5 mL left by the estimate, so the
+    tubing never ran dry; a tubing prime after the day-28 refill would push 400 mcg into the
+    CSF within the hour (peak 5372 ng/mL). The measured residual says the reservoir was not
+    dry, so the pump refuses it."""
+    path = SHIPPED_SCENARIO_DIR / "drug-library-refill-refused.toml"
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    data["actions"].append({"at": "28d 2h", "type": "prime"})
+    result = ScenarioRun(parse_scenario(data)).run()
+    refused = [(o.t_h, o.type, o.code) for o in result.refusals]
+    assert refused == [
+        (20 * DAY_H + 2.0, "refill", "OUT_OF_RANGE"),
+        (28 * DAY_H + 2.0, "prime", "INVALID_STATE"),
+    ]
+    assert "path is full of drug" in result.refusals[1].detail
+    exposure = _exposure(result)
+    assert exposure["csf_above_range_h"] == 0.0
 
 
 @pytest.mark.parametrize("reset", [True, False])
