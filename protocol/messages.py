@@ -473,8 +473,8 @@ class InterrogateResponse(ResponseBody):
     )
     unprimed_nl: int = u32(
         "volume of catheter and pump tubing the pump knows is empty (new implant, catheter "
-        "revision, empty reservoir): the most a priming bolus may push; 0 = the path is full "
-        "and priming is refused",
+        "revision, a reservoir believed dry): the most a priming bolus may push; 0 = the "
+        "path is full and priming is refused",
         unit="nL",
         hi=MAX_VOLUME_NL,
         default=0,
