@@ -843,9 +843,12 @@ class Firmware:
         ):
             self._self_test(now, rtc)
         self._check_reservoir(rtc)
-        self._apply_rate(rtc)
+        # The basal segment in force, looked up once for both the rate and the deadline
+        # (None: delivery disabled, neither needs it).
+        segment = None if self._p.disabled else self._basal_at(rtc)
+        self._apply_rate(segment)
         self._update_tones()
-        self.next_deadline_s = self._next_deadline(now, rtc)
+        self.next_deadline_s = self._next_deadline(now, rtc, segment)
         self._save()
         return self.next_deadline_s
 
@@ -993,10 +996,10 @@ class Firmware:
         self._basal_cache = (program, rtc, segment)
         return segment
 
-    def _apply_rate(self, rtc: float) -> None:
+    def _apply_rate(self, segment: ScheduleSegment | None) -> None:
         conc = self._p.drug.concentration_mcg_per_ml
         rate = 0.0
-        if self._p.disabled:
+        if segment is None:  # disabled
             rate = 0.0
         elif self._p.reset_pending and self._p.therapy_running and conc > 0:
             rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
@@ -1009,7 +1012,7 @@ class Firmware:
                     rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
                     mcg_per_h = 0.0
                 else:
-                    mcg_per_h += self._basal_at(rtc).dose_mcg_per_day / 24.0
+                    mcg_per_h += segment.dose_mcg_per_day / 24.0
             rate += mcg_per_h / conc
         # The drive cannot exceed its maximum: overlapping boluses are delivered more slowly.
         rate = min(rate, self._max_rate_ml_per_h)
@@ -1017,7 +1020,7 @@ class Firmware:
             self._rate_ml_per_h = rate
             self.hal.set_stroke_rate(rate / self.cfg.stroke_volume_ml)
 
-    def _next_deadline(self, now: float, rtc: float) -> float:
+    def _next_deadline(self, now: float, rtc: float, segment: ScheduleSegment | None) -> float:
         # Runs at every event: `if x < deadline` is `min` (the first of equals wins) without
         # the call, and the two reservoir thresholds are spelled out rather than looped.
         p = self._p
@@ -1027,7 +1030,7 @@ class Firmware:
         if eri_at_s is None:
             # The service-life limit is a date, not a measurement: wake for it exactly.
             deadline = min(deadline, max(self._age_limit_s, now))
-        if p.disabled:
+        if segment is None:  # disabled
             return deadline
         rate = 0.0 if self._stalled else self._rate_ml_per_h
         op = self._volume_op
@@ -1041,7 +1044,7 @@ class Firmware:
         if self._next_periodic_s < deadline:
             deadline = self._next_periodic_s
         # The next step of a time-varying basal (inf for a constant one).
-        due = now + self._basal_at(rtc).until_rtc_s - rtc
+        due = now + segment.until_rtc_s - rtc
         if due < deadline:
             deadline = due
         if rate > 0:
