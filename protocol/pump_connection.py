@@ -210,15 +210,15 @@ class _Context:
     scope: _Scope
 
     @property
-    def mac_key(self) -> bytes | None:
+    def mac_key(self) -> auth.FrameMac | None:
         """Session key for the answer's MAC: only when the request's own MAC verified."""
-        return None if self.session is None or self.counter is None else self.session.key
+        return None if self.session is None or self.counter is None else self.session.mac
 
 
 def _response_frame(
     request_header: Header,
     response: Response,
-    session_key: bytes | None,
+    session_key: auth.FrameMac | None,
     counter: int | None,
 ) -> bytes:
     version = request_header.version if request_header.version in SUPPORTED_VERSIONS else 1
@@ -645,7 +645,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
                     header, ResultCode.NOT_AUTHENTICATED, f"no session {header.session_id}"
                 )
                 return None
-            if not auth.verify_mac(session.key, packet.signed, packet.mac):
+            if not session.mac.verify(packet.signed, packet.mac):
                 self._refuse(header, ResultCode.BAD_MAC, "MAC does not verify")
                 return None
             if not counter_is_fresh(session.counter, packet.counter):
