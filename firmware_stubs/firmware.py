@@ -233,6 +233,11 @@ class Firmware:
         # (program, rtc it was computed at, segment): the flex segment in force stays valid
         # until its end, so the two look-ups per service need not recompute it.
         self._basal_cache: tuple[TherapyProgram, float, ScheduleSegment] | None = None
+        # The parts active_program() was built from (all immutable, replaced on change) and
+        # the result: every interrogation reports it.
+        self._active_program: (
+            tuple[TherapyProgram, DrugSettings, str, Catheter, Program] | None
+        ) = None
         self._save()
         self.log.add(hal.rtc_s(), EventCode.POWER_ON)
         self.service()
@@ -355,14 +360,29 @@ class Firmware:
         self.program(program)
 
     def active_program(self) -> Program:
-        """The program in force with its program-wide settings (what INTERROGATE reports)."""
-        return Program.of(
-            self._p.program,
-            drug=self._p.drug.name,
-            concentration_mcg_per_ml=self._p.drug.concentration_mcg_per_ml,
-            patient_id=self._p.patient_id,
-            catheter=self._p.catheter,
+        """The program in force with its program-wide settings (what INTERROGATE reports).
+
+        The same (immutable) object while none of its parts was replaced, so a caller can
+        keep what it derives from it, e.g. the wire form, until this returns another."""
+        p = self._p
+        cached = self._active_program
+        if (
+            cached is not None
+            and cached[0] is p.program
+            and cached[1] is p.drug
+            and cached[2] is p.patient_id
+            and cached[3] is p.catheter
+        ):
+            return cached[4]
+        program = Program.of(
+            p.program,
+            drug=p.drug.name,
+            concentration_mcg_per_ml=p.drug.concentration_mcg_per_ml,
+            patient_id=p.patient_id,
+            catheter=p.catheter,
         )
+        self._active_program = (p.program, p.drug, p.patient_id, p.catheter, program)
+        return program
 
     def check_program(self, program: Program) -> None:
         """Refuse a program record this pump must not take now (changes nothing): its drug
