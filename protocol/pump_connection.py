@@ -215,6 +215,11 @@ class _Context:
         return None if self.session is None or self.counter is None else self.session.mac
 
 
+# Looked up by the header's plain int, once per frame: without the Enum constructor (a Python
+# call that raises for an unknown type); an unknown type finds nothing.
+_MESSAGES_BY_TYPE: dict[int, MessageInfo] = {int(t): info for t, info in MESSAGES.items()}
+
+
 def _response_frame(
     request_header: Header,
     response: Response,
@@ -623,10 +628,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
 
     @staticmethod
     def _info(msg_type: int) -> MessageInfo | None:
-        try:
-            return MESSAGES[MessageType(msg_type)]
-        except ValueError:
-            return None
+        return _MESSAGES_BY_TYPE.get(msg_type)
 
     def _authorise(self, packet: Packet, info: MessageInfo) -> _Context | None:
         """Check session, MAC and counter; returns the sender's context or refuses."""
