@@ -916,12 +916,15 @@ class Firmware:
         if op is not None and op.remaining_ml <= op.rate_ml_per_h * _EPS_S / 3600.0 + 1e-12:
             self._volume_op = None
             self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[op.kind])
-        for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
-            self._boluses.remove(bolus)
-            self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[bolus.kind], bolus.dose_mcg)
-            if not bolus.resume_after:
-                self._p.therapy_running = False
-                self.log.add(rtc, EventCode.THERAPY_STOPPED)
+        if self._boluses:  # most events have none running: no list built for them
+            for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
+                self._boluses.remove(bolus)
+                self.log.add(
+                    rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[bolus.kind], bolus.dose_mcg
+                )
+                if not bolus.resume_after:
+                    self._p.therapy_running = False
+                    self.log.add(rtc, EventCode.THERAPY_STOPPED)
         program = self._p.program
         periodic = program.periodic
         if self._next_periodic_s <= now + _EPS_S and periodic is not None:
