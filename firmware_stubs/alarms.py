@@ -83,6 +83,9 @@ class AlarmManager:
     def __init__(self, log: EventLog) -> None:
         self._active: dict[AlarmId, ActiveAlarm] = {}
         self._log = log
+        #: Bumped on every raise, clear and acknowledgement: a reader that derives something
+        #: from the active set (the firmware's tone periods) recomputes only when it moved.
+        self.changes = 0
 
     def raise_(self, alarm: AlarmId, rtc_s: float) -> ActiveAlarm | None:
         """Raise an alarm; returns it if newly raised, None if it was already active."""
@@ -90,6 +93,7 @@ class AlarmManager:
             return None
         active = ActiveAlarm(alarm, rtc_s)
         self._active[alarm] = active
+        self.changes += 1
         self._log.add(rtc_s, EventCode.ALARM_RAISED, int(alarm))
         return active
 
@@ -97,6 +101,7 @@ class AlarmManager:
         """Clear an alarm whose condition is gone; returns whether it was active."""
         if self._active.pop(alarm, None) is None:
             return False
+        self.changes += 1
         self._log.add(rtc_s, EventCode.ALARM_CLEARED, int(alarm))
         return True
 
@@ -106,6 +111,7 @@ class AlarmManager:
         for key, active in list(self._active.items()):
             if (alarm is None or key is alarm) and not active.acknowledged:
                 self._active[key] = replace(active, acknowledged=True)
+                self.changes += 1
                 self._log.add(rtc_s, EventCode.ALARM_ACKNOWLEDGED, int(key))
                 count += 1
         return count

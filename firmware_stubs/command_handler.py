@@ -87,6 +87,9 @@ class CommandHandler:
         `revise_catheter` for the new catheter of a revision."""
         self.firmware = firmware
         self.receiver = ProgramReceiver()
+        # The program last reported and its wire form (~5 us to build and validate): kept
+        # while the firmware's active_program() returns that same immutable object.
+        self._program_wire: tuple[Program, m.TherapyProgram] | None = None
         self._refill_hook: RefillHook = refill or firmware.refill
         self._revise_hook: CatheterRevisionHook = revise_catheter or firmware.revise_catheter
         self._handlers: dict[type[m.Request], Callable[[m.Request], m.Response]] = {
@@ -149,12 +152,20 @@ class CommandHandler:
             battery_eos=status.eos,
             projected_low_reservoir_s=_s_or_none(status.projected_low_reservoir_rtc_s),
             projected_eri_s=_s_or_none(status.projected_eri_rtc_s),
-            program=fw.active_program().to_wire(),
+            program=self._wire_program(fw.active_program()),
             alarms=alarms[: m.MAX_ALARMS],
             projected_empty_s=_s_or_none(status.projected_empty_rtc_s),
             unprimed_nl=nl_from_ml(status.unprimed_ml),
             clock_valid=status.clock_valid,
         )
+
+    def _wire_program(self, program: Program) -> m.TherapyProgram:
+        cached = self._program_wire
+        if cached is not None and cached[0] is program:
+            return cached[1]
+        wire = program.to_wire()
+        self._program_wire = (program, wire)
+        return wire
 
     def _read_log(self, request: m.Request) -> m.Response:
         assert isinstance(request, m.ReadLogRequest)

@@ -226,9 +226,18 @@ class Firmware:
         self._saved: tuple[object, tuple[object, ...]] | None = None
         # The repeat period last given to the buzzer per tone (changed only on a change).
         self._tone_periods: dict[Tone, float] = {}
+        self._tones_at_change = -1  # AlarmManager.changes when the periods were last derived
+        # Derived from the configuration for service(), which runs at every event; re-derived
+        # there whenever `cfg` is another object (a rig or test may swap it).
+        self._derive_from_cfg(cfg)
         # (program, rtc it was computed at, segment): the flex segment in force stays valid
         # until its end, so the two look-ups per service need not recompute it.
         self._basal_cache: tuple[TherapyProgram, float, ScheduleSegment] | None = None
+        # The parts active_program() was built from (all immutable, replaced on change) and
+        # the result: every interrogation reports it.
+        self._active_program: (
+            tuple[TherapyProgram, DrugSettings, str, Catheter, Program] | None
+        ) = None
         self._save()
         self.log.add(hal.rtc_s(), EventCode.POWER_ON)
         self.service()
@@ -351,14 +360,29 @@ class Firmware:
         self.program(program)
 
     def active_program(self) -> Program:
-        """The program in force with its program-wide settings (what INTERROGATE reports)."""
-        return Program.of(
-            self._p.program,
-            drug=self._p.drug.name,
-            concentration_mcg_per_ml=self._p.drug.concentration_mcg_per_ml,
-            patient_id=self._p.patient_id,
-            catheter=self._p.catheter,
+        """The program in force with its program-wide settings (what INTERROGATE reports).
+
+        The same (immutable) object while none of its parts was replaced, so a caller can
+        keep what it derives from it, e.g. the wire form, until this returns another."""
+        p = self._p
+        cached = self._active_program
+        if (
+            cached is not None
+            and cached[0] is p.program
+            and cached[1] is p.drug
+            and cached[2] is p.patient_id
+            and cached[3] is p.catheter
+        ):
+            return cached[4]
+        program = Program.of(
+            p.program,
+            drug=p.drug.name,
+            concentration_mcg_per_ml=p.drug.concentration_mcg_per_ml,
+            patient_id=p.patient_id,
+            catheter=p.catheter,
         )
+        self._active_program = (p.program, p.drug, p.patient_id, p.catheter, program)
+        return program
 
     def check_program(self, program: Program) -> None:
         """Refuse a program record this pump must not take now (changes nothing): its drug
@@ -463,6 +487,11 @@ class Firmware:
             self.hal.sound(tone)
 
     def _update_tones(self) -> None:
+        # The periods follow from the active set alone: unchanged set, unchanged periods.
+        changes = self.alarms.changes
+        if changes == self._tones_at_change:
+            return
+        self._tones_at_change = changes
         periods = repeating_tones(
             self.alarms.active(),
             self.cfg.critical_tone_repeat_s,
@@ -820,26 +849,39 @@ class Firmware:
         self.service()
 
     # ------------------------------------------------------------------ scheduler
+    def _derive_from_cfg(self, cfg: FirmwareConfig) -> None:
+        self._derived_cfg = cfg
+        self._age_limit_s = cfg.service_life_s - cfg.eri_to_eos_s
+        self._self_test_due_s = cfg.self_test_interval_s - _EPS_S
+        self._max_rate_ml_per_h = cfg.max_rate_ml_per_day / 24.0
+
     def service(self) -> float:
         """Bring the firmware up to the current time; returns the next deadline (monotonic s)."""
-        self._settle()
-        now = self.hal.monotonic_s()
-        rtc = self.hal.rtc_s()
+        if self.cfg is not self._derived_cfg:
+            self._derive_from_cfg(self.cfg)
+        hal = self.hal
+        now = hal.monotonic_s()
+        self._settle_at(now)
+        rtc = hal.rtc_s()
         self._finish_due(now, rtc)
-        age_limit_s = self.cfg.service_life_s - self.cfg.eri_to_eos_s
-        if now - self._last_self_test_s >= self.cfg.self_test_interval_s - _EPS_S or (
-            self._p.eri_at_s is None and now >= age_limit_s - _EPS_S
+        if now - self._last_self_test_s >= self._self_test_due_s or (
+            self._p.eri_at_s is None and now >= self._age_limit_s - _EPS_S
         ):
             self._self_test(now, rtc)
         self._check_reservoir(rtc)
-        self._apply_rate(rtc)
+        # The basal segment in force, looked up once for both the rate and the deadline
+        # (None: delivery disabled, neither needs it).
+        segment = None if self._p.disabled else self._basal_at(rtc)
+        self._apply_rate(segment)
         self._update_tones()
-        self.next_deadline_s = self._next_deadline(now, rtc)
+        self.next_deadline_s = self._next_deadline(now, rtc, segment)
         self._save()
         return self.next_deadline_s
 
     def _settle(self) -> None:
-        now = self.hal.monotonic_s()
+        self._settle_at(self.hal.monotonic_s())
+
+    def _settle_at(self, now: float) -> None:
         dt = now - self._last_settle_s
         if dt <= 0:
             return
@@ -880,12 +922,15 @@ class Firmware:
         if op is not None and op.remaining_ml <= op.rate_ml_per_h * _EPS_S / 3600.0 + 1e-12:
             self._volume_op = None
             self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[op.kind])
-        for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
-            self._boluses.remove(bolus)
-            self.log.add(rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[bolus.kind], bolus.dose_mcg)
-            if not bolus.resume_after:
-                self._p.therapy_running = False
-                self.log.add(rtc, EventCode.THERAPY_STOPPED)
+        if self._boluses:  # most events have none running: no list built for them
+            for bolus in [b for b in self._boluses if b.end_s <= now + _EPS_S]:
+                self._boluses.remove(bolus)
+                self.log.add(
+                    rtc, EventCode.BOLUS_COMPLETED, _KIND_CODE[bolus.kind], bolus.dose_mcg
+                )
+                if not bolus.resume_after:
+                    self._p.therapy_running = False
+                    self.log.add(rtc, EventCode.THERAPY_STOPPED)
         program = self._p.program
         periodic = program.periodic
         if self._next_periodic_s <= now + _EPS_S and periodic is not None:
@@ -984,10 +1029,10 @@ class Firmware:
         self._basal_cache = (program, rtc, segment)
         return segment
 
-    def _apply_rate(self, rtc: float) -> None:
+    def _apply_rate(self, segment: ScheduleSegment | None) -> None:
         conc = self._p.drug.concentration_mcg_per_ml
         rate = 0.0
-        if self._p.disabled:
+        if segment is None:  # disabled
             rate = 0.0
         elif self._p.reset_pending and self._p.therapy_running and conc > 0:
             rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
@@ -1000,42 +1045,61 @@ class Firmware:
                     rate = self.cfg.minimum_rate_mode_ml_per_day / 24.0
                     mcg_per_h = 0.0
                 else:
-                    mcg_per_h += self._basal_mcg_per_h(rtc)
+                    mcg_per_h += segment.dose_mcg_per_day / 24.0
             rate += mcg_per_h / conc
         # The drive cannot exceed its maximum: overlapping boluses are delivered more slowly.
-        rate = min(rate, self.cfg.max_rate_ml_per_day / 24.0)
+        rate = min(rate, self._max_rate_ml_per_h)
         if rate != self._rate_ml_per_h:
             self._rate_ml_per_h = rate
             self.hal.set_stroke_rate(rate / self.cfg.stroke_volume_ml)
 
-    def _next_deadline(self, now: float, rtc: float) -> float:
-        deadline = self._last_self_test_s + self.cfg.self_test_interval_s
-        if self._p.eri_at_s is None:
+    def _next_deadline(self, now: float, rtc: float, segment: ScheduleSegment | None) -> float:
+        # Runs at every event: `if x < deadline` is `min` (the first of equals wins) without
+        # the call, and the two reservoir thresholds are spelled out rather than looped.
+        p = self._p
+        cfg = self.cfg
+        eri_at_s = p.eri_at_s
+        deadline = self._last_self_test_s + cfg.self_test_interval_s
+        if eri_at_s is None:
             # The service-life limit is a date, not a measurement: wake for it exactly.
-            deadline = min(deadline, max(self.cfg.service_life_s - self.cfg.eri_to_eos_s, now))
-        if self._p.disabled:
+            deadline = min(deadline, max(self._age_limit_s, now))
+        if segment is None:  # disabled
             return deadline
         rate = 0.0 if self._stalled else self._rate_ml_per_h
-        if self._volume_op is not None and rate > 0:
-            deadline = min(deadline, now + self._volume_op.remaining_ml / rate * 3600.0)
+        op = self._volume_op
+        if op is not None and rate > 0:
+            due = now + op.remaining_ml / rate * 3600.0
+            if due < deadline:
+                deadline = due
         for bolus in self._boluses:
-            deadline = min(deadline, bolus.end_s)
-        deadline = min(deadline, self._next_periodic_s)
+            if bolus.end_s < deadline:
+                deadline = bolus.end_s
+        if self._next_periodic_s < deadline:
+            deadline = self._next_periodic_s
         # The next step of a time-varying basal (inf for a constant one).
-        deadline = min(deadline, now + self._basal_at(rtc).until_rtc_s - rtc)
+        due = now + segment.until_rtc_s - rtc
+        if due < deadline:
+            deadline = due
         if rate > 0:
-            est = self._p.reservoir_estimate_ml
-            for threshold, alarm in (
-                (self._p.low_reservoir_threshold_ml, AlarmId.LOW_RESERVOIR),
-                (self.cfg.empty_reservoir_alarm_ml, AlarmId.EMPTY_RESERVOIR),
-            ):
-                if est > threshold and not self.alarms.is_active(alarm):
-                    deadline = min(deadline, now + (est - threshold) / rate * 3600.0)
+            est = p.reservoir_estimate_ml
+            alarms = self.alarms
+            threshold = p.low_reservoir_threshold_ml
+            if est > threshold and not alarms.is_active(AlarmId.LOW_RESERVOIR):
+                due = now + (est - threshold) / rate * 3600.0
+                if due < deadline:
+                    deadline = due
+            threshold = cfg.empty_reservoir_alarm_ml
+            if est > threshold and not alarms.is_active(AlarmId.EMPTY_RESERVOIR):
+                due = now + (est - threshold) / rate * 3600.0
+                if due < deadline:
+                    deadline = due
             if self._minimum_rate_mode and est > 0:
                 # The estimate reaching 0 makes the tubing primable (priming.py).
-                deadline = min(deadline, now + est / rate * 3600.0)
-        if self._p.eri_at_s is not None:
-            deadline = min(deadline, self._p.eri_at_s + self.cfg.eri_to_eos_s)
+                due = now + est / rate * 3600.0
+                if due < deadline:
+                    deadline = due
+        if eri_at_s is not None:
+            deadline = min(deadline, eri_at_s + cfg.eri_to_eos_s)
         # Never publish "now" again: whatever is due has just been handled.
         return max(deadline, now + _EPS_S)
 

@@ -32,6 +32,7 @@ __all__ = [
     "LABEL_SESSION_KEY",
     "MAC_SIZE",
     "MIN_KEY_SIZE",
+    "FrameMac",
     "NonceSource",
     "compute_mac",
     "derive_pump_key",
@@ -137,6 +138,39 @@ def compute_mac(key: bytes, signed: bytes) -> bytes:
 def verify_mac(key: bytes, signed: bytes, mac: bytes) -> bool:
     """Whether ``mac`` authenticates ``signed`` (constant time)."""
     return hmac.compare_digest(compute_mac(key, signed), mac)
+
+
+class FrameMac:
+    """The frame MACs of one session key: :func:`compute_mac` and :func:`verify_mac`, keyed once.
+
+    HMAC hashes the padded key into its inner and outer states before any data. Every frame
+    of a session is MACed under the same key, so those two states are computed once here and
+    copied per frame, which saves about a third of each MAC (four per round trip). The
+    result is the same bytes as :func:`compute_mac`; verification stays constant time. The
+    key never appears in ``repr``; a pickle (state snapshot) rebuilds the states from it.
+    """
+
+    __slots__ = ("_key", "_keyed")
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+
+    def compute(self, signed: bytes) -> bytes:
+        """Truncated HMAC-SHA256 of ``signed`` (header, payload and counter of a frame)."""
+        mac = self._keyed.copy()
+        mac.update(signed)
+        return mac.digest()[:MAC_SIZE]
+
+    def verify(self, signed: bytes, mac: bytes) -> bool:
+        """Whether ``mac`` authenticates ``signed`` (constant time)."""
+        return hmac.compare_digest(self.compute(signed), mac)
+
+    def __reduce__(self) -> tuple[type[FrameMac], tuple[bytes]]:
+        return (FrameMac, (self._key,))
+
+    def __repr__(self) -> str:
+        return "FrameMac(<session key>)"
 
 
 def seeded_nonce_source(seed: int) -> NonceSource:

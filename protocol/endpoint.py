@@ -14,6 +14,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
 
+from itpump.protocol.auth import FrameMac
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.framing import Deframer, FramingStats
 from itpump.protocol.messages import (
@@ -73,10 +74,15 @@ class _Scope:
 class _Session:
     session_id: int
     role: Role
-    key: bytes
+    key: bytes = field(repr=False)
     counter: int = 0  # pump: last accepted; programmer: last used
     scope: _Scope = field(default_factory=_Scope)
     last_active_s: float | None = None  # pump: time of the last accepted request, if known
+    # The session key keyed once: every frame of the session is MACed with it.
+    mac: FrameMac = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.mac = FrameMac(self.key)
 
 
 _E = TypeVar("_E")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from itpump.protocol.auth import MAC_SIZE, compute_mac
+from itpump.protocol.auth import MAC_SIZE, FrameMac, compute_mac
 from itpump.protocol.framing import MAX_BODY_SIZE
 
 __all__ = [
@@ -94,9 +94,16 @@ class Packet:
 
 
 def build_body(
-    header: Header, payload: bytes, *, session_key: bytes | None = None, counter: int | None = None
+    header: Header,
+    payload: bytes,
+    *,
+    session_key: bytes | FrameMac | None = None,
+    counter: int | None = None,
 ) -> bytes:
     """Assemble a frame body; with ``session_key`` and ``counter`` a MAC trailer is appended.
+
+    ``session_key`` is the key, or a session's :class:`~protocol.auth.FrameMac` of it (the
+    same MAC, keyed once per session).
 
     The header's MAC flag is set or cleared to match.
     """
@@ -114,6 +121,8 @@ def build_body(
         header.version, header.msg_type, header.flags | FLAG_MAC, header.seq, header.session_id
     )
     signed = head.pack() + payload + counter.to_bytes(COUNTER_SIZE, "big")
+    if isinstance(session_key, FrameMac):
+        return signed + session_key.compute(signed)
     return signed + compute_mac(session_key, signed)
 
 

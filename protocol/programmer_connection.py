@@ -142,7 +142,7 @@ class _Outstanding:
     session_id: int
     frame: bytes
     deadline_s: float
-    session_key: bytes | None
+    session_key: auth.FrameMac | None
     counter: int | None
     attempts: int = 1
 
@@ -279,7 +279,7 @@ class ProgrammerConnection(_Endpoint[ProgrammerEvent]):
             if self._session.counter >= MAX_COUNTER:
                 raise LocalProtocolError("MAC counter exhausted: authenticate again")
             session_id = self._session.session_id
-            key, counter = self._session.key, self._session.counter + 1
+            key, counter = self._session.mac, self._session.counter + 1
         body = build_body(
             Header(version, request.TYPE, 0, seq, session_id),
             request.encode(),
@@ -379,7 +379,7 @@ class ProgrammerConnection(_Endpoint[ProgrammerEvent]):
             if out.session_key is None or packet.counter != out.counter:
                 self._drop("MAC on a response to an unauthenticated request")
                 return False
-            if not auth.verify_mac(out.session_key, packet.signed, packet.mac):
+            if not out.session_key.verify(packet.signed, packet.mac):
                 self._drop("response MAC does not verify")
                 return False
             return True

@@ -210,15 +210,20 @@ class _Context:
     scope: _Scope
 
     @property
-    def mac_key(self) -> bytes | None:
+    def mac_key(self) -> auth.FrameMac | None:
         """Session key for the answer's MAC: only when the request's own MAC verified."""
-        return None if self.session is None or self.counter is None else self.session.key
+        return None if self.session is None or self.counter is None else self.session.mac
+
+
+# Looked up by the header's plain int, once per frame: without the Enum constructor (a Python
+# call that raises for an unknown type); an unknown type finds nothing.
+_MESSAGES_BY_TYPE: dict[int, MessageInfo] = {int(t): info for t, info in MESSAGES.items()}
 
 
 def _response_frame(
     request_header: Header,
     response: Response,
-    session_key: bytes | None,
+    session_key: auth.FrameMac | None,
     counter: int | None,
 ) -> bytes:
     version = request_header.version if request_header.version in SUPPORTED_VERSIONS else 1
@@ -623,10 +628,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
 
     @staticmethod
     def _info(msg_type: int) -> MessageInfo | None:
-        try:
-            return MESSAGES[MessageType(msg_type)]
-        except ValueError:
-            return None
+        return _MESSAGES_BY_TYPE.get(msg_type)
 
     def _authorise(self, packet: Packet, info: MessageInfo) -> _Context | None:
         """Check session, MAC and counter; returns the sender's context or refuses."""
@@ -645,7 +647,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
                     header, ResultCode.NOT_AUTHENTICATED, f"no session {header.session_id}"
                 )
                 return None
-            if not auth.verify_mac(session.key, packet.signed, packet.mac):
+            if not session.mac.verify(packet.signed, packet.mac):
                 self._refuse(header, ResultCode.BAD_MAC, "MAC does not verify")
                 return None
             if not counter_is_fresh(session.counter, packet.counter):

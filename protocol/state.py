@@ -54,6 +54,14 @@ class LocalProtocolError(RuntimeError):
     """The caller used a connection object in a way the protocol does not allow."""
 
 
+class _MachineEnum(Enum):
+    """An Enum hashed by identity, in C: the machines look up ``(state, event)`` several times
+    per frame, and Enum's own ``__hash__`` is a Python call. Members are singletons compared
+    by identity, so identity hashing agrees with equality."""
+
+    __hash__ = object.__hash__
+
+
 S = TypeVar("S", bound=Enum)
 E = TypeVar("E", bound=Enum)
 
@@ -84,7 +92,7 @@ class StateMachine(Generic[S, E]):
 # --- request (both sides) -------------------------------------------------------------------
 
 
-class RequestState(Enum):
+class RequestState(_MachineEnum):
     """Stop-and-wait: at most one request outstanding."""
 
     IDLE = auto()
@@ -92,7 +100,7 @@ class RequestState(Enum):
     ERROR = auto()  # an unexpected exception; the pump answers INTERNAL_ERROR and recovers
 
 
-class RequestEvent(Enum):
+class RequestEvent(_MachineEnum):
     """Programmer: SEND, then RESPONSE or GIVE_UP. Pump: SEND = request delivered, RESPONSE.
 
     ERROR: an unexpected exception (from any state). RECOVER: the pump answered it.
@@ -117,7 +125,7 @@ REQUEST_TRANSITIONS: Mapping[tuple[RequestState, RequestEvent], RequestState] = 
 # --- pump session -----------------------------------------------------------------------------
 
 
-class PumpSessionState(Enum):
+class PumpSessionState(_MachineEnum):
     """Whether a session is active and whether a challenge is outstanding.
 
     An outstanding challenge does not end the active session: an unauthenticated AUTH_BEGIN
@@ -130,7 +138,7 @@ class PumpSessionState(Enum):
     ACTIVE_CHALLENGED = auto()
 
 
-class PumpSessionEvent(Enum):
+class PumpSessionEvent(_MachineEnum):
     """CHALLENGE: AUTH_BEGIN answered. PROOF_OK / PROOF_BAD: AUTH_PROOF checked. END."""
 
     CHALLENGE = auto()
@@ -165,7 +173,7 @@ CHALLENGE_STATES = frozenset({_PS.CHALLENGED, _PS.ACTIVE_CHALLENGED})
 # --- programmer handshake ---------------------------------------------------------------------
 
 
-class HandshakeState(Enum):
+class HandshakeState(_MachineEnum):
     """Programmer side of the authentication handshake."""
 
     IDLE = auto()
@@ -174,7 +182,7 @@ class HandshakeState(Enum):
     PROOF_SENT = auto()  # AUTH_PROOF built, waiting for the pump's proof
 
 
-class HandshakeEvent(Enum):
+class HandshakeEvent(_MachineEnum):
     """Steps of the handshake as the programmer sees them."""
 
     BEGIN = auto()
@@ -202,7 +210,7 @@ SEQ_WINDOW = 32
 SEQ_MODULUS = 1 << 16
 
 
-class SeqVerdict(Enum):
+class SeqVerdict(_MachineEnum):
     """How a request's sequence number relates to the last accepted one."""
 
     NEW = auto()
