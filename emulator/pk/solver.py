@@ -148,6 +148,18 @@ class _ModalGroup:
         out += integral * _route_gain(self.g, rates[None, :])
 
 
+def _reachable(augmented: FloatArray) -> NDArray[np.bool_]:
+    """(P, N, N): True where entry (i, j) of exp(M d) can be nonzero, i.e. where i is reachable
+    from j in the graph of M's nonzero entries (every power of M is zero elsewhere)."""
+    size = augmented.shape[-1]
+    reach: NDArray[np.bool_] = (augmented != 0.0) | np.eye(size, dtype=bool)
+    # Squaring doubles the path length covered; paths longer than size - 1 repeat a node.
+    for _ in range(max(1, (size - 1).bit_length())):
+        counts = reach.astype(np.int64)
+        reach = np.greater(counts @ counts, 0)
+    return reach
+
+
 @dataclass(frozen=True)
 class _ExpmGroup:
     a: FloatArray  # (P, n, n)
@@ -178,6 +190,11 @@ class _ExpmGroup:
         from scipy.linalg import expm
 
         exponentials = expm(augmented[None, :, :, :] * unique[:, None, None, None])
+        # expm's Pade solve and squarings leak rounding (~1e-16 of the largest entry) into
+        # entries that are exactly zero, e.g. drug in CSF from a tissue dose when nothing flows
+        # from blood to CSF: a concentration that must be 0 came out as -7e-14 ng/mL. Those
+        # entries are zero in every power of the matrix, so they are zeroed by structure.
+        exponentials = np.where(_reachable(augmented)[None], exponentials, 0.0)
         exponentials = exponentials[inverse.reshape(-1)]
         return exponentials[:, :, :n, :n], exponentials[:, :, :n, n:]
 
@@ -217,12 +234,20 @@ _MAX_RUNS_PER_WINDOW = 16
 # when its times carry rounding noise; the time shift is far below any rate's resolution.
 _OFFSET_QUANTUM_H = 2.0**-40
 _OFFSET_QUANTUM_LIMIT_H = 1.0e6
+# Offsets shorter than this (0.2 s) are kept as they are: there the 2^-41 h shift is no longer
+# small next to the offset itself (an output 1e-189 h into a 1e-186 h infusion was moved to the
+# infusion's start and read 0), while at 2^-16 h it is at most 2^-25 of the offset.
+_OFFSET_QUANTUM_MIN_H = 2.0**-16
 
 
 def _quantise_offsets(offsets_h: FloatArray) -> FloatArray:
     if offsets_h.size == 0 or offsets_h.max() > _OFFSET_QUANTUM_LIMIT_H:
         return offsets_h
-    quantised: FloatArray = np.round(offsets_h / _OFFSET_QUANTUM_H) * _OFFSET_QUANTUM_H
+    quantised: FloatArray = np.where(
+        offsets_h < _OFFSET_QUANTUM_MIN_H,
+        offsets_h,
+        np.round(offsets_h / _OFFSET_QUANTUM_H) * _OFFSET_QUANTUM_H,
+    )
     return quantised
 
 
