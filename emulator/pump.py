@@ -24,12 +24,11 @@ from itpump.emulator.hardware.pump_hardware import MassLedger, PumpHardware, Ref
 from itpump.emulator.patient import LivePatient
 from itpump.emulator.pk import Concentrations
 from itpump.emulator.recorder import Recorder
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 
 log = logging.getLogger(__name__)
 
