@@ -29,6 +29,7 @@ from itpump.firmware_stubs.firmware import Firmware
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
 from itpump.protocol.codes import AlarmId, ResultCode
+from itpump.protocol.therapy import Catheter
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,7 @@ class EmulatedPump:
             unprimed_ml = self.call(self.firmware.revise_catheter, length_cm, volume_ul_per_cm)
         else:
             self.firmware.check_catheter(length_cm, volume_ul_per_cm)
-        self.hardware.revise_catheter(self.now_h, length_cm * volume_ul_per_cm / 1000.0)
+        self.hardware.revise_catheter(self.now_h, Catheter(length_cm, volume_ul_per_cm).volume_ml)
         self._after()
         return unprimed_ml
 
