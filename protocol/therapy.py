@@ -640,8 +640,8 @@ class PeriodicBolus:
         if self.bolus_duration_min > self.interval_min:
             raise ProgramError(
                 "periodic.duration_min",
-                f"{self.bolus_duration_min} min is longer than periodic.interval "
-                f"{self.interval_min} min",
+                f"{self.bolus_duration_min} min is longer than the interval between "
+                f"boluses ({self.interval_min} min)",
             )
 
     def __str__(self) -> str:
