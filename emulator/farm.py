@@ -37,9 +37,9 @@ from itpump.emulator.transports import (
     TcpTransport,
 )
 from itpump.emulator.transports.base import ByteHandler
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import PumpStatus
 from itpump.protocol.auth import DEFAULT_MASTER_KEY, derive_pump_key, role_key
+from itpump.protocol.codes import AlarmId
 from itpump.protocol.messages import Role
 
 log = logging.getLogger(__name__)

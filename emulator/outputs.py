@@ -15,7 +15,7 @@ from itpump.emulator.patient import concentration_columns
 from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray
 from itpump.emulator.runner import RunResult
-from itpump.firmware_stubs.alarms import AlarmId
+from itpump.protocol.codes import AlarmId
 
 _ALARM_BITS = {int(a): a.name.lower() for a in AlarmId}
 

@@ -24,12 +24,12 @@ from itpump.emulator.hardware.pump_hardware import MassLedger, PumpHardware, Ref
 from itpump.emulator.patient import LivePatient
 from itpump.emulator.pk import Concentrations
 from itpump.emulator.recorder import Recorder
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.nvm import InMemoryNvm, NonVolatileMemory
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
+from itpump.protocol.therapy import Catheter
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class EmulatedPump:
             unprimed_ml = self.call(self.firmware.revise_catheter, length_cm, volume_ul_per_cm)
         else:
             self.firmware.check_catheter(length_cm, volume_ul_per_cm)
-        self.hardware.revise_catheter(self.now_h, length_cm * volume_ul_per_cm / 1000.0)
+        self.hardware.revise_catheter(self.now_h, Catheter(length_cm, volume_ul_per_cm).volume_ml)
         self._after()
         return unprimed_ml
 

@@ -32,7 +32,8 @@ from itpump.emulator.scenario import (
     Scenario,
     SimpleAction,
 )
-from itpump.firmware_stubs.alarms import SEVERITY, AlarmId, Severity
+from itpump.firmware_stubs.alarms import SEVERITY, Severity
+from itpump.protocol.codes import AlarmId
 from itpump.protocol.therapy import mean_daily_dose_mcg
 
 if TYPE_CHECKING:

@@ -37,6 +37,7 @@ from itpump.emulator.scenario import (
     SimpleAction,
 )
 from itpump.firmware_stubs.errors import Refusal
+from itpump.protocol.therapy import Catheter
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +195,9 @@ class ScenarioRun:
             serial=serial,
             seed=self.seed,
             start_epoch_s=self.start_epoch_s,
-            catheter_volume_ml=implant.catheter_length_cm
-            * implant.catheter_volume_ul_per_cm
-            / 1000,
+            catheter_volume_ml=Catheter(
+                implant.catheter_length_cm, implant.catheter_volume_ul_per_cm
+            ).volume_ml,
             battery_initial_fraction=implant.battery_remaining_pct / 100.0,
             patient=LivePatient(self.pk_model) if live_pk and self.pk_model else None,
             history_window_h=history_window_h,

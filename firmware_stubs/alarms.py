@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 
 from itpump.firmware_stubs.event_log import EventLog
 from itpump.firmware_stubs.hal import Tone
-from itpump.protocol.codes import EventCode
+from itpump.protocol.codes import AlarmId, EventCode
 
 
 class Severity(StrEnum):
@@ -15,18 +15,6 @@ class Severity(StrEnum):
 
     CRITICAL = "critical"
     NON_CRITICAL = "non_critical"
-
-
-class AlarmId(IntEnum):
-    """Alarm identifiers (stable numbers, used on the wire)."""
-
-    LOW_RESERVOIR = 1
-    EMPTY_RESERVOIR = 2
-    ELECTIVE_REPLACEMENT = 3  # ERI: battery low, pump keeps running
-    END_OF_SERVICE = 4  # EOS: pump has stopped for good
-    MOTOR_STALL = 5
-    MEMORY_ERROR = 6
-    POWER_ON_RESET = 7  # clock and program lost: minimum rate until reprogrammed
 
 
 SEVERITY: dict[AlarmId, Severity] = {

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.alarms import Severity
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware
 from itpump.protocol import messages as m
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.connection import PumpIdentity
 from itpump.protocol.therapy import Program
 from itpump.protocol.transfer import TRANSFER_REQUESTS, ProgramReceiver

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 
-from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmId, AlarmManager, repeating_tones
+from itpump.firmware_stubs.alarms import ActiveAlarm, AlarmManager, repeating_tones
 from itpump.firmware_stubs.config import FirmwareConfig
 from itpump.firmware_stubs.errors import Refusal, check_range
 from itpump.firmware_stubs.event_log import EventLog, LogEntry
@@ -36,7 +36,7 @@ from itpump.firmware_stubs.therapy import (
     basal_at,
     validate_program,
 )
-from itpump.protocol.codes import EventCode, LogBolusKind, LogTherapyMode, ResultCode
+from itpump.protocol.codes import AlarmId, EventCode, LogBolusKind, LogTherapyMode, ResultCode
 from itpump.protocol.therapy import (
     MIN_DOSE_MCG,
     MODES,

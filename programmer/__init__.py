@@ -49,8 +49,8 @@ from itpump.programmer.program import (
     Stopped,
     load_program,
 )
-from itpump.protocol.codes import ResultCode
-from itpump.protocol.messages import AlarmId, Capability, FlexPeriod, Role, TherapyState
+from itpump.protocol.codes import AlarmId, ResultCode
+from itpump.protocol.messages import Capability, FlexPeriod, Role, TherapyState
 
 __all__ = [
     "AlarmId",

@@ -15,6 +15,7 @@ from typing import Any
 from itpump.programmer.program import Program
 from itpump.protocol import messages as m
 from itpump.protocol.codes import (
+    AlarmId,
     EventArg,
     EventCode,
     LogBolusKind,
@@ -22,7 +23,7 @@ from itpump.protocol.codes import (
     ResultCode,
     event_args,
 )
-from itpump.protocol.messages import AlarmId, AlarmSeverity, Capability, Role, TherapyState
+from itpump.protocol.messages import AlarmSeverity, Capability, Role, TherapyState
 from itpump.protocol.units import float_from_milli, mcg_from_ng, ml_from_nl
 
 __all__ = [

@@ -3,6 +3,8 @@
 Result codes: one enum so that a refusal raised deep in the firmware reaches the programmer
 unchanged. Ranges: 0x00 success, 0x01-0x1F link/session faults, 0x20-0x5F therapy refusals.
 
+Alarm ids: the firmware raises them, INTERROGATE, ACK_ALARM and the event log carry them.
+
 Event-log codes and the meaning of each event's arguments: the firmware writes them, the log
 pages carry them, the programmer labels them. They live here, below both, so that the two
 ends read one table (and docs/protocol.md is generated from it).
@@ -53,6 +55,23 @@ class ResultCode(IntEnum):
     # SEQUENCE_ERROR: that one is recovered by IDENTIFY and a resend of the same frame, which
     # would be refused again here; this one is recovered by sending the expected offset.
     PROGRAM_CHUNK_OUT_OF_ORDER = 0x2E
+
+
+class AlarmId(IntEnum):
+    """Alarm identifiers known in protocol version 1: the firmware raises them, the wire's
+    ``alarm_id`` fields and the event log carry them, the programmer names them.
+
+    The ``alarm_id`` fields are plain integers so that a programmer can show an alarm that a
+    newer pump raises; these are the values defined so far.
+    """
+
+    LOW_RESERVOIR = 1
+    EMPTY_RESERVOIR = 2
+    ELECTIVE_REPLACEMENT = 3  # ERI: battery low, pump keeps running
+    END_OF_SERVICE = 4  # EOS: pump has stopped for good
+    MOTOR_STALL = 5
+    MEMORY_ERROR = 6
+    POWER_ON_RESET = 7  # clock and program lost: minimum rate until reprogrammed
 
 
 class EventCode(IntEnum):

@@ -15,6 +15,7 @@ from enum import IntEnum, IntFlag
 from itpump.protocol.codes import (
     EVENT_ARGS,
     VOLUME_BOLUS_KINDS,
+    AlarmId,
     EventArg,
     LogBolusKind,
     LogTherapyMode,
@@ -25,7 +26,6 @@ from itpump.protocol.messages import (
     MESSAGES,
     THERAPY_MODES,
     Alarm,
-    AlarmId,
     AlarmSeverity,
     Capability,
     FlexPeriod,

@@ -23,7 +23,7 @@ from enum import Enum
 from itpump.protocol import auth
 from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.connection import (
     AutoReply,
     ProgrammerConnection,
@@ -107,7 +107,7 @@ _STATUS = m.InterrogateResponse(
     ),
     alarms=(
         m.Alarm(
-            alarm_id=m.AlarmId.LOW_RESERVOIR,
+            alarm_id=AlarmId.LOW_RESERVOIR,
             severity=m.AlarmSeverity.NON_CRITICAL,
             raised_at_s=_T0 - 3_600,
             acknowledged=False,

@@ -130,22 +130,6 @@ class AlarmSeverity(IntEnum):
     CRITICAL = 2
 
 
-class AlarmId(IntEnum):
-    """Alarm identifiers known in protocol version 1 (the firmware's numbering).
-
-    The ``alarm_id`` fields are plain integers so that a programmer can show an alarm that a
-    newer pump raises; these are the values defined so far.
-    """
-
-    LOW_RESERVOIR = 1
-    EMPTY_RESERVOIR = 2
-    ELECTIVE_REPLACEMENT = 3
-    END_OF_SERVICE = 4
-    MOTOR_STALL = 5
-    MEMORY_ERROR = 6
-    POWER_ON_RESET = 7
-
-
 class FlexPeriod(IntEnum):
     """Length of a flex pattern before it repeats."""
 

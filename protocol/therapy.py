@@ -303,6 +303,10 @@ class Stopped:
     def __str__(self) -> str:
         return "stopped (no basal delivery)"
 
+    def scaled(self, _factor: float) -> Stopped:
+        """Nothing to scale."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class Continuous:
@@ -355,6 +359,10 @@ class Continuous:
 
     def __str__(self) -> str:
         return f"continuous {_num(self.dose_mcg_per_day)} mcg/day"
+
+    def scaled(self, factor: float) -> Continuous:
+        """The same mode with its dose rate multiplied by ``factor``."""
+        return replace(self, dose_mcg_per_day=self.dose_mcg_per_day * factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +510,11 @@ class Flex:
         )
         return f"flex ({self.period.name.lower()}) {steps} mcg/day"
 
+    def scaled(self, factor: float) -> Flex:
+        """The same pattern with every step's dose rate multiplied by ``factor``."""
+        steps = tuple(replace(s, dose_mcg_per_day=s.dose_mcg_per_day * factor) for s in self.steps)
+        return replace(self, steps=steps)
+
 
 @dataclass(frozen=True, slots=True)
 class PeriodicBolus:
@@ -627,8 +640,8 @@ class PeriodicBolus:
         if self.bolus_duration_min > self.interval_min:
             raise ProgramError(
                 "periodic.duration_min",
-                f"{self.bolus_duration_min} min is longer than periodic.interval "
-                f"{self.interval_min} min",
+                f"{self.bolus_duration_min} min is longer than the interval between "
+                f"boluses ({self.interval_min} min)",
             )
 
     def __str__(self) -> str:
@@ -636,6 +649,14 @@ class PeriodicBolus:
             f"periodic bolus: basal {_num(self.basal_mcg_per_day)} mcg/day + "
             f"{_num(self.bolus_mcg)} mcg over {self.bolus_duration_min} min "
             f"every {self.interval_min} min"
+        )
+
+    def scaled(self, factor: float) -> PeriodicBolus:
+        """The same timing with the basal rate and the bolus dose multiplied by ``factor``."""
+        return replace(
+            self,
+            basal_mcg_per_day=self.basal_mcg_per_day * factor,
+            bolus_mcg=self.bolus_mcg * factor,
         )
 
 

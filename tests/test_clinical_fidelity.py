@@ -17,7 +17,7 @@ from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import ScenarioError, load_scenario, parse_scenario
-from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.alarms import Severity
 from itpump.firmware_stubs.drug_library import DrugLibraryError, parse_library
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware, TherapyState
@@ -26,7 +26,7 @@ from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
 from itpump.firmware_stubs.priming import PathEmptied
 from itpump.firmware_stubs.projection import PatientBolusUse
 from itpump.programmer import PumpClient, PumpRefused
-from itpump.protocol.codes import EventCode, ResultCode
+from itpump.protocol.codes import AlarmId, EventCode, ResultCode
 from itpump.protocol.therapy import PatientBolus, Stopped, TherapyProgram
 from itpump.tools.cli import main
 from tests.pump_helpers import CATHETER_ML, START_EPOCH_S, FakeHal, continuous, make_pump

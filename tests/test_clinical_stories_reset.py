@@ -21,9 +21,9 @@ from itpump.emulator.pk import thresholds
 from itpump.emulator.report import programmed_dose, report_figure
 from itpump.emulator.runner import RunResult, ScenarioRun
 from itpump.emulator.scenario import SHIPPED_SCENARIO_DIR, load_scenario, parse_scenario
-from itpump.firmware_stubs.alarms import AlarmId, Severity
+from itpump.firmware_stubs.alarms import Severity
 from itpump.firmware_stubs.power import RESET_CLOCK_EPOCH_S
-from itpump.protocol.codes import EventCode
+from itpump.protocol.codes import AlarmId, EventCode
 from tests.pump_helpers import continuous, make_pump
 
 DAY_H = 24.0

@@ -13,8 +13,8 @@ from itpump.emulator.outputs import timeseries
 from itpump.emulator.pump import PumpSilentError
 from itpump.emulator.runner import run_scenario
 from itpump.emulator.scenario import load_scenario
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
+from itpump.protocol.codes import AlarmId
 from tests.pump_helpers import continuous, lift_dose_limits, make_pump
 
 

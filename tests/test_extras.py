@@ -38,16 +38,20 @@ def without(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize(
     ("hide", "argv", "words"),
     [
-        (["matplotlib"], ["simulate", "--out", "{tmp}/o"], "report.png needs matplotlib"),
+        (
+            ["matplotlib"],
+            ["simulate", "--out", "{tmp}/o"],
+            "matplotlib, needed for report.png, is not installed",
+        ),
         (
             ["matplotlib"],
             ["accuracy", "--profile", "peristaltic-20", "--rate", "0.5", "--out", "{tmp}/o"],
-            "trumpet.png and startup.png needs matplotlib",
+            "matplotlib, needed for trumpet.png and startup.png, is not installed",
         ),
         (
             ["matplotlib"],
             ["pk", "{examples}/baclofen_bolus.csv", "--plot", "{tmp}/p.png"],
-            "--plot needs matplotlib",
+            "matplotlib, needed for --plot, is not installed",
         ),
         (
             ["distributed"],

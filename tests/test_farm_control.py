@@ -10,11 +10,10 @@ import pytest
 from itpump.emulator.farm import PortSpec, PumpFarm, ServedPump, SnapshotLimitError
 from itpump.emulator.faults import FaultError
 from itpump.emulator.scenario import load_scenario
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.firmware import TherapyState
 from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
 
 

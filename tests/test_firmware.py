@@ -7,12 +7,11 @@ import dataclasses
 import pytest
 
 from itpump.emulator.device_profile import load_profile
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import Firmware, TherapyState
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.therapy import basal_at
-from itpump.protocol.codes import EventCode, ResultCode
+from itpump.protocol.codes import AlarmId, EventCode, ResultCode
 from itpump.protocol.therapy import (
     Flex,
     FlexPeriod,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from itpump.protocol.therapy import MODES, Stopped
+
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ("emulator", "protocol", "firmware_stubs", "tools", "programmer")
 
@@ -97,15 +99,53 @@ MODE_FILES = {
 }
 
 
+#: the strings that stand for one particular mode: its name in a document ("stopped" is the
+#: absence of a mode and a common word) and the document keys only some modes have (a file
+#: that picks a mode's doses out by key has to change with every new mode)
+MODE_STRINGS = {cls.KIND for cls in MODES if cls is not Stopped} | {
+    "dose_mcg_per_day",
+    "period",
+    "steps",
+    "periodic",
+}
+
+
+def _names_a_mode(token: tokenize.TokenInfo) -> bool:
+    if token.type == tokenize.NAME:
+        return token.string in MODE_NAMES
+    if token.type == tokenize.STRING:
+        try:
+            value = ast.literal_eval(token.string)
+        except ValueError:  # an f-string
+            return False
+        return isinstance(value, str) and value in MODE_STRINGS
+    return False
+
+
 def test_only_the_listed_files_name_a_therapy_mode() -> None:
     naming = set()
     for folder in LIBRARY:
         for path in _sources(folder):
             text = path.read_text(encoding="utf-8")
             tokens = tokenize.generate_tokens(io.StringIO(text).readline)
-            if any(t.type == tokenize.NAME and t.string in MODE_NAMES for t in tokens):
+            if any(_names_a_mode(t) for t in tokens):
                 naming.add(path.relative_to(ROOT).as_posix())
     assert naming <= MODE_FILES
     doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     row = next(line for line in doc.splitlines() if line.startswith("| a therapy mode |"))
     assert all(f"`{name}" in row for name in MODE_FILES), row
+
+
+@pytest.mark.parametrize(
+    ("source", "names"),
+    [
+        ('out["periodic"] = {**action["periodic"]}', True),  # a mode's doses picked out by key
+        ('if kind == "flex":', True),
+        ("Continuous(300.0)", True),
+        ('f"{dose} flex"', False),
+        ('log.info("stopped")', False),
+    ],
+)
+def test_the_mode_scan_sees_keys_and_names(source: str, names: bool) -> None:
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    assert any(_names_a_mode(t) for t in tokens) is names

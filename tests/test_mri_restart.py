@@ -7,7 +7,7 @@ import pytest
 
 from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.pump import EmulatedPump
-from itpump.firmware_stubs.alarms import AlarmId
+from itpump.protocol.codes import AlarmId
 from tests.pump_helpers import continuous, make_pump
 
 

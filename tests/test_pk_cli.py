@@ -97,7 +97,7 @@ def test_malformed_file_names_line_and_column_and_writes_nothing(
     [
         (["--plot", "{tmp}/pred.xyz"], "unsupported file type"),
         (["--out", "{tmp}/missing-dir/pred.csv"], "does not exist"),
-        (["--catheter-tip-cm", "nan"], "--catheter-tip-cm: must be in [-100, 100]"),
+        (["--catheter-tip-cm", "nan"], "--catheter-tip-cm: 'nan' is not a number"),
     ],
 )
 def test_bad_options_are_usage_errors(

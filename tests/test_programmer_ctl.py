@@ -165,6 +165,23 @@ async def test_unopenable_port_exits_4(capsys: pytest.CaptureFixture[str]) -> No
             "--drug: 33 UTF-8 bytes outside 1..32 (wire limit)",
         ),
         (["program", "--periodic", "200,50,30,x"], "periodic interval 'x': not a whole number"),
+        (["bolus", "clinician", "5", "1e9"], "bolus clinician: DURATION_MIN 1e+09 min outside"),
+        (["program", "--flex", "-5"], "--flex: flex step '-5': expected START=MCG_PER_DAY"),
+        (
+            ["program", "--periodic", "100,50,30.5,360"],
+            "--periodic: periodic bolus duration '30.5': not a whole number",
+        ),
+        (
+            ["program", "--periodic", "100,50,30,7"],
+            "--periodic: DURATION_MIN 30 min is longer than the interval between boluses (7 min)",
+        ),
+        (["program", "--catheter", "110"], "--catheter: catheter '110': expected"),
+        (["program", "--patient-bolus", "1,2"], "--patient-bolus: "),
+        (["program", "--drug", "d" * 33], "--drug: 33 UTF-8 bytes outside 1..32 (wire limit)"),
+        (
+            ["program", "--continuous", "5", "--flex-period", "weekly"],
+            "--flex-period goes with --flex",
+        ),
         (["alarms", "ack", "FIRE"], "LOW_RESERVOIR"),
         (["alarms", "threshold"], "volume in mL"),
     ],
@@ -175,6 +192,42 @@ async def test_usage_errors_exit_2_before_the_port_is_opened(
     # the port does not exist: reaching it would exit 4, not 2
     assert await ctl("/nonexistent/ttyPUMP9", *argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["program", "--continuous", "nan"], "argument --continuous: 'nan' is not a number"),
+        (["program", "--max-daily", "nan"], "argument --max-daily: 'nan' is not a number"),
+        (["refill", "nan", "--drug", "b", "--concentration", "1"], "'nan' is not a number"),
+    ],
+)
+def test_nan_is_not_a_number_rather_than_out_of_range(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["ctl", "/nonexistent/ttyPUMP9", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "must be" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["program"], "drug concentration in mcg/mL"),
+        (["refill"], "concentration of the drug filled, in mcg/mL"),
+        (["bolus", "clinician"], "minutes to deliver the dose over"),
+        (["bolus", "clinician"], "bolus dose in mcg"),
+    ],
+)
+def test_help_explains_every_value(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["ctl", "/dev/null", *argv, "--help"])
+    assert words in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("argv", [["--continuous", "1e9"], ["--catheter", "-5,2.6"]])

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from itpump.protocol import messages as m
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.header import MAX_PAYLOAD_SIZE
 from itpump.protocol.wire import (
     BoolSpec,
@@ -290,8 +290,14 @@ def test_clinician_may_send_everything(request_: m.Request) -> None:
     assert m.role_allows(m.Role.CLINICIAN, request_)
 
 
-def test_alarm_ids_match_the_firmware() -> None:
-    firmware_alarms = pytest.importorskip("itpump.firmware_stubs.alarms")
-    assert {a.name: a.value for a in m.AlarmId} == {
-        a.name: a.value for a in firmware_alarms.AlarmId
-    }
+def test_alarm_ids_are_defined_once_below_the_firmware_and_the_programmer() -> None:
+    # One enum, not two kept in step: the firmware raises, and the programmer names, the
+    # protocol's own AlarmId (a wire code, protocol/codes.py).
+    from itpump.firmware_stubs import alarms, command_handler
+    from itpump.programmer import models
+
+    assert alarms.SEVERITY.keys() == set(AlarmId)
+    assert all(type(alarm) is AlarmId for alarm in alarms.SEVERITY)
+    assert vars(command_handler)["AlarmId"] is AlarmId
+    assert vars(models)["AlarmId"] is AlarmId
+    assert "AlarmId" not in vars(m)

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
 
+from itpump.emulator.scenario import ProgramAction, parse_scenario
 from itpump.emulator.sweep.spec import (
+    RunParameters,
     SweepError,
     load_sweep,
     parse_sweep,
     run_parameters,
     shipped_sweeps,
 )
-from itpump.emulator.sweep.worker import execute_run, row_schema
+from itpump.emulator.sweep.worker import build_scenario, execute_run, row_schema
+from itpump.protocol.therapy import (
+    MODES,
+    Continuous,
+    Flex,
+    FlexStep,
+    Mode,
+    PeriodicBolus,
+    Stopped,
+)
 from tests.sweep_helpers import tiny_sweep, tiny_sweep_data
 
 
@@ -174,3 +186,33 @@ def test_an_unknown_fault_kind_is_one_line_naming_the_field_and_the_kinds(kind: 
     assert "faults[0].value" not in message
     assert "faults[0].kind: unknown fault kind; allowed: motor_stall, occlusion," in message
     assert "or 'none' (got 'occlussion')" in message
+
+
+#: one program of each therapy mode, in a 500 mcg/mL reservoir (a new mode needs a row here)
+_EXAMPLE_MODES: dict[type[Mode], Mode] = {
+    Stopped: Stopped(),
+    Continuous: Continuous(300.0),
+    Flex: Flex((FlexStep(0, 200.0), FlexStep(7 * 60, 260.0))),
+    PeriodicBolus: PeriodicBolus(100.0, 50.0, 30, 360, 60),
+}
+
+
+@pytest.mark.parametrize("kind", MODES, ids=lambda kind: kind.KIND)
+def test_program_dose_factor_scales_every_dose_of_every_mode(kind: type[Mode]) -> None:
+    # The sweep knows no mode's keys: each mode scales its own doses (Mode.scaled).
+    mode = _EXAMPLE_MODES[kind]
+    base = parse_sweep({**tiny_sweep_data(replicates=1), "profile": {}, "faults": []})
+    data = base.scenario.model_dump()
+    program = next(a for a in data["actions"] if a["type"] == "program")
+    program.update({"steps": [], "periodic": None, **mode.table_items()})
+    sweep = dataclasses.replace(base, scenario=parse_scenario(data))
+    values: dict[str, float | str] = {"program_dose_factor": 3.0, "program_dose_factor_from_h": 0}
+    scenario, _ = build_scenario(sweep, RunParameters(0, 0, 0, 1, values))
+    (scaled,) = (a for a in scenario.actions if isinstance(a, ProgramAction))
+    assert scaled.program().mode == mode.scaled(3.0)
+    assert scaled.program().mode.mean_dose_mcg_per_day() == pytest.approx(
+        3.0 * mode.mean_dose_mcg_per_day()
+    )
+    assert scaled.max_daily_dose_mcg == 600  # the limit that should catch the slip stays
+    if kind is not Stopped:
+        assert mode.scaled(3.0) != mode

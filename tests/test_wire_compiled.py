@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from itpump.protocol import messages as m
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.examples import EXAMPLE_PROGRAM
 from itpump.protocol.wire import WireError, WireStruct
 
@@ -61,7 +61,7 @@ PROBES: list[Any] = [
     0, 1, -1, 254, 255, 256, 1000, 1001, 1440, 65535, 65536, 10**9, 10**9 + 1, 2**31,
     2**32 - 1, 2**32, True, False, None, 1.0, "", "x", "a" * 32, "a" * 33, "é" * 16, "é" * 17,
     "\udcff", b"", bytes(16), bytes(32), bytes(33), (), (1,), (ALARM,), (ALARM,) * 33,
-    [ALARM], (-(2**31), 2**31 - 1), (2**31,), m.AlarmId.LOW_RESERVOIR, m.TherapyState.STOPPED,
+    [ALARM], (-(2**31), 2**31 - 1), (2**31,), AlarmId.LOW_RESERVOIR, m.TherapyState.STOPPED,
     m.AlarmSeverity.CRITICAL, m.Role.CLINICIAN, m.Capability.FLEX, ResultCode.OK,
     ResultCode.OUT_OF_RANGE, EXAMPLE_PROGRAM, m.ContinuousMode(5), m.StoppedMode(),
     m.PatientBolusSettings(dose_ng=1, duration_min=1, lockout_min=0, max_per_day=1),

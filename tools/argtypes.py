@@ -15,9 +15,30 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def _real(text: str) -> float:
+    """A number that is not nan (nan compares false with any bound, so a range message
+    would be wrong about it)."""
+    value = number(text)
+    if math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+    return value
+
+
+def _whole(text: str) -> int:
+    """A whole number; '1e9' is read as 1000000000 so that the range check, not 'not a whole
+    number', answers a whole number written in exponent form."""
+    try:
+        return int(text)
+    except ValueError:
+        as_float = number(text)
+        if not (math.isfinite(as_float) and as_float == int(as_float)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        return int(as_float)
+
+
 def positive_float(text: str) -> float:
     """A number > 0."""
-    value = number(text)
+    value = _real(text)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
@@ -25,7 +46,7 @@ def positive_float(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """A number >= 0."""
-    value = number(text)
+    value = _real(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return value
@@ -33,27 +54,17 @@ def non_negative_float(text: str) -> float:
 
 def positive_int(text: str) -> int:
     """A whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
 
 
 def int_in_range(low: int, high: int) -> Callable[[str], int]:
-    """A whole number from `low` to `high`; '1e5' is read as 100000 so that a number written
-    in exponent form gets the range in its message, not 'not a whole number'."""
+    """A whole number from `low` to `high` (exponent form too: '1e5')."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            as_float = number(text)
-            if not (math.isfinite(as_float) and as_float == int(as_float)):
-                raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-            value = int(as_float)
+        value = _whole(text)
         if not low <= value <= high:
             raise argparse.ArgumentTypeError(f"must be {low}..{high} (got {text})")
         return value
@@ -66,7 +77,7 @@ def float_in_range(low: float, high: float, *, low_open: bool = False) -> Callab
     """A number from `low` (excluded when `low_open`) to `high`; nan and inf are refused."""
 
     def parse(text: str) -> float:
-        value = number(text)
+        value = _real(text)
         above_low = value > low if low_open else value >= low
         if not (above_low and value <= high):  # written so that nan fails too
             bracket = "(" if low_open else "["

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from itpump.emulator.toml_input import MAX_TOML_BYTES
 from itpump.programmer import (
@@ -270,7 +270,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     mode.add_argument("--stopped", action="store_true", help="no basal delivery")
     p.add_argument(
-        "--flex-period", choices=("daily", "weekly"), default="daily", help="flex pattern length"
+        "--flex-period",
+        choices=("daily", "weekly"),
+        help="length of the --flex pattern (default daily)",
     )
     p.add_argument("--max-daily", metavar="MCG", type=positive_float, help="maximum daily dose")
     p.add_argument(
@@ -278,7 +280,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="DOSE_MCG,DURATION_MIN,LOCKOUT_MIN,MAX_PER_DAY",
         help='patient-activated bolus settings, or "off"',
     )
-    p.add_argument("--concentration", metavar="MCG_PER_ML", type=positive_float, help="drug")
+    p.add_argument(
+        "--concentration",
+        metavar="MCG_PER_ML",
+        type=positive_float,
+        help="drug concentration in mcg/mL; must be the reservoir's (set by refill)",
+    )
     p.add_argument("--drug", metavar="NAME", help="drug name")
     p.add_argument(
         "--patient-id", metavar="ID", help="patient identifier (the pump limits its length)"
@@ -293,8 +300,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = _command(sub, "bolus", cmd_bolus, "start or cancel a bolus")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     k = kinds.add_parser("clinician", help="a clinician bolus on top of the basal")
-    k.add_argument("dose_mcg", metavar="DOSE_MCG", type=positive_float)
-    k.add_argument("duration_min", metavar="DURATION_MIN", type=positive_int)
+    k.add_argument("dose_mcg", metavar="DOSE_MCG", type=positive_float, help="bolus dose in mcg")
+    k.add_argument(
+        "duration_min",
+        metavar="DURATION_MIN",
+        type=positive_int,
+        help="minutes to deliver the dose over",
+    )
     k.add_argument("--then-stop", action="store_true", help="stop therapy after the bolus")
     kinds.add_parser("patient", help="a patient-activated bolus (limits from the program)")
     k = kinds.add_parser("prime", help="fill catheter and tubing at the maximum rate")
@@ -314,7 +326,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = _command(sub, "refill", cmd_refill, "record a refill (volume, drug, concentration)")
     p.add_argument("volume_ml", metavar="VOLUME_ML", type=positive_float, help="volume filled")
     p.add_argument("--drug", required=True, metavar="NAME", help="drug name")
-    p.add_argument("--concentration", required=True, metavar="MCG_PER_ML", type=positive_float)
+    p.add_argument(
+        "--concentration",
+        required=True,
+        metavar="MCG_PER_ML",
+        type=positive_float,
+        help="concentration of the drug filled, in mcg/mL",
+    )
     p.add_argument(
         "--aspirated",
         metavar="ML",
@@ -589,27 +607,56 @@ def _flag_label(path: str, mode: Mode | None) -> str:
     return _FLAG_LABELS.get(path.split("[", 1)[0], path)
 
 
+_T = TypeVar("_T")
+
+
+def _flag_value(flag: str, parse: Callable[..., _T], *values: str) -> _T:
+    """``parse(*values)``, a :class:`ValueError` becoming a usage error that names ``flag``."""
+    try:
+        return parse(*values)
+    except ValueError as exc:
+        raise UsageError(_labelled(flag, str(exc))) from None
+
+
+def _check_drug(drug: str) -> None:
+    """A drug name is the reservoir's: what a refill may record (a program must match it)."""
+    try:
+        check_text("--drug", drug, m.RefillRequest, "drug_name")
+    except ProgramError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
     """The flags and --file as program settings, each checked in its own units before any
     wire record is built (a wire error would name nanograms and nanolitres)."""
+    if args.flex_period is not None and args.flex is None:
+        raise UsageError("--flex-period goes with --flex (a program file sets its own period)")
     try:
         table = _load_program_file(args.file) if args.file else None
-        mode: Mode | None = None
-        if args.continuous is not None:
-            mode = Continuous(args.continuous)
-        elif args.flex is not None:
-            mode = Flex.parse(args.flex, args.flex_period)
-        elif args.periodic is not None:
-            mode = PeriodicBolus.parse(args.periodic)
-        elif args.stopped:
-            mode = Stopped()
-        catheter = None if args.catheter is None else Catheter.parse(args.catheter)
-        text = (args.patient_bolus or "").strip().lower()
-        limits = None if text in ("", "off", "none") else PatientBolusLimits.parse(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    mode: Mode | None = None
+    if args.continuous is not None:
+        mode = Continuous(args.continuous)
+    elif args.flex is not None:
+        mode = _flag_value("--flex", Flex.parse, args.flex, args.flex_period or "daily")
+    elif args.periodic is not None:
+        mode = _flag_value("--periodic", PeriodicBolus.parse, args.periodic)
+    elif args.stopped:
+        mode = Stopped()
+    catheter = (
+        None if args.catheter is None else _flag_value("--catheter", Catheter.parse, args.catheter)
+    )
+    text = (args.patient_bolus or "").strip().lower()
+    limits = (
+        None
+        if text in ("", "off", "none")
+        else _flag_value("--patient-bolus", PatientBolusLimits.parse, text)
+    )
     if args.drug == "":
         raise UsageError("--drug must not be empty")
+    if args.drug is not None:
+        _check_drug(args.drug)
     if args.patient_id == "":
         # an empty id on the wire means "keep the patient id": refuse it rather than
         # report a change the pump does not make
@@ -942,10 +989,7 @@ def _parse_arguments(args: argparse.Namespace) -> Any:
     command = " ".join(filter(None, (args.ctl_command, getattr(args, "kind", None))))
     _check_wire_values(command, vars(args))
     if command == "refill":
-        try:
-            check_text("--drug", args.drug, m.RefillRequest, "drug_name")
-        except ProgramError as exc:
-            raise UsageError(str(exc)) from None
+        _check_drug(args.drug)
     if command == "program":
         return _program_flags(args)
     if command == "clock":

@@ -14,7 +14,7 @@ def require_plotting(what: str, instead: str | None = None) -> None:
     if importlib.util.find_spec("matplotlib") is None:
         alternative = f", or {instead}" if instead else ""
         raise UsageError(
-            f"{what} needs matplotlib, which is not installed: {PLOT_EXTRA_HINT}{alternative}"
+            f"matplotlib, needed for {what}, is not installed: {PLOT_EXTRA_HINT}{alternative}"
         )
 
 

@@ -28,6 +28,7 @@ from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import (
     FaultAction,
     PatientBolusAction,
+    ProgramAction,
     RefillAction,
     Scenario,
     parse_scenario,
@@ -85,20 +86,13 @@ def row_schema(sweep: Sweep) -> dict[str, str]:
     return schema
 
 
-def _scale_program(action: dict[str, Any], factor: float) -> dict[str, Any]:
+def _scale_program(
+    action: ProgramAction, dumped: dict[str, Any], factor: float
+) -> dict[str, Any]:
     # A programming slip multiplies every rate the clinician types; the daily limit is a
-    # separate field and stays as it was (it is what should catch the slip).
-    out = dict(action)
-    out["dose_mcg_per_day"] = action["dose_mcg_per_day"] * factor
-    out["steps"] = [
-        {**s, "dose_mcg_per_day": s["dose_mcg_per_day"] * factor} for s in action["steps"]
-    ]
-    if action.get("periodic"):
-        out["periodic"] = {
-            **action["periodic"],
-            "dose_mcg": action["periodic"]["dose_mcg"] * factor,
-        }
-    return out
+    # separate field and stays as it was (it is what should catch the slip). Which keys hold
+    # a dose is the mode's business (Mode.scaled), so a new mode is scaled without a change here.
+    return {**dumped, **action.program().mode.scaled(factor).table_items()}
 
 
 def build_scenario(sweep: Sweep, p: RunParameters) -> tuple[Scenario, float | None]:
@@ -110,7 +104,10 @@ def build_scenario(sweep: Sweep, p: RunParameters) -> tuple[Scenario, float | No
     if "weight_kg" in v:
         data["patient"]["weight_kg"] = float(v["weight_kg"])
     actions: list[dict[str, Any]] = []
+    programs: list[tuple[ProgramAction, dict[str, Any]]] = []
     for action, dumped in zip(base.actions, data["actions"], strict=True):
+        if isinstance(action, ProgramAction):
+            programs.append((action, dumped))
         if (
             isinstance(action, RefillAction)
             and action.every is not None
@@ -137,15 +134,14 @@ def build_scenario(sweep: Sweep, p: RunParameters) -> tuple[Scenario, float | No
     if "program_dose_factor" in v:
         factor = float(v["program_dose_factor"])
         from_h = float(v.get("program_dose_factor_from_h", 0.0))
-        programs = [a for a in actions if a["type"] == "program"]
-        later = [a for a in programs if a["at"] >= from_h]
+        later = [(a, dumped) for a, dumped in programs if a.at >= from_h]
         if later:
-            for a in later:
-                actions[actions.index(a)] = _scale_program(a, factor)
+            for a, dumped in later:
+                actions[actions.index(dumped)] = _scale_program(a, dumped, factor)
         else:
             # No program at that time in the base: the clinician re-enters the last one then.
-            last = max(programs, key=lambda a: a["at"])
-            actions.append({**_scale_program(last, factor), "at": from_h, "every": None})
+            last, dumped = max(programs, key=lambda pair: pair[0].at)
+            actions.append({**_scale_program(last, dumped, factor), "at": from_h, "every": None})
     onsets = [a.at for a in base.actions if isinstance(a, FaultAction)]
     for i in range(sweep.n_faults):
         kind = str(v[f"fault{i}_kind"])
