@@ -6,12 +6,12 @@ import dataclasses
 from collections.abc import Callable
 
 from itpump.emulator.device_profile import load_profile
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.command_handler import CommandHandler
 from itpump.firmware_stubs.firmware import Firmware
 from itpump.firmware_stubs.hal import Tone
 from itpump.firmware_stubs.therapy import basal_at
 from itpump.protocol import messages as m
+from itpump.protocol.codes import AlarmId
 from itpump.protocol.therapy import Flex, FlexStep, Program, TherapyProgram
 from tests.pump_helpers import FakeHal
 
