@@ -11,10 +11,14 @@ import os
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from itpump.emulator.toml_input import read_toml
 from itpump.firmware_stubs.config import FirmwareConfig
+from itpump.protocol.messages import NAME_MAX_BYTES, SERIAL_MAX_BYTES
+
+SERIAL_SUFFIX_BYTES = len("-000000")
+"""What a pump's serial adds to the profile's prefix (`ScenarioRun.serial_for`)."""
 
 SHIPPED_PROFILE_DIR = Path(__file__).with_name("profiles")
 PROFILE_PATH_ENV = "ITPUMP_PROFILE_PATH"
@@ -133,6 +137,31 @@ class DeviceProfile(_Strict):
     battery: BatteryProfile
     telemetry: TelemetryProfile
     limits: LimitsProfile = LimitsProfile()
+
+    @field_validator("model")
+    @classmethod
+    def _model_fits_the_wire(cls, model: str) -> str:
+        # IDENTIFY carries the model in at most NAME_MAX_BYTES UTF-8 bytes: a longer one
+        # passed the character count and then stopped every pump from being built.
+        size = len(model.encode("utf-8"))
+        if size > NAME_MAX_BYTES:
+            raise ValueError(
+                f"must be at most {NAME_MAX_BYTES} UTF-8 bytes (IDENTIFY carries it); "
+                f"got {size} bytes"
+            )
+        return model
+
+    @field_validator("serial_prefix")
+    @classmethod
+    def _serial_prefix_fits_the_wire(cls, prefix: str) -> str:
+        limit = SERIAL_MAX_BYTES - SERIAL_SUFFIX_BYTES
+        size = len(prefix.encode("utf-8"))
+        if size > limit:
+            raise ValueError(
+                f"must be at most {limit} UTF-8 bytes (a serial, prefix and "
+                f"'-NNNNNN', is at most {SERIAL_MAX_BYTES}); got {size} bytes"
+            )
+        return prefix
 
     @model_validator(mode="after")
     def _check_consistency(self) -> DeviceProfile:

@@ -431,7 +431,12 @@ class PumpFarm:
         self.scenario = scenario
         self.store = None if state is None else StateStore(state)
         self.save_every_s = save_every_s
-        resumed_h = None if self.store is None else self.store.farm_h()
+        try:
+            resumed_h = None if self.store is None else self.store.farm_h()
+        except StateFileError:
+            assert self.store is not None
+            self.store.close()
+            raise
         # A resumed farm's world starts at the committed clock: every pump's epoch, the
         # runtime's anchor and the rig's view of time continue from there.
         self.env = CountingEnvironment(resumed_h or 0.0)
@@ -530,6 +535,13 @@ class PumpFarm:
         found = ScenarioRun.serial_for(self.scenario, seed, self._profile, serial)
         data = self.store.load(found)
         if data is None:
+            # Said, not silent: a file with a clock but without this pump (edited, or written
+            # for a smaller --count or another scenario) starts it fresh from the scenario.
+            log.warning(
+                "%s: no stored state for pump %s: it starts fresh from the scenario",
+                self.store.path,
+                found,
+            )
             run = self.build_run(seed, serial, warm=True)
         else:
             try:

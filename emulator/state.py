@@ -25,6 +25,8 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
+import math
+import os
 import sqlite3
 import sys
 from collections.abc import Iterable
@@ -82,7 +84,7 @@ class StateStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.commits = 0
-        self._lock = _lock_exclusively(Path(f"{self.path}.lock"), self.path)
+        self._lock = _FileLock(self.path)
         try:
             # isolation_level=None: transactions are explicit (BEGIN ... COMMIT) below.
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -173,7 +175,21 @@ class StateStore:
     def farm_h(self) -> float | None:
         """The farm's simulated time at the last commit (None: nothing saved yet)."""
         row = self._db.execute("SELECT value FROM meta WHERE key = 'farm_h'").fetchone()
-        return None if row is None else float(row[0])
+        if row is None:
+            return None
+        try:
+            farm_h = float(row[0])
+        except (TypeError, ValueError):
+            farm_h = math.nan
+        # A hand-edited clock (nan, 1e400 read as inf, negative) would fail deep inside the
+        # simulation; refuse it here in one line instead.
+        if not (math.isfinite(farm_h) and farm_h >= 0):
+            raise StateFileError(
+                f"{self.path}: the state file's farm_h (the farm's clock, hours) is "
+                f"{str(row[0])[:40]!r}; it must be a finite number >= 0 (the file was edited "
+                "or damaged: restore it, or name a new --state file)"
+            )
+        return farm_h
 
     def load(self, serial: str) -> bytes | None:
         """The stored state of pump `serial`, or None."""
@@ -245,27 +261,64 @@ def _differences(stored: dict[str, object], current: dict[str, str]) -> str:
     return "; ".join(said)
 
 
-def _lock_exclusively(lock_path: Path, path: Path) -> IO[bytes]:
-    """Hold an exclusive lock on `lock_path` until the returned file is closed.
+_HELD: set[tuple[int, int]] = set()
+"""(st_dev, st_ino) of every state file this process holds open."""
 
-    Two servers on one state file would overwrite each other's pumps; the kernel drops the
-    lock when its process dies, so a restart after SIGKILL is never locked out. A lock file
-    beside the database (not the database itself) keeps it apart from SQLite's own locks.
-    Where `fcntl` does not exist (Windows) nothing is locked.
-    """
+
+def _file_id(path: Path) -> tuple[int, int] | None:
     try:
-        lock = open(lock_path, "ab")  # noqa: SIM115 - kept open: the lock lives with it
-    except OSError as exc:
-        raise StateFileError(f"{path}: cannot create the lock file {lock_path}: {exc}") from None
-    try:
-        import fcntl
-    except ImportError:
-        return lock
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        st = path.stat()
     except OSError:
-        lock.close()
-        raise StateFileError(
-            f"{path}: in use by another itpump serve (or farm); stop it, or name another file"
-        ) from None
-    return lock
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _FileLock:
+    """An exclusive lock on a state file, held until `close`.
+
+    Two servers on one state file would overwrite each other's pumps. The lock is taken on
+    the database file itself (`flock` on an open descriptor), so it belongs to the inode: a
+    symlink or a hard link to a file in use is refused too, where a lock file named after the
+    path as given was not. `flock` locks are apart from the POSIX record locks SQLite takes;
+    but closing any descriptor of a file drops all of its process's POSIX locks on it, so this
+    descriptor stays open until after SQLite has closed the file, and a second open of a file
+    this process already holds is refused from its identity (`_HELD`) before a descriptor is
+    opened. The kernel drops the lock when its process dies, so a restart after SIGKILL is
+    never locked out. Where `fcntl` does not exist (Windows) only `_HELD` is checked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if _file_id(path) in _HELD:
+            raise _in_use(path)
+        try:
+            self._file: IO[bytes] = open(path, "ab")  # noqa: SIM115 - the lock lives with it
+        except OSError as exc:
+            raise StateFileError(f"{path}: cannot open the state file: {exc}") from None
+        st = os.fstat(self._file.fileno())
+        self._id = (st.st_dev, st.st_ino)
+        try:
+            import fcntl
+        except ImportError:
+            pass
+        else:
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                # Held by another process: this process holds no SQLite lock on the file,
+                # so closing this descriptor drops nothing.
+                self._file.close()
+                raise _in_use(path) from None
+        _HELD.add(self._id)
+
+    def close(self) -> None:
+        """Release the lock (after the SQLite connection on the file is closed)."""
+        if not self._file.closed:
+            self._file.close()
+            _HELD.discard(self._id)
+
+
+def _in_use(path: Path) -> StateFileError:
+    return StateFileError(
+        f"{path}: in use by another itpump serve (or farm), perhaps through another name "
+        "(a link); stop it, or name another file"
+    )

@@ -72,6 +72,14 @@ def _s_or_none(rtc_s: float | None) -> int | None:
     return min(max(epoch_s_from_float(rtc_s), 1), LATEST_WIRE_EPOCH_S)
 
 
+def _wire_s(rtc_s: float) -> int:
+    """An instant the pump reports (its clock, an alarm's or a log entry's time) for a u32
+    field: beyond 2106 (a rig can advance a clock set to 2100 by years) it saturates at
+    :data:`LATEST_WIRE_EPOCH_S`, so the pump keeps answering rather than failing every
+    INTERROGATE and READ_LOG from then on."""
+    return min(max(epoch_s_from_float(rtc_s), 0), LATEST_WIRE_EPOCH_S)
+
+
 # ---------------------------------------------------------------------- handler
 class CommandHandler:
     """Answers every request the protocol layer delivers, using one firmware instance."""
@@ -133,13 +141,13 @@ class CommandHandler:
                 m.AlarmSeverity.CRITICAL
                 if a.severity is Severity.CRITICAL
                 else m.AlarmSeverity.NON_CRITICAL,
-                epoch_s_from_float(a.raised_rtc_s),
+                _wire_s(a.raised_rtc_s),
                 a.acknowledged,
             )
             for a in status.alarms
         )
         return m.InterrogateResponse(
-            time_s=epoch_s_from_float(status.rtc_s),
+            time_s=_wire_s(status.rtc_s),
             therapy_state=_WIRE_STATE[status.therapy_state.name],
             reservoir_volume_nl=nl_from_ml(status.reservoir_estimate_ml),
             reservoir_capacity_nl=nl_from_ml(status.reservoir_capacity_ml),
@@ -177,7 +185,7 @@ class CommandHandler:
             entries=tuple(
                 m.LogEntry(
                     e.index,
-                    epoch_s_from_float(e.rtc_s),
+                    _wire_s(e.rtc_s),
                     int(e.code),
                     tuple(milli_from_float(a) for a in e.args[: m.MAX_LOG_ARGS]),
                 )
@@ -188,9 +196,11 @@ class CommandHandler:
     # -- settings
     def _set_clock(self, request: m.Request) -> m.Response:
         assert isinstance(request, m.SetClockRequest)
-        previous = epoch_s_from_float(self.firmware.hal.rtc_s())
+        # The answer is built before the clock changes: an answer that failed after the
+        # change would report an error for a clock that had been set.
+        answer = m.SetClockResponse(_wire_s(self.firmware.hal.rtc_s()))
         self.firmware.set_clock(float(request.time_s))
-        return m.SetClockResponse(previous)
+        return answer
 
     def _set_threshold(self, request: m.Request) -> m.Response:
         assert isinstance(request, m.SetAlarmThresholdsRequest)

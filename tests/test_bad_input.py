@@ -84,6 +84,13 @@ FILES: dict[str, str | bytes] = {
     "huge-field.csv": PK_HEADER + "1,0,1,0,1," + "x" * 200_000 + "\n",
     "empty.csv": "",
     "afile": "not a directory\n",
+    # 17 characters pass the 32-character count; 34 UTF-8 bytes do not fit IDENTIFY's field.
+    "model-long.toml": _profile("model", 'model = "' + "é" * 17 + '"'),
+    "prefix-long.toml": _profile("serial_prefix", 'serial_prefix = "' + "𝄞" * 7 + '"'),
+    "sweep-1s.toml": (
+        '[sweep]\nname = "fine"\nscenario = "motor-stall"\nduration = "30d"\nreplicates = 2\n'
+        '[outcomes]\nsample_interval = "1s"\n'
+    ),
     "outdir/.keep": "",
 }
 
@@ -136,6 +143,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("profile-directory", ["profiles", "{w}/outdir"], "Is a directory"),
     ("profile-missing", ["profiles", "{w}/missing.toml"], "cannot read profile"),
     ("profile-unknown", ["profiles", "no-such-pump"], "known profiles"),
+    ("profile-model-34-bytes", ["profiles", "{w}/model-long.toml"], "model: must be at most 32"),
+    ("profile-prefix-28-bytes", ["profiles", "{w}/prefix-long.toml"], "serial_prefix: must be"),
     # --- serve (every case fails before a farm is built or a port opened)
     ("serve-speed-nan", ["serve", "--port", "tcp:0", "--speed=nan"], "--speed"),
     ("serve-speed-inf", ["serve", "--port", "tcp:0", "--speed=inf"], "--speed"),
@@ -158,11 +167,28 @@ CASES: list[tuple[str, list[str], str]] = [
     ("serve-scenario-deep", ["serve", "--scenario", "{w}/deep.toml"], "nested"),
     ("serve-scenario-non-utf8", ["serve", "--scenario", "{w}/nonutf8.toml"], "not UTF-8"),
     ("serve-master-key-empty", ["serve", "--master-key", ""], "--master-key"),
+    ("serve-profile-model-34-bytes", ["serve", "--profile", "{w}/model-long.toml"], "32 UTF-8"),
+    (
+        "serve-unclean-restart-without-state",
+        ["serve", "--port", "tcp:0", "--unclean-restart", "power-on-reset"],
+        "--unclean-restart goes with --state",
+    ),
+    # --- sweep
+    (
+        "sweep-sample-interval-1s",
+        ["sweep", "{w}/sweep-1s.toml", "--out", "sweep-out"],
+        "outcomes.sample_interval",
+    ),
     # --- pk
     ("pk-seed-negative", ["pk", BOLUS, "--seed=-1", "--population", "3"], "--seed"),
     ("pk-out-directory", ["pk", BOLUS, "--out", "{w}/outdir"], "--out"),
     ("pk-plot-directory", ["pk", BOLUS, "--plot", "{w}/outdir"], "--plot"),
     ("pk-out-missing-dir", ["pk", BOLUS, "--out", "{w}/nowhere/p.csv"], "does not exist"),
+    ("pk-out-under-a-file", ["pk", BOLUS, "--out", "{w}/afile/p.csv"], "is not a directory"),
+    # /proc takes no new files (not even root's, whom the up-front check lets through)
+    ("pk-out-proc", ["pk", BOLUS, "--out", "/proc/itpump-x.csv"], "--out"),
+    ("pk-plot-proc", ["pk", BOLUS, "--plot", "/proc/itpump-x.png"], "--plot"),
+    ("pk-plot-proc-with-out", ["pk", BOLUS, "--out", "p.csv", "--plot", "/proc/x.png"], "--plot"),
     ("pk-population-1e8", ["pk", BOLUS, "--population", "1e8"], "--population: must be 1.."),
     ("pk-population-0", ["pk", BOLUS, "--population", "0"], "--population"),
     ("pk-population-nan", ["pk", BOLUS, "--population", "nan"], "--population"),
@@ -245,6 +271,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("ctl-clock-junk", [*CTL, "clock", "set", "yesterday"], "clock set"),
     ("ctl-clock-year-1", [*CTL, "clock", "set", "0001-01-01T00:00Z"], "clock set"),
     ("ctl-key-not-hex", [*CTL, "--key", "zz", "status"], "key"),
+    ("ctl-port-99999", ["ctl", "socket://127.0.0.1:99999", "status"], "port '99999' is not"),
+    ("ctl-rfc2217-port-0", ["ctl", "rfc2217://127.0.0.1:0", "status"], "port '0' is not"),
 ]
 
 

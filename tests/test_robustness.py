@@ -25,6 +25,7 @@ from itpump.emulator.transports.rfc2217 import (
     _Rfc2217Link,
 )
 from itpump.emulator.transports.tcp import MAX_WRITE_BUFFER_BYTES, TcpTransport, _TcpLink
+from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import TherapyState
 from itpump.protocol import messages as m
@@ -255,6 +256,36 @@ def test_clock_set_to_2099_then_status_and_stop_are_answered() -> None:
     assert served.reported().therapy_state is TherapyState.STOPPED
 
 
+_PAST_2106_S = 4_315_485_594  # the reviewer's clock: 2100 advanced by about seven years
+
+
+def test_a_clock_run_past_2106_keeps_the_pump_answering_and_set_clock_atomic() -> None:
+    # A rig advanced a pump set to 2100 by years: SET_CLOCK was answered INTERNAL_ERROR
+    # although it had set the clock, and INTERROGATE and READ_LOG failed for good.
+    farm = _farm()
+    served = farm.pumps[0]
+    fw = served.pump.firmware
+    pc = _open_session(served.handler, served.key)
+    served.pump.call(lambda: fw.hal.set_rtc(_PAST_2106_S))
+    set_clock = _exchange(served.handler, pc, m.SetClockRequest(_DEC_31_2099_S))
+    assert isinstance(set_clock, m.SetClockResponse)
+    assert set_clock.previous_time_s == 0xFFFF_FFFF  # saturated: "at or after"
+    assert served.pump.call(fw.hal.rtc_s) < _PAST_2106_S  # the clock it acknowledged is set
+
+    served.pump.call(lambda: fw.hal.set_rtc(_PAST_2106_S))
+    served.pump.call(lambda: fw._raise(AlarmId.MOTOR_STALL, _PAST_2106_S))
+    assert isinstance(_exchange(served.handler, pc, m.StopTherapyRequest()), m.Ack)  # logged
+    status = _exchange(served.handler, pc, m.InterrogateRequest())
+    assert isinstance(status, m.InterrogateResponse)
+    assert status.time_s == 0xFFFF_FFFF
+    assert [a.raised_at_s for a in status.alarms if a.alarm_id == AlarmId.MOTOR_STALL] == [
+        0xFFFF_FFFF
+    ]
+    newest = _exchange(served.handler, pc, m.ReadLogRequest(0))
+    assert isinstance(newest, m.ReadLogResponse)
+    assert 0xFFFF_FFFF in [entry.time_s for entry in newest.entries]
+
+
 def test_a_clock_beyond_the_pumps_range_is_refused_naming_field_and_range() -> None:
     farm = _farm()
     served = farm.pumps[0]
@@ -472,3 +503,24 @@ async def test_a_stray_or_malformed_rfc2217_command_is_ignored(telnet: bytes) ->
         assert (await reader.readuntil(b"pong")).endswith(b"pong")
         writer.close()
         await writer.wait_closed()
+
+
+async def test_unescaped_iac_bytes_log_one_warning_per_connection_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # IAC followed by a byte that is no Telnet command: pyserial warned once per byte, so a
+    # blast of binary data flooded the log (52,326 lines for 50 MB).
+    handler = _Handler()
+    caplog.set_level(logging.WARNING, logger="itpump.emulator.transports.rfc2217")
+    async with Rfc2217Transport(handler) as transport:
+        reader, writer = await asyncio.open_connection("127.0.0.1", transport.port)
+        writer.write(b"\xff\x01" * 5000)
+        writer.write(b"ping")
+        assert (await reader.readuntil(b"pong")).endswith(b"pong")
+        writer.close()
+        await writer.wait_closed()
+        await handler.closed.wait()
+    said = [r.getMessage() for r in caplog.records if "Telnet" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "later Telnet warnings on this connection are counted" in said[0]
+    assert said[1].startswith("RFC 2217: 4999 more Telnet warnings")

@@ -181,7 +181,9 @@ def test_a_reply_is_withheld_until_its_change_is_committed(tmp_path: Path) -> No
     assert again.pumps[0].reported().low_reservoir_threshold_ml == pytest.approx(1.234)
 
 
-async def test_a_pump_missing_from_the_file_is_built_fresh(tmp_path: Path) -> None:
+async def test_a_pump_missing_from_the_file_is_built_fresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     db = tmp_path / "farm.db"
     one = _farm(db, "null")
     one.advance(10.0)
@@ -193,6 +195,10 @@ async def test_a_pump_missing_from_the_file_is_built_fresh(tmp_path: Path) -> No
     stored, fresh = two.pumps
     assert stored.now_h() == 34.0  # continues
     assert fresh.now_h() == 24.0  # its own clock: built and warmed up on its own
+    # Said in the log, not silent.
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"no stored state for pump {fresh.serial}" in line for line in said)
+    assert not any(stored.serial + ":" in line for line in said)
     await two.close()
     assert StateStore(db).serials() == sorted([stored.serial, fresh.serial])
 
@@ -225,6 +231,57 @@ def test_a_state_file_in_use_is_refused_and_free_again_after_close(tmp_path: Pat
         StateStore(db)
     first.close()
     StateStore(db).close()
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink"])
+def test_a_state_file_in_use_through_a_link_is_refused(tmp_path: Path, link: str) -> None:
+    # The lock belongs to the file, not to the name: a second server on another name of the
+    # same file would overwrite the first one's acknowledged changes.
+    db = tmp_path / "two.db"
+    first = StateStore(db)
+    other = tmp_path / "twolink.db"
+    if link == "symlink":
+        other.symlink_to(db.name)
+    else:
+        os.link(db, other)
+    with pytest.raises(StateFileError, match="in use by another itpump serve") as err:
+        StateStore(other)
+    assert "\n" not in str(err.value)
+    first.close()
+    StateStore(other).close()  # free again once the first one let go
+
+
+def test_serve_refuses_a_state_file_in_use_through_a_symlink_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "two.db"
+    (tmp_path / "twolink.db").symlink_to(db.name)
+    first = StateStore(db)
+    try:
+        code = main(["serve", "--port", "null", "--state", str(tmp_path / "twolink.db")])
+    finally:
+        first.close()
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "in use" in err
+
+
+@pytest.mark.parametrize("farm_h", ["nan", "1e400", "-5.0", "soon"])
+def test_a_hand_edited_farm_clock_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], farm_h: str
+) -> None:
+    db = tmp_path / "farm.db"
+    StateStore(db).close()
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('farm_h', ?)", (farm_h,))
+    con.close()
+    assert main(["serve", "--port", "null", "--state", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "farm_h" in err
+    assert "finite number >= 0" in err
+    StateStore(db).close()  # the refusal let the file go
 
 
 def test_serve_refuses_a_foreign_state_file_with_one_line_and_exit_2(

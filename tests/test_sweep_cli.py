@@ -61,6 +61,34 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (out / "runs").exists()  # nothing ran
 
 
+def test_a_cluster_that_cannot_be_reached_leaves_out_as_it_was(
+    tmp_path: Path,
+    sweep_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The failure `--scheduler tcp://127.0.0.1:1` meets after Dask's connect timeout (20 s),
+    # raised at once: the start failed, so nothing of the sweep may stay in --out.
+    import itpump.emulator.sweep.engine as engine
+
+    def unreachable(*_args: object, **_kwargs: object) -> None:
+        raise engine.SweepClusterError("cannot reach the Dask scheduler tcp://127.0.0.1:1")
+
+    monkeypatch.setattr(engine, "run_sweep", unreachable)
+    fresh = tmp_path / "new" / "out"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine\n", encoding="utf-8")
+    for out in (fresh, kept):
+        argv = ["sweep", str(sweep_file), "--scheduler", "tcp://127.0.0.1:1", "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert "cannot reach the Dask scheduler" in err
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
 def test_out_that_is_a_file_is_refused(
     tmp_path: Path, sweep_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1049,8 +1049,26 @@ def _url_hint(url: str) -> str:
     )
 
 
+_NETWORK_URL = re.compile(r"^(socket|rfc2217)://(.*?):([^:/?]*)(?:[/?].*)?$", re.I)
+
+
+def _check_url(url: str) -> None:
+    """Refuse a network URL whose port no socket can have, in one line: pyserial's own
+    message for it is its URL-syntax help text, and it came back as a link failure (exit 4)."""
+    match = _NETWORK_URL.match(url.strip())
+    if match is None:
+        return
+    port = match[3]
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise UsageError(
+            f"PORT_URL {url!r}: port {port!r} is not 1..65535 "
+            f"(expected {match[1].lower()}://HOST:PORT)"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     """Connect, run one command, end the session; print the result."""
+    _check_url(args.url)
     key = _key_source(args)
     parsed = _parse_arguments(args)
     handler: Callable[[PumpClient, argparse.Namespace, Any], Output] = args.handler

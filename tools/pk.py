@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.tools.argtypes import float_in_range, int_in_range
 from itpump.tools.cli import UsageError
 from itpump.tools.extras import require_plotting
+
+if TYPE_CHECKING:
+    from itpump.emulator.pk.batch import PredictionRun
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +109,53 @@ def _check_destination(path: Path | None, option: str) -> None:
         return
     if path.is_dir():
         raise UsageError(f"{option}: {path} is a directory; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise UsageError(f"{option}: {path.parent} is not a directory")
     if not path.parent.is_dir():
         raise UsageError(f"{option}: directory {path.parent} does not exist")
+    # Checked first so a long computation is not lost; a write can still fail later (root
+    # passes this check on /proc, a disk fills), which `_write_outputs` reports in one line.
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option}: directory {path.parent} is not writable")
+
+
+def _cannot_write(option: str, path: Path, exc: OSError) -> UsageError:
+    return UsageError(f"{option}: cannot write {path}: {exc.strerror or exc}")
+
+
+def _write_outputs(args: argparse.Namespace, text: str, run_result: PredictionRun) -> None:
+    """Write the plot and the predictions, all or nothing: the plot is rendered to a staged
+    name beside it first and renamed into place only once the predictions are written, so a
+    failure of either leaves neither (and a failed plot prints no predictions)."""
+    from itpump.emulator.pk.plotting import save_plot
+    from itpump.emulator.pk.records import write_text_atomically
+
+    staged: Path | None = None
+    try:
+        if args.plot is not None:
+            staged = args.plot.with_name(f".{args.plot.name}.staged{args.plot.suffix}")
+            try:
+                save_plot(run_result, staged, title=f"itpump pk: {args.doses.name}")
+            except OSError as exc:
+                raise _cannot_write("--plot", args.plot, exc) from None
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            try:
+                write_text_atomically(args.out, text)
+            except OSError as exc:
+                raise _cannot_write("--out", args.out, exc) from None
+            logger.info("wrote %s", args.out)
+        if staged is not None:
+            try:
+                os.replace(staged, args.plot)
+            except OSError as exc:
+                raise _cannot_write("--plot", args.plot, exc) from None
+            staged = None
+            logger.info("wrote %s", args.plot)
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: scipy and matplotlib would slow every other sub-command's start.
     from itpump.emulator.pk.batch import predict_subjects
     from itpump.emulator.pk.parameters import PKParameters
-    from itpump.emulator.pk.records import DoseFileError, read_dose_file, write_text_atomically
+    from itpump.emulator.pk.records import DoseFileError, read_dose_file
 
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
@@ -121,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     _check_destination(args.plot, "--plot")
     if args.plot is not None:
         require_plotting("--plot", "leave --plot out")
-        from itpump.emulator.pk.plotting import save_plot, supported_plot_suffixes
+        from itpump.emulator.pk.plotting import supported_plot_suffixes
 
         suffix = args.plot.suffix.lower().lstrip(".")
         if suffix not in supported_plot_suffixes():
@@ -152,12 +202,5 @@ def run(args: argparse.Namespace) -> int:
         curve_points=PLOT_POINTS if args.plot is not None else 0,
     )
     text = run_result.csv_text()
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        write_text_atomically(args.out, text)
-        logger.info("wrote %s", args.out)
-    if args.plot is not None:
-        save_plot(run_result, args.plot, title=f"itpump pk: {args.doses.name}")
-        logger.info("wrote %s", args.plot)
+    _write_outputs(args, text, run_result)
     return 0

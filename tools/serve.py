@@ -125,8 +125,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--unclean-restart",
         choices=("resume", "power-on-reset"),
-        default="resume",
-        help="with --state, when the file was not closed by a clean stop (the server was "
+        default=None,
+        help="needs --state; when the file was not closed by a clean stop (the server was "
         "killed): 'resume' each pump exactly where it was committed (default), or treat the "
         "kill as a power loss: each pump comes back in its power-on-reset state (clock and "
         "program lost, minimum rate, critical alarm), if its profile resets on power loss",
@@ -255,6 +255,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--stepped needs --control PORT: only the control API moves time then")
     if args.stepped and args.speed != "1":
         raise UsageError("--stepped and --speed exclude each other (stepped is speed 0)")
+    if args.unclean_restart is not None and args.state is None:
+        # Refused rather than ignored: without a state file nothing survives a kill, so a
+        # user asking for power-on-reset behaviour would silently get a fresh farm.
+        raise UsageError(
+            "--unclean-restart goes with --state PATH: only a state file tells a kill from a "
+            "clean stop"
+        )
     if args.link and not args.port.startswith("pty"):
         raise UsageError("--link goes with --port pty")
     try:
@@ -320,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
             turnaround=args.turnaround_ms is None,
             capture=args.capture,
             state=args.state,
-            unclean_restart=args.unclean_restart,
+            unclean_restart=args.unclean_restart or "resume",
         )
     except StateFileError as exc:
         raise UsageError(f"--state: {exc}") from None

@@ -95,6 +95,34 @@ def check_scheduler(address: str) -> str:
     return address
 
 
+def _missing_paths(out: Path) -> list[Path]:
+    """What `prepare_dir` may create under and above `out` that does not exist yet, deepest
+    last: the directories up to the first that exists, the manifest and the two parts
+    directories."""
+    from itpump.emulator.sweep.store import MANIFEST, RUNS_DIR, TIMESERIES_DIR
+
+    above: list[Path] = []
+    for path in (out, *out.parents):
+        if path.exists():
+            break
+        above.append(path)
+    inside = [out / name for name in (MANIFEST, RUNS_DIR, TIMESERIES_DIR)]
+    return [*reversed(above), *(p for p in inside if not p.exists())]
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove what a failed start created (`_missing_paths`), deepest first; a directory
+    something else has meanwhile put a file in is left."""
+    for path in reversed(created):
+        try:
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def run(args: argparse.Namespace) -> int:
     """Validate everything, run the sweep, write summary and report."""
     require_sweep()
@@ -117,8 +145,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} is a file, not a directory")
     try:
         sweep = load_sweep(args.sweep)
+    except SweepError as exc:
+        raise UsageError(str(exc)) from None
+    created = _missing_paths(out)
+    try:
         prepare_dir(out, sweep, restart=args.restart)
-    except (SweepError, SweepDirError) as exc:
+    except SweepDirError as exc:
+        _remove_created(created)
         raise UsageError(str(exc)) from None
     bar = None
     if not args.no_progress and sys.stderr.isatty():
@@ -141,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
             on_progress=progress,
         )
     except SweepClusterError as exc:
+        # Nothing ran: a failed start leaves --out as it found it.
+        _remove_created(created)
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
         if bar is not None:

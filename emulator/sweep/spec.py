@@ -32,6 +32,7 @@ from itpump.emulator.faults import Fault, FaultError, FaultKind
 from itpump.emulator.pk.parameters import BACLOFEN_VARIABILITY_CV_PERCENT, VARIABLE_PARAMETERS
 from itpump.emulator.pk.timing import EFFECT_THRESHOLD_FRACTION
 from itpump.emulator.scenario import (
+    MAX_SAMPLES,
     ProgramAction,
     RefillAction,
     Scenario,
@@ -617,6 +618,19 @@ def parse_sweep(
         ts_interval_h = _positive_duration(
             parsed.output.timeseries_interval, "output.timeseries_interval"
         )
+        # The same bound as a scenario's own samples (a 1 s interval over a year is 31.5
+        # million samples a run, held in memory): refused before anything is written.
+        for where, step_h in (
+            ("outcomes.sample_interval", thresholds.sample_interval_h),
+            ("output.timeseries_interval", ts_interval_h),
+        ):
+            samples = scenario.end_h / step_h
+            if samples > MAX_SAMPLES:
+                errors.append(
+                    f"  {where}: {step_h:g} h over {scenario.end_h:g} h gives {samples:.3g} "
+                    f"samples a run, more than {MAX_SAMPLES}; use an interval of at least "
+                    f"{scenario.end_h / MAX_SAMPLES:.3g} h"
+                )
     except ValueError as exc:
         errors.append(f"  {exc}")
     if errors or thresholds is None:

@@ -33,6 +33,38 @@ MAX_SUBNEGOTIATION_BYTES = 256
 """Longest subnegotiation kept. RFC 2217's own are at most 6 bytes; a SIGNATURE text is short."""
 
 
+class _OncePerConnectionLog:
+    """The logger pyserial's ``PortManager`` writes to, for one connection: its first
+    WARNING is logged, later ones only counted (a client sending unescaped IAC bytes got one
+    WARNING per byte, 52,326 lines for a 50 MB blast); the count is logged when the
+    connection closes, as the TCP transport warns once about a client that does not read.
+    Other levels pass through."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self.warnings = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        self.warnings += 1
+        if self.warnings == 1:
+            self._logger.warning(
+                "RFC 2217: " + msg + " (later Telnet warnings on this connection are counted)",
+                *args,
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def closed(self) -> None:
+        """Say how many warnings were not logged, if any."""
+        if self.warnings > 1:
+            self._logger.warning(
+                "RFC 2217: %d more Telnet warnings on this connection were not logged "
+                "(unescaped IAC bytes or unsupported options)",
+                self.warnings - 1,
+            )
+
+
 class _BoundedPortManager(rfc2217.PortManager):  # type: ignore[misc]  # pyserial is untyped
     """pyserial's ``PortManager`` whose input filter holds a bounded subnegotiation."""
 
@@ -41,8 +73,9 @@ class _BoundedPortManager(rfc2217.PortManager):  # type: ignore[misc]  # pyseria
     suboption: bytearray | None
     telnet_command: bytes | None
 
-    def __init__(self, serial_port: Any, connection: Any, logger: Any = None) -> None:
+    def __init__(self, serial_port: Any, connection: Any, logger: _OncePerConnectionLog) -> None:
         super().__init__(serial_port, connection, logger=logger)
+        self.logger: _OncePerConnectionLog = logger
         self._overflowing = False  # the current subnegotiation outgrew the bound
         self.subnegotiation_overflows = 0
         self.subnegotiation_peak_bytes = 0
@@ -58,9 +91,7 @@ class _BoundedPortManager(rfc2217.PortManager):  # type: ignore[misc]  # pyseria
         elif not self._overflowing:
             self._overflowing = True
             self.subnegotiation_overflows += 1
-            log.warning(
-                "RFC 2217: subnegotiation over %d bytes discarded", MAX_SUBNEGOTIATION_BYTES
-            )
+            self.logger.warning("subnegotiation over %d bytes discarded", MAX_SUBNEGOTIATION_BYTES)
 
     def _end_subnegotiation(self) -> None:
         suboption, overflowed = self.suboption, self._overflowing
@@ -76,7 +107,7 @@ class _BoundedPortManager(rfc2217.PortManager):  # type: ignore[misc]  # pyseria
         except Exception:
             # pyserial raises on some malformed options (e.g. a short baud rate): a client's
             # bad option must not end the link.
-            log.warning("RFC 2217: malformed subnegotiation %r ignored", bytes(suboption)[:16])
+            self.logger.warning("malformed subnegotiation %r ignored", bytes(suboption)[:16])
 
     def filter(self, data: bytes) -> Iterator[bytes]:
         """Yield the data bytes of ``data``; Telnet commands are acted on (pyserial's logic)."""
@@ -130,7 +161,7 @@ class _Rfc2217Link(_TcpLink):
         super().connection_made(transport)
         self._settings = serial.serial_for_url("loop://", timeout=0)
         self._manager = _BoundedPortManager(
-            self._settings, _RawWriter(self), logger=log.getChild("telnet")
+            self._settings, _RawWriter(self), logger=_OncePerConnectionLog(log.getChild("telnet"))
         )
 
     @property
@@ -154,6 +185,8 @@ class _Rfc2217Link(_TcpLink):
         if self._settings is not None:
             self._settings.close()
             self._settings = None
+        if self._manager is not None:
+            self._manager.logger.closed()
         self._manager = None
 
 
