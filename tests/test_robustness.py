@@ -25,12 +25,11 @@ from itpump.emulator.transports.rfc2217 import (
     _Rfc2217Link,
 )
 from itpump.emulator.transports.tcp import MAX_WRITE_BUFFER_BYTES, TcpTransport, _TcpLink
-from itpump.firmware_stubs.alarms import AlarmId
 from itpump.firmware_stubs.errors import Refusal
 from itpump.firmware_stubs.firmware import TherapyState
 from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
-from itpump.protocol.codes import ResultCode
+from itpump.protocol.codes import AlarmId, ResultCode
 from itpump.protocol.connection import ProgrammerConnection, PumpIdentity, ResponseReceived
 from itpump.protocol.framing import MAX_QUEUED_FRAMES, Deframer, encode_frame
 from itpump.protocol.header import parse_body
