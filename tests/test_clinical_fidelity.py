@@ -203,6 +203,28 @@ def test_catheter_revision_allows_a_prime_of_the_new_catheter_only() -> None:
     assert revised[0].args[0] == 80.0
 
 
+@pytest.mark.parametrize("basal_hours", [0.0, 12.0])
+def test_a_revision_recorded_twice_primes_only_the_new_catheter(basal_hours: float) -> None:
+    """The reviewer's case: one revision told to the pump twice (or a second revision after
+    the basal partly filled the first new catheter). The old catheter leaves with its empty
+    part, so the prime is the new catheter only and pushes no drug into the CSF."""
+    env, pump = make_pump(conc=2000.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(600.0, 1200.0))  # 0.3 mL/day
+    env.run(until=72.0)
+    new_catheter_ml = 100 * 2.6 / 1000
+    pump.revise_catheter(100.0, 2.6)
+    if basal_hours:
+        env.run(until=72.0 + basal_hours)  # 12 h fill ~0.15 mL of the 0.26 mL catheter
+    assert pump.revise_catheter(100.0, 2.6) == pytest.approx(new_catheter_ml)
+    assert fw.status().unprimed_ml == pytest.approx(new_catheter_ml)
+    csf_before_mcg = pump.truth().ledger.to_csf_mcg
+    assert pump.call(fw.prime) == pytest.approx(new_catheter_ml)
+    env.run(until=env.now + 1.0)
+    # One hour of the 600 mcg/day basal, not a path volume of 2000 mcg/mL drug.
+    assert pump.truth().ledger.to_csf_mcg - csf_before_mcg < 600.0 / 24 * 1.2
+
+
 def test_the_empty_alarm_then_a_refill_with_a_residual_refuses_the_tubing_prime() -> None:
     """The reviewer's case: the empty alarm fires with 0.5 mL left by the estimate, so the
     tubing is full of drug; after a refill whose aspirated residual is normal, a prime would
