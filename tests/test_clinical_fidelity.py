@@ -12,6 +12,7 @@ import pytest
 from itpump.emulator.device_profile import load_profile
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.pump_hardware import PumpHardware
 from itpump.emulator.outputs import timeseries
 from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
@@ -223,6 +224,44 @@ def test_a_revision_recorded_twice_primes_only_the_new_catheter(basal_hours: flo
     env.run(until=env.now + 1.0)
     # One hour of the 600 mcg/day basal, not a path volume of 2000 mcg/mL drug.
     assert pump.truth().ledger.to_csf_mcg - csf_before_mcg < 600.0 / 24 * 1.2
+
+
+@pytest.mark.parametrize("profile", ["peristaltic-20", "valve-gated-20"])
+def test_a_dry_reservoir_keeps_a_motor_pushing_the_path_to_the_tip(profile: str) -> None:
+    """A motor keeps stroking with a dry reservoir: nothing enters at the pump end and the
+    drug already in tubing and catheter moves on to the tip, so it is all delivered about a
+    path volume later. An accumulator pump has no pressure left: its path keeps its drug."""
+    prof = load_profile(profile)
+    hw = PumpHardware(prof, CATHETER_ML, seed=3)
+    hw.refill(0.0, 1.0, 500.0, drug="baclofen")
+    rate_ml_per_day = 0.3
+    hw.set_stroke_rate(0.0, rate_ml_per_day / 24.0 / hw.strokes.stroke_volume_ml)
+    dry_h = 1.0 / rate_ml_per_day * 24.0
+    hw.advance_to(dry_h * 1.05)
+    assert hw.reservoir_ml == 0.0
+    path_ml = hw.path.volume_ml
+    held_mcg = hw.path.mass_mcg
+    assert held_mcg > 0.5 * path_ml * 500.0
+    hw.advance_to(dry_h * 1.05 + 12.0)
+    ledger = hw.ledger()
+    assert abs(ledger.imbalance_mcg) < 1e-9 * ledger.filled_mcg
+    if prof.mechanism.value == "valve_gated":
+        assert hw.path.mass_mcg == held_mcg
+        return
+    # Half a day at 0.3 mL/day pushes ~0.15 mL of the path's drug out (stroke noise ~1 %).
+    assert held_mcg - hw.path.mass_mcg == pytest.approx(0.15 * 500.0, rel=0.05)
+    hw.advance_to(dry_h * 1.05 + (path_ml / rate_ml_per_day) * 24.0 * 1.1)
+    ledger = hw.ledger()
+    assert hw.path.mass_mcg == 0.0
+    assert not hw.path.holds_drug
+    assert ledger.to_csf_mcg == pytest.approx(ledger.filled_mcg, rel=1e-12)
+    # A refill now: the path is all empty, so a prime of the tubing pushes no drug out.
+    hw.refill(hw.t_h, 5.0, 500.0, drug="baclofen")
+    before_mcg = hw.ledger().to_csf_mcg
+    hw.set_stroke_rate(hw.t_h, 12.0 / hw.strokes.stroke_volume_ml)  # 12 mL/h
+    hw.advance_to(hw.t_h + prof.internal_path_volume_ml / 12.0)
+    assert hw.ledger().to_csf_mcg == before_mcg
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
 
 
 def test_the_empty_alarm_then_a_refill_with_a_residual_refuses_the_tubing_prime() -> None:
@@ -675,6 +714,41 @@ def test_a_program_beyond_the_drugs_daily_limit_is_refused() -> None:
     with pytest.raises(Refusal) as switch:
         pump.refill(5.0, "clonidine", 500.0)
     assert "clonidine" in switch.value.detail
+
+
+def _one_refill(profile: str, **refill: object) -> dict[str, object]:
+    action: dict[str, object] = {"type": "refill", "at": 0, "volume_ml": 20.0}
+    action.update({"concentration_mcg_per_ml": 500.0, **refill})
+    return {"scenario": {"name": "x", "duration": "1d", "profile": profile}, "actions": [action]}
+
+
+def test_an_unlisted_physical_drug_is_refused_at_load_naming_the_known_drugs() -> None:
+    data = _one_refill("peristaltic-20", drug="fentanyl", entered_drug="baclofen")
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(data)
+    message = str(bad.value)
+    assert "\n" not in message
+    assert "drug='fentanyl'" in message
+    assert "known: baclofen, morphine" in message
+    # A listed drug other than the entry stays allowed: the wrong-drug story.
+    parse_scenario(_one_refill("peristaltic-20", drug="morphine", entered_drug="baclofen"))
+
+
+def test_an_mri_restart_delay_on_a_valve_gated_pump_is_refused_at_load() -> None:
+    def mri(profile: str, value: float | None) -> dict[str, object]:
+        fault: dict[str, object] = {"type": "fault", "at": "1h", "kind": "mri"}
+        if value is not None:
+            fault["value"] = value
+        return {"scenario": {"name": "x", "duration": "1d", "profile": profile}, "actions": [fault]}
+
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(mri("valve-gated-20", 20.0))
+    assert "\n" not in str(bad.value)
+    assert "value=20" in str(bad.value)
+    assert "peristaltic pump only" in str(bad.value)
+    parse_scenario(mri("valve-gated-20", None))
+    parse_scenario(mri("valve-gated-20", 0.0))
+    parse_scenario(mri("peristaltic-20", 20.0))
 
 
 def test_the_library_file_is_validated() -> None:
