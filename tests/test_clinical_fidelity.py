@@ -792,8 +792,11 @@ def test_a_drug_without_pk_gets_no_concentrations_not_baclofens() -> None:
     columns = timeseries(result, np.array([24.0, 48.0]))
     assert np.isnan(columns["csf_lumbar_ng_per_ml"]).all()
     assert np.isnan(columns["plasma_ng_per_ml"]).all()
+    assert result.drugs_without_pk == [("morphine", 0.0)]
     baclofen = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0))).run()
     assert (timeseries(baclofen, np.array([48.0]))["csf_lumbar_ng_per_ml"] > 100.0).all()
+    assert baclofen.drugs_without_pk == []
+    assert [f.drug for f in baclofen.pump.drug_fills] == ["baclofen"]
 
 
 def test_simulate_writes_its_outputs_for_a_drug_without_pk(tmp_path: Path) -> None:
