@@ -751,6 +751,34 @@ def test_an_mri_restart_delay_on_a_valve_gated_pump_is_refused_at_load() -> None
     parse_scenario(mri("peristaltic-20", 20.0))
 
 
+def test_an_armed_pocket_fill_wins_over_a_fraction_and_an_aspirate_takes_what_is_there() -> None:
+    """Documented in docs/scenarios.md (`refill`): the fault puts the whole injection in the
+    pocket whatever `pocket_fill_fraction` says; asking to aspirate more than the reservoir
+    holds takes all of it."""
+    hw = PumpHardware(load_profile("peristaltic-20"), CATHETER_ML, seed=1)
+    hw.refill(0.0, 3.0, 500.0, drug="baclofen")
+    outcome = hw.refill(1.0, 4.0, 500.0, aspirate_ml=10.0, pocket_fraction=0.5, drug="baclofen")
+    assert outcome.aspirated_ml == pytest.approx(3.0)
+    assert outcome.injected_to_pocket_ml == pytest.approx(2.0)
+    hw.inject(2.0, Fault.make("pocket_fill", None))
+    outcome = hw.refill(2.0, 4.0, 500.0, pocket_fraction=0.5, drug="baclofen")
+    assert outcome.injected_to_pocket_ml == pytest.approx(4.0)
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
+
+
+def test_a_valve_reset_inside_the_field_lets_ten_microlitres_through_then_shuts_again() -> None:
+    """Documented in docs/scenarios.md (`valve_reset`): the real valve shuts again in a field."""
+    env, pump = make_pump("valve-gated-20")
+    pump.call(pump.firmware.program, continuous(2000.0))
+    env.run(until=5.0)
+    reservoir_ml = pump.truth().reservoir_ml
+    pump.inject(Fault.make("mri"))
+    env.run(until=24.0)
+    pump.call(pump.firmware.reset_mri_valve)  # still in the field
+    env.run(until=48.0)
+    assert reservoir_ml - pump.truth().reservoir_ml == pytest.approx(0.020, abs=1e-9)
+
+
 def test_the_library_file_is_validated() -> None:
     good = {
         "name": "x",
