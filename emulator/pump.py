@@ -116,8 +116,23 @@ class _EmulatorHal:
             self.tone_repeats.append((tone, now, every_s / 3600.0, math.inf))
 
 
+@dataclass(frozen=True, slots=True)
+class DrugFill:
+    """A drug physically put into the pump (or the pocket) at a refill: what reached the
+    patient from then on, and whether the patient model has its PK (a report says which
+    drug has no concentration output and from when)."""
+
+    t_h: float
+    drug: str
+    has_pk: bool
+
+
 class EmulatedPump:
     """Hardware + firmware + recorder for one implanted pump."""
+
+    # Every physical fill, in time order (a class default: a pump pickled before it was kept
+    # still loads). One per refill, so bounded by the refills a pump gets.
+    drug_fills: tuple[DrugFill, ...] = ()
 
     def __init__(
         self,
@@ -310,7 +325,9 @@ class EmulatedPump:
             drug=drug,
         )
         entry = self.firmware.cfg.drug_library.find(drug)
-        if self.patient is not None and (entry is None or not entry.has_pk):
+        has_pk = entry is not None and entry.has_pk
+        self.drug_fills = (*self.drug_fills, DrugFill(self.now_h, drug, has_pk))
+        if self.patient is not None and not has_pk:
             # The patient model is baclofen's: a drug without one gets no concentrations
             # from here on (truth's concentrations are None), not baclofen's.
             self.patient = None

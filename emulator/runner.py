@@ -68,6 +68,16 @@ class RunResult:
     wall_s: float = 0.0
 
     @property
+    def drugs_without_pk(self) -> list[tuple[str, float]]:
+        """(drug, first fill time h) for each drug filled that has no PK model: the report's
+        "no PK model for <drug> from <time>" (the run's concentrations are then NaN)."""
+        first: dict[str, float] = {}
+        for fill in self.pump.drug_fills:
+            if not fill.has_pk:
+                first.setdefault(fill.drug, fill.t_h)
+        return list(first.items())
+
+    @property
     def refusals(self) -> list[ActionOutcome]:
         """Actions the pump refused or could not hear."""
         return [o for o in self.outcomes if not o.accepted]

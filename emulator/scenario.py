@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from itpump.emulator.device_profile import ProfileError, load_profile
+from itpump.emulator.device_profile import Mechanism, ProfileError, load_profile
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml, resolve_shipped, shipped_names
@@ -193,6 +193,9 @@ class RefillAction(_Timed):
     def _device_limits(self, info: ValidationInfo) -> RefillAction:
         def check(cfg: FirmwareConfig) -> None:
             cfg.check_name("drug", self.drug)
+            # What was physically filled may differ from the entry (a wrong-drug story), but
+            # only among drugs the emulator knows: an unknown one would be accepted silently.
+            cfg.drug_library.require("drug", self.drug)
             cfg.check_concentration("concentration_mcg_per_ml", self.concentration_mcg_per_ml)
             if self.entered_drug is not None:
                 cfg.check_name("entered_drug", self.entered_drug)
@@ -274,8 +277,20 @@ class FaultAction(_Timed):
     value: float | None = None
 
     @model_validator(mode="after")
-    def _known_fault(self) -> FaultAction:
+    def _known_fault(self, info: ValidationInfo) -> FaultAction:
         Fault.make(self.kind, self.value)  # FaultError is a ValueError: reported per field
+        mechanism = info.context.get("mechanism") if isinstance(info.context, dict) else None
+        if (
+            self.kind == FaultKind.MRI.value
+            and self.value
+            and mechanism is Mechanism.VALVE_GATED
+        ):
+            # The restart delay holds a motor; a valve-gated pump has none (its valve stays
+            # shut until a valve_reset), so a delay would be silently ignored.
+            raise ValueError(
+                f"value={self.value:g}: an mri restart delay applies to a peristaltic pump "
+                "only; this profile is valve-gated (its valve stays shut until a valve_reset)"
+            )
         return self
 
 
@@ -412,7 +427,10 @@ def _describe_loc(loc: tuple[int | str, ...], data: object) -> str:
 def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scenario:
     """Validate a scenario mapping; errors list action number, field and what is allowed."""
     try:
-        return Scenario.model_validate(data, context={"limits": _profile_limits(data)})
+        limits, mechanism = _profile_limits(data)
+        return Scenario.model_validate(
+            data, context={"limits": limits, "mechanism": mechanism}
+        )
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
@@ -433,17 +451,18 @@ def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scena
         ) from exc
 
 
-def _profile_limits(data: dict[str, object]) -> FirmwareConfig | None:
-    """The device limits of the profile a scenario names (None if it does not load: the run
-    reports that when it loads the profile)."""
+def _profile_limits(data: dict[str, object]) -> tuple[FirmwareConfig | None, Mechanism | None]:
+    """The device limits and drive of the profile a scenario names (None if it does not load:
+    the run reports that when it loads the profile)."""
     header = data.get("scenario")
     name = header.get("profile", DEFAULT_PROFILE) if isinstance(header, dict) else None
     if not isinstance(name, str):
-        return None
+        return None, None
     try:
-        return load_profile(name).firmware_config()
+        profile = load_profile(name)
     except ProfileError:
-        return None
+        return None, None
+    return profile.firmware_config(), profile.mechanism
 
 
 def load_scenario(name_or_path: str) -> Scenario:

@@ -423,7 +423,9 @@ class Firmware:
         """Record the implanted catheter (used for priming and bridge volumes)."""
         self.check_catheter(length_cm, volume_ul_per_cm)
         self._p.catheter = Catheter(length_cm, volume_ul_per_cm)
-        self._p.path = self._p.path.catheter_set(self.path_volume_ml())
+        self._p.path = self._p.path.catheter_set(
+            self._p.catheter.volume_ml, self.path_volume_ml()
+        )
         self.log.add(self.hal.rtc_s(), EventCode.CATHETER_SET, length_cm, volume_ul_per_cm)
         self._save()
 

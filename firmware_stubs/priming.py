@@ -46,51 +46,67 @@ class PathEmptied(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PathState:
-    """Volume of the fluid path the pump believes is not filled with drug, and why."""
+    """Volume of the fluid path the pump believes is not filled with drug, and why.
+
+    `catheter_empty_ml` is the part of `unprimed_ml` that lies in the current catheter (at
+    the tip end); the rest is in the pump tubing. A revision removes the old catheter with its
+    empty part, so only the tubing's empty part carries over (issue 10: two revisions recorded
+    for one operation otherwise counted the new catheter twice and a prime pushed drug)."""
 
     unprimed_ml: float
     reason: PathEmptied
+    catheter_empty_ml: float = 0.0
 
     @staticmethod
-    def new_implant(path_volume_ml: float) -> PathState:
+    def new_implant(path_volume_ml: float, catheter_ml: float = 0.0) -> PathState:
         """As shipped: nothing in catheter or tubing."""
-        return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT)
+        return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT, catheter_ml)
 
     @property
     def primable(self) -> bool:
         """Whether a priming bolus may run."""
         return self.unprimed_ml > _FILLED_ML
 
+    @property
+    def tubing_empty_ml(self) -> float:
+        """The empty part of the pump tubing."""
+        return max(self.unprimed_ml - self.catheter_empty_ml, 0.0)
+
     def filled(self, volume_ml: float) -> PathState:
-        """`volume_ml` was pushed in at the pump end: it fills the empty part first."""
+        """`volume_ml` was pushed in at the pump end: it fills the empty part first, the
+        tubing before the catheter (the drug front advances from the pump)."""
         left = self.unprimed_ml - volume_ml
         if left <= _FILLED_ML:
             return PathState(0.0, PathEmptied.NONE)
-        return PathState(left, self.reason)
+        into_catheter_ml = max(volume_ml - self.tubing_empty_ml, 0.0)
+        catheter_left_ml = max(self.catheter_empty_ml - into_catheter_ml, 0.0)
+        return PathState(left, self.reason, min(catheter_left_ml, left))
 
-    def catheter_set(self, path_volume_ml: float) -> PathState:
+    def catheter_set(self, catheter_ml: float, path_volume_ml: float) -> PathState:
         """Catheter settings entered: at a new implant the whole new path is empty; later it
         is a correction of the record, not a new catheter (use a revision for that)."""
         if self.reason is PathEmptied.NEW_IMPLANT:
-            return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT)
+            return PathState(path_volume_ml, PathEmptied.NEW_IMPLANT, catheter_ml)
         return self
 
     def catheter_revised(self, catheter_ml: float, path_volume_ml: float) -> PathState:
-        """A new catheter was implanted: its volume is empty, added to any empty tubing."""
+        """A new catheter was implanted: it is empty; the old one left with its empty part, so
+        only the empty part of the tubing adds to it."""
         reason = (
             PathEmptied.NEW_IMPLANT
             if self.reason is PathEmptied.NEW_IMPLANT
             else PathEmptied.CATHETER_REVISION
         )
-        return PathState(min(self.unprimed_ml + catheter_ml, path_volume_ml), reason)
+        unprimed_ml = min(self.tubing_empty_ml + catheter_ml, path_volume_ml)
+        return PathState(unprimed_ml, reason, min(catheter_ml, unprimed_ml))
 
     def reservoir_emptied(self, tubing_ml: float) -> PathState:
         """The pump believes its reservoir ran dry (estimate at 0 mL, or a dry aspirate at a
-        refill): the tubing may have drawn air."""
+        refill): the tubing may have drawn air, pushing its drug on into the catheter."""
         if self.unprimed_ml >= tubing_ml:
-            return self
+            return PathState(self.unprimed_ml, self.reason, self.unprimed_ml - tubing_ml)
         reason = PathEmptied.EMPTY_RESERVOIR if self.reason is PathEmptied.NONE else self.reason
-        return PathState(tubing_ml, reason)
+        return PathState(tubing_ml, reason, 0.0)
 
     def reservoir_not_dry(self) -> PathState:
         """A refill measured a residual above the dry threshold: the reservoir never ran dry,

@@ -12,6 +12,7 @@ import pytest
 from itpump.emulator.device_profile import load_profile
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.pump_hardware import PumpHardware
 from itpump.emulator.outputs import timeseries
 from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
@@ -201,6 +202,66 @@ def test_catheter_revision_allows_a_prime_of_the_new_catheter_only() -> None:
     revised = [e for e in fw.log.entries() if e.code is EventCode.CATHETER_REVISED]
     assert revised
     assert revised[0].args[0] == 80.0
+
+
+@pytest.mark.parametrize("basal_hours", [0.0, 12.0])
+def test_a_revision_recorded_twice_primes_only_the_new_catheter(basal_hours: float) -> None:
+    """The reviewer's case: one revision told to the pump twice (or a second revision after
+    the basal partly filled the first new catheter). The old catheter leaves with its empty
+    part, so the prime is the new catheter only and pushes no drug into the CSF."""
+    env, pump = make_pump(conc=2000.0)
+    fw = pump.firmware
+    pump.call(fw.program, continuous(600.0, 1200.0))  # 0.3 mL/day
+    env.run(until=72.0)
+    new_catheter_ml = 100 * 2.6 / 1000
+    pump.revise_catheter(100.0, 2.6)
+    if basal_hours:
+        env.run(until=72.0 + basal_hours)  # 12 h fill ~0.15 mL of the 0.26 mL catheter
+    assert pump.revise_catheter(100.0, 2.6) == pytest.approx(new_catheter_ml)
+    assert fw.status().unprimed_ml == pytest.approx(new_catheter_ml)
+    csf_before_mcg = pump.truth().ledger.to_csf_mcg
+    assert pump.call(fw.prime) == pytest.approx(new_catheter_ml)
+    env.run(until=env.now + 1.0)
+    # One hour of the 600 mcg/day basal, not a path volume of 2000 mcg/mL drug.
+    assert pump.truth().ledger.to_csf_mcg - csf_before_mcg < 600.0 / 24 * 1.2
+
+
+@pytest.mark.parametrize("profile", ["peristaltic-20", "valve-gated-20"])
+def test_a_dry_reservoir_keeps_a_motor_pushing_the_path_to_the_tip(profile: str) -> None:
+    """A motor keeps stroking with a dry reservoir: nothing enters at the pump end and the
+    drug already in tubing and catheter moves on to the tip, so it is all delivered about a
+    path volume later. An accumulator pump has no pressure left: its path keeps its drug."""
+    prof = load_profile(profile)
+    hw = PumpHardware(prof, CATHETER_ML, seed=3)
+    hw.refill(0.0, 1.0, 500.0, drug="baclofen")
+    rate_ml_per_day = 0.3
+    hw.set_stroke_rate(0.0, rate_ml_per_day / 24.0 / hw.strokes.stroke_volume_ml)
+    dry_h = 1.0 / rate_ml_per_day * 24.0
+    hw.advance_to(dry_h * 1.05)
+    assert hw.reservoir_ml == 0.0
+    path_ml = hw.path.volume_ml
+    held_mcg = hw.path.mass_mcg
+    assert held_mcg > 0.5 * path_ml * 500.0
+    hw.advance_to(dry_h * 1.05 + 12.0)
+    ledger = hw.ledger()
+    assert abs(ledger.imbalance_mcg) < 1e-9 * ledger.filled_mcg
+    if prof.mechanism.value == "valve_gated":
+        assert hw.path.mass_mcg == held_mcg
+        return
+    # Half a day at 0.3 mL/day pushes ~0.15 mL of the path's drug out (stroke noise ~1 %).
+    assert held_mcg - hw.path.mass_mcg == pytest.approx(0.15 * 500.0, rel=0.05)
+    hw.advance_to(dry_h * 1.05 + (path_ml / rate_ml_per_day) * 24.0 * 1.1)
+    ledger = hw.ledger()
+    assert hw.path.mass_mcg == 0.0
+    assert not hw.path.holds_drug
+    assert ledger.to_csf_mcg == pytest.approx(ledger.filled_mcg, rel=1e-12)
+    # A refill now: the path is all empty, so a prime of the tubing pushes no drug out.
+    hw.refill(hw.t_h, 5.0, 500.0, drug="baclofen")
+    before_mcg = hw.ledger().to_csf_mcg
+    hw.set_stroke_rate(hw.t_h, 12.0 / hw.strokes.stroke_volume_ml)  # 12 mL/h
+    hw.advance_to(hw.t_h + prof.internal_path_volume_ml / 12.0)
+    assert hw.ledger().to_csf_mcg == before_mcg
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
 
 
 def test_the_empty_alarm_then_a_refill_with_a_residual_refuses_the_tubing_prime() -> None:
@@ -655,6 +716,69 @@ def test_a_program_beyond_the_drugs_daily_limit_is_refused() -> None:
     assert "clonidine" in switch.value.detail
 
 
+def _one_refill(profile: str, **refill: object) -> dict[str, object]:
+    action: dict[str, object] = {"type": "refill", "at": 0, "volume_ml": 20.0}
+    action.update({"concentration_mcg_per_ml": 500.0, **refill})
+    return {"scenario": {"name": "x", "duration": "1d", "profile": profile}, "actions": [action]}
+
+
+def test_an_unlisted_physical_drug_is_refused_at_load_naming_the_known_drugs() -> None:
+    data = _one_refill("peristaltic-20", drug="fentanyl", entered_drug="baclofen")
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(data)
+    message = str(bad.value)
+    assert "\n" not in message
+    assert "drug='fentanyl'" in message
+    assert "known: baclofen, morphine" in message
+    # A listed drug other than the entry stays allowed: the wrong-drug story.
+    parse_scenario(_one_refill("peristaltic-20", drug="morphine", entered_drug="baclofen"))
+
+
+def test_an_mri_restart_delay_on_a_valve_gated_pump_is_refused_at_load() -> None:
+    def mri(profile: str, value: float | None) -> dict[str, object]:
+        fault: dict[str, object] = {"type": "fault", "at": "1h", "kind": "mri"}
+        if value is not None:
+            fault["value"] = value
+        return {"scenario": {"name": "x", "duration": "1d", "profile": profile}, "actions": [fault]}
+
+    with pytest.raises(ScenarioError) as bad:
+        parse_scenario(mri("valve-gated-20", 20.0))
+    assert "\n" not in str(bad.value)
+    assert "value=20" in str(bad.value)
+    assert "peristaltic pump only" in str(bad.value)
+    parse_scenario(mri("valve-gated-20", None))
+    parse_scenario(mri("valve-gated-20", 0.0))
+    parse_scenario(mri("peristaltic-20", 20.0))
+
+
+def test_an_armed_pocket_fill_wins_over_a_fraction_and_an_aspirate_takes_what_is_there() -> None:
+    """Documented in docs/scenarios.md (`refill`): the fault puts the whole injection in the
+    pocket whatever `pocket_fill_fraction` says; asking to aspirate more than the reservoir
+    holds takes all of it."""
+    hw = PumpHardware(load_profile("peristaltic-20"), CATHETER_ML, seed=1)
+    hw.refill(0.0, 3.0, 500.0, drug="baclofen")
+    outcome = hw.refill(1.0, 4.0, 500.0, aspirate_ml=10.0, pocket_fraction=0.5, drug="baclofen")
+    assert outcome.aspirated_ml == pytest.approx(3.0)
+    assert outcome.injected_to_pocket_ml == pytest.approx(2.0)
+    hw.inject(2.0, Fault.make("pocket_fill", None))
+    outcome = hw.refill(2.0, 4.0, 500.0, pocket_fraction=0.5, drug="baclofen")
+    assert outcome.injected_to_pocket_ml == pytest.approx(4.0)
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
+
+
+def test_a_valve_reset_inside_the_field_lets_ten_microlitres_through_then_shuts_again() -> None:
+    """Documented in docs/scenarios.md (`valve_reset`): the real valve shuts again in a field."""
+    env, pump = make_pump("valve-gated-20")
+    pump.call(pump.firmware.program, continuous(2000.0))
+    env.run(until=5.0)
+    reservoir_ml = pump.truth().reservoir_ml
+    pump.inject(Fault.make("mri"))
+    env.run(until=24.0)
+    pump.call(pump.firmware.reset_mri_valve)  # still in the field
+    env.run(until=48.0)
+    assert reservoir_ml - pump.truth().reservoir_ml == pytest.approx(0.020, abs=1e-9)
+
+
 def test_the_library_file_is_validated() -> None:
     good = {
         "name": "x",
@@ -696,8 +820,11 @@ def test_a_drug_without_pk_gets_no_concentrations_not_baclofens() -> None:
     columns = timeseries(result, np.array([24.0, 48.0]))
     assert np.isnan(columns["csf_lumbar_ng_per_ml"]).all()
     assert np.isnan(columns["plasma_ng_per_ml"]).all()
+    assert result.drugs_without_pk == [("morphine", 0.0)]
     baclofen = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0))).run()
     assert (timeseries(baclofen, np.array([48.0]))["csf_lumbar_ng_per_ml"] > 100.0).all()
+    assert baclofen.drugs_without_pk == []
+    assert [f.drug for f in baclofen.pump.drug_fills] == ["baclofen"]
 
 
 def test_simulate_writes_its_outputs_for_a_drug_without_pk(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from itpump.emulator.scenario import load_scenario
 
 DIGESTS = {
     "baclofen-180d": "bf1c267cd4a10b2db5a78786b9baf0ffe428b83e1d458682e3c4311253fd3b5e",
-    "over-infusion": "d81df3038391e5287f7310f71cb317efe9c33c5f8e769b116f556488993ddd3f",
+    "over-infusion": "b08aa8ebe25268b0580c8b3861001ee13423da536afc2dcc80bbd6573d160440",
 }
 
 

@@ -82,7 +82,9 @@ def test_a_pocket_fill_is_a_systemic_overdose_then_a_silent_withdrawal() -> None
             {"at": "3d", "type": "fault", "kind": "pocket_fill"},
             {"at": "3d", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 2000},
         ],
-        5,
+        # The dry drive pushes the path's 0.486 mL (2.4 days at 0.2 mL/day) before the
+        # withdrawal starts.
+        8,
     )
     exposure = data["exposure"]
     assert exposure["systemic_overdose"]

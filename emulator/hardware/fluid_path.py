@@ -36,6 +36,22 @@ class FluidPath:
         return sum(p.volume_ml * p.conc_mcg_per_ml for p in self._parcels)
 
     @property
+    def holds_drug(self) -> bool:
+        """Whether any parcel holds drug (a dry-running drive still moves it)."""
+        return any(p.conc_mcg_per_ml > 0 and p.volume_ml > 0 for p in self._parcels)
+
+    @property
+    def drug_reach_ml(self) -> float:
+        """Volume from the tip to the pump-end edge of the last parcel holding drug: what
+        must leave the tip before the path holds no drug."""
+        reach = self.volume_ml
+        for parcel in reversed(self._parcels):
+            if parcel.conc_mcg_per_ml > 0 and parcel.volume_ml > 0:
+                return max(reach, 0.0)
+            reach -= parcel.volume_ml
+        return 0.0
+
+    @property
     def tip_conc_mcg_per_ml(self) -> float:
         """Concentration of the liquid about to leave the tip."""
         return self._parcels[0].conc_mcg_per_ml if self._parcels else 0.0

@@ -348,6 +348,15 @@ class PumpHardware:
             if self.valve_budget_ml <= 0:
                 flow_ml_per_h = min(flow_ml_per_h, 0.0)
             moving = flow_ml_per_h > 0 and self.reservoir_ml > 0
+            # A motor keeps stroking with a dry reservoir: it draws nothing in, so the drug
+            # already in tubing and catheter keeps moving to the tip until the path holds
+            # none (an accumulator pump has no pressure left to pulse with).
+            dry_stroking = (
+                not moving
+                and flow_ml_per_h > 0
+                and self.profile.mechanism is Mechanism.PERISTALTIC
+                and self.path.holds_drug
+            )
             if moving:
                 t_dry = t + self.reservoir_ml / flow_ml_per_h
                 t_valve = t + self.valve_budget_ml / flow_ml_per_h
@@ -359,12 +368,16 @@ class PumpHardware:
             battery.used_mah += charge_per_ml_mah * (rate * hours * stroke_ml)
             if moving:
                 self._move(t, sub_end, flow_ml_per_h, tissue_frac)
+            elif dry_stroking:
+                self._push_empty(t, sub_end, flow_ml_per_h, tissue_frac)
             self.stroke_position = s + rate * (sub_end - t)
             if sub_end >= t_block_end - _EPS_H:
                 # Land exactly on the block boundary so rounding never re-enters the old block.
                 self.stroke_position = max(self.stroke_position, float((k + 1) * block_len))
             t = sub_end
-            if self.reservoir_ml <= 0 or self.valve_budget_ml <= 0:
+            if (self.reservoir_ml <= 0 and not self._dry_stroking_moves()) or (
+                self.valve_budget_ml <= 0
+            ):
                 self.stroke_position += rate * (t_h - t)
                 self._draw(t_h - t, rate)
                 break
@@ -444,6 +457,34 @@ class PumpHardware:
         times = track_t[lo] + frac * (track_t[hi] - track_t[lo])
         volumes = self.strokes.stroke_volumes_ml(first - 1, count)
         return times, volumes
+
+    def _dry_stroking_moves(self) -> bool:
+        # Whether strokes with a dry reservoir still move drug (see advance_to).
+        return self.profile.mechanism is Mechanism.PERISTALTIC and self.path.holds_drug
+
+    def _push_empty(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
+        """Strokes with a dry reservoir: nothing (air) enters at the pump end and the path's
+        contents move to the tip by the same volume. Stops once the path holds no drug."""
+        dt = t1 - t0
+        volume = flow_ml_per_h * max(dt, 0.0) * (1.0 - tissue_frac)
+        # Only up to the last drug parcel: beyond it the path is all empty and nothing
+        # changes, so the segments stop there.
+        volume = min(volume, self.path.drug_reach_ml)
+        listener = self.listener
+        if volume <= 0:
+            return
+        path_flow = flow_ml_per_h * (1.0 - tissue_frac)
+        t = t0
+        for parcel in self.path.push(volume, 0.0):
+            self._csf_mcg += parcel.volume_ml * parcel.conc_mcg_per_ml
+            if path_flow <= 0 or dt <= 0:
+                continue
+            seg_end = min(t + parcel.volume_ml / path_flow, t1)
+            if listener is not None:
+                listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, 0.0)
+            t = seg_end
+        if listener is not None:
+            listener.on_breakpoint(t1)
 
     def _move(self, t0: float, t1: float, flow_ml_per_h: float, tissue_frac: float) -> None:
         dt = t1 - t0
