@@ -89,10 +89,12 @@ def _scale_program(action: dict[str, Any], factor: float) -> dict[str, Any]:
     # A programming slip multiplies every rate the clinician types; the daily limit is a
     # separate field and stays as it was (it is what should catch the slip).
     out = dict(action)
-    out["dose_mcg_per_day"] = action["dose_mcg_per_day"] * factor
-    out["steps"] = [
-        {**s, "dose_mcg_per_day": s["dose_mcg_per_day"] * factor} for s in action["steps"]
-    ]
+    if action.get("dose_mcg_per_day") is not None:  # None: not a key of the mode
+        out["dose_mcg_per_day"] = action["dose_mcg_per_day"] * factor
+    if action.get("steps") is not None:
+        out["steps"] = [
+            {**s, "dose_mcg_per_day": s["dose_mcg_per_day"] * factor} for s in action["steps"]
+        ]
     if action.get("periodic"):
         out["periodic"] = {
             **action["periodic"],
