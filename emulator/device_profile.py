@@ -7,6 +7,7 @@ putting `*.toml` files in a directory named by the ITPUMP_PROFILE_PATH environme
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -102,6 +103,35 @@ class LimitsProfile(_Strict):
     max_daily_dose_mcg: float | None = Field(default=None, gt=0, le=1e6)
     patient_bolus_max_per_day: int | None = Field(default=None, ge=1, le=255)
     max_clinician_bolus_min: float | None = Field(default=None, ge=1, le=1440)
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> LimitsProfile:
+        # A reversed range would refuse every value; a bound left out is the firmware's.
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(FirmwareConfig)
+            if isinstance(f.default, int | float)
+        }
+        for low_key, high_key in _LIMIT_RANGES:
+            low = getattr(self, low_key)
+            high = getattr(self, high_key)
+            low = defaults[low_key] if low is None else low
+            high = defaults[high_key] if high is None else high
+            if low > high:
+                raise ValueError(
+                    f"{low_key} ({low:g}) must not exceed {high_key} ({high:g}; "
+                    "a key left out is the firmware default)"
+                )
+        return self
+
+
+#: (lower, upper) bound pairs of the [limits] table
+_LIMIT_RANGES = (
+    ("catheter_min_length_cm", "catheter_max_length_cm"),
+    ("catheter_min_volume_ul_per_cm", "catheter_max_volume_ul_per_cm"),
+    ("min_concentration_mcg_per_ml", "max_concentration_mcg_per_ml"),
+    ("min_priming_volume_ml", "max_priming_volume_ml"),
+)
 
 
 class DeviceProfile(_Strict):

@@ -142,13 +142,14 @@ class RigOptions:
 
     def build_farm(self) -> PumpFarm:
         """A farm with these options, warmed up (call on the loop that will serve it)."""
+        profile = None if self.profile is None else load_profile(self.profile)
         return PumpFarm(
-            load_scenario(self.scenario),
+            load_scenario(self.scenario, profile),
             count=self.count,
             port=self.port_spec(),
             speed=self.speed,
             seed=self.seed,
-            profile=None if self.profile is None else load_profile(self.profile),
+            profile=profile,
             warmup_h=self.warmup_h,
             pace=self.pace,
         )

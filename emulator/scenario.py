@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from itpump.emulator.device_profile import Mechanism, ProfileError, load_profile
+from itpump.emulator.device_profile import DeviceProfile, Mechanism, ProfileError, load_profile
 from itpump.emulator.faults import Fault, FaultKind
 from itpump.emulator.pk.parameters import MAX_CATHETER_TIP_CM
 from itpump.emulator.toml_input import read_toml, resolve_shipped, shipped_names
@@ -36,6 +36,7 @@ from itpump.protocol.therapy import (
     TYPICAL_CATHETER_VOLUME_UL_PER_CM,
     ProgramError,
     ProgramTable,
+    field_path,
     wire_range,
 )
 
@@ -213,6 +214,7 @@ class PrimeAction(_Timed):
     type: Literal["prime"]
     volume_ml: float | None = Field(default=None, gt=0, le=_MAX_ML)
 
+
 class CatheterRevisionAction(_Timed):
     """Surgery replaces the catheter with a new, empty one (its drug leaves with the explant);
     with `tell_pump` the clinician records it over telemetry, so that a prime is allowed."""
@@ -233,6 +235,23 @@ class ProgramAction(_Timed, ProgramTable):
     program document (protocol/therapy.py, docs/programmer.md)."""
 
     type: Literal["program"]
+    # strict like every program document (ProgramTable): _Timed's lax config comes first in
+    # the merge and would otherwise read `dose_mcg_per_day = true` as 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+    @model_validator(mode="after")
+    def _device_limits(self, info: ValidationInfo) -> ProgramAction:
+        def check(cfg: FirmwareConfig) -> None:
+            if self.patient_id is not None:
+                cfg.check_name("patient_id", self.patient_id)
+            if self.catheter is not None:
+                catheter = self.catheter
+                cfg.check_catheter(
+                    catheter.length_cm, catheter.volume_ul_per_cm, prefix="catheter."
+                )
+
+        _device_check(info, check)
+        return self
 
 
 class BolusAction(_Timed):
@@ -365,6 +384,15 @@ class Scenario(_Model):
     implant: Implant = Implant()
     actions: list[Action] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_meet_the_device(cls, data: object) -> object:
+        # A default [patient] / [implant] is validated like a written one, so the profile's
+        # limits apply to it too (a catheter of 110 cm on a model that takes 50 cm at most).
+        if isinstance(data, dict):
+            return {"patient": {}, "implant": {}, **data}
+        return data
+
     @model_validator(mode="after")
     def _has_end(self) -> Scenario:
         if self.end_h <= 0:
@@ -414,20 +442,27 @@ def _describe_loc(loc: tuple[int | str, ...], data: object) -> str:
             ):
                 kind = str(actions[index].get("type", "?"))
                 at = f" at {actions[index].get('at', '?')}"
-        rest = (
-            [str(p) for p in loc[3:]]
-            if len(loc) > 2 and loc[2] == kind
-            else [str(p) for p in loc[2:]]
-        )
-        field = ".".join(rest) or "(the action)"
+        rest = loc[3:] if len(loc) > 2 and loc[2] == kind else loc[2:]
+        field = field_path(rest) or "(the action)"
         return f"action #{index + 1} ({kind}{at}): {field}"
-    return ".".join(str(p) for p in loc) or "(top level)"
+    return field_path(loc) or "(top level)"
 
 
-def parse_scenario(data: dict[str, object], source: str = "<scenario>") -> Scenario:
-    """Validate a scenario mapping; errors list action number, field and what is allowed."""
+def parse_scenario(
+    data: dict[str, object], source: str = "<scenario>", profile: DeviceProfile | None = None
+) -> Scenario:
+    """Validate a scenario mapping; errors list action number, field and what is allowed.
+
+    Values are checked against the device limits of ``profile`` when given (a run that
+    replaces the scenario's profile), else of the profile the scenario names."""
+    limits, mechanism = (
+        _profile_limits(data)
+        if profile is None
+        else (profile.firmware_config(), profile.mechanism)
+    )
+    if profile is not None:
+        source = f"{source} (with profile {profile.model})"
     try:
-        limits, mechanism = _profile_limits(data)
         return Scenario.model_validate(
             data, context={"limits": limits, "mechanism": mechanism}
         )
@@ -465,10 +500,11 @@ def _profile_limits(data: dict[str, object]) -> tuple[FirmwareConfig | None, Mec
     return profile.firmware_config(), profile.mechanism
 
 
-def load_scenario(name_or_path: str) -> Scenario:
-    """Load a shipped scenario by name or a TOML file by path."""
+def load_scenario(name_or_path: str, profile: DeviceProfile | None = None) -> Scenario:
+    """Load a shipped scenario by name or a TOML file by path, checked against the limits
+    of ``profile`` when the run replaces the scenario's profile with it."""
     path = resolve_shipped(name_or_path, SHIPPED_SCENARIO_DIR, "scenario", ScenarioError)
-    return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path))
+    return parse_scenario(read_toml(path, "scenario", ScenarioError), str(path), profile)
 
 
 def shipped_scenarios() -> list[str]:

@@ -1,93 +1,20 @@
-"""Reading user-supplied TOML files (profiles, scenarios) with errors that name the file."""
+"""Reading user-supplied TOML files (profiles, scenarios) with errors that name the file;
+the bounded reader itself is shared with program files (programmer/documents.py)."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
-#: Largest TOML file read, in bytes. The shipped profiles and scenarios are under 4 KiB; a
-#: scenario with thousands of actions is well under this. Checked before reading, so a huge
-#: file (or a device such as /dev/zero) costs no memory.
-MAX_TOML_BYTES = 1024 * 1024
+from itpump.programmer.documents import MAX_TOML_BYTES, MAX_TOML_DEPTH, read_document
 
-#: Deepest nesting of arrays and tables accepted. tomllib parses nested values recursively,
-#: so a file of thousands of '[' would otherwise end in a RecursionError; no profile or
-#: scenario nests deeper than 4.
-MAX_TOML_DEPTH = 32
-
-
-def _depth(text: str) -> int:
-    """Largest nesting of '[' and '{' outside strings and comments (an upper bound on the
-    depth tomllib recurses to; table headers count one level)."""
-    depth = deepest = 0
-    quote = ""
-    index = 0
-    length = len(text)
-    while index < length:
-        char = text[index]
-        if quote:
-            if char == "\\" and quote[0] == '"':
-                index += 2
-                continue
-            if text.startswith(quote, index):
-                index += len(quote)
-                quote = ""
-                continue
-        elif char == "#":
-            newline = text.find("\n", index)
-            index = length if newline < 0 else newline
-            continue
-        elif char in "\"'":
-            quote = char * 3 if text.startswith(char * 3, index) else char
-            index += len(quote)
-            continue
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth = max(depth - 1, 0)
-        index += 1
-    return deepest
+__all__ = ["MAX_TOML_BYTES", "MAX_TOML_DEPTH", "read_toml", "resolve_shipped", "shipped_names"]
 
 
 def read_toml(path: Path, what: str, error: type[ValueError]) -> dict[str, Any]:
-    """Parse `path`; unreadable, oversized, non-UTF-8, too deeply nested or invalid files
-    raise `error` naming `what`, the file and the limit."""
-    try:
-        if path.is_file() and path.stat().st_size > MAX_TOML_BYTES:
-            raise error(
-                f"{what} {path}: {path.stat().st_size} bytes, more than the "
-                f"{MAX_TOML_BYTES} bytes a {what} file may have"
-            )
-        with path.open("rb") as stream:
-            # Read one byte past the limit: a FIFO or device has no meaningful size.
-            raw = stream.read(MAX_TOML_BYTES + 1)
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from exc
-    if len(raw) > MAX_TOML_BYTES:
-        raise error(f"{what} {path}: more than the {MAX_TOML_BYTES} bytes a {what} file may have")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(
-            f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files "
-            "must be UTF-8"
-        ) from None
-    depth = _depth(text)
-    if depth > MAX_TOML_DEPTH:
-        raise error(
-            f"{what} {path}: arrays/tables nested {depth} deep, more than the "
-            f"{MAX_TOML_DEPTH} levels allowed"
-        )
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{what} {path}: not valid TOML: {exc}") from exc
-    except RecursionError:
-        # The depth scan is conservative, but a deep structure it misjudged must still end
-        # in one line, not a traceback.
-        raise error(f"{what} {path}: nested too deeply to parse") from None
+    """Parse `path` with the bounds every user document has (programmer/documents.py);
+    problems raise `error` naming `what`, the file and the limit."""
+    return read_document(path, what, error)
 
 
 def shipped_names(directory: Path) -> list[str]:
@@ -95,9 +22,7 @@ def shipped_names(directory: Path) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.toml"))
 
 
-def resolve_shipped(
-    name_or_path: str, directory: Path, what: str, error: type[ValueError]
-) -> Path:
+def resolve_shipped(name_or_path: str, directory: Path, what: str, error: type[ValueError]) -> Path:
     """A path as given, or the name of a file shipped in `directory` (``NAME.toml``); an
     unknown name raises `error` listing the shipped ones."""
     path = Path(name_or_path)

@@ -347,12 +347,7 @@ class Firmware:
         catheter: Catheter | None = None,
     ) -> None:
         """Commit a program and its program-wide settings: all validated first, then applied."""
-        self._require_enabled()
-        validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
-        if patient_id is not None:
-            self.check_patient_id(patient_id)
-        if catheter is not None:
-            self.check_catheter(catheter.length_cm, catheter.volume_ul_per_cm)
+        self._check_program_settings(program, patient_id, catheter)
         if catheter is not None and catheter != self._p.catheter:
             self.set_catheter(catheter.length_cm, catheter.volume_ul_per_cm)
         if patient_id is not None and patient_id != self._p.patient_id:
@@ -398,8 +393,20 @@ class Firmware:
                 f"mcg/mL; reservoir holds {drug.name or 'nothing'} "
                 f"{drug.concentration_mcg_per_ml:g} mcg/mL (refill first)",
             )
-        validate_program(program.therapy, drug.concentration_mcg_per_ml, self.cfg)
+        self._check_program_settings(program.therapy, program.patient_id or None, program.catheter)
         self._check_drug_dose(program.therapy, drug.name)
+
+    def _check_program_settings(
+        self, program: TherapyProgram, patient_id: str | None, catheter: Catheter | None
+    ) -> None:
+        # One check for VERIFY (check_program) and commit (program_with_settings): a program
+        # that verifies must commit.
+        self._require_enabled()
+        validate_program(program, self._p.drug.concentration_mcg_per_ml, self.cfg)
+        if patient_id is not None:
+            self.check_patient_id(patient_id)
+        if catheter is not None:
+            self.check_catheter(catheter.length_cm, catheter.volume_ul_per_cm)
 
     def _check_drug_dose(self, program: TherapyProgram, drug: str) -> None:
         # The drug library's daily-dose range applies to a running therapy, not to "stopped".

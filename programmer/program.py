@@ -24,11 +24,9 @@ from a file.
 
 from __future__ import annotations
 
-import json
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 
+from itpump.programmer.documents import read_document
 from itpump.protocol.therapy import (
     Catheter,
     Continuous,
@@ -71,15 +69,10 @@ def load_program(path: str | Path, base: Program | None = None) -> Program:
 
 def read_program_table(path: str | Path) -> ProgramTable:
     """Read and check a program file (TOML, or JSON if the name ends in ``.json``) without
-    completing it; :class:`ValueError` names the file and the key."""
+    completing it, behind the bounds of every user document (size, nesting, UTF-8:
+    :mod:`programmer.documents`); :class:`ValueError` names the file and the key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: expected a table at the top level")
+    data = read_document(path, "program", ValueError, json_format=path.suffix.lower() == ".json")
     try:
         return ProgramTable.read(data)
     except ProgramError as exc:

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -76,6 +76,7 @@ __all__ = [
     "TherapyProgram",
     "check_text",
     "check_wire_value",
+    "field_path",
     "format_start",
     "max_24h_dose_mcg",
     "mean_daily_dose_mcg",
@@ -90,6 +91,7 @@ _START_RE = re.compile(r"^\s*(?:(?P<day>[a-z]{3})[a-z]*\s*)?(?P<h>\d{1,2}):(?P<m
 #: Bolus timing the scheduler can represent: a bolus lasts at most a week and repeats at most
 #: weekly; a lockout spans at most a day (the patient-bolus count is per rolling 24 h).
 _MAX_BOLUS_MIN = m.MINUTES_PER_WEEK
+_T = TypeVar("_T")
 
 
 class ProgramError(ValueError):
@@ -122,6 +124,12 @@ class TherapyLimits(Protocol):
     def max_daily_dose_mcg(self) -> float: ...
     @property
     def patient_bolus_max_per_day(self) -> int: ...
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A document path as errors name it: ``steps[0].dose_mcg_per_day``, ``periodic.interval``
+    (one style for ``ctl program --file`` and scenario files)."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
 def _num(value: float) -> str:
@@ -263,6 +271,8 @@ class Stopped:
 
     KIND: ClassVar[str] = "stopped"
     WIRE: ClassVar[type[WireStruct]] = m.StoppedMode
+    #: the document keys of this mode (besides ``mode`` and the program-wide ones)
+    TABLE_KEYS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_wire(cls, _wire: m.TherapyModeBlock) -> Stopped:
@@ -314,6 +324,7 @@ class Continuous:
 
     KIND: ClassVar[str] = "continuous"
     WIRE: ClassVar[type[WireStruct]] = m.ContinuousMode
+    TABLE_KEYS: ClassVar[tuple[str, ...]] = ("dose_mcg_per_day",)
     dose_mcg_per_day: float
 
     @classmethod
@@ -324,8 +335,18 @@ class Continuous:
 
     @classmethod
     def from_table(cls, table: ProgramTable) -> Continuous:
-        """The mode of a program document."""
-        return cls(table.dose_mcg_per_day)
+        """The mode of a program document: its dose is required and above zero (no basal
+        is mode "stopped"; a dose left out must not read as 0)."""
+        dose = _required(
+            table.dose_mcg_per_day, "dose_mcg_per_day", cls.KIND, "dose_mcg_per_day > 0 (mcg/day)"
+        )
+        if not dose > 0:
+            raise ProgramError(
+                "dose_mcg_per_day",
+                f"{dose:g} mcg/day: mode 'continuous' needs a dose > 0 "
+                '(mode "stopped" delivers no basal)',
+            )
+        return cls(dose)
 
     def to_wire(self) -> m.ContinuousMode:
         """The wire mode record."""
@@ -379,6 +400,7 @@ class Flex:
 
     KIND: ClassVar[str] = "flex"
     WIRE: ClassVar[type[WireStruct]] = m.FlexMode
+    TABLE_KEYS: ClassVar[tuple[str, ...]] = ("period", "steps")
     steps: tuple[FlexStep, ...]
     period: FlexPeriod = FlexPeriod.DAILY
 
@@ -394,8 +416,9 @@ class Flex:
     @classmethod
     def from_table(cls, table: ProgramTable) -> Flex:
         """The mode of a program document."""
-        steps = tuple(FlexStep(step.start, step.dose_mcg_per_day) for step in table.steps)
-        return cls(steps, FlexPeriod[table.period.upper()])
+        table_steps = _required(table.steps, "steps", cls.KIND, "at least one step")
+        steps = tuple(FlexStep(step.start, step.dose_mcg_per_day) for step in table_steps)
+        return cls(steps, FlexPeriod[(table.period or "daily").upper()])
 
     def peak_basal_mcg_per_day(self) -> float:
         """The highest rate of the pattern."""
@@ -523,6 +546,7 @@ class PeriodicBolus:
 
     KIND: ClassVar[str] = "periodic_bolus"
     WIRE: ClassVar[type[WireStruct]] = m.PeriodicBolusMode
+    TABLE_KEYS: ClassVar[tuple[str, ...]] = ("dose_mcg_per_day", "periodic")
     basal_mcg_per_day: float
     bolus_mcg: float
     bolus_duration_min: int
@@ -544,11 +568,12 @@ class PeriodicBolus:
     @classmethod
     def from_table(cls, table: ProgramTable) -> PeriodicBolus:
         """The mode of a program document (intervals as durations, in whole minutes)."""
-        p = table.periodic
-        if p is None:
-            raise ProgramError("periodic", "mode 'periodic_bolus' needs a 'periodic' table")
+        p = _required(table.periodic, "periodic", cls.KIND, "a 'periodic' table")
+        basal = _required(
+            table.dose_mcg_per_day, "dose_mcg_per_day", cls.KIND, "dose_mcg_per_day (basal, >= 0)"
+        )
         return cls(
-            table.dose_mcg_per_day,
+            basal,
             p.dose_mcg,
             p.duration_min,
             _whole_minutes("periodic.interval", p.interval),
@@ -663,6 +688,17 @@ class PeriodicBolus:
 Mode = Stopped | Continuous | Flex | PeriodicBolus
 MODES: tuple[type[Mode], ...] = (Stopped, Continuous, Flex, PeriodicBolus)
 
+
+def _required(value: _T | None, key: str, kind: str, needs: str) -> _T:
+    """A mode's key that a program document must give (never taken from the pump, never 0
+    by default)."""
+    if value is None:
+        raise ProgramError(key, f"mode '{kind}' needs {needs}")
+    return value
+
+
+#: every mode's own document keys
+_MODE_KEYS = frozenset(key for cls in MODES for key in cls.TABLE_KEYS)
 
 _MODE_OF_WIRE: dict[type[WireStruct], type[Mode]] = {cls.WIRE: cls for cls in MODES}
 _MODE_OF_KIND: dict[str, type[Mode]] = {cls.KIND: cls for cls in MODES}
@@ -984,7 +1020,9 @@ DurationH = Annotated[float, BeforeValidator(_duration_h), Field(ge=0)]
 
 class _Table(BaseModel):
     # allow_inf_nan=False: TOML has inf and nan literals, and `ge=0` lets inf through.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: a number is a number (an integer is taken where a decimal is allowed), never
+    # true/false or a quoted "100", which lax validation would read as 1 and 100.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class StepTable(_Table):
@@ -1036,9 +1074,11 @@ class ProgramTable(_Table):
 
     mode: ModeName
     max_daily_dose_mcg: float | None = Field(default=None, ge=0)
-    dose_mcg_per_day: float = 0.0
-    period: Literal["daily", "weekly"] = "daily"
-    steps: list[StepTable] = Field(default_factory=list)
+    dose_mcg_per_day: float | None = None
+    #: None: left out (flex: daily); the mode keys are None unless given, so a dumped and
+    #: re-read document keeps meaning the same mode
+    period: Literal["daily", "weekly"] | None = None
+    steps: list[StepTable] | None = None
     periodic: PeriodicTable | None = None
     patient_bolus: PatientBolusTable | None = None
     drug: str | None = None
@@ -1056,9 +1096,7 @@ class ProgramTable(_Table):
             cause = err.get("ctx", {}).get("error")
             if isinstance(cause, ProgramError):
                 raise cause from None
-            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(
-                "."
-            )
+            path = field_path(err["loc"])
             given = err.get("input")
             shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
             message = str(err["msg"]).removeprefix("Value error, ")
@@ -1071,7 +1109,7 @@ class ProgramTable(_Table):
         # key: clock times become minutes here, before the steps are read.
         if not isinstance(data, Mapping) or not isinstance(data.get("steps"), list):
             return data
-        period = data.get("period", "daily")
+        period = data.get("period") or "daily"
         if not isinstance(period, str) or period.upper() not in FlexPeriod.__members__:
             return data  # refused by the field itself
         steps = []
@@ -1086,7 +1124,15 @@ class ProgramTable(_Table):
 
     @model_validator(mode="after")
     def _wire_ranges(self) -> ProgramTable:
-        # Keys left out stand for values the base supplies later, which are checked there.
+        # A key of another mode would be ignored: refuse it rather than commit a program
+        # that is not what the document says (e.g. `steps` under mode "continuous").
+        own = _MODE_OF_KIND[self.mode].TABLE_KEYS
+        given = {key for key in _MODE_KEYS if getattr(self, key) is not None}
+        for key in sorted(given - set(own)):
+            keys = ", ".join(own) or "none"
+            raise ProgramError(key, f"not a key of mode '{self.mode}' (its keys: {keys})")
+        # Program-wide keys left out stand for values the base supplies later, which are
+        # checked there.
         self.program().check_wire()
         return self
 

@@ -261,7 +261,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("ctl-program-file-deep", [*CTL, "program", "--file", "{w}/deep.toml"], "nested"),
     ("ctl-program-file-missing", [*CTL, "program", "--file", "{w}/missing.toml"], "missing"),
     ("ctl-program-file-dir", [*CTL, "program", "--file", "{w}/outdir"], "outdir"),
-    ("ctl-program-file-non-utf8", [*CTL, "program", "--file", "{w}/nonutf8.toml"], "utf-8"),
+    ("ctl-program-file-non-utf8", [*CTL, "program", "--file", "{w}/nonutf8.toml"], "not UTF-8"),
     ("ctl-program-file-big", [*CTL, "program", "--file", "{w}/big.toml"], "bytes"),
     ("ctl-continuous-nan", [*CTL, "program", "--continuous", "nan"], "--continuous"),
     ("ctl-continuous-inf", [*CTL, "program", "--continuous", "inf"], "--continuous"),

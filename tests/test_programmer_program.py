@@ -165,6 +165,7 @@ def test_toml_document_round_trip(tmp_path: Path) -> None:
         (
             {
                 "mode": "periodic_bolus",
+                "dose_mcg_per_day": 0,
                 "periodic": {"dose_mcg": 5, "duration_min": 30, "interval": 0.01},
             },
             "periodic.interval: 0.01 h is not a whole number of minutes",

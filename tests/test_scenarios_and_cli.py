@@ -63,7 +63,7 @@ def test_error_names_action_field_and_allowed_values() -> None:
         parse_scenario(data, "x.toml")
     message = str(info.value)
     assert "action #2 (program at 1h): dose_mcg_per_day" in message
-    assert "-5 mcg/day outside 0..1e+06 mcg/day" in message
+    assert "-5 mcg/day: mode 'continuous' needs a dose > 0" in message
 
 
 def test_unknown_action_type_lists_allowed_types() -> None:

@@ -204,7 +204,11 @@ def test_program_dose_factor_scales_every_dose_of_every_mode(kind: type[Mode]) -
     base = parse_sweep({**tiny_sweep_data(replicates=1), "profile": {}, "faults": []})
     data = base.scenario.model_dump()
     program = next(a for a in data["actions"] if a["type"] == "program")
-    program.update({"steps": [], "periodic": None, **mode.table_items()})
+    # the base's mode keys go (None: left out); a key of another mode is refused
+    program.update(
+        {"dose_mcg_per_day": None, "period": None, "steps": None, "periodic": None}
+        | mode.table_items()
+    )
     sweep = dataclasses.replace(base, scenario=parse_scenario(data))
     values: dict[str, float | str] = {"program_dose_factor": 3.0, "program_dose_factor_from_h": 0}
     scenario, _ = build_scenario(sweep, RunParameters(0, 0, 0, 1, values))

@@ -15,10 +15,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from itpump.emulator.toml_input import MAX_TOML_BYTES
 from itpump.programmer import (
     AlarmId,
     AuthenticationError,
@@ -692,18 +690,9 @@ def _program_flags(args: argparse.Namespace) -> _ProgramFlags:
 
 
 def _load_program_file(path: str) -> ProgramTable:
-    """A program document, behind the limits every TOML input has (emulator/toml_input.py)."""
-    file = Path(path)
-    if file.is_file() and file.stat().st_size > MAX_TOML_BYTES:
-        raise ValueError(
-            f"{path}: {file.stat().st_size} bytes, more than the {MAX_TOML_BYTES} bytes a "
-            "program file may have"
-        )
-    try:
-        return read_program_table(path)
-    except RecursionError:
-        # tomllib and json parse nested values recursively: thousands of '[' end here
-        raise ValueError(f"{path}: nested too deeply to parse") from None
+    """A program document, behind the bounds every user document has
+    (programmer/documents.py)."""
+    return read_program_table(path)
 
 
 def cmd_program(pump: PumpClient, args: argparse.Namespace, flags: _ProgramFlags) -> Output:

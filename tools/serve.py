@@ -266,8 +266,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--link goes with --port pty")
     try:
         port = PortSpec.parse(args.port)
-        scenario = load_scenario(args.scenario)
         profile = load_profile(args.profile) if args.profile else None
+        # checked against the profile the pump runs, not the one the scenario names
+        scenario = load_scenario(args.scenario, profile)
     except (PortSpecError, ScenarioError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
     try:
