@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ from itpump.protocol.wire import WireError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "REPLACED_CHALLENGES_KEPT",
     "AutoReply",
     "PumpConnection",
     "PumpEvent",
@@ -99,6 +101,9 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_S = 300
+#: How many challenges a link remembers after a newer AUTH_BEGIN replaced them, so that a
+#: right proof for one is answered CHALLENGE_REPLACED instead of counting as a failure.
+REPLACED_CHALLENGES_KEPT = 4
 #: IDENTIFY's ``firmware_version`` field (str8 of at most 16 bytes).
 _FIRMWARE_VERSION_MAX_BYTES = 16
 
@@ -270,6 +275,8 @@ class PumpConnection(_Endpoint[PumpEvent]):
         )
         self._session: _Session | None = None
         self._challenge: _Challenge | None = None
+        # Challenges replaced by a later AUTH_BEGIN on this link, newest last (bounded).
+        self._replaced: deque[_Challenge] = deque(maxlen=REPLACED_CHALLENGES_KEPT)
         self._version = PROTOCOL_VERSION
         self._link = _Scope()  # requests outside any session
         self._now_s: float | None = None  # last time given to receive_data()
@@ -725,12 +732,13 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._auto(header, response, ctx, request)
 
     def _auth_begin(self, header: Header, request: AuthBeginRequest, ctx: _Context) -> None:
-        wait_s = self.auth_backoff.wait_s(self._now_s)
+        wait_s = self.auth_backoff.wait_s(request.role, self._now_s)
         if wait_s > 0:
             # Refused before a challenge exists: this link's challenge and session, if any,
             # stay as they were, and no key can be guessed until the wait is over.
             detail = (
-                f"{self.auth_backoff.failures} failed authentications; "
+                f"{self.auth_backoff.failures(request.role)} failed authentications as "
+                f"{request.role.name}; "
                 f"retry in {math.ceil(wait_s)} s"
             )
             self._auto(header, Refusal.make(ResultCode.AUTH_BACKOFF, detail), ctx, request)
@@ -741,10 +749,14 @@ class PumpConnection(_Endpoint[PumpEvent]):
         challenge = _Challenge(
             request.role, session_id, request.programmer_nonce, self._nonces(NONCE_SIZE)
         )
+        if self._challenge is not None:
+            self._replaced.append(self._challenge)
         self._fire_session(PumpSessionEvent.CHALLENGE, challenge=challenge)
         self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), ctx, request)
 
     def _auth_proof(self, header: Header, request: AuthProofRequest, ctx: _Context) -> None:
+        if self._answer_replaced(header, request, ctx):
+            return
         challenge = self._outstanding()
         if challenge is None:
             self._auto(
@@ -769,7 +781,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
         ):
             # One attempt per challenge, right or wrong.
             self._fire_session(PumpSessionEvent.PROOF_BAD)
-            self.auth_backoff.failed(self._now_s)
+            self.auth_backoff.failed(challenge.role, self._now_s)
             self._auto(header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), ctx, request)
             return
         session = _Session(
@@ -779,12 +791,46 @@ class PumpConnection(_Endpoint[PumpEvent]):
             last_active_s=self._now_s,
         )
         previous = self._fire_session(PumpSessionEvent.PROOF_OK, session=session)
-        self.auth_backoff.succeeded()
+        self._replaced.clear()
+        self.auth_backoff.succeeded(challenge.role)
         response = AuthProofResponse(auth.pump_proof(key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)
         if previous is not None:
             self._events.append(SessionEnded(previous.session_id, "replaced by a new session"))
         self._events.append(SessionStarted(challenge.session_id, challenge.role))
+
+    def _answer_replaced(self, header: Header, request: AuthProofRequest, ctx: _Context) -> bool:
+        """Answer a proof naming a challenge a later AUTH_BEGIN on this link replaced.
+
+        On a shared link (a PTY any process can write to) someone else's AUTH_BEGIN can
+        replace a programmer's challenge between its AUTH_BEGIN and its AUTH_PROOF. A right
+        proof for it is not a failed authentication: it is answered CHALLENGE_REPLACED and
+        not counted, so the programmer is not told its key is wrong and a flood cannot push
+        a clinician into backoff. A wrong one counts like any other. Either way the replaced
+        challenge is spent (one attempt per challenge) and the current one is not touched.
+        """
+        replaced = next((c for c in self._replaced if c.session_id == header.session_id), None)
+        if replaced is None:
+            return False
+        self._replaced.remove(replaced)
+        transcript = auth.transcript(
+            replaced.role,
+            replaced.session_id,
+            replaced.programmer_nonce,
+            replaced.pump_nonce,
+            self.identity.serial,
+        )
+        key = auth.role_key(self._key, replaced.role)
+        if auth.verify_proof(auth.programmer_proof(key, transcript), request.proof):
+            response = Refusal.make(
+                ResultCode.CHALLENGE_REPLACED,
+                "challenge replaced by a newer AUTH_BEGIN on this link; send AUTH_BEGIN again",
+            )
+        else:
+            self.auth_backoff.failed(replaced.role, self._now_s)
+            response = Refusal.make(ResultCode.AUTH_FAILED, "proof rejected")
+        self._auto(header, response, ctx, request)
+        return True
 
     # -- answers
 
