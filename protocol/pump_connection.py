@@ -102,8 +102,11 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_S = 300
 #: How many challenges a link remembers after a newer AUTH_BEGIN replaced them, so that a
-#: right proof for one is answered CHALLENGE_REPLACED instead of counting as a failure.
-REPLACED_CHALLENGES_KEPT = 4
+#: right proof for one is answered CHALLENGE_REPLACED instead of counting as a failure. At
+#: 19 200 baud a link carries at most about 60 AUTH_BEGINs a second, so this covers a
+#: programmer's whole AUTH_BEGIN-to-AUTH_PROOF turn under any flood the link can carry;
+#: 64 small records per link, and only the one whose session id matches is verified.
+REPLACED_CHALLENGES_KEPT = 64
 #: IDENTIFY's ``firmware_version`` field (str8 of at most 16 bytes).
 _FIRMWARE_VERSION_MAX_BYTES = 16
 
