@@ -809,13 +809,15 @@ class PumpConnection(_Endpoint[PumpEvent]):
         replace a programmer's challenge between its AUTH_BEGIN and its AUTH_PROOF. A right
         proof for it is not a failed authentication: it is answered CHALLENGE_REPLACED and
         not counted, so the programmer is not told its key is wrong and a flood cannot push
-        a clinician into backoff. A wrong one counts like any other. Either way the replaced
-        challenge is spent (one attempt per challenge) and the current one is not touched.
+        a clinician into backoff. A wrong one counts like any other and spends the challenge
+        (one guess per challenge). A right one leaves it, so that the programmer's
+        retransmission of that proof (a flood's frames in between defeat the duplicate
+        cache) gets the same answer instead of counting; it never opens a session, so
+        nothing is gained by sending it again. The current challenge is not touched.
         """
         replaced = next((c for c in self._replaced if c.session_id == header.session_id), None)
         if replaced is None:
             return False
-        self._replaced.remove(replaced)
         transcript = auth.transcript(
             replaced.role,
             replaced.session_id,
@@ -830,6 +832,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
                 "challenge replaced by a newer AUTH_BEGIN on this link; send AUTH_BEGIN again",
             )
         else:
+            self._replaced.remove(replaced)
             self.auth_backoff.failed(replaced.role, self._now_s)
             response = Refusal.make(ResultCode.AUTH_FAILED, "proof rejected")
         self._auto(header, response, ctx, request)

@@ -334,6 +334,28 @@ def test_a_right_proof_for_a_replaced_challenge_is_not_a_failed_authentication()
     assert isinstance(proof, m.AuthProofResponse)
 
 
+def test_a_retransmitted_right_proof_for_a_replaced_challenge_does_not_count() -> None:
+    # Under a flood the answer is slow, the programmer sends its AUTH_PROOF again, and the
+    # flood's frames in between keep the link's duplicate cache from catching the copy.
+    served = _served()
+    link = served.handler.open_head()
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    _exchange(link, pc, m.IdentifyRequest())
+    _exchange(link, pc, pc.auth_begin(m.Role.CLINICIAN))
+    jammer = ProgrammerConnection(seeded_nonce_source(6))
+    _exchange(link, jammer, jammer.auth_begin(m.Role.CLINICIAN))
+    proof_frame = pc.send(pc.auth_proof(), 0.0)
+    answers = []
+    for _ in range(3):
+        answers.append(_bodies(link(proof_frame)))
+        _exchange(link, jammer, jammer.auth_begin(m.Role.CLINICIAN))
+    for bodies in answers:
+        assert len(bodies) == 1
+        refusal = m.decode_response(m.MessageType.AUTH_PROOF, parse_body(bodies[0]).payload)
+        assert _refused(refusal, ResultCode.CHALLENGE_REPLACED)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 0
+
+
 def test_a_wrong_proof_for_a_replaced_challenge_still_counts() -> None:
     served = _served()
     link = served.handler.open_head()
@@ -345,9 +367,17 @@ def test_a_wrong_proof_for_a_replaced_challenge_still_counts() -> None:
     other = ProgrammerConnection(seeded_nonce_source(6))
     begun = _exchange(link, other, other.auth_begin(m.Role.CLINICIAN))
     assert isinstance(begun, m.AuthBeginResponse)
-    # A guesser cannot dodge the count by naming a challenge it had replaced itself.
-    assert _refused(_exchange(link, guesser, guesser.auth_proof()), ResultCode.AUTH_FAILED)
+    # A guesser cannot dodge the count by naming a challenge it had replaced itself ...
+    proof_frame = guesser.send(guesser.auth_proof(), 0.0)
+    first = m.decode_response(
+        m.MessageType.AUTH_PROOF, parse_body(_bodies(link(proof_frame))[0]).payload
+    )
+    assert _refused(first, ResultCode.AUTH_FAILED)
     assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 1
+    # ... and the challenge is spent: a second guess at it is one more failure.
+    _exchange(link, other, other.auth_begin(m.Role.CLINICIAN))  # defeat the duplicate cache
+    link(proof_frame)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 2
 
 
 def _authenticate_jammed(
