@@ -10,8 +10,10 @@ and its session are its own, and its link closing ends its session only. While o
 holds a live session, every request from any other head is refused SESSION_BUSY and changes
 nothing; the pump is free again when that session ends (END_SESSION, idle timeout, or its
 link closing). Calling the endpoint directly uses head 0. Failed authentications are counted
-for the pump, not per link, and after a few AUTH_BEGIN is refused AUTH_BACKOFF for a while
-(at most 60 s, on the link clock), so opening another link does not reset the wait.
+for the pump per role, not per link, and after a few AUTH_BEGIN for that role is refused
+AUTH_BACKOFF for a while (at most 60 s, on the link clock), so opening another link does not
+reset the wait and a patient-key guesser does not delay a clinician. A PTY is one head
+shared by every process that opens it (docs/safety.md).
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class TelemetryEndpoint:
         # One protocol connection per open head; a transport holds a head per client, so
         # this holds no more than the transports' own per-client state.
         self._heads: dict[int, PumpConnection] = {}
-        # One count of failed authentications for the pump, whichever link they came on.
+        # The pump's counts of failed authentications (per role), whichever link they came on.
         self.auth_backoff = AuthBackoff()
         self._head_ids = itertools.count(DIRECT_HEAD + 1)
         self.handler = CommandHandler(

@@ -48,6 +48,7 @@ from itpump.protocol.transfer import (
 from itpump.protocol.units import ml_from_nl, mm_from_cm, ng_from_mcg, nl_from_ml, nl_from_ul
 
 __all__ = [
+    "HANDSHAKE_ATTEMPTS",
     "KeySource",
     "Operation",
     "acknowledge_alarm",
@@ -73,6 +74,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Handshakes tried when the pump answers CHALLENGE_REPLACED (another transmitter's
+#: AUTH_BEGIN on a shared link): bounded, as that transmitter may be a flood.
+HANDSHAKE_ATTEMPTS = 3
 
 T = TypeVar("T")
 B = TypeVar("B", bound=m.ResponseBody)
@@ -144,18 +149,31 @@ def authenticate(
         yield from identify()
     assert conn.pump is not None
     pump_key = resolve_key(key, conn.pump.serial)
-    try:
-        challenge = yield from call(conn.auth_begin(role), m.AuthBeginResponse)
-        proof = conn.auth_proof(pump_key)
-        answer = yield from call(proof, m.AuthProofResponse)
-    except PumpRefused as exc:
-        raise AuthenticationError(
-            f"pump {conn.pump.serial} refused authentication as {role.name}: "
-            f"{exc.code.name} {exc.detail}".rstrip(),
-            exc.code,
-        ) from exc
+    attempt = 1
+    while True:
+        try:
+            challenge = yield from call(conn.auth_begin(role), m.AuthBeginResponse)
+            proof = conn.auth_proof(pump_key)
+            answer = yield from call(proof, m.AuthProofResponse)
+            break
+        except PumpRefused as exc:
+            if exc.code is ResultCode.CHALLENGE_REPLACED and attempt < HANDSHAKE_ATTEMPTS:
+                # Another transmitter's AUTH_BEGIN on this link replaced our challenge; the
+                # key is right and nothing was counted against it: begin again.
+                _log.warning("challenge replaced (attempt %d): %s", attempt, exc.detail)
+                attempt += 1
+                continue
+            raise _auth_error(conn.pump.serial, role, exc) from exc
     _log.info("session 0x%08X as %s", challenge.session_id, role.name)
     return SessionDetails(challenge.session_id, role, answer.idle_timeout_s)
+
+
+def _auth_error(serial: str, role: Role, exc: PumpRefused) -> AuthenticationError:
+    return AuthenticationError(
+        f"pump {serial} refused authentication as {role.name}: "
+        f"{exc.code.name} {exc.detail}".rstrip(),
+        exc.code,
+    )
 
 
 def connect(conn: ProgrammerConnection, role: Role, key: KeySource | None) -> Operation[PumpInfo]:

@@ -32,6 +32,9 @@ class ResultCode(IntEnum):
     SEQUENCE_ERROR = 0x09  # header seq outside the window (recover: IDENTIFY, then resend)
     SESSION_BUSY = 0x0A  # another telemetry head holds a session: nothing was done
     AUTH_BACKOFF = 0x0B  # too many failed authentications: AUTH_BEGIN refused for a while
+    # A correct proof for a challenge that a later AUTH_BEGIN on the same link replaced (a
+    # second transmitter on a shared link): not a failed authentication; begin again.
+    CHALLENGE_REPLACED = 0x0C
     # The last number of the link range, so that codes added after SESSION_BUSY never clash
     # with it: the pump failed while answering; the request may or may not have been carried
     # out (interrogate), and the pump keeps answering.

@@ -77,6 +77,9 @@ RESULT_CODE_MEANINGS: dict[str, str] = {
     "AUTH_BACKOFF": "AUTH_BEGIN refused after repeated failed authentications until the "
     "backoff ends (the detail gives the seconds to wait, at most 60; section 7); nothing "
     "changed",
+    "CHALLENGE_REPLACED": "AUTH_PROOF answered a challenge that a newer AUTH_BEGIN on the same "
+    "link replaced (another transmitter on a shared link); the proof was right, it does not "
+    "count as a failed authentication: send AUTH_BEGIN again (section 7)",
     "INTERNAL_ERROR": "the pump failed while answering (logged); the request may or may not "
     "have been carried out: interrogate. The pump keeps answering",
     "OUT_OF_RANGE": "a field outside the pump's allowed range; detail names field and range",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -85,6 +86,7 @@ from itpump.protocol.wire import WireError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "REPLACED_CHALLENGES_KEPT",
     "AutoReply",
     "PumpConnection",
     "PumpEvent",
@@ -99,6 +101,14 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT_S = 300
+#: How many challenges a link remembers after a newer AUTH_BEGIN replaced them, so that a
+#: right proof for one is answered CHALLENGE_REPLACED instead of counting as a failure.
+#: Measured on a served PTY under a keyless flood of 30 AUTH_BEGINs a second: the paced
+#: link's queue delayed the programmer's AUTH_PROOF by 2 to 5 s, past 64 replacements. At
+#: 19 200 baud a link carries about 60 AUTH_BEGINs a second and its receive queue holds
+#: 8.5 s, so 512 cover the longest turn a link can impose; a lookup is by session id and
+#: only the matching challenge is verified (about 100 KiB per link at most).
+REPLACED_CHALLENGES_KEPT = 512
 #: IDENTIFY's ``firmware_version`` field (str8 of at most 16 bytes).
 _FIRMWARE_VERSION_MAX_BYTES = 16
 
@@ -275,6 +285,8 @@ class PumpConnection(_Endpoint[PumpEvent]):
         )
         self._session: _Session | None = None
         self._challenge: _Challenge | None = None
+        # Challenges replaced by a later AUTH_BEGIN on this link, newest last (bounded).
+        self._replaced: OrderedDict[int, _Challenge] = OrderedDict()
         self._version = PROTOCOL_VERSION
         self._link = _Scope()  # requests outside any session
         self._now_s: float | None = None  # last time given to receive_data()
@@ -727,12 +739,13 @@ class PumpConnection(_Endpoint[PumpEvent]):
         self._auto(header, response, ctx, request)
 
     def _auth_begin(self, header: Header, request: AuthBeginRequest, ctx: _Context) -> None:
-        wait_s = self.auth_backoff.wait_s(self._now_s)
+        wait_s = self.auth_backoff.wait_s(request.role, self._now_s)
         if wait_s > 0:
             # Refused before a challenge exists: this link's challenge and session, if any,
             # stay as they were, and no key can be guessed until the wait is over.
             detail = (
-                f"{self.auth_backoff.failures} failed authentications; "
+                f"{self.auth_backoff.failures(request.role)} failed authentications as "
+                f"{request.role.name}; "
                 f"retry in {math.ceil(wait_s)} s"
             )
             self._auto(header, Refusal.make(ResultCode.AUTH_BACKOFF, detail), ctx, request)
@@ -743,10 +756,16 @@ class PumpConnection(_Endpoint[PumpEvent]):
         challenge = _Challenge(
             request.role, session_id, request.programmer_nonce, self._nonces(NONCE_SIZE)
         )
+        if self._challenge is not None:
+            self._replaced[self._challenge.session_id] = self._challenge
+            if len(self._replaced) > REPLACED_CHALLENGES_KEPT:
+                self._replaced.popitem(last=False)  # the oldest goes
         self._fire_session(PumpSessionEvent.CHALLENGE, challenge=challenge)
         self._auto(header, AuthBeginResponse(session_id, challenge.pump_nonce), ctx, request)
 
     def _auth_proof(self, header: Header, request: AuthProofRequest, ctx: _Context) -> None:
+        if self._answer_replaced(header, request, ctx):
+            return
         challenge = self._outstanding()
         if challenge is None:
             self._auto(
@@ -771,7 +790,7 @@ class PumpConnection(_Endpoint[PumpEvent]):
         ):
             # One attempt per challenge, right or wrong.
             self._fire_session(PumpSessionEvent.PROOF_BAD)
-            self.auth_backoff.failed(self._now_s)
+            self.auth_backoff.failed(challenge.role, self._now_s)
             self._auto(header, Refusal.make(ResultCode.AUTH_FAILED, "proof rejected"), ctx, request)
             return
         session = _Session(
@@ -781,12 +800,50 @@ class PumpConnection(_Endpoint[PumpEvent]):
             last_active_s=self._now_s,
         )
         previous = self._fire_session(PumpSessionEvent.PROOF_OK, session=session)
-        self.auth_backoff.succeeded()
+        self._replaced.clear()
+        self.auth_backoff.succeeded(challenge.role)
         response = AuthProofResponse(auth.pump_proof(key, transcript), self.idle_timeout_s)
         self._auto(header, response, ctx, request)
         if previous is not None:
             self._events.append(SessionEnded(previous.session_id, "replaced by a new session"))
         self._events.append(SessionStarted(challenge.session_id, challenge.role))
+
+    def _answer_replaced(self, header: Header, request: AuthProofRequest, ctx: _Context) -> bool:
+        """Answer a proof naming a challenge a later AUTH_BEGIN on this link replaced.
+
+        On a shared link (a PTY any process can write to) someone else's AUTH_BEGIN can
+        replace a programmer's challenge between its AUTH_BEGIN and its AUTH_PROOF. A right
+        proof for it is not a failed authentication: it is answered CHALLENGE_REPLACED and
+        not counted, so the programmer is not told its key is wrong and a flood cannot push
+        a clinician into backoff. A wrong one counts like any other and spends the challenge
+        (one guess per challenge). A right one leaves it, so that the programmer's
+        retransmission of that proof (a flood's frames in between defeat the duplicate
+        cache) gets the same answer instead of counting; it never opens a session, so
+        nothing is gained by sending it again. The current challenge is not touched.
+        """
+        replaced = self._replaced.get(header.session_id)
+        current = self._outstanding()
+        if replaced is None or (current is not None and current.session_id == replaced.session_id):
+            return False  # (a new challenge may draw a replaced one's id: it takes precedence)
+        transcript = auth.transcript(
+            replaced.role,
+            replaced.session_id,
+            replaced.programmer_nonce,
+            replaced.pump_nonce,
+            self.identity.serial,
+        )
+        key = auth.role_key(self._key, replaced.role)
+        if auth.verify_proof(auth.programmer_proof(key, transcript), request.proof):
+            response = Refusal.make(
+                ResultCode.CHALLENGE_REPLACED,
+                "challenge replaced by a newer AUTH_BEGIN on this link; send AUTH_BEGIN again",
+            )
+        else:
+            del self._replaced[replaced.session_id]
+            self.auth_backoff.failed(replaced.role, self._now_s)
+            response = Refusal.make(ResultCode.AUTH_FAILED, "proof rejected")
+        self._auto(header, response, ctx, request)
+        return True
 
     # -- answers
 

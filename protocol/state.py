@@ -257,30 +257,37 @@ def auth_backoff_s(failures: int) -> float:
 
 
 class AuthBackoff:
-    """The pump's count of consecutive failed authentications, shared by all its links.
+    """The pump's counts of consecutive failed authentications, one per role, for all links.
 
-    Times are the link's real clock (the caller's ``now_s``, as for the idle timeout). A
-    success resets the count; so does a restart of the pump (the count is not persistent).
-    Without a clock (``now_s`` None) failures are counted but nothing waits.
+    A failure counts against the role its challenge asked for, and AUTH_BEGIN for a role
+    waits only on that role's count: someone guessing the patient key (or failing with it)
+    never delays a clinician's handshake, and the other way round. Times are the link's
+    real clock (the caller's ``now_s``, as for the idle timeout). A success resets its
+    role's count; a restart of the pump resets all (the counts are not persistent). Without
+    a clock (``now_s`` None) failures are counted but nothing waits.
     """
 
     def __init__(self) -> None:
-        self.failures = 0
-        self._until_s: float | None = None
+        # role -> (consecutive failures, AUTH_BEGIN refused until); bounded by the roles
+        self._roles: dict[int, tuple[int, float | None]] = {}
 
-    def failed(self, now_s: float | None) -> None:
-        """An AUTH_PROOF was rejected."""
-        self.failures += 1
-        wait_s = auth_backoff_s(self.failures)
-        self._until_s = None if now_s is None or wait_s == 0 else now_s + wait_s
+    def failures(self, role: int) -> int:
+        """Consecutive failed authentications for ``role``."""
+        return self._roles.get(role, (0, None))[0]
 
-    def succeeded(self) -> None:
-        """An AUTH_PROOF was accepted: the count starts over."""
-        self.failures = 0
-        self._until_s = None
+    def failed(self, role: int, now_s: float | None) -> None:
+        """An AUTH_PROOF for a ``role`` challenge was rejected."""
+        failures = self.failures(role) + 1
+        wait_s = auth_backoff_s(failures)
+        self._roles[role] = (failures, None if now_s is None or wait_s == 0 else now_s + wait_s)
 
-    def wait_s(self, now_s: float | None) -> float:
-        """Seconds until AUTH_BEGIN is answered again (0: now)."""
-        if self._until_s is None or now_s is None:
+    def succeeded(self, role: int) -> None:
+        """An AUTH_PROOF for ``role`` was accepted: that role's count starts over."""
+        self._roles.pop(role, None)
+
+    def wait_s(self, role: int, now_s: float | None) -> float:
+        """Seconds until AUTH_BEGIN for ``role`` is answered again (0: now)."""
+        until_s = self._roles.get(role, (0, None))[1]
+        if until_s is None or now_s is None:
             return 0.0
-        return max(0.0, self._until_s - now_s)
+        return max(0.0, until_s - now_s)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from itpump.protocol import messages as m
+from itpump.protocol.state import AuthBackoff
+from itpump.tools import ctl as ctl_module
 from itpump.tools.cli import main
 from tests.test_programmer_fakepump import KEY_HEX, PATIENT_KEY_HEX, SERIAL, FakePump, served
 
@@ -470,3 +472,50 @@ def test_clock_differences_in_words() -> None:
         "2 h 5 min",
         "327 d 23 h",
     ]
+
+
+class _BackoffOnce(AuthBackoff):
+    """A pump whose clinician role is in backoff for the first AUTH_BEGIN only."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__()
+        self._first_wait_s: float | None = wait_s
+
+    def wait_s(self, role: int, now_s: float | None) -> float:
+        wait_s, self._first_wait_s = self._first_wait_s, None
+        return 0.0 if wait_s is None or role != m.Role.CLINICIAN else wait_s
+
+
+async def test_ctl_waits_out_an_auth_backoff_once_and_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waited: list[float] = []
+    monkeypatch.setattr(ctl_module, "_sleep", waited.append)
+    pump = FakePump()
+    pump.connection.auth_backoff = _BackoffOnce(7.0)
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "status") == 0
+    assert waited == [7.0]
+    err = capsys.readouterr().err
+    assert "refuses CLINICIAN handshakes for 7 s" in err
+    assert "waiting" in err
+    assert pump.count(m.AuthBeginRequest) == 2
+
+
+async def test_ctl_waits_at_most_a_minute_and_only_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waited: list[float] = []
+    monkeypatch.setattr(ctl_module, "_sleep", waited.append)
+
+    class _Always(AuthBackoff):
+        def wait_s(self, role: int, now_s: float | None) -> float:
+            return 3600.0  # more than a pump ever says: ctl still waits at most 60 s
+
+    pump = FakePump()
+    pump.connection.auth_backoff = _Always()
+    async with served(pump) as url:
+        assert await ctl(url, "--key", KEY_HEX, "status") == 3
+    assert waited == [60.0]
+    assert "AUTH_BACKOFF" in capsys.readouterr().err
+    assert pump.count(m.AuthBeginRequest) == 2

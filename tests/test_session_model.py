@@ -18,6 +18,9 @@ from itpump.emulator.farm import PortSpec, PumpFarm, ServedPump
 from itpump.emulator.scenario import load_scenario
 from itpump.emulator.transports import NullModem, PtyTransport
 from itpump.firmware_stubs.firmware import TherapyState
+from itpump.programmer import operations
+from itpump.programmer.errors import AuthenticationError, PumpRefused
+from itpump.programmer.models import SessionDetails
 from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
@@ -302,3 +305,152 @@ def test_the_backoff_doubles_up_to_a_minute_and_then_the_key_works() -> None:
     clock.t_s += 60.0
     _pc, proof = _handshake(link, served.key, seed=99)
     assert isinstance(proof, m.AuthProofResponse)
+
+
+# --- a shared link: another transmitter's AUTH_BEGIN, and guessers of the other role -------------
+
+
+def test_a_right_proof_for_a_replaced_challenge_is_not_a_failed_authentication() -> None:
+    # A PTY is one link shared by every process that opens it: a keyless AUTH_BEGIN on it
+    # replaces the clinician's challenge between its AUTH_BEGIN and its AUTH_PROOF.
+    clock = FakeClock()
+    served = _farm(clock).pumps[0]
+    link = served.handler.open_head()
+    flooder = ProgrammerConnection(seeded_nonce_source(8))
+    for attempt in range(6):  # more than the free failures: none of these may count
+        pc = ProgrammerConnection(seeded_nonce_source(100 + attempt), key=served.key)
+        _exchange(link, pc, m.IdentifyRequest())
+        assert isinstance(_exchange(link, pc, pc.auth_begin(m.Role.CLINICIAN)), m.AuthBeginResponse)
+        for _ in range(3):  # within the challenges the link remembers
+            jam = _exchange(link, flooder, flooder.auth_begin(m.Role.CLINICIAN))
+            assert isinstance(jam, m.AuthBeginResponse)
+        answer = _exchange(link, pc, pc.auth_proof())
+        assert _refused(answer, ResultCode.CHALLENGE_REPLACED), answer
+        assert isinstance(answer, m.Refusal)
+        assert "replaced by a newer AUTH_BEGIN on this link" in answer.detail
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 0
+    # With no second transmitter the same key works at once: no backoff was earned.
+    _pc, proof = _handshake(link, served.key, seed=200)
+    assert isinstance(proof, m.AuthProofResponse)
+
+
+def test_a_retransmitted_right_proof_for_a_replaced_challenge_does_not_count() -> None:
+    # Under a flood the answer is slow, the programmer sends its AUTH_PROOF again, and the
+    # flood's frames in between keep the link's duplicate cache from catching the copy.
+    served = _served()
+    link = served.handler.open_head()
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    _exchange(link, pc, m.IdentifyRequest())
+    _exchange(link, pc, pc.auth_begin(m.Role.CLINICIAN))
+    jammer = ProgrammerConnection(seeded_nonce_source(6))
+    _exchange(link, jammer, jammer.auth_begin(m.Role.CLINICIAN))
+    proof_frame = pc.send(pc.auth_proof(), 0.0)
+    answers = []
+    for _ in range(3):
+        answers.append(_bodies(link(proof_frame)))
+        _exchange(link, jammer, jammer.auth_begin(m.Role.CLINICIAN))
+    for bodies in answers:
+        assert len(bodies) == 1
+        refusal = m.decode_response(m.MessageType.AUTH_PROOF, parse_body(bodies[0]).payload)
+        assert _refused(refusal, ResultCode.CHALLENGE_REPLACED)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 0
+
+
+def test_a_wrong_proof_for_a_replaced_challenge_still_counts() -> None:
+    served = _served()
+    link = served.handler.open_head()
+    guesser = ProgrammerConnection(seeded_nonce_source(5), key=bytes(32))
+    _exchange(link, guesser, m.IdentifyRequest())
+    assert isinstance(
+        _exchange(link, guesser, guesser.auth_begin(m.Role.CLINICIAN)), m.AuthBeginResponse
+    )
+    other = ProgrammerConnection(seeded_nonce_source(6))
+    begun = _exchange(link, other, other.auth_begin(m.Role.CLINICIAN))
+    assert isinstance(begun, m.AuthBeginResponse)
+    # A guesser cannot dodge the count by naming a challenge it had replaced itself ...
+    proof_frame = guesser.send(guesser.auth_proof(), 0.0)
+    first = m.decode_response(
+        m.MessageType.AUTH_PROOF, parse_body(_bodies(link(proof_frame))[0]).payload
+    )
+    assert _refused(first, ResultCode.AUTH_FAILED)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 1
+    # ... and the challenge is spent: a second guess at it is one more failure.
+    _exchange(link, other, other.auth_begin(m.Role.CLINICIAN))  # defeat the duplicate cache
+    link(proof_frame)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 2
+
+
+def _authenticate_jammed(
+    link: Handler, pc: ProgrammerConnection, key: bytes, jams: int
+) -> tuple[SessionDetails, int]:
+    """Drive the library's handshake; another writer on ``link`` jams the first ``jams``.
+
+    Returns the session and how many AUTH_BEGINs the library sent; raises what it raises.
+    """
+    jammer = ProgrammerConnection(seeded_nonce_source(6))
+    operation = operations.authenticate(pc, m.Role.CLINICIAN, key)
+    request = next(operation)
+    begins = 0
+    while True:
+        answer = _exchange(link, pc, request)
+        if isinstance(request, m.AuthBeginRequest):
+            begins += 1
+            if begins <= jams:
+                _exchange(link, jammer, jammer.auth_begin(m.Role.CLINICIAN))
+        try:
+            if isinstance(answer, m.Refusal):
+                request = operation.throw(PumpRefused(answer.result, answer.detail, request))
+            else:
+                request = operation.send(answer)
+        except StopIteration as done:
+            return done.value, begins
+
+
+def test_the_programmer_library_begins_again_when_its_challenge_was_replaced() -> None:
+    served = _served()
+    link = served.handler.open_head()
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    _exchange(link, pc, m.IdentifyRequest())
+    # The first two handshakes are jammed; the library tries HANDSHAKE_ATTEMPTS (3).
+    session, begins = _authenticate_jammed(link, pc, served.key, jams=2)
+    assert session.role is m.Role.CLINICIAN
+    assert begins == operations.HANDSHAKE_ATTEMPTS
+    assert isinstance(_exchange(link, pc, m.StopTherapyRequest()), m.Ack)
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 0
+
+
+def test_the_programmer_library_gives_up_after_bounded_attempts() -> None:
+    served = _served()
+    link = served.handler.open_head()
+    pc = ProgrammerConnection(seeded_nonce_source(5), key=served.key)
+    _exchange(link, pc, m.IdentifyRequest())
+    with pytest.raises(AuthenticationError) as failed:
+        _authenticate_jammed(link, pc, served.key, jams=1000)  # a flood
+    assert failed.value.code is ResultCode.CHALLENGE_REPLACED
+    assert "CHALLENGE_REPLACED" in str(failed.value)  # not "proof rejected": the key is right
+    assert served.endpoint.auth_backoff.failures(m.Role.CLINICIAN) == 0
+
+
+def test_a_patient_key_guesser_does_not_lock_out_the_clinician() -> None:
+    clock = FakeClock()
+    served = _farm(clock).pumps[0]
+    link = served.handler.open_head()
+    refused = 0
+    for seed in range(10):
+        guesser = ProgrammerConnection(seeded_nonce_source(seed), key=bytes(32))
+        _exchange(link, guesser, m.IdentifyRequest())
+        begun = _exchange(link, guesser, guesser.auth_begin(m.Role.PATIENT))
+        if _refused(begun, ResultCode.AUTH_BACKOFF):
+            refused += 1
+            continue
+        assert _refused(_exchange(link, guesser, guesser.auth_proof()), ResultCode.AUTH_FAILED)
+    assert refused == 7  # the patient role is in backoff after its third failure ...
+    pc, proof = _handshake(link, served.key, m.Role.CLINICIAN, seed=50)
+    assert isinstance(proof, m.AuthProofResponse)  # ... the clinician's handshake is not
+    assert isinstance(_exchange(link, pc, m.StopTherapyRequest()), m.Ack)
+    assert served.endpoint.auth_backoff.failures(m.Role.PATIENT) == 3
+    # and the clinician's success does not forgive the patient-role guesses
+    assert isinstance(_exchange(link, pc, m.EndSessionRequest()), m.Ack)
+    late = ProgrammerConnection(seeded_nonce_source(60), key=served.patient_key)
+    _exchange(link, late, m.IdentifyRequest())
+    assert _refused(_exchange(link, late, late.auth_begin(m.Role.PATIENT)), ResultCode.AUTH_BACKOFF)

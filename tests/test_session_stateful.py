@@ -17,6 +17,7 @@ from itpump.protocol import messages as m
 from itpump.protocol.auth import seeded_nonce_source
 from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import ProgrammerConnection, ResponseReceived
+from itpump.protocol.pump_connection import REPLACED_CHALLENGES_KEPT
 from itpump.protocol.state import auth_backoff_s
 
 
@@ -96,6 +97,36 @@ class SessionMachine(RuleBasedStateMachine):
             self.failures += 1
             self.backoff_until_s = CLOCK.t_s + auth_backoff_s(self.failures)
             self._new_programmer()  # this programmer's handshake state is spent
+
+    @precondition(lambda self: self.identified and not self.authenticated)
+    @rule(jams=st.sampled_from([1, 2, 5, REPLACED_CHALLENGES_KEPT, REPLACED_CHALLENGES_KEPT + 1]))
+    def handshake_jammed_on_the_same_link(self, jams: int) -> None:
+        # Another writer on this very link (a shared PTY) sends AUTH_BEGINs between ours
+        # and our proof: a right proof is CHALLENGE_REPLACED (while the link remembers the
+        # challenge) and never counts as a failure; nothing changes on the pump.
+        begun = self._exchange(self.pc.auth_begin(m.Role.CLINICIAN))
+        if CLOCK.t_s < self.backoff_until_s:
+            assert isinstance(begun, m.Refusal)
+            assert begun.result is ResultCode.AUTH_BACKOFF
+            self._new_programmer()
+            return
+        assert isinstance(begun, m.AuthBeginResponse)
+        jammer = ProgrammerConnection(seeded_nonce_source(2000 + self._nonce_seed))
+        for _ in range(jams):
+            jammer.receive_data(
+                SERVED.handler(jammer.send(jammer.auth_begin(m.Role.CLINICIAN), 0.0))
+            )
+            assert isinstance(jammer.next_event(), ResponseReceived)
+        proof = self._exchange(self.pc.auth_proof())
+        assert isinstance(proof, m.Refusal)
+        if jams <= REPLACED_CHALLENGES_KEPT:
+            assert proof.result is ResultCode.CHALLENGE_REPLACED
+        else:
+            # Forgotten: the pump cannot tell it from a guess, and counts it.
+            assert proof.result is ResultCode.AUTH_FAILED
+            self.failures += 1
+            self.backoff_until_s = CLOCK.t_s + auth_backoff_s(self.failures)
+        self._new_programmer()
 
     @precondition(lambda self: CLOCK.t_s < self.backoff_until_s)
     @rule()

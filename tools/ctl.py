@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +44,10 @@ from itpump.programmer import (
 from itpump.programmer.operations import KeySource
 from itpump.programmer.program import read_program_table
 from itpump.protocol import messages as m
+from itpump.protocol.codes import ResultCode
 from itpump.protocol.connection import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from itpump.protocol.messages import ALL_ALARMS, MessageType
+from itpump.protocol.state import AUTH_BACKOFF_MAX_S
 from itpump.protocol.therapy import (
     TYPICAL_CATHETER_VOLUME_UL_PER_CM,
     ProgramTable,
@@ -1014,7 +1017,36 @@ def _open_session(pump: PumpClient, args: argparse.Namespace, key: KeySource | N
             )
         log.info("pump %s does not require authentication: no session", info.serial)
         return
-    pump.authenticate(Role[args.role.upper()], key)
+    _authenticate(pump, info.serial, Role[args.role.upper()], key)
+
+
+#: How ctl waits out an AUTH_BACKOFF (a seam for tests; blocking is what a CLI should do).
+_sleep: Callable[[float], None] = time.sleep
+_RETRY_IN = re.compile(r"retry in (\d+(?:\.\d+)?) s")
+
+
+def _authenticate(pump: PumpClient, serial: str, role: Role, key: KeySource) -> None:
+    """Authenticate; after AUTH_BACKOFF wait the time the pump names (at most 60 s), once.
+
+    The backoff means someone failed handshakes for this role recently (a mistyped key, or
+    a guesser on the link): waiting is the documented recovery, so ctl does it instead of
+    giving up, and says so on stderr. A second refusal is reported as usual.
+    """
+    try:
+        pump.authenticate(role, key)
+        return
+    except AuthenticationError as exc:
+        match = _RETRY_IN.search(str(exc))
+        if exc.code is not ResultCode.AUTH_BACKOFF or match is None:
+            raise
+        wait_s = min(float(match[1]), AUTH_BACKOFF_MAX_S)
+    print(
+        f"itpump ctl: pump {serial} refuses {role.name} handshakes for {wait_s:g} s after "
+        "failed authentications (a mistyped key, or another transmitter guessing); waiting",
+        file=sys.stderr,
+    )
+    _sleep(wait_s)
+    pump.authenticate(role, key)
 
 
 def _print_error(args: argparse.Namespace, kind: str, message: str, **fields: Any) -> None:
