@@ -6,19 +6,24 @@ the spinal effect falls), a 10x programming error as lumbar CSF above the therap
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from itpump.emulator.control.schema import ConcentrationsOut
-from itpump.emulator.outputs import summary, timeseries
+from itpump.emulator.outputs import summary, timeseries, write_summary_json
 from itpump.emulator.pk import Concentrations, PKParameters
 from itpump.emulator.pk import thresholds as th
 from itpump.emulator.pk.oral import oral_comparator
 from itpump.emulator.pk.schedule import DoseSchedule
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import parse_scenario
+from itpump.emulator.sweep.store import write_json_atomic
+from itpump.tools.cli import main
 
 
 def _oral_peak_ng_per_ml(dose_times_h: list[float], dose_mg: float, window_h: float) -> float:
@@ -114,3 +119,55 @@ def test_a_tenfold_programming_error_shows_in_the_csf_not_in_plasma() -> None:
     # Plasma stays far below the oral-therapy level: the danger is supraspinal, via the CSF.
     assert not exposure["systemic_overdose"]
     assert exposure["plasma_peak_ng_per_ml"] < 50.0
+
+
+def _strict_json(text: str) -> Any:
+    """json.loads that refuses NaN / Infinity, as jq and browsers do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+MORPHINE_TOML = """
+[scenario]
+name = "morphine"
+duration = "2d"
+
+[[actions]]
+at = 0
+type = "refill"
+volume_ml = 20
+drug = "morphine"
+concentration_mcg_per_ml = 1000
+
+[[actions]]
+at = "1h"
+type = "program"
+mode = "continuous"
+dose_mcg_per_day = 300
+max_daily_dose_mcg = 600
+"""
+
+
+def test_a_drug_without_pk_writes_strict_json_with_nulls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "morphine.toml"
+    path.write_text(MORPHINE_TOML, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out), "--no-plot", "--json"]) == 0
+    printed = _strict_json(capsys.readouterr().out)
+    written = _strict_json((out / "summary.json").read_text(encoding="utf-8"))
+    for data in (printed, written):
+        assert data["exposure"]["plasma_peak_ng_per_ml"] is None
+        assert data["exposure"]["plasma_peak_utc"] is None
+        assert data["exposure"]["csf_lumbar_peak_ng_per_ml"] is None
+
+
+def test_a_nan_never_reaches_an_output_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        write_summary_json(tmp_path / "summary.json", {"x": math.nan})
+    with pytest.raises(ValueError, match="JSON"):
+        write_json_atomic(tmp_path / "sweep.json", {"x": math.nan})

@@ -47,6 +47,36 @@ CSF_THERAPEUTIC_HIGH_NG_PER_ML = 1240.0
 
 
 @dataclass(frozen=True, slots=True)
+class ReferenceLevels:
+    """The levels one drug's concentrations are read against. They belong to the drug's PK
+    model (`pk_model`, as the drug library names it): a drug without a PK model has none, and
+    is never drawn or judged against another drug's."""
+
+    pk_model: str
+    label_intrathecal_plasma_max_ng_per_ml: float
+    plasma_cns_depression_ng_per_ml: float
+    plasma_severe_toxicity_ng_per_ml: float
+    csf_low_ng_per_ml: float
+    csf_high_ng_per_ml: float
+
+
+BACLOFEN = ReferenceLevels(
+    pk_model="baclofen",
+    label_intrathecal_plasma_max_ng_per_ml=LABEL_INTRATHECAL_PLASMA_MAX_NG_PER_ML,
+    plasma_cns_depression_ng_per_ml=PLASMA_CNS_DEPRESSION_NG_PER_ML,
+    plasma_severe_toxicity_ng_per_ml=PLASMA_SEVERE_TOXICITY_NG_PER_ML,
+    csf_low_ng_per_ml=CSF_THERAPEUTIC_LOW_NG_PER_ML,
+    csf_high_ng_per_ml=CSF_THERAPEUTIC_HIGH_NG_PER_ML,
+)
+_BY_PK_MODEL = {levels.pk_model: levels for levels in (BACLOFEN,)}
+
+
+def for_pk_model(pk_model: str) -> ReferenceLevels | None:
+    """The reference levels of a drug library PK model name; None for "none" (no PK model)."""
+    return _BY_PK_MODEL.get(pk_model)
+
+
+@dataclass(frozen=True, slots=True)
 class Exposure:
     """How one set of concentrations compares with the reference levels."""
 
