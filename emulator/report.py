@@ -442,7 +442,7 @@ def _csf_panel(
         color="tab:green",
         alpha=0.08,
         linewidth=0,
-        label=f"therapeutic range {low:g}-{high:g} (monograph)",
+        label=f"therapeutic range {low:g}-{high:g} (50-1200 mcg/day, monograph)",
     )
     ax.axhspan(
         0.0,

@@ -65,7 +65,7 @@ def test_the_report_has_calendar_dates_and_honest_concentration_axes(stall: RunR
     # No symlog kink: CSF linear, plasma log with the reference levels drawn and labelled.
     assert csf.get_yscale() == "linear"
     assert plasma.get_yscale() == "log"
-    assert any("therapeutic range 130-1240" in label for label in _labels(csf))
+    assert any("therapeutic range 69-1667" in label for label in _labels(csf))
     assert any("withdrawal" in label for label in _labels(csf))
     assert any("CNS depression 500" in label for label in _labels(plasma))
     assert any("severe toxicity 2316" in label for label in _labels(plasma))
@@ -198,7 +198,7 @@ def test_a_run_without_concentrations_still_gets_a_report(stall: RunResult) -> N
     columns["plasma_ng_per_ml"] = np.full_like(columns["plasma_ng_per_ml"], np.nan)
     figure = report_figure(stall, columns)
     csf = figure.axes[2]
-    assert csf.get_ylim()[1] == pytest.approx(1240.0 * 1.12)
+    assert csf.get_ylim()[1] == pytest.approx(1667.0 * 1.12)
     FigureCanvasAgg(figure).draw()  # type: ignore[no-untyped-call]
 
 
