@@ -151,18 +151,54 @@ def run_references(result: RunResult) -> RunReferences:
     return RunReferences(None, drugs[0] if drugs else None, 0.0)
 
 
-def exposure(result: RunResult, columns: dict[str, FloatArray]) -> dict[str, Any]:
+#: Exposure grid step: finer than any PK time constant (CSF half-life 1.51 h, a reservoir
+#: dump's rise of minutes), so peaks and hours do not depend on the output sample interval.
+EXPOSURE_STEP_H = 5.0 / 60.0
+#: Bound on the grid's points (a 7-year run would be 735,000 at 5 min): longer runs get a
+#: coarser step, plus the exact instants where the input changes.
+MAX_EXPOSURE_POINTS = 200_000
+
+
+def exposure_times_h(result: RunResult) -> FloatArray:
+    """Where exposure is computed: a 5-minute grid over the run (coarser only past
+    `MAX_EXPOSURE_POINTS`), plus every instant the delivery to the patient changed and a few
+    minutes after each (a dump or bolus peaks within minutes), independent of the scenario's
+    `sample_interval`."""
+    end = result.scenario.end_h
+    step = max(EXPOSURE_STEP_H, end / MAX_EXPOSURE_POINTS)
+    grid = np.arange(0.0, end, step, dtype=np.float64)
+    recorder = result.pump.recorder
+    assert recorder is not None
+    changes = np.concatenate(
+        [
+            np.asarray(recorder.seg_t0_h, dtype=np.float64),
+            np.asarray(recorder.seg_t1_h, dtype=np.float64),
+            np.asarray(recorder.tissue_bolus_t_h, dtype=np.float64),
+        ]
+    )
+    if changes.size > MAX_EXPOSURE_POINTS:
+        changes = np.array([], dtype=np.float64)  # a served years-long run: the grid alone
+    after = (changes[:, None] + np.array([0.0, 0.25, 0.5, 1.0])[None, :] * step).ravel()
+    times = np.unique(np.concatenate([grid, after, [end]]))
+    lo = recorder.start_h if recorder.start_h > 0 else 0.0
+    return times[(times >= lo) & (times <= end)]
+
+
+def exposure(result: RunResult, columns: dict[str, FloatArray] | None = None) -> dict[str, Any]:
     """Plasma and lumbar CSF against the reference levels of the drug's PK model
     (`emulator/pk/thresholds.py`); all null, naming the drug, for a drug without one.
 
-    Peaks and durations are read at the sample times of `columns` (a sample counts for the
-    interval that follows it), so a peak between samples is underestimated by at most the
-    change over one sample interval.
+    Computed from the PK model on `exposure_times_h` (5-minute grid plus the instants
+    delivery changed), not at the output samples: an overdose between two hourly samples
+    counts. Each point counts for the interval that follows it. `columns`, when given, must
+    hold those times (tests pass their own).
     """
     start = result.scenario.scenario.start
     refs = run_references(result)
     if refs.levels is None:
         return _no_pk_exposure(refs)
+    if columns is None:
+        columns = timeseries(result, exposure_times_h(result))
     levels = refs.levels
     times = np.asarray(columns["time_h"], dtype=np.float64)
     plasma = np.asarray(columns["plasma_ng_per_ml"], dtype=np.float64)
@@ -355,7 +391,8 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
             {"t_h": o.t_h, "action": o.index, "type": o.type, "code": o.code, "detail": o.detail}
             for o in result.refusals
         ],
-        "exposure": exposure(result, timeseries(result) if columns is None else columns),
+        # Its own fine grid, not `columns`: peaks and hours must not depend on the samples.
+        "exposure": exposure(result),
     }
 
 

@@ -81,7 +81,9 @@ def test_classify_names_every_reference_level_crossed() -> None:
     assert out.exposure == ["plasma_above_cns_depression", "csf_below_therapeutic"]
 
 
-def _story(actions: list[dict[str, Any]], days: float) -> dict[str, Any]:
+def _story(
+    actions: list[dict[str, Any]], days: float, sample_interval: str = "15m"
+) -> dict[str, Any]:
     base: list[dict[str, Any]] = [
         {"at": "0h", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 2000},
         {"at": "0h", "type": "prime"},
@@ -94,7 +96,7 @@ def _story(actions: list[dict[str, Any]], days: float) -> dict[str, Any]:
         },
     ]
     data: dict[str, object] = {
-        "scenario": {"name": "t", "duration": f"{days}d", "sample_interval": "15m"},
+        "scenario": {"name": "t", "duration": f"{days}d", "sample_interval": sample_interval},
         "actions": base + actions,
     }
     result = ScenarioRun(parse_scenario(data)).run()
@@ -191,3 +193,15 @@ def test_a_nan_never_reaches_an_output_file(tmp_path: Path) -> None:
         write_summary_json(tmp_path / "summary.json", {"x": math.nan})
     with pytest.raises(ValueError, match="JSON"):
         write_json_atomic(tmp_path / "sweep.json", {"x": math.nan})
+
+
+def test_exposure_does_not_depend_on_the_output_sample_interval() -> None:
+    # A 300 mcg clinician bolus at 2 d 3 h: lumbar CSF peaks above the range within minutes
+    # and is back in it long before the next 6-hourly sample.
+    bolus = [{"at": "2d 3h", "type": "bolus", "dose_mcg": 300, "duration_min": 10}]
+    fine = _story(bolus, 3, "5m")["exposure"]
+    coarse = _story(bolus, 3, "6h")["exposure"]
+    assert coarse == fine
+    assert fine["csf_above_range_h"] > 0
+    assert fine["csf_above_range_first_utc"].startswith("2026-01-07T11:")  # the bolus
+    assert fine["csf_lumbar_peak_ng_per_ml"] > th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
