@@ -465,10 +465,49 @@ def _csf_panel(
         ("effect_ng_per_ml", "effect site", ":"),
     ):
         ax.plot(x, columns[key], style, label=label)
+    _shade_below_range(ax, np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64), x, low)
     peak = _finite_max(columns["csf_lumbar_ng_per_ml"])
-    ax.set_ylim(0.0, max(peak, high) * 1.12)
+    cap = CSF_AXIS_CAP_OF_RANGE_TOP * high
+    if peak > cap:
+        # A reservoir dump peaks ~65x the range top: scaled to it, the band and the later
+        # withdrawal would be a line on the axis. Cut the axis, write the peak on it.
+        ax.set_ylim(0.0, cap)
+        lumbar = np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64)
+        at = int(np.nanargmax(lumbar))
+        ax.annotate(
+            f"lumbar peak {peak:,.0f} ng/mL ↑ (axis cut at {cap:,.0f})",
+            (x[at], cap),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=7,
+            color="tab:red",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
+        )
+    else:
+        ax.set_ylim(0.0, max(peak, high) * 1.12)
     ax.set_ylabel("CSF (ng/mL)\nlinear")
     _legend(ax)
+
+
+def _shade_below_range(ax: Axes, lumbar: FloatArray, x: np.ndarray, low: float) -> None:
+    # Periods below the range once the patient was in it (exposure's rule), shaded over the
+    # panel's height: a few ng/mL under the band is invisible on an axis that shows an
+    # overdose, a shaded stretch is not.
+    below = np.maximum.accumulate(lumbar >= low) & (lumbar < low)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], below.astype(np.int8), [0]])))
+    for first, stop in zip(edges[0::2], edges[1::2], strict=True):
+        ax.axvspan(
+            x[first],
+            x[min(stop, len(x) - 1)],
+            color="tab:orange",
+            alpha=0.12,
+            linewidth=0,
+            label="lumbar CSF below range (withdrawal risk)",
+        )
+
+
+#: The CSF axis stops at this multiple of the therapeutic range's top (the peak is written).
+CSF_AXIS_CAP_OF_RANGE_TOP = 3.0
 
 
 def _finite_max(values: npt.ArrayLike) -> float:
@@ -586,18 +625,25 @@ def _timeline_panel(
             color="tab:red",
         )
     labelled: set[str] = {"aspiration discrepancy"}
+    placed: dict[int, list[float]] = {i: [] for i in range(len(rows))}
+    overlap_h = 0.006 * max(result.scenario.end_h, 1.0)
     for outcome in result.outcomes:
         row_name = _EVENT_ROW_OF.get(outcome.type)
         if row_name is None:
             continue
         row = rows.index(row_name)
+        # Events on one row closer than a marker's width (set_clock under a program, a
+        # revision and its prime) are stacked a little upwards instead of drawn on each other.
+        near = [t for t in placed[row] if abs(t - outcome.t_h) < overlap_h]
+        placed[row].append(outcome.t_h)
+        y = row + (0.0, 0.28, -0.28)[len(near) % 3]
         marker, colour = styles[outcome.type]
         at = _dates(start, np.array([outcome.t_h]))[0]
         label = outcome.type.replace("_", " ") if outcome.accepted else "refused"
         if outcome.accepted:
             ax.plot(
                 [at],
-                [row],
+                [y],
                 marker=marker,
                 color=colour,
                 linestyle="none",
@@ -608,7 +654,7 @@ def _timeline_panel(
         else:
             ax.plot(
                 [at],
-                [row],
+                [y],
                 marker="x",
                 color="grey",
                 linestyle="none",
@@ -620,7 +666,7 @@ def _timeline_panel(
         if isinstance(action, FaultAction | ClearFaultAction):
             ax.annotate(
                 action.kind if isinstance(action, FaultAction) else f"{action.kind} cleared",
-                (at, row),
+                (at, y),
                 xytext=(3, 5 if isinstance(action, FaultAction) else -9),
                 textcoords="offset points",
                 fontsize=6,
@@ -629,7 +675,7 @@ def _timeline_panel(
         elif isinstance(action, RefillAction) and (note := _refill_mismatch(action)):
             ax.annotate(
                 note,
-                (at, row),
+                (at, y),
                 xytext=(3, 5),
                 textcoords="offset points",
                 fontsize=6,
@@ -639,7 +685,7 @@ def _timeline_panel(
             told = "" if action.tell_pump else ", pump not told"
             ax.annotate(
                 f"new catheter {action.length_cm:g} cm{told}",
-                (at, row),
+                (at, y),
                 xytext=(3, 5),
                 textcoords="offset points",
                 fontsize=6,

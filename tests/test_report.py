@@ -11,6 +11,8 @@ from matplotlib.dates import ConciseDateFormatter
 
 from itpump.emulator.outputs import run_references, summary, timeseries
 from itpump.emulator.report import (
+    CSF_AXIS_CAP_OF_RANGE_TOP,
+    EVENT_ROWS,
     binned_daily_mcg,
     dose_bin_days,
     dose_bin_edges_h,
@@ -26,6 +28,7 @@ from itpump.emulator.scenario import (
     load_scenario,
     parse_scenario,
 )
+from itpump.firmware_stubs.alarms import AlarmId
 
 MORPHINE_TOML = """
 [scenario]
@@ -153,6 +156,11 @@ def test_the_pk_plot_has_a_title_dose_markers_and_days_for_long_runs() -> None:
     assert {"ID 1 bolus into CSF", "ID 1 dose into tissue", "ID 1 infusion start"} <= set(labels)
     tissue = csf.get_lines()[labels.index("ID 1 dose into tissue")]
     assert np.asarray(tissue.get_xdata()).tolist() == [3.0]  # 72 h, in days
+
+    many = "".join(f"1,{t},12.5,12.5,1,1\n" for t in range(0, 300, 2))
+    rug_run = _pk_run(f"ID,TIME,AMT,RATE,EVID,CMT\n{many}1,310,.,.,0,.\n")
+    assert isinstance(rug_run, PredictionRun)
+    assert "ID 1 infusion starts (rug, 150)" in _labels(render_predictions(rug_run).axes[0])
 
     short_run = _pk_run("ID,TIME,AMT,RATE,EVID,CMT\n1,0,50,0,1,1\n1,12,.,.,0,.\n")
     assert isinstance(short_run, PredictionRun)
@@ -294,3 +302,26 @@ def test_the_summary_keeps_the_dates_the_pump_projected() -> None:
     program = next(p for p in projections if p["after"] == "program")
     assert program["low_reservoir_utc"].startswith("2026-03-15")
     assert program["empty_utc"].startswith("2026-03-18")
+
+
+def test_a_huge_csf_peak_cuts_the_axis_and_is_written_on_it() -> None:
+    result = ScenarioRun(load_scenario("mri-no-safety-valve")).run()
+    csf = report_figure(result, timeseries(result)).axes[2]
+    assert csf.get_ylim()[1] == pytest.approx(CSF_AXIS_CAP_OF_RANGE_TOP * 1667.0)
+    (note,) = [t.get_text() for t in csf.texts]
+    assert note.startswith("lumbar peak 10")
+    assert "axis cut" in note
+
+
+def test_events_at_one_instant_on_one_row_are_stacked_not_hidden() -> None:
+    result = ScenarioRun(load_scenario("power-reset")).run()
+    timeline = report_figure(result, timeseries(result)).axes[-1]
+    program_row = [*(a.name.lower() for a in AlarmId), *EVENT_ROWS].index("program")
+    ys = [
+        float(np.asarray(line.get_ydata())[0])
+        for line in timeline.get_lines()
+        if line.get_label() in ("set clock", "program", "refused", "_")
+        and abs(float(np.asarray(line.get_ydata())[0]) - program_row) < 0.5
+    ]
+    assert len(ys) >= 3
+    assert len(set(ys)) > 1  # set_clock and the programs beside it are not on one spot
