@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from itpump.emulator.patient import concentration_columns
 from itpump.emulator.pk import thresholds
 from itpump.emulator.recorder import FloatArray
 from itpump.emulator.runner import RunResult
-from itpump.protocol.codes import AlarmId
+from itpump.emulator.scenario import RefillAction
+from itpump.protocol.codes import AlarmId, EventCode
 
 _ALARM_BITS = {int(a): a.name.lower() for a in AlarmId}
 
@@ -99,14 +101,104 @@ def first_alarm_h(result: RunResult, alarm: str) -> float | None:
     return next((a.t_h for a in recorder.alarm_transitions if a.alarm == alarm and a.raised), None)
 
 
-def exposure(result: RunResult, columns: dict[str, FloatArray]) -> dict[str, Any]:
-    """Plasma and lumbar CSF against the reference levels of `emulator/pk/thresholds.py`.
+@dataclass(frozen=True, slots=True)
+class RunReferences:
+    """The reference levels a run's concentrations are read against, or why there are none."""
 
-    Peaks and durations are read at the sample times of `columns` (a sample counts for the
-    interval that follows it), so a peak between samples is underestimated by at most the
-    change over one sample interval.
+    levels: thresholds.ReferenceLevels | None
+    no_pk_drug: str | None = None  # the drug filled that has no PK model
+    no_pk_from_h: float = 0.0  # when it was filled
+
+    def no_pk_note(self, start: dt.datetime) -> str | None:
+        """'no PK model for morphine' (with 'from <date>' after the start), None with PK."""
+        if self.levels is not None or self.no_pk_drug is None:
+            return None
+        note = f"no PK model for {self.no_pk_drug}"
+        if self.no_pk_from_h > 0:
+            when = start + dt.timedelta(hours=self.no_pk_from_h)
+            note += f" from {when:%Y-%m-%d %H:%M}"
+        return note
+
+
+def run_references(result: RunResult) -> RunReferences:
+    """The reference levels of the PK model the run's patient had (`RunResult.pk_model`).
+
+    The whole run has one model today (the runner gives the label's baclofen model only when
+    every drug filled has it): the levels are those of the first drug's PK model, or none,
+    naming the first accepted fill of a drug without one. Hook: once the PK coupling reports
+    which drug reached the patient when, return levels per period here; report and exposure
+    read only this.
+    """
+    library = result.profile.firmware_config().drug_library
+    fills = [
+        (o.t_h, action.drug)
+        for o in result.outcomes
+        if o.accepted
+        and isinstance(action := result.scenario.actions[o.index - 1], RefillAction)
+    ]
+    if result.pk_model is not None:
+        for _, drug in fills:
+            entry = library.find(drug)
+            if entry is not None and (levels := thresholds.for_pk_model(entry.pk_model)):
+                return RunReferences(levels)
+        return RunReferences(thresholds.BACLOFEN)  # the model the runner builds
+    for t_h, drug in fills:
+        entry = library.find(drug)
+        if entry is None or thresholds.for_pk_model(entry.pk_model) is None:
+            return RunReferences(None, drug, t_h)
+    drugs = [a.drug for a in result.scenario.actions if isinstance(a, RefillAction)]
+    return RunReferences(None, drugs[0] if drugs else None, 0.0)
+
+
+#: Exposure grid step: finer than any PK time constant (CSF half-life 1.51 h, a reservoir
+#: dump's rise of minutes), so peaks and hours do not depend on the output sample interval.
+EXPOSURE_STEP_H = 5.0 / 60.0
+#: Bound on the grid's points (a 7-year run would be 735,000 at 5 min): longer runs get a
+#: coarser step, plus the exact instants where the input changes.
+MAX_EXPOSURE_POINTS = 200_000
+
+
+def exposure_times_h(result: RunResult) -> FloatArray:
+    """Where exposure is computed: a 5-minute grid over the run (coarser only past
+    `MAX_EXPOSURE_POINTS`), plus every instant the delivery to the patient changed and a few
+    minutes after each (a dump or bolus peaks within minutes), independent of the scenario's
+    `sample_interval`."""
+    end = result.scenario.end_h
+    step = max(EXPOSURE_STEP_H, end / MAX_EXPOSURE_POINTS)
+    grid = np.arange(0.0, end, step, dtype=np.float64)
+    recorder = result.pump.recorder
+    assert recorder is not None
+    changes = np.concatenate(
+        [
+            np.asarray(recorder.seg_t0_h, dtype=np.float64),
+            np.asarray(recorder.seg_t1_h, dtype=np.float64),
+            np.asarray(recorder.tissue_bolus_t_h, dtype=np.float64),
+        ]
+    )
+    if changes.size > MAX_EXPOSURE_POINTS:
+        changes = np.array([], dtype=np.float64)  # a served years-long run: the grid alone
+    after = (changes[:, None] + np.array([0.0, 0.25, 0.5, 1.0])[None, :] * step).ravel()
+    times = np.unique(np.concatenate([grid, after, [end]]))
+    lo = recorder.start_h if recorder.start_h > 0 else 0.0
+    return times[(times >= lo) & (times <= end)]
+
+
+def exposure(result: RunResult, columns: dict[str, FloatArray] | None = None) -> dict[str, Any]:
+    """Plasma and lumbar CSF against the reference levels of the drug's PK model
+    (`emulator/pk/thresholds.py`); all null, naming the drug, for a drug without one.
+
+    Computed from the PK model on `exposure_times_h` (5-minute grid plus the instants
+    delivery changed), not at the output samples: an overdose between two hourly samples
+    counts. Each point counts for the interval that follows it. `columns`, when given, must
+    hold those times (tests pass their own).
     """
     start = result.scenario.scenario.start
+    refs = run_references(result)
+    if refs.levels is None:
+        return _no_pk_exposure(refs)
+    if columns is None:
+        columns = timeseries(result, exposure_times_h(result))
+    levels = refs.levels
     times = np.asarray(columns["time_h"], dtype=np.float64)
     plasma = np.asarray(columns["plasma_ng_per_ml"], dtype=np.float64)
     lumbar = np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64)
@@ -121,35 +213,91 @@ def exposure(result: RunResult, columns: dict[str, FloatArray]) -> dict[str, Any
         hits = np.flatnonzero(mask)
         return float(times[hits[0]]) if len(hits) else None
 
-    cns = plasma >= thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML
-    severe = plasma >= thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
-    high = lumbar > thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    cns = plasma >= levels.plasma_cns_depression_ng_per_ml
+    severe = plasma >= levels.plasma_severe_toxicity_ng_per_ml
+    high = lumbar > levels.csf_high_ng_per_ml
     # Below the range only counts once the patient was in it: not the first hours of therapy.
-    reached = np.maximum.accumulate(lumbar >= thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
-    low = reached & (lumbar < thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML)
+    reached = np.maximum.accumulate(lumbar >= levels.csf_low_ng_per_ml)
+    low = reached & (lumbar < levels.csf_low_ng_per_ml)
     peak = int(np.argmax(plasma))
+    peak_ng_per_ml = finite_or_none(float(plasma[peak]))
     cns_h = first(cns)
     return {
-        "plasma_peak_ng_per_ml": float(plasma[peak]),
-        "plasma_peak_utc": stamp(float(times[peak])),
-        "plasma_cns_depression_threshold_ng_per_ml": thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML,
-        "plasma_severe_toxicity_threshold_ng_per_ml": (
-            thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML
-        ),
+        "reference_levels_of": levels.pk_model,
+        "no_pk_model_for": None,
+        "plasma_peak_ng_per_ml": peak_ng_per_ml,
+        "plasma_peak_utc": None if peak_ng_per_ml is None else stamp(float(times[peak])),
+        "plasma_cns_depression_threshold_ng_per_ml": levels.plasma_cns_depression_ng_per_ml,
+        "plasma_severe_toxicity_threshold_ng_per_ml": levels.plasma_severe_toxicity_ng_per_ml,
         "plasma_above_cns_depression_h": float(widths[cns].sum()),
         "plasma_above_cns_depression_first_utc": stamp(cns_h),
         "plasma_above_severe_toxicity_h": float(widths[severe].sum()),
-        "csf_lumbar_peak_ng_per_ml": float(lumbar.max()),
-        "csf_therapeutic_range_ng_per_ml": [
-            thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML,
-            thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML,
-        ],
+        "csf_lumbar_peak_ng_per_ml": finite_or_none(float(lumbar.max())),
+        "csf_therapeutic_range_ng_per_ml": [levels.csf_low_ng_per_ml, levels.csf_high_ng_per_ml],
         "csf_above_range_h": float(widths[high].sum()),
         "csf_above_range_first_utc": stamp(first(high)),
         "csf_below_range_h": float(widths[low].sum()),
         "csf_below_range_first_utc": stamp(first(low)),
         "systemic_overdose": cns_h is not None,
     }
+
+
+def _no_pk_exposure(refs: RunReferences) -> dict[str, Any]:
+    """exposure() of a run without a PK model: the same keys, every level and figure null."""
+    keys = (
+        "plasma_peak_ng_per_ml",
+        "plasma_peak_utc",
+        "plasma_cns_depression_threshold_ng_per_ml",
+        "plasma_severe_toxicity_threshold_ng_per_ml",
+        "plasma_above_cns_depression_h",
+        "plasma_above_cns_depression_first_utc",
+        "plasma_above_severe_toxicity_h",
+        "csf_lumbar_peak_ng_per_ml",
+        "csf_therapeutic_range_ng_per_ml",
+        "csf_above_range_h",
+        "csf_above_range_first_utc",
+        "csf_below_range_h",
+        "csf_below_range_first_utc",
+        "systemic_overdose",
+    )
+    return {
+        "reference_levels_of": None,
+        "no_pk_model_for": refs.no_pk_drug,
+        **dict.fromkeys(keys),
+    }
+
+
+def refill_discrepancies(result: RunResult) -> list[dict[str, float]]:
+    """The pump's aspiration-discrepancy checks that failed (REFILL_DISCREPANCY in its event
+    log): at which refill (`t_h`), the residual it expected, what was aspirated, the tolerance.
+
+    The log entry carries the pump's clock, which a power-on reset or set_clock moves; the
+    refill it belongs to is the REFILL entry just before it, and REFILL entries pair with the
+    accepted refill actions counted from the end (the log is a ring: old entries drop first).
+    """
+    entries = result.pump.firmware.log.entries()
+    refills = [o.t_h for o in result.outcomes if o.accepted and o.type == "refill"]
+    refill_entries = [e.index for e in entries if e.code is EventCode.REFILL]
+    refill_t_h = dict(zip(reversed(refill_entries), reversed(refills), strict=False))
+    found = []
+    for entry in entries:
+        if entry.code is EventCode.REFILL_DISCREPANCY and entry.index - 1 in refill_t_h:
+            expected_ml, aspirated_ml, tolerance_ml = entry.args[:3]
+            found.append(
+                {
+                    "t_h": refill_t_h[entry.index - 1],
+                    "expected_ml": expected_ml,
+                    "aspirated_ml": aspirated_ml,
+                    "tolerance_ml": tolerance_ml,
+                }
+            )
+    return found
+
+
+def finite_or_none(value: float) -> float | None:
+    """`value`, or None (JSON null) when it is NaN or infinite: a drug without a PK model has
+    no concentrations, and a bare NaN is not JSON (strict parsers refuse the whole file)."""
+    return value if math.isfinite(value) else None
 
 
 def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> dict[str, Any]:
@@ -183,6 +331,12 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
     mass_balance["relative_imbalance"] = abs(ledger.imbalance_mcg) / filled if filled else 0.0
     empty_h = first_truly_empty_h(result)
     low_h = first_alarm_h(result, "low_reservoir")
+    discrepancies = [{**d, "utc": stamp(d["t_h"])} for d in refill_discrepancies(result)]
+    warnings = [
+        f"{d['utc']}: aspiration discrepancy at refill: {d['aspirated_ml']:.2f} mL aspirated, "
+        f"{d['expected_ml']:.2f} mL expected (tolerance {d['tolerance_ml']:.2f} mL)"
+        for d in discrepancies
+    ]
     return {
         "scenario": result.scenario.scenario.name,
         "description": result.scenario.scenario.description,
@@ -216,12 +370,28 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
             }
             for a in recorder.alarm_transitions
         ],
+        "warnings": warnings,
+        # The dates the pump showed after each refill, program and interrogation (what a
+        # clinic books the next refill from).
+        "projections": [
+            {
+                "t_h": o.t_h,
+                "utc": stamp(o.t_h),
+                "after": o.type,
+                "low_reservoir_utc": stamp(o.projected_low_reservoir_h),
+                "empty_utc": stamp(o.projected_empty_h),
+            }
+            for o in result.outcomes
+            if o.accepted and o.type in ("refill", "program", "interrogate")
+        ],
+        "refill_discrepancies": discrepancies,
         "actions_performed": sum(1 for o in result.outcomes if o.accepted),
         "refusals": [
             {"t_h": o.t_h, "action": o.index, "type": o.type, "code": o.code, "detail": o.detail}
             for o in result.refusals
         ],
-        "exposure": exposure(result, timeseries(result) if columns is None else columns),
+        # Its own fine grid, not `columns`: peaks and hours must not depend on the samples.
+        "exposure": exposure(result),
     }
 
 
@@ -246,8 +416,14 @@ def write_dose_records_csv(path: Path, result: RunResult, obs_times_h: FloatArra
 
 
 def write_summary_json(path: Path, data: dict[str, Any]) -> None:
-    """Pretty JSON, stable key order."""
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    """Pretty JSON, stable key order; strict JSON (a NaN or infinity raises, never written)."""
+    path.write_text(json_text(data) + "\n", encoding="utf-8")
+
+
+def json_text(data: dict[str, Any]) -> str:
+    """`data` as indented strict JSON: `allow_nan=False`, so a NaN that slipped into an output
+    fails here instead of producing a file that strict parsers (jq, browsers) reject."""
+    return json.dumps(data, indent=2, allow_nan=False)
 
 
 def write_report_png(path: Path, result: RunResult, columns: dict[str, FloatArray]) -> None:

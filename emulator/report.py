@@ -244,8 +244,16 @@ def report_figure(result: RunResult, columns: dict[str, FloatArray]) -> Figure:
     _reservoir_panel(axes[0], result, columns, x)
     _dose_panel(axes[1], result, start)
     if has_pk:
-        _csf_panel(axes[2], columns, x)
-        _plasma_panel(axes[3], columns, x)
+        from itpump.emulator.outputs import run_references
+
+        refs = run_references(result)
+        if refs.levels is None:
+            note = refs.no_pk_note(start) or "no PK model"
+            for ax, unit in ((axes[2], "CSF (ng/mL)"), (axes[3], "plasma (ng/mL)")):
+                _no_pk_panel(ax, note, unit)
+        else:
+            _csf_panel(axes[2], columns, x, refs.levels)
+            _plasma_panel(axes[3], columns, x, refs.levels)
     _timeline_panel(axes[-1], result, columns, start, x)
 
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
@@ -303,18 +311,55 @@ def dose_bin_days(end_h: float) -> int:
     return max(1, math.ceil(end_h / 24.0 / 120.0))
 
 
+def dose_bin_edges_h(end_h: float) -> FloatArray:
+    """Dose bar edges: every `dose_bin_days` from 0, the last one cut at the run's end (a
+    partial last bar is a mean over the time it covers, not over a whole bin)."""
+    days = dose_bin_days(end_h)
+    edges = np.arange(0, math.ceil(end_h / (24.0 * days) - 1e-9) + 1, dtype=np.float64)
+    edges = np.minimum(edges * 24.0 * days, end_h)
+    return np.unique(edges)
+
+
+def cumulative_before(x: npt.ArrayLike, xp: npt.ArrayLike, fp: npt.ArrayLike) -> FloatArray:
+    """A cumulative curve (`xp` repeated at a jump, the value before it first) just before
+    each `x`: 0 before the first point, and a jump exactly at `x` excluded, so an event on a
+    bin edge counts in the bin it opens, not in the one it closes."""
+    x_a = np.asarray(x, dtype=np.float64)
+    xp_a = np.asarray(xp, dtype=np.float64)
+    fp_a = np.asarray(fp, dtype=np.float64)
+    i = np.searchsorted(xp_a, x_a, side="left")  # first point at or after x
+    hi = np.clip(i, 0, len(xp_a) - 1)
+    lo = np.clip(i - 1, 0, len(xp_a) - 1)
+    span = xp_a[hi] - xp_a[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(span > 0, (x_a - xp_a[lo]) / span, 1.0)
+    out: FloatArray = fp_a[lo] + np.clip(frac, 0.0, 1.0) * (fp_a[hi] - fp_a[lo])
+    out[i == 0] = 0.0
+    return out
+
+
+def binned_daily_mcg(
+    edges_h: FloatArray, t_h: FloatArray, cumulative_mcg: FloatArray
+) -> FloatArray:
+    """mcg/day in each [edge_i, edge_i+1): events on an edge go to the bin they open, an
+    event at the last edge (the run's end) to the last bin; each bin's own width divides."""
+    at_edges = cumulative_before(edges_h, t_h, cumulative_mcg)
+    at_edges[-1] = interp_right(edges_h[-1:], t_h, cumulative_mcg, left=0.0)[0]
+    return np.asarray(np.diff(at_edges) / (np.diff(edges_h) / 24.0), dtype=np.float64)
+
+
 def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
     end_h = result.scenario.end_h
     days = dose_bin_days(end_h)
-    edges = np.arange(0, math.ceil(end_h / (24.0 * days)) + 1, dtype=np.float64) * 24.0 * days
+    edges = dose_bin_edges_h(end_h)
     recorder = result.pump.recorder
     assert recorder is not None
     t, csf, tissue = recorder.cumulative_points()
     # Filled stairs, not bars: hundreds of bars alias into a moire at report resolution.
     edge_x = [mdates_num(start, float(e)) for e in edges]
     if len(t):
-        per_day_csf = np.diff(interp_right(edges, t, csf, left=0.0)) / days
-        per_day_tissue = np.diff(interp_right(edges, t, tissue, left=0.0)) / days
+        per_day_csf = binned_daily_mcg(edges, t, csf)
+        per_day_tissue = binned_daily_mcg(edges, t, tissue)
         ax.stairs(
             per_day_csf, edge_x, fill=True, color="tab:green", alpha=0.8, label="true: to CSF"
         )
@@ -332,7 +377,7 @@ def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
         a.t_h for a in recorder.alarm_transitions if a.alarm == "power_on_reset" and a.raised
     ]
     programmed = programmed_dose(result.scenario, result.outcomes, resets)
-    programmed_per_day = programmed.daily_totals_mcg(edges) / days
+    programmed_per_day = programmed.daily_totals_mcg(edges) / (np.diff(edges) / 24.0)
     ax.stairs(
         programmed_per_day,
         edge_x,
@@ -371,16 +416,34 @@ def _clip_outliers(
         )
 
 
-def _csf_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
-    low = thresholds.CSF_THERAPEUTIC_LOW_NG_PER_ML
-    high = thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+def _no_pk_panel(ax: Axes, note: str, unit: str) -> None:
+    # No curve and no reference level: another drug's bands would read as this drug's.
+    ax.text(
+        0.5,
+        0.5,
+        note,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize=10,
+        color="dimgrey",
+    )
+    ax.set_yticks([])
+    ax.set_ylabel(unit)
+
+
+def _csf_panel(
+    ax: Axes, columns: dict[str, FloatArray], x: np.ndarray, levels: thresholds.ReferenceLevels
+) -> None:
+    low = levels.csf_low_ng_per_ml
+    high = levels.csf_high_ng_per_ml
     ax.axhspan(
         low,
         high,
         color="tab:green",
         alpha=0.08,
         linewidth=0,
-        label=f"therapeutic range {low:g}-{high:g} (monograph)",
+        label=f"therapeutic range {low:g}-{high:g} (50-1200 mcg/day, monograph)",
     )
     ax.axhspan(
         0.0,
@@ -403,10 +466,49 @@ def _csf_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
         ("effect_ng_per_ml", "effect site", ":"),
     ):
         ax.plot(x, columns[key], style, label=label)
+    _shade_below_range(ax, np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64), x, low)
     peak = _finite_max(columns["csf_lumbar_ng_per_ml"])
-    ax.set_ylim(0.0, max(peak, high) * 1.12)
+    cap = CSF_AXIS_CAP_OF_RANGE_TOP * high
+    if peak > cap:
+        # A reservoir dump peaks ~65x the range top: scaled to it, the band and the later
+        # withdrawal would be a line on the axis. Cut the axis, write the peak on it.
+        ax.set_ylim(0.0, cap)
+        lumbar = np.asarray(columns["csf_lumbar_ng_per_ml"], dtype=np.float64)
+        at = int(np.nanargmax(lumbar))
+        ax.annotate(
+            f"lumbar peak {peak:,.0f} ng/mL ↑ (axis cut at {cap:,.0f})",
+            (x[at], cap),
+            xytext=(4, -12),
+            textcoords="offset points",
+            fontsize=7,
+            color="tab:red",
+            bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
+        )
+    else:
+        ax.set_ylim(0.0, max(peak, high) * 1.12)
     ax.set_ylabel("CSF (ng/mL)\nlinear")
     _legend(ax)
+
+
+def _shade_below_range(ax: Axes, lumbar: FloatArray, x: np.ndarray, low: float) -> None:
+    # Periods below the range once the patient was in it (exposure's rule), shaded over the
+    # panel's height: a few ng/mL under the band is invisible on an axis that shows an
+    # overdose, a shaded stretch is not.
+    below = np.maximum.accumulate(lumbar >= low) & (lumbar < low)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], below.astype(np.int8), [0]])))
+    for first, stop in zip(edges[0::2], edges[1::2], strict=True):
+        ax.axvspan(
+            x[first],
+            x[min(stop, len(x) - 1)],
+            color="tab:orange",
+            alpha=0.12,
+            linewidth=0,
+            label="lumbar CSF below range (withdrawal risk)",
+        )
+
+
+#: The CSF axis stops at this multiple of the therapeutic range's top (the peak is written).
+CSF_AXIS_CAP_OF_RANGE_TOP = 3.0
 
 
 def _finite_max(values: npt.ArrayLike) -> float:
@@ -417,34 +519,36 @@ def _finite_max(values: npt.ArrayLike) -> float:
     return float(finite.max()) if finite.size else 0.0
 
 
-def _plasma_panel(ax: Axes, columns: dict[str, FloatArray], x: np.ndarray) -> None:
+def _plasma_panel(
+    ax: Axes, columns: dict[str, FloatArray], x: np.ndarray, levels: thresholds.ReferenceLevels
+) -> None:
     floor = 0.1  # a log axis cannot show 0: drug-free stretches sit on the floor
     plasma = np.maximum(np.asarray(columns["plasma_ng_per_ml"]), floor)
     ax.axhspan(
         floor,
-        thresholds.LABEL_INTRATHECAL_PLASMA_MAX_NG_PER_ML,
+        levels.label_intrathecal_plasma_max_ng_per_ml,
         color="grey",
         alpha=0.10,
         linewidth=0,
-        label="intrathecal therapy 0-5 (label)",
+        label=f"intrathecal therapy 0-{levels.label_intrathecal_plasma_max_ng_per_ml:g} (label)",
     )
     ax.axhline(
-        thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML,
+        levels.plasma_cns_depression_ng_per_ml,
         color="tab:orange",
         linestyle="--",
         linewidth=1.0,
-        label=f"CNS depression {thresholds.PLASMA_CNS_DEPRESSION_NG_PER_ML:g} (oral-therapy level)",
+        label=f"CNS depression {levels.plasma_cns_depression_ng_per_ml:g} (oral-therapy level)",
     )
     ax.axhline(
-        thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML,
+        levels.plasma_severe_toxicity_ng_per_ml,
         color="tab:red",
         linestyle="--",
         linewidth=1.0,
-        label=f"severe toxicity {thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML:g} (200 mg oral)",
+        label=f"severe toxicity {levels.plasma_severe_toxicity_ng_per_ml:g} (200 mg oral)",
     )
     ax.plot(x, plasma, color="tab:purple", label="plasma")
     ax.set_yscale("log")
-    top = max(_finite_max(plasma), thresholds.PLASMA_SEVERE_TOXICITY_NG_PER_ML) * 2.0
+    top = max(_finite_max(plasma), levels.plasma_severe_toxicity_ng_per_ml) * 2.0
     ax.set_ylim(floor, top)
     ax.set_ylabel("plasma (ng/mL)\nlog")
     _legend(ax)
@@ -498,19 +602,49 @@ def _timeline_panel(
         "valve_reset": ("*", "tab:blue"),
         "set_clock": ("d", "grey"),
     }
-    labelled: set[str] = set()
+    from itpump.emulator.outputs import refill_discrepancies
+
+    # The pump's own check of the aspirated residual: what a clinician must not miss.
+    for found in refill_discrepancies(result):
+        at = _dates(start, np.array([found["t_h"]]))[0]
+        ax.plot(
+            [at],
+            [rows.index("refill")],
+            marker="o",
+            markersize=11,
+            markerfacecolor="none",
+            markeredgecolor="tab:red",
+            linestyle="none",
+            label="aspiration discrepancy",
+        )
+        ax.annotate(
+            f"aspirated {found['aspirated_ml']:.1f} mL, expected {found['expected_ml']:.1f}",
+            (at, rows.index("refill")),
+            xytext=(3, -10),
+            textcoords="offset points",
+            fontsize=6,
+            color="tab:red",
+        )
+    labelled: set[str] = {"aspiration discrepancy"}
+    placed: dict[int, list[float]] = {i: [] for i in range(len(rows))}
+    overlap_h = 0.006 * max(result.scenario.end_h, 1.0)
     for outcome in result.outcomes:
         row_name = _EVENT_ROW_OF.get(outcome.type)
         if row_name is None:
             continue
         row = rows.index(row_name)
+        # Events on one row closer than a marker's width (set_clock under a program, a
+        # revision and its prime) are stacked a little upwards instead of drawn on each other.
+        near = [t for t in placed[row] if abs(t - outcome.t_h) < overlap_h]
+        placed[row].append(outcome.t_h)
+        y = row + (0.0, 0.28, -0.28)[len(near) % 3]
         marker, colour = styles[outcome.type]
         at = _dates(start, np.array([outcome.t_h]))[0]
         label = outcome.type.replace("_", " ") if outcome.accepted else "refused"
         if outcome.accepted:
             ax.plot(
                 [at],
-                [row],
+                [y],
                 marker=marker,
                 color=colour,
                 linestyle="none",
@@ -521,7 +655,7 @@ def _timeline_panel(
         else:
             ax.plot(
                 [at],
-                [row],
+                [y],
                 marker="x",
                 color="grey",
                 linestyle="none",
@@ -533,7 +667,7 @@ def _timeline_panel(
         if isinstance(action, FaultAction | ClearFaultAction):
             ax.annotate(
                 action.kind if isinstance(action, FaultAction) else f"{action.kind} cleared",
-                (at, row),
+                (at, y),
                 xytext=(3, 5 if isinstance(action, FaultAction) else -9),
                 textcoords="offset points",
                 fontsize=6,
@@ -542,7 +676,7 @@ def _timeline_panel(
         elif isinstance(action, RefillAction) and (note := _refill_mismatch(action)):
             ax.annotate(
                 note,
-                (at, row),
+                (at, y),
                 xytext=(3, 5),
                 textcoords="offset points",
                 fontsize=6,
@@ -552,7 +686,7 @@ def _timeline_panel(
             told = "" if action.tell_pump else ", pump not told"
             ax.annotate(
                 f"new catheter {action.length_cm:g} cm{told}",
-                (at, row),
+                (at, y),
                 xytext=(3, 5),
                 textcoords="offset points",
                 fontsize=6,
@@ -562,5 +696,5 @@ def _timeline_panel(
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.axhline(len(alarm_names) - 0.5, color="grey", linewidth=0.6)
     ax.set_ylabel("alarms | actions")
-    if labelled:
+    if ax.get_legend_handles_labels()[1]:
         _legend(ax)

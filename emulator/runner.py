@@ -52,6 +52,10 @@ class ActionOutcome:
     accepted: bool
     code: str = "OK"
     detail: str = ""
+    # After an accepted refill or program: the dates the pump then showed for its
+    # low-reservoir alarm and for empty, as scenario hours (None: no projection).
+    projected_low_reservoir_h: float | None = None
+    projected_empty_h: float | None = None
 
 
 @dataclass(slots=True)
@@ -161,8 +165,20 @@ def _perform(pump: EmulatedPump, action: Action) -> None:
             "acknowledge_alarms": fw.acknowledge_alarm,
             "valve_reset": fw.reset_mri_valve,
             "alarm_test": fw.alarm_test,
+            "interrogate": fw.status,
         }[action.type]
         pump.call(command)
+
+
+def _projection_h(pump: EmulatedPump, now_h: float) -> tuple[float | None, float | None]:
+    """What a clinician reads off the programmer after a refill or program: the pump's
+    projected low-reservoir and empty dates, moved from its clock (which a reset or set_clock
+    can shift) to scenario time by their distance from its clock now."""
+    status = pump.firmware.status()
+    return tuple(  # type: ignore[return-value]
+        None if rtc_s is None else now_h + (rtc_s - status.rtc_s) / 3600.0
+        for rtc_s in (status.projected_low_reservoir_rtc_s, status.projected_empty_rtc_s)
+    )
 
 
 class ScenarioRun:
@@ -244,7 +260,13 @@ class ScenarioRun:
         now = self.pump.now_h
         try:
             _perform(self.pump, action)
-            outcome = ActionOutcome(now, index, action.type, True)
+            low_h, empty_h = (
+                _projection_h(self.pump, now)
+                if isinstance(action, RefillAction | ProgramAction)
+                or (isinstance(action, SimpleAction) and action.type == "interrogate")
+                else (None, None)
+            )
+            outcome = ActionOutcome(now, index, action.type, True, "OK", "", low_h, empty_h)
         except Refusal as refusal:
             outcome = ActionOutcome(
                 now, index, action.type, False, refusal.code.name, refusal.detail

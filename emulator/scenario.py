@@ -333,7 +333,13 @@ class SimpleAction(_Timed):
     """Commands without parameters."""
 
     type: Literal[
-        "stop", "resume", "cancel_bolus", "acknowledge_alarms", "valve_reset", "alarm_test"
+        "stop",
+        "resume",
+        "cancel_bolus",
+        "acknowledge_alarms",
+        "valve_reset",
+        "alarm_test",
+        "interrogate",
     ]
 
 

@@ -118,7 +118,7 @@ def test_a_tenfold_program_is_caught_by_the_dose_limit_until_the_limit_is_raised
     assert (refused.t_h, refused.code) == (72.0, "DAILY_DOSE_EXCEEDED")
     exposure = _exposure(result)
     assert exposure["csf_above_range_first_utc"].startswith("2026-01-09T")  # day 4
-    assert exposure["csf_lumbar_peak_ng_per_ml"] > 2 * thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    assert exposure["csf_lumbar_peak_ng_per_ml"] > 1.5 * thresholds.CSF_THERAPEUTIC_HIGH_NG_PER_ML
     assert not exposure["systemic_overdose"]  # the overdose is intrathecal, not systemic
 
 
@@ -177,9 +177,9 @@ def test_a_concentration_entry_error_is_a_fourfold_overdose_the_pump_reports_as_
     run.env.run(until=8 * DAY_H)
     status = run.pump.firmware.status()
     # The pump, told 500 mcg/mL, reports the programmed dose; 2000 mcg/mL reach the CSF.
-    assert status.dose_last_24h_mcg == pytest.approx(300.0, rel=0.01)
+    assert status.dose_last_24h_mcg == pytest.approx(400.0, rel=0.01)
     assert status.drug.concentration_mcg_per_ml == 500.0
-    assert run.pump.truth().ledger.to_csf_mcg - csf_day7_mcg == pytest.approx(1200.0, rel=0.02)
+    assert run.pump.truth().ledger.to_csf_mcg - csf_day7_mcg == pytest.approx(1600.0, rel=0.02)
     result = run.run()
     assert result.refusals == []
     assert result.pump.recorder is not None

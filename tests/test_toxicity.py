@@ -6,19 +6,24 @@ the spinal effect falls), a 10x programming error as lumbar CSF above the therap
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from itpump.emulator.control.schema import ConcentrationsOut
-from itpump.emulator.outputs import summary, timeseries
-from itpump.emulator.pk import Concentrations, PKParameters
+from itpump.emulator.outputs import summary, timeseries, write_summary_json
+from itpump.emulator.pk import Concentrations, PKModel, PKParameters
 from itpump.emulator.pk import thresholds as th
 from itpump.emulator.pk.oral import oral_comparator
 from itpump.emulator.pk.schedule import DoseSchedule
 from itpump.emulator.runner import ScenarioRun
 from itpump.emulator.scenario import parse_scenario
+from itpump.emulator.sweep.store import write_json_atomic
+from itpump.tools.cli import main
 
 
 def _oral_peak_ng_per_ml(dose_times_h: list[float], dose_mg: float, window_h: float) -> float:
@@ -43,20 +48,42 @@ def test_thresholds_are_what_their_sources_give() -> None:
     assert 380.0 <= four_a_day < three_a_day <= 430.0 < th.PLASMA_CNS_DEPRESSION_NG_PER_ML
 
 
+def test_the_csf_range_is_the_models_steady_state_over_the_labelled_doses() -> None:
+    # The monograph's 50-1200 mcg/day, infused for a month into the label patient's lumbar CSF.
+    model = PKModel.baclofen_default()
+    for dose_mcg_per_day, edge in (
+        (th.MONOGRAPH_DOSE_LOW_MCG_PER_DAY, th.CSF_THERAPEUTIC_LOW_NG_PER_ML),
+        (th.MONOGRAPH_DOSE_HIGH_MCG_PER_DAY, th.CSF_THERAPEUTIC_HIGH_NG_PER_ML),
+    ):
+        doses = DoseSchedule(
+            seg_start_h=np.array([0.0]),
+            seg_csf_rate_mcg_per_h=np.array([dose_mcg_per_day / 24.0]),
+            seg_tissue_rate_mcg_per_h=np.array([0.0]),
+        )
+        steady = model.predict(doses, np.array([30 * 24.0])).as_dict()["csf_lumbar_ng_per_ml"]
+        assert steady[0] == pytest.approx(edge, rel=0.01)
+    # A steady dose inside the labelled range is inside the band: 1000 mcg/day was an
+    # "intrathecal overdose" against the monograph's 1240 ng/mL.
+    assert th.classify(th.steady_state_csf_ng_per_ml(1000.0), 5.0).flags == []
+    assert th.classify(th.steady_state_csf_ng_per_ml(60.0), 0.5).flags == []
+
+
 def test_classify_names_every_reference_level_crossed() -> None:
     assert th.classify(300.0, 2.0).flags == []
-    assert th.classify(100.0, 0.5).flags == ["csf_below_therapeutic"]
+    assert th.classify(60.0, 0.5).flags == ["csf_below_therapeutic"]
     assert th.classify(2800.0, 10.0).flags == ["csf_above_therapeutic"]
     assert th.classify(50.0, 2400.0).flags == [
         "plasma_above_cns_depression",
         "plasma_above_severe_toxicity",
         "csf_below_therapeutic",
     ]
-    out = ConcentrationsOut.of(Concentrations(100.0, 25.0, 600.0, 150.0))
+    out = ConcentrationsOut.of(Concentrations(60.0, 25.0, 600.0, 150.0))
     assert out.exposure == ["plasma_above_cns_depression", "csf_below_therapeutic"]
 
 
-def _story(actions: list[dict[str, Any]], days: float) -> dict[str, Any]:
+def _story(
+    actions: list[dict[str, Any]], days: float, sample_interval: str = "15m"
+) -> dict[str, Any]:
     base: list[dict[str, Any]] = [
         {"at": "0h", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 2000},
         {"at": "0h", "type": "prime"},
@@ -69,7 +96,7 @@ def _story(actions: list[dict[str, Any]], days: float) -> dict[str, Any]:
         },
     ]
     data: dict[str, object] = {
-        "scenario": {"name": "t", "duration": f"{days}d", "sample_interval": "15m"},
+        "scenario": {"name": "t", "duration": f"{days}d", "sample_interval": sample_interval},
         "actions": base + actions,
     }
     result = ScenarioRun(parse_scenario(data)).run()
@@ -112,7 +139,71 @@ def test_a_tenfold_programming_error_shows_in_the_csf_not_in_plasma() -> None:
     assert data["refusals"] == []
     exposure = data["exposure"]
     assert exposure["csf_above_range_h"] > 24.0
-    assert exposure["csf_lumbar_peak_ng_per_ml"] > 2 * th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+    assert exposure["csf_lumbar_peak_ng_per_ml"] > 1.5 * th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
     # Plasma stays far below the oral-therapy level: the danger is supraspinal, via the CSF.
     assert not exposure["systemic_overdose"]
     assert exposure["plasma_peak_ng_per_ml"] < 50.0
+
+
+def _strict_json(text: str) -> Any:
+    """json.loads that refuses NaN / Infinity, as jq and browsers do."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+MORPHINE_TOML = """
+[scenario]
+name = "morphine"
+duration = "2d"
+
+[[actions]]
+at = 0
+type = "refill"
+volume_ml = 20
+drug = "morphine"
+concentration_mcg_per_ml = 1000
+
+[[actions]]
+at = "1h"
+type = "program"
+mode = "continuous"
+dose_mcg_per_day = 300
+max_daily_dose_mcg = 600
+"""
+
+
+def test_a_drug_without_pk_writes_strict_json_with_nulls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "morphine.toml"
+    path.write_text(MORPHINE_TOML, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--out", str(out), "--no-plot", "--json"]) == 0
+    printed = _strict_json(capsys.readouterr().out)
+    written = _strict_json((out / "summary.json").read_text(encoding="utf-8"))
+    for data in (printed, written):
+        assert data["exposure"]["plasma_peak_ng_per_ml"] is None
+        assert data["exposure"]["plasma_peak_utc"] is None
+        assert data["exposure"]["csf_lumbar_peak_ng_per_ml"] is None
+
+
+def test_a_nan_never_reaches_an_output_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        write_summary_json(tmp_path / "summary.json", {"x": math.nan})
+    with pytest.raises(ValueError, match="JSON"):
+        write_json_atomic(tmp_path / "sweep.json", {"x": math.nan})
+
+
+def test_exposure_does_not_depend_on_the_output_sample_interval() -> None:
+    # A 300 mcg clinician bolus at 2 d 3 h: lumbar CSF peaks above the range within minutes
+    # and is back in it long before the next 6-hourly sample.
+    bolus = [{"at": "2d 3h", "type": "bolus", "dose_mcg": 300, "duration_min": 10}]
+    fine = _story(bolus, 3, "5m")["exposure"]
+    coarse = _story(bolus, 3, "6h")["exposure"]
+    assert coarse == fine
+    assert fine["csf_above_range_h"] > 0
+    assert fine["csf_above_range_first_utc"].startswith("2026-01-07T11:")  # the bolus
+    assert fine["csf_lumbar_peak_ng_per_ml"] > th.CSF_THERAPEUTIC_HIGH_NG_PER_ML

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         require_plotting("report.png", "pass --no-plot")
     # Imported here: numpy/scipy/matplotlib would slow every other sub-command's start.
     from itpump.emulator.outputs import (
+        json_text,
         summary,
         timeseries,
         write_dose_records_csv,
@@ -120,9 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_plot:
             write_report_png(stage / "report.png", result, columns)
     if args.json:
-        import json
-
-        print(json.dumps(data, indent=2))
+        print(json_text(data))
         return 0
     mb = data["mass_balance_mcg"]
     print(
@@ -147,22 +146,26 @@ def run(args: argparse.Namespace) -> int:
             f"  WARNING: reservoir truly empty at {data['reservoir_truly_empty_utc']} "
             "before any low-reservoir alarm"
         )
+    for warning in data["warnings"]:
+        print(f"  WARNING: {warning}")
     exposure = data["exposure"]
-    if exposure["systemic_overdose"]:
+    if exposure["no_pk_model_for"] is not None:
+        print(f"  no PK model for {exposure['no_pk_model_for']}: no concentrations, no exposure")
+    elif exposure["systemic_overdose"]:
         print(
             f"  WARNING: systemic overdose: plasma {exposure['plasma_peak_ng_per_ml']:.0f} ng/mL "
             f"at {exposure['plasma_peak_utc']}, above the CNS-depression threshold "
             f"{exposure['plasma_cns_depression_threshold_ng_per_ml']:g} ng/mL for "
             f"{exposure['plasma_above_cns_depression_h']:.1f} h"
         )
-    low, high = exposure["csf_therapeutic_range_ng_per_ml"]
-    if exposure["csf_above_range_h"] > 0:
+    low, high = exposure["csf_therapeutic_range_ng_per_ml"] or (0.0, 0.0)
+    if exposure["csf_above_range_h"]:
         print(
             f"  WARNING: lumbar CSF above the therapeutic range ({high:g} ng/mL) from "
             f"{exposure['csf_above_range_first_utc']} for {exposure['csf_above_range_h']:.1f} h "
             f"(peak {exposure['csf_lumbar_peak_ng_per_ml']:.0f} ng/mL): intrathecal overdose"
         )
-    if exposure["csf_below_range_h"] > 0:
+    if exposure["csf_below_range_h"]:
         print(
             f"  WARNING: lumbar CSF fell below the therapeutic range ({low:g} ng/mL) at "
             f"{exposure['csf_below_range_first_utc']}, for {exposure['csf_below_range_h']:.1f} h: "

@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2, allow_nan=False))
         return 0
     print(
         f"{sweep.name}: {data['runs_ok']} of {sweep.n_runs} runs ok, {data['runs_failed']} failed "

@@ -233,8 +233,8 @@ class ConcentrationsOut(BaseModel):
     exposure: list[str] = Field(
         description="reference levels crossed now (docs/clinical.md): "
         "plasma_above_cns_depression (>= 500 ng/mL), plasma_above_severe_toxicity "
-        "(>= 2316 ng/mL), csf_above_therapeutic (lumbar > 1240 ng/mL), csf_below_therapeutic "
-        "(lumbar < 130 ng/mL); empty inside the therapeutic range"
+        "(>= 2316 ng/mL), csf_above_therapeutic (lumbar > 1667 ng/mL), csf_below_therapeutic "
+        "(lumbar < 69 ng/mL); empty inside the therapeutic range"
     )
 
     @classmethod

@@ -28,7 +28,8 @@ def _panel_columns() -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
 
 #: Runs longer than this are plotted in days, shorter ones in hours.
 DAYS_AXIS_AFTER_H = 72.0
-#: Most infusion starts marked per subject (a run's dose records hold thousands of segments).
+#: Most infusion starts marked one by one per subject (a run's dose records hold thousands of
+#: segments); more are drawn as a rug of thin ticks.
 MAX_INFUSION_MARKERS = 100
 
 
@@ -111,6 +112,20 @@ def _mark_doses(ax: Axes, run: PredictionRun, colours: list[str], scale: float) 
                 transform=transform,
                 linestyle="none",
                 label=f"ID {subject.subject_id} infusion start",
+            )
+        elif starts:
+            # Too many for markers (a simulated run's records hold a segment per rate
+            # change): a rug of thin ticks along the bottom edge, where gaps are stretches
+            # with no infusion, instead of nothing.
+            ax.vlines(
+                starts,
+                0.0,
+                0.035,
+                color=colour,
+                linewidth=0.4,
+                alpha=0.5,
+                transform=transform,
+                label=f"ID {subject.subject_id} infusion starts (rug, {len(starts)})",
             )
 
 

@@ -62,8 +62,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Pretty JSON, stable key order, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    """Pretty JSON, stable key order, atomically; strict JSON (a NaN raises, never written)."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def write(tmp: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
