@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ import pytest
 from itpump.emulator.device_profile import load_profile
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.fluid_path import Parcel
 from itpump.emulator.hardware.pump_hardware import PumpHardware
 from itpump.emulator.outputs import exposure, run_references, timeseries
 from itpump.emulator.pump import EmulatedPump
@@ -764,6 +766,58 @@ def test_an_armed_pocket_fill_wins_over_a_fraction_and_an_aspirate_takes_what_is
     outcome = hw.refill(2.0, 4.0, 500.0, pocket_fraction=0.5, drug="baclofen")
     assert outcome.injected_to_pocket_ml == pytest.approx(4.0)
     assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
+
+
+class _TipRates:
+    """Collects what the hardware reports at the tip."""
+
+    def __init__(self) -> None:
+        self.segments: list[tuple[float, float, float, float]] = []
+        self.boluses: list[tuple[float, float]] = []
+
+    def on_tip_segment(
+        self, t0_h: float, t1_h: float, csf: float, tissue: float, pk_csf: float, pk_tissue: float
+    ) -> None:
+        self.segments.append((csf, tissue, pk_csf, pk_tissue))
+
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float, pk_mass_mcg: float) -> None:
+        self.boluses.append((mass_mcg, pk_mass_mcg))
+
+    def on_breakpoint(self, t_h: float) -> None:
+        pass
+
+
+def test_a_mixed_reservoir_feeds_the_pk_model_its_baclofen_share() -> None:
+    # 5 mL of baclofen 500 left behind, topped up with 15 mL of morphine 1000: the reservoir
+    # is 875 mcg/mL of which 125 is baclofen; once that mix reaches the tip the PK model gets
+    # 125/875 of the mass rate, the mass balance all of it. A morphine pocket fill reaches
+    # tissue without reaching the PK model.
+    listener = _TipRates()
+    hw = PumpHardware(load_profile("peristaltic-20"), CATHETER_ML, seed=1, listener=listener)
+    hw.refill(0.0, 20.0, 500.0, drug="baclofen")
+    hw.refill(0.0, 15.0, 1000.0, aspirate_ml=15.0, drug="morphine", pk_modelled=False)
+    assert hw.reservoir_drug == "mixed"
+    assert hw.reservoir_conc_mcg_per_ml == pytest.approx(875.0)
+    assert hw.reservoir_pk_conc_mcg_per_ml == pytest.approx(125.0)
+    hw.set_stroke_rate(0.0, 2000.0)
+    hw.advance_to(200.0)  # long enough to flush the catheter with the mix
+    csf, _, pk_csf, _ = listener.segments[-1]
+    assert csf > 0
+    assert pk_csf == pytest.approx(csf * 125.0 / 875.0, rel=1e-9)
+    hw.refill(200.0, 1.0, 1000.0, aspirate_ml=0.0, drug="morphine", pocket_fraction=1.0,
+              pk_modelled=False)
+    [(mass_mcg, pk_mass_mcg)] = listener.boluses
+    assert mass_mcg == pytest.approx(1000.0)
+    assert pk_mass_mcg == 0.0
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
+
+
+def test_parcels_pickled_before_the_pk_share_load_as_all_modelled() -> None:
+    old = Parcel(1.0, 500.0)
+    old.__setstate__((2.0, 300.0))  # the state an older Parcel pickled
+    assert (old.volume_ml, old.conc_mcg_per_ml, old.pk_conc) == (2.0, 300.0, 300.0)
+    mixed = Parcel(1.0, 875.0, 125.0)
+    assert pickle.loads(pickle.dumps(mixed)) == mixed
 
 
 def test_a_valve_reset_inside_the_field_lets_ten_microlitres_through_then_shuts_again() -> None:
