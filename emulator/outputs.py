@@ -110,8 +110,9 @@ class RunReferences:
     no_pk_from_h: float = 0.0  # when it was filled
 
     def no_pk_note(self, start: dt.datetime) -> str | None:
-        """'no PK model for morphine' (with 'from <date>' after the start), None with PK."""
-        if self.levels is not None or self.no_pk_drug is None:
+        """'no PK model for morphine' (with 'from <date>' after the start), None when every
+        drug that reached the patient has the run's PK model."""
+        if self.no_pk_drug is None:
             return None
         note = f"no PK model for {self.no_pk_drug}"
         if self.no_pk_from_h > 0:
@@ -120,14 +121,44 @@ class RunReferences:
         return note
 
 
+def other_drug_reached_h(result: RunResult) -> float | None:
+    """When drug without the PK model first reached the patient (left the tip or reached
+    tissue), from the recorded history; None if it never did (or before what is kept)."""
+    recorder = result.pump.recorder
+    if recorder is None:
+        return None
+    times = [
+        t0
+        for t0, csf, pk_csf, tissue, pk_tissue in zip(
+            recorder.seg_t0_h,
+            recorder.seg_csf_mcg_per_h,
+            recorder.seg_pk_csf_mcg_per_h,
+            recorder.seg_tissue_mcg_per_h,
+            recorder.seg_pk_tissue_mcg_per_h,
+            strict=True,
+        )
+        if pk_csf < csf or pk_tissue < tissue
+    ][:1]
+    times += [
+        t
+        for t, mass, pk_mass in zip(
+            recorder.tissue_bolus_t_h,
+            recorder.tissue_bolus_mcg,
+            recorder.tissue_bolus_pk_mcg,
+            strict=True,
+        )
+        if pk_mass < mass
+    ][:1]
+    return min(times) if times else None
+
+
 def run_references(result: RunResult) -> RunReferences:
     """The reference levels of the PK model the run's patient had (`RunResult.pk_model`).
 
-    The whole run has one model today (the runner gives the label's baclofen model only when
-    every drug filled has it): the levels are those of the first drug's PK model, or none,
-    naming the first accepted fill of a drug without one. Hook: once the PK coupling reports
-    which drug reached the patient when, return levels per period here; report and exposure
-    read only this.
+    The whole run has one model (the label's baclofen model when any drug filled has it, fed
+    that drug's mass only): its levels, and the first drug filled without one with when it
+    reached the patient (its mass is in the doses, not in the concentrations). Without a
+    model, no levels, naming the first accepted fill of a drug without one.
     """
     library = result.profile.firmware_config().drug_library
     fills = [
@@ -137,11 +168,18 @@ def run_references(result: RunResult) -> RunReferences:
         and isinstance(action := result.scenario.actions[o.index - 1], RefillAction)
     ]
     if result.pk_model is not None:
+        levels = thresholds.BACLOFEN  # the model the runner builds
         for _, drug in fills:
             entry = library.find(drug)
-            if entry is not None and (levels := thresholds.for_pk_model(entry.pk_model)):
-                return RunReferences(levels)
-        return RunReferences(thresholds.BACLOFEN)  # the model the runner builds
+            if entry is not None and (found := thresholds.for_pk_model(entry.pk_model)):
+                levels = found
+                break
+        others = result.drugs_without_pk
+        if not others:
+            return RunReferences(levels)
+        drug, filled_h = others[0]
+        reached_h = other_drug_reached_h(result)
+        return RunReferences(levels, drug, filled_h if reached_h is None else reached_h)
     for t_h, drug in fills:
         entry = library.find(drug)
         if entry is None or thresholds.for_pk_model(entry.pk_model) is None:
@@ -224,7 +262,8 @@ def exposure(result: RunResult, columns: dict[str, FloatArray] | None = None) ->
     cns_h = first(cns)
     return {
         "reference_levels_of": levels.pk_model,
-        "no_pk_model_for": None,
+        # Another drug reached the patient: its mass is not in these figures.
+        "no_pk_model_for": refs.no_pk_drug,
         "plasma_peak_ng_per_ml": peak_ng_per_ml,
         "plasma_peak_utc": None if peak_ng_per_ml is None else stamp(float(times[peak])),
         "plasma_cns_depression_threshold_ng_per_ml": levels.plasma_cns_depression_ng_per_ml,
@@ -396,7 +435,8 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
 
 
 def write_dose_records_csv(path: Path, result: RunResult, obs_times_h: FloatArray) -> int:
-    """The drug that truly left the catheter, as NONMEM-style records (see `itpump pk`)."""
+    """The PK-modelled drug (baclofen) that truly left the catheter, as NONMEM-style records
+    (see `itpump pk`); another drug filled reaches the patient but not these records."""
     from itpump.emulator.pk.records import write_dose_records
 
     recorder = result.pump.recorder
@@ -405,11 +445,11 @@ def write_dose_records_csv(path: Path, result: RunResult, obs_times_h: FloatArra
         path,
         recorder.seg_t0_h,
         recorder.seg_t1_h,
-        recorder.seg_csf_mcg_per_h,
-        recorder.seg_tissue_mcg_per_h,
+        recorder.seg_pk_csf_mcg_per_h,
+        recorder.seg_pk_tissue_mcg_per_h,
         bolus_t_h=recorder.tissue_bolus_t_h,
         bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
-        bolus_tissue_mcg=recorder.tissue_bolus_mcg,
+        bolus_tissue_mcg=recorder.tissue_bolus_pk_mcg,
         obs_times_h=obs_times_h,
         weight_kg=result.scenario.patient.weight_kg,
     )

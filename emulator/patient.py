@@ -20,13 +20,14 @@ def pk_model_for(
     library: DrugLibrary, drugs: list[str], weight_kg: float, catheter_tip_cm: float
 ) -> PKModel | None:
     """The patient's PK model for the drugs physically filled: the label's baclofen model
-    when every one of them has it, else None (no concentration output). An unknown name or a
-    drug without a PK model is never given baclofen's."""
+    when any of them has it (it is fed that drug's mass only, see `FluidPath`), else None
+    (no concentration output). An unknown name or a drug without a PK model is never given
+    baclofen's."""
     for drug in drugs:
         entry = library.find(drug)
-        if entry is None or not entry.has_pk:
-            return None
-    return PKModel.baclofen_default(weight_kg=weight_kg, catheter_tip_cm=catheter_tip_cm)
+        if entry is not None and entry.has_pk:
+            return PKModel.baclofen_default(weight_kg=weight_kg, catheter_tip_cm=catheter_tip_cm)
+    return None
 
 CONCENTRATION_COLUMNS = (
     "csf_lumbar_ng_per_ml",
@@ -111,11 +112,12 @@ class LivePatient:
 
 
 def contiguous_segments(recorder: Recorder) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Recorded tip segments (with gaps of no flow) as back-to-back segment starts and rates."""
+    """Recorded tip segments (with gaps of no flow) as back-to-back segment starts and rates
+    of the PK-modelled drug."""
     t0 = np.asarray(recorder.seg_t0_h)
     t1 = np.asarray(recorder.seg_t1_h)
-    csf = np.asarray(recorder.seg_csf_mcg_per_h)
-    tissue = np.asarray(recorder.seg_tissue_mcg_per_h)
+    csf = np.asarray(recorder.seg_pk_csf_mcg_per_h)
+    tissue = np.asarray(recorder.seg_pk_tissue_mcg_per_h)
     if len(t0) == 0:
         return np.full(1, recorder.start_h), np.zeros(1), np.zeros(1)
     # After each segment, a zero-rate segment that the next start (or nothing) supersedes.
@@ -152,7 +154,7 @@ def concentration_columns(
             seg_tissue_rate_mcg_per_h=tissue,
             bolus_t_h=np.asarray(recorder.tissue_bolus_t_h),
             bolus_csf_mcg=np.zeros(len(recorder.tissue_bolus_t_h)),
-            bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_mcg),
+            bolus_tissue_mcg=np.asarray(recorder.tissue_bolus_pk_mcg),
         ),
         np.asarray(times_h, dtype=np.float64),
         # A bounded recorder carries the patient's state at the start of what it kept.

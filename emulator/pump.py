@@ -227,21 +227,30 @@ class EmulatedPump:
         return twin
 
     # ------------------------------------------------------------------ listener
-    def on_tip_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
-        """Hardware listener: forward to the recorder."""
+    def on_tip_segment(
+        self,
+        t0_h: float,
+        t1_h: float,
+        csf: float,
+        tissue: float,
+        pk_csf: float,
+        pk_tissue: float,
+    ) -> None:
+        """Hardware listener: forward to the recorder (all drug, and the PK-modelled part)
+        and to the patient (only the drug its PK model describes)."""
         if t1_h <= t0_h:
             return
         if self.recorder is not None:
-            self.recorder.add_segment(t0_h, t1_h, csf, tissue)
+            self.recorder.add_segment(t0_h, t1_h, csf, tissue, pk_csf, pk_tissue)
         if self.patient is not None:
-            self.patient.on_segment(t0_h, t1_h, csf, tissue)
+            self.patient.on_segment(t0_h, t1_h, pk_csf, pk_tissue)
 
-    def on_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float, pk_mass_mcg: float) -> None:
         """Hardware listener: pocket fill."""
         if self.recorder is not None:
-            self.recorder.add_tissue_bolus(t_h, mass_mcg)
+            self.recorder.add_tissue_bolus(t_h, mass_mcg, pk_mass_mcg)
         if self.patient is not None:
-            self.patient.on_bolus(t_h, mass_mcg)
+            self.patient.on_bolus(t_h, pk_mass_mcg)
 
     def on_breakpoint(self, t_h: float) -> None:
         """Hardware listener: sample the truth."""
@@ -316,6 +325,8 @@ class EmulatedPump:
         self.call(
             self.firmware.refill, volume_ml, entered_drug or drug, entered, told, bridge
         )
+        entry = self.firmware.cfg.drug_library.find(drug)
+        has_pk = entry is not None and entry.has_pk
         outcome = hw.refill(
             self.now_h,
             add_ml,
@@ -323,13 +334,14 @@ class EmulatedPump:
             aspirate_ml,
             pocket_fraction=pocket_fraction,
             drug=drug,
+            # The patient model is baclofen's: a drug without one reaches the patient (and
+            # the mass balance) but never the PK model, which goes on with baclofen's mass.
+            pk_modelled=has_pk,
         )
-        entry = self.firmware.cfg.drug_library.find(drug)
-        has_pk = entry is not None and entry.has_pk
         self.drug_fills = (*self.drug_fills, DrugFill(self.now_h, drug, has_pk))
-        if self.patient is not None and not has_pk:
-            # The patient model is baclofen's: a drug without one gets no concentrations
-            # from here on (truth's concentrations are None), not baclofen's.
+        if self.patient is not None and not any(fill.has_pk for fill in self.drug_fills):
+            # Only drugs without a PK model so far: no concentrations (truth's are None)
+            # rather than a baclofen model reading zero.
             self.patient = None
         self._after()
         return outcome

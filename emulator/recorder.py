@@ -105,6 +105,11 @@ class Recorder:
         self.seg_tissue_mcg_per_h: list[float] = []
         self.tissue_bolus_t_h: list[float] = []
         self.tissue_bolus_mcg: list[float] = []
+        # The part of those that is the drug the PK model describes (baclofen): what the
+        # concentrations are computed from. Equal to the totals unless another drug was filled.
+        self.seg_pk_csf_mcg_per_h: list[float] = []
+        self.seg_pk_tissue_mcg_per_h: list[float] = []
+        self.tissue_bolus_pk_mcg: list[float] = []
         # Truth points (hardware breakpoints and pump events).
         self.truth_t_h: list[float] = []
         self.truth_reservoir_ml: list[float] = []
@@ -120,16 +125,37 @@ class Recorder:
     def __setstate__(self, state: dict[str, object]) -> None:
         # Recorders pickled before points were compacted (state files, snapshots).
         state.setdefault("_compact", state.get("window_h") is not None)
+        # ... and before the PK-modelled part was kept apart (all of it was baclofen).
+        for pk, total in (
+            ("seg_pk_csf_mcg_per_h", "seg_csf_mcg_per_h"),
+            ("seg_pk_tissue_mcg_per_h", "seg_tissue_mcg_per_h"),
+            ("tissue_bolus_pk_mcg", "tissue_bolus_mcg"),
+        ):
+            if pk not in state:
+                state[pk] = list(state[total])  # type: ignore[call-overload]
         self.__dict__.update(state)
 
-    def add_segment(self, t0_h: float, t1_h: float, csf: float, tissue: float) -> None:
-        """One piece of the tip history (merged with the previous one when seamless and equal)."""
+    def add_segment(
+        self,
+        t0_h: float,
+        t1_h: float,
+        csf: float,
+        tissue: float,
+        pk_csf: float | None = None,
+        pk_tissue: float | None = None,
+    ) -> None:
+        """One piece of the tip history (merged with the previous one when seamless and equal).
+        `pk_csf` / `pk_tissue`: the PK-modelled drug's part of the rates (None: all of it)."""
         self.revision += 1
+        pk_csf = csf if pk_csf is None else pk_csf
+        pk_tissue = tissue if pk_tissue is None else pk_tissue
         if (
             self.seg_t1_h
             and self.seg_t1_h[-1] == t0_h
             and self.seg_csf_mcg_per_h[-1] == csf
             and self.seg_tissue_mcg_per_h[-1] == tissue
+            and self.seg_pk_csf_mcg_per_h[-1] == pk_csf
+            and self.seg_pk_tissue_mcg_per_h[-1] == pk_tissue
         ):
             self.seg_t1_h[-1] = t1_h
             return
@@ -137,12 +163,18 @@ class Recorder:
         self.seg_t1_h.append(t1_h)
         self.seg_csf_mcg_per_h.append(csf)
         self.seg_tissue_mcg_per_h.append(tissue)
+        self.seg_pk_csf_mcg_per_h.append(pk_csf)
+        self.seg_pk_tissue_mcg_per_h.append(pk_tissue)
 
-    def add_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
-        """An instantaneous amount reached tissue."""
+    def add_tissue_bolus(
+        self, t_h: float, mass_mcg: float, pk_mass_mcg: float | None = None
+    ) -> None:
+        """An instantaneous amount reached tissue (`pk_mass_mcg` of it the PK-modelled drug;
+        None: all of it)."""
         self.revision += 1
         self.tissue_bolus_t_h.append(t_h)
         self.tissue_bolus_mcg.append(mass_mcg)
+        self.tissue_bolus_pk_mcg.append(mass_mcg if pk_mass_mcg is None else pk_mass_mcg)
 
     def add_truth(self, t_h: float, reservoir_ml: float, battery_fraction: float) -> None:
         """Truth at a breakpoint (an exact repeat of the last point is not stored again)."""
@@ -220,7 +252,8 @@ class Recorder:
         self._fold_into_origin(k, b, origin)
         del self.seg_t0_h[:k], self.seg_t1_h[:k]
         del self.seg_csf_mcg_per_h[:k], self.seg_tissue_mcg_per_h[:k]
-        del self.tissue_bolus_t_h[:b], self.tissue_bolus_mcg[:b]
+        del self.seg_pk_csf_mcg_per_h[:k], self.seg_pk_tissue_mcg_per_h[:k]
+        del self.tissue_bolus_t_h[:b], self.tissue_bolus_mcg[:b], self.tissue_bolus_pk_mcg[:b]
         i = max(bisect.bisect_right(self.truth_t_h, origin) - 1, 0)
         del self.truth_t_h[:i], self.truth_reservoir_ml[:i], self.truth_battery_fraction[:i]
         j = max(bisect.bisect_right(self.fw_t_h, origin) - 1, 0)
@@ -254,6 +287,8 @@ class Recorder:
         model = self._pk_model
         if model is None:
             return
+        csf, tissue = self.seg_pk_csf_mcg_per_h, self.seg_pk_tissue_mcg_per_h
+        bolus_pk = self.tissue_bolus_pk_mcg
         state = self.origin_pk_state or model.initial_state(self.start_h)
 
         def advance_to(state: PKState, t_h: float) -> PKState:
@@ -265,22 +300,32 @@ class Recorder:
         for i in range(k):
             while j < b and self.tissue_bolus_t_h[j] <= t0s[i]:
                 state = advance_to(state, self.tissue_bolus_t_h[j])
-                state = model.add_bolus(state, tissue_mcg=self.tissue_bolus_mcg[j])
+                state = model.add_bolus(state, tissue_mcg=bolus_pk[j])
                 j += 1
             state = advance_to(state, t0s[i])
             state = model.advance(state, t1s[i] - t0s[i], csf[i], tissue[i])
         for jj in range(j, b):
             state = advance_to(state, self.tissue_bolus_t_h[jj])
-            state = model.add_bolus(state, tissue_mcg=self.tissue_bolus_mcg[jj])
+            state = model.add_bolus(state, tissue_mcg=bolus_pk[jj])
         self.origin_pk_state = advance_to(state, origin)
 
     # ------------------------------------------------------------------ resampling
-    def cumulative_points(self) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """(t, cumulative CSF mcg, cumulative tissue mcg) at every segment edge and bolus."""
+    def cumulative_points(
+        self, *, pk_only: bool = False
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(t, cumulative CSF mcg, cumulative tissue mcg) at every segment edge and bolus;
+        `pk_only`: of the PK-modelled drug alone (its share of what was dropped by a bounded
+        history is not kept: that part counts all of it)."""
         t0 = np.asarray(self.seg_t0_h, dtype=np.float64)
         t1 = np.asarray(self.seg_t1_h, dtype=np.float64)
-        csf_rate = np.asarray(self.seg_csf_mcg_per_h, dtype=np.float64)
-        tissue_rate = np.asarray(self.seg_tissue_mcg_per_h, dtype=np.float64)
+        csf_rate = np.asarray(
+            self.seg_pk_csf_mcg_per_h if pk_only else self.seg_csf_mcg_per_h, dtype=np.float64
+        )
+        tissue_rate = np.asarray(
+            self.seg_pk_tissue_mcg_per_h if pk_only else self.seg_tissue_mcg_per_h,
+            dtype=np.float64,
+        )
+        bolus_mcg = self.tissue_bolus_pk_mcg if pk_only else self.tissue_bolus_mcg
         bt = np.asarray(self.tissue_bolus_t_h, dtype=np.float64)
         if len(bt) and len(t0):
             # A bolus inside a segment splits it: a segment adds its mass only at its end, so
@@ -303,7 +348,7 @@ class Recorder:
         times = np.concatenate([t0, t1, bt, bt])
         d_csf = np.concatenate([np.zeros_like(t0), csf, np.zeros(2 * nb)])
         d_tis = np.concatenate(
-            [np.zeros_like(t0), tissue, np.zeros(nb), np.asarray(self.tissue_bolus_mcg)]
+            [np.zeros_like(t0), tissue, np.zeros(nb), np.asarray(bolus_mcg)]
         )
         # Order ties so the cumulative curve is right on both sides of a shared time: a segment
         # that ends there, then a jump (before, after), then a segment that starts there.

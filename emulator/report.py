@@ -254,6 +254,11 @@ def report_figure(result: RunResult, columns: dict[str, FloatArray]) -> Figure:
         else:
             _csf_panel(axes[2], columns, x, refs.levels)
             _plasma_panel(axes[3], columns, x, refs.levels)
+            other = refs.no_pk_note(start)
+            if other is not None:
+                # Another drug reached the patient: the curves are the modelled drug's alone.
+                for ax in (axes[2], axes[3]):
+                    _other_drug_note(ax, f"{refs.levels.pk_model} only: {other}")
     _timeline_panel(axes[-1], result, columns, start, x)
 
     locator = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
@@ -360,9 +365,32 @@ def _dose_panel(ax: Axes, result: RunResult, start: dt.datetime) -> None:
     if len(t):
         per_day_csf = binned_daily_mcg(edges, t, csf)
         per_day_tissue = binned_daily_mcg(edges, t, tissue)
-        ax.stairs(
-            per_day_csf, edge_x, fill=True, color="tab:green", alpha=0.8, label="true: to CSF"
-        )
+        others = result.drugs_without_pk if result.pk_model is not None else []
+        if others:
+            # Two drugs: the modelled one's share of the CSF dose, the other drug above it.
+            t_pk, csf_pk, _ = recorder.cumulative_points(pk_only=True)
+            per_day_pk = binned_daily_mcg(edges, t_pk, csf_pk)
+            ax.stairs(
+                per_day_pk,
+                edge_x,
+                fill=True,
+                color="tab:green",
+                alpha=0.8,
+                label="true: to CSF (PK-modelled drug)",
+            )
+            ax.stairs(
+                per_day_csf,
+                edge_x,
+                baseline=per_day_pk,
+                fill=True,
+                color="tab:purple",
+                alpha=0.6,
+                label=f"true: to CSF, {', '.join(d for d, _ in others)} (no PK model)",
+            )
+        else:
+            ax.stairs(
+                per_day_csf, edge_x, fill=True, color="tab:green", alpha=0.8, label="true: to CSF"
+            )
         if per_day_tissue.max(initial=0.0) > 0:
             ax.stairs(
                 per_day_csf + per_day_tissue,
@@ -414,6 +442,19 @@ def _clip_outliers(
             fontsize=7,
             bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0},
         )
+
+
+def _other_drug_note(ax: Axes, note: str) -> None:
+    ax.text(
+        0.01,
+        0.97,
+        note,
+        transform=ax.transAxes,
+        ha="left",
+        va="top",
+        fontsize=7,
+        bbox={"facecolor": "white", "edgecolor": "grey", "pad": 2.0},
+    )
 
 
 def _no_pk_panel(ax: Axes, note: str, unit: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
 from typing import Literal
 
@@ -12,8 +13,9 @@ import pytest
 from itpump.emulator.device_profile import load_profile
 from itpump.emulator.farm import PortSpec, PumpFarm
 from itpump.emulator.faults import Fault, FaultKind
+from itpump.emulator.hardware.fluid_path import Parcel
 from itpump.emulator.hardware.pump_hardware import PumpHardware
-from itpump.emulator.outputs import timeseries
+from itpump.emulator.outputs import exposure, run_references, timeseries
 from itpump.emulator.pump import EmulatedPump
 from itpump.emulator.rig import RigPump
 from itpump.emulator.runner import ScenarioRun
@@ -766,6 +768,58 @@ def test_an_armed_pocket_fill_wins_over_a_fraction_and_an_aspirate_takes_what_is
     assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
 
 
+class _TipRates:
+    """Collects what the hardware reports at the tip."""
+
+    def __init__(self) -> None:
+        self.segments: list[tuple[float, float, float, float]] = []
+        self.boluses: list[tuple[float, float]] = []
+
+    def on_tip_segment(
+        self, t0_h: float, t1_h: float, csf: float, tissue: float, pk_csf: float, pk_tissue: float
+    ) -> None:
+        self.segments.append((csf, tissue, pk_csf, pk_tissue))
+
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float, pk_mass_mcg: float) -> None:
+        self.boluses.append((mass_mcg, pk_mass_mcg))
+
+    def on_breakpoint(self, t_h: float) -> None:
+        pass
+
+
+def test_a_mixed_reservoir_feeds_the_pk_model_its_baclofen_share() -> None:
+    # 5 mL of baclofen 500 left behind, topped up with 15 mL of morphine 1000: the reservoir
+    # is 875 mcg/mL of which 125 is baclofen; once that mix reaches the tip the PK model gets
+    # 125/875 of the mass rate, the mass balance all of it. A morphine pocket fill reaches
+    # tissue without reaching the PK model.
+    listener = _TipRates()
+    hw = PumpHardware(load_profile("peristaltic-20"), CATHETER_ML, seed=1, listener=listener)
+    hw.refill(0.0, 20.0, 500.0, drug="baclofen")
+    hw.refill(0.0, 15.0, 1000.0, aspirate_ml=15.0, drug="morphine", pk_modelled=False)
+    assert hw.reservoir_drug == "mixed"
+    assert hw.reservoir_conc_mcg_per_ml == pytest.approx(875.0)
+    assert hw.reservoir_pk_conc_mcg_per_ml == pytest.approx(125.0)
+    hw.set_stroke_rate(0.0, 2000.0)
+    hw.advance_to(200.0)  # long enough to flush the catheter with the mix
+    csf, _, pk_csf, _ = listener.segments[-1]
+    assert csf > 0
+    assert pk_csf == pytest.approx(csf * 125.0 / 875.0, rel=1e-9)
+    hw.refill(200.0, 1.0, 1000.0, aspirate_ml=0.0, drug="morphine", pocket_fraction=1.0,
+              pk_modelled=False)
+    [(mass_mcg, pk_mass_mcg)] = listener.boluses
+    assert mass_mcg == pytest.approx(1000.0)
+    assert pk_mass_mcg == 0.0
+    assert abs(hw.ledger().imbalance_mcg) < 1e-9 * hw.ledger().filled_mcg
+
+
+def test_parcels_pickled_before_the_pk_share_load_as_all_modelled() -> None:
+    old = Parcel(1.0, 500.0)
+    old.__setstate__((2.0, 300.0))  # the state an older Parcel pickled
+    assert (old.volume_ml, old.conc_mcg_per_ml, old.pk_conc) == (2.0, 300.0, 300.0)
+    mixed = Parcel(1.0, 875.0, 125.0)
+    assert pickle.loads(pickle.dumps(mixed)) == mixed
+
+
 def test_a_valve_reset_inside_the_field_lets_ten_microlitres_through_then_shuts_again() -> None:
     """Documented in docs/scenarios.md (`valve_reset`): the real valve shuts again in a field."""
     env, pump = make_pump("valve-gated-20")
@@ -827,6 +881,55 @@ def test_a_drug_without_pk_gets_no_concentrations_not_baclofens() -> None:
     assert [f.drug for f in baclofen.pump.drug_fills] == ["baclofen"]
 
 
+def test_a_wrong_drug_refill_keeps_baclofens_concentrations_and_shows_the_withdrawal() -> None:
+    # Baclofen for 3 days, then a refill with morphine entered as baclofen: the PK model is
+    # fed baclofen's mass only, so the concentrations are baclofen's for the whole run and
+    # fall once morphine reaches the tip (the withdrawal this story is about); the morphine
+    # still counts in the mass balance and the doses.
+    story = _drug_scenario("baclofen", 500.0)
+    story["scenario"] = {"name": "wrong drug", "duration": "8d"}
+    actions = story["actions"]
+    assert isinstance(actions, list)
+    actions.append(
+        {"type": "refill", "at": "3d", "volume_ml": 20.0, "drug": "morphine",
+         "concentration_mcg_per_ml": 1000.0, "entered_drug": "baclofen",
+         "entered_concentration_mcg_per_ml": 500.0}
+    )
+    run = ScenarioRun(parse_scenario(story))
+    assert run.pk_model is not None
+    result = run.run()
+    assert not result.refusals
+    assert result.drugs_without_pk == [("morphine", 72.0)]
+    ledger = result.pump.hardware.ledger()
+    assert ledger.imbalance_mcg == pytest.approx(0.0, abs=1e-6)
+    recorder = result.pump.recorder
+    assert recorder is not None
+    _, csf_total, _ = recorder.cumulative_points()
+    _, csf_pk, _ = recorder.cumulative_points(pk_only=True)
+    assert csf_total[-1] == pytest.approx(ledger.to_csf_mcg, rel=1e-9)
+    assert csf_pk[-1] < csf_total[-1] - 500.0  # days of morphine are not baclofen's
+    columns = timeseries(result, np.array([24.0, 48.0, 70.0, 120.0, 190.0]))
+    lumbar = columns["csf_lumbar_ng_per_ml"]
+    assert not np.isnan(lumbar).any()
+    assert not np.isnan(columns["plasma_ng_per_ml"]).any()
+    assert (lumbar[:3] > 300.0).all()  # steady baclofen before the refill
+    assert lumbar[3] < lumbar[2] / 10.0
+    assert lumbar[4] < lumbar[3]
+    refs = run_references(result)
+    assert refs.levels is not None
+    assert refs.no_pk_drug == "morphine"
+    # Morphine reaches the patient only once the path's baclofen has left the tip.
+    assert 72.0 < refs.no_pk_from_h < 120.0
+    note = refs.no_pk_note(result.scenario.scenario.start)
+    assert note is not None
+    assert note.startswith("no PK model for morphine from 2026-")
+    summary = exposure(result)
+    assert summary["reference_levels_of"] == "baclofen"
+    assert summary["no_pk_model_for"] == "morphine"
+    assert summary["csf_below_range_h"] > 48.0
+    assert summary["csf_below_range_first_utc"] is not None
+
+
 def test_simulate_writes_its_outputs_for_a_drug_without_pk(tmp_path: Path) -> None:
     path = tmp_path / "morphine.toml"
     path.write_text(
@@ -855,11 +958,22 @@ max_daily_dose_mcg = 600
     assert (tmp_path / "out" / "report.png").stat().st_size > 0
 
 
-def test_a_live_patient_stops_at_a_refill_with_a_drug_without_pk() -> None:
+def test_a_live_patient_is_fed_only_baclofen_after_a_refill_with_another_drug() -> None:
     run = ScenarioRun(parse_scenario(_drug_scenario("baclofen", 1000.0)), live_pk=True)
     run.env.run(until=24.0)
-    assert run.pump.concentrations() is not None
+    before = run.pump.concentrations()
+    assert before is not None
     run.pump.refill(10.0, "morphine", 1000.0)
+    run.env.run(until=72.0)
+    after = run.pump.concentrations()
+    # Still baclofen's model, now starved of baclofen once morphine fills the catheter.
+    assert after is not None
+    assert after.csf_lumbar_ng_per_ml < before.csf_lumbar_ng_per_ml / 10.0
+
+
+def test_a_live_patient_with_only_drugs_without_pk_has_no_concentrations() -> None:
+    run = ScenarioRun(parse_scenario(_drug_scenario("morphine", 1000.0)), live_pk=True)
+    run.env.run(until=24.0)
     assert run.pump.concentrations() is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 
 import numpy as np
@@ -225,16 +226,28 @@ def test_a_drug_without_pk_draws_no_other_drugs_reference_levels() -> None:
     assert exposure["plasma_cns_depression_threshold_ng_per_ml"] is None
 
 
-def test_a_drug_without_pk_filled_mid_run_is_named_with_its_date() -> None:
+def test_a_drug_without_pk_filled_mid_run_is_named_from_when_it_reaches_the_patient() -> None:
     data = tomllib.loads(MORPHINE_TOML)
     data["actions"].insert(0, {"at": 0, "type": "refill", "volume_ml": 20, "drug": "baclofen",
                                "concentration_mcg_per_ml": 500})
     data["actions"][1]["at"] = "1d"
     result = ScenarioRun(parse_scenario(data)).run()
     refs = run_references(result)
-    assert refs.levels is None
-    note = refs.no_pk_note(result.scenario.scenario.start)
-    assert note == "no PK model for morphine from 2026-01-06 00:00"
+    # Baclofen's levels: the concentrations are baclofen's (morphine's mass is not in them).
+    assert refs.levels is not None
+    assert refs.levels.pk_model == "baclofen"
+    # Named from when morphine left the tip, after the catheter's baclofen: not at the fill.
+    assert refs.no_pk_drug == "morphine"
+    assert 24.0 < refs.no_pk_from_h < 72.0
+    start = result.scenario.scenario.start
+    note = refs.no_pk_note(start)
+    when = start + dt.timedelta(hours=refs.no_pk_from_h)
+    assert note == f"no PK model for morphine from {when:%Y-%m-%d %H:%M}"
+    figure = report_figure(result, timeseries(result))
+    for ax in figure.axes[2:4]:
+        assert [text.get_text() for text in ax.texts] == [f"baclofen only: {note}"]
+    assert "true: to CSF, morphine (no PK model)" in _labels(figure.axes[1])
+    FigureCanvasAgg(figure).draw()  # type: ignore[no-untyped-call]
 
 
 def test_a_dose_event_on_a_bin_edge_counts_in_the_bin_it_opens() -> None:

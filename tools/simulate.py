@@ -149,9 +149,14 @@ def run(args: argparse.Namespace) -> int:
     for warning in data["warnings"]:
         print(f"  WARNING: {warning}")
     exposure = data["exposure"]
-    if exposure["no_pk_model_for"] is not None:
+    if exposure["no_pk_model_for"] is not None and exposure["reference_levels_of"] is None:
         print(f"  no PK model for {exposure['no_pk_model_for']}: no concentrations, no exposure")
-    elif exposure["systemic_overdose"]:
+    elif exposure["no_pk_model_for"] is not None:
+        print(
+            f"  no PK model for {exposure['no_pk_model_for']}: concentrations and exposure "
+            f"are {exposure['reference_levels_of']}'s alone"
+        )
+    if exposure["systemic_overdose"]:
         print(
             f"  WARNING: systemic overdose: plasma {exposure['plasma_peak_ng_per_ml']:.0f} ng/mL "
             f"at {exposure['plasma_peak_utc']}, above the CNS-depression threshold "

@@ -7,6 +7,7 @@ the whole path has been flushed, which is why bridge boluses exist.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -15,10 +16,30 @@ _MERGE_REL = 1e-12
 
 @dataclass(slots=True)
 class Parcel:
-    """A slug of liquid of uniform concentration."""
+    """A slug of liquid of uniform concentration.
+
+    `pk_conc_mcg_per_ml` is the part of `conc_mcg_per_ml` that is the drug the patient's PK
+    model describes (all of it for baclofen, none for a drug without a PK model, the
+    baclofen share of a mixed reservoir): the PK model is fed that mass only, the mass
+    balance the total."""
 
     volume_ml: float
     conc_mcg_per_ml: float
+    pk_conc_mcg_per_ml: float = math.nan  # NaN: same as conc_mcg_per_ml
+
+    @property
+    def pk_conc(self) -> float:
+        """Concentration of the PK-modelled drug."""
+        pk = self.pk_conc_mcg_per_ml
+        return self.conc_mcg_per_ml if pk != pk else pk
+
+    def __setstate__(self, state: tuple[float, ...]) -> None:
+        # Parcels pickled before the PK-modelled share existed hold two fields.
+        values = (*state, math.nan)[:3]
+        self.volume_ml, self.conc_mcg_per_ml, self.pk_conc_mcg_per_ml = values
+
+    def __getstate__(self) -> tuple[float, float, float]:
+        return (self.volume_ml, self.conc_mcg_per_ml, self.pk_conc_mcg_per_ml)
 
 
 class FluidPath:
@@ -58,7 +79,7 @@ class FluidPath:
 
     def parcels(self) -> list[Parcel]:
         """Parcels from tip to pump end (copies)."""
-        return [Parcel(p.volume_ml, p.conc_mcg_per_ml) for p in self._parcels]
+        return [Parcel(p.volume_ml, p.conc_mcg_per_ml, p.pk_conc_mcg_per_ml) for p in self._parcels]
 
     def replace_tip_end(self, keep_ml: float, new_ml: float) -> float:
         """Keep the `keep_ml` nearest the pump end and put `new_ml` of drug-free liquid on the
@@ -69,7 +90,7 @@ class FluidPath:
             if need <= 0:
                 break
             take = min(parcel.volume_ml, need)
-            kept.appendleft(Parcel(take, parcel.conc_mcg_per_ml))
+            kept.appendleft(Parcel(take, parcel.conc_mcg_per_ml, parcel.pk_conc_mcg_per_ml))
             need -= take
         removed = self.mass_mcg - sum(p.volume_ml * p.conc_mcg_per_ml for p in kept)
         if new_ml > 0:
@@ -78,19 +99,25 @@ class FluidPath:
         self.volume_ml = sum(p.volume_ml for p in kept)
         return removed
 
-    def push(self, volume_ml: float, conc_mcg_per_ml: float) -> list[Parcel]:
-        """Push `volume_ml` in at the pump end; returns what left the tip, in exit order."""
+    def push(
+        self, volume_ml: float, conc_mcg_per_ml: float, pk_conc_mcg_per_ml: float = math.nan
+    ) -> list[Parcel]:
+        """Push `volume_ml` in at the pump end; returns what left the tip, in exit order.
+        `pk_conc_mcg_per_ml`: see `Parcel` (NaN: all of it is the PK-modelled drug)."""
         if volume_ml <= 0:
             return []
         if self.volume_ml <= 0:
-            return [Parcel(volume_ml, conc_mcg_per_ml)]
+            return [Parcel(volume_ml, conc_mcg_per_ml, pk_conc_mcg_per_ml)]
         tail = self._parcels[-1] if self._parcels else None
-        if tail is not None and abs(tail.conc_mcg_per_ml - conc_mcg_per_ml) <= _MERGE_REL * max(
-            tail.conc_mcg_per_ml, conc_mcg_per_ml
+        if (
+            tail is not None
+            and abs(tail.conc_mcg_per_ml - conc_mcg_per_ml)
+            <= _MERGE_REL * max(tail.conc_mcg_per_ml, conc_mcg_per_ml)
+            and _same_pk(tail.pk_conc_mcg_per_ml, pk_conc_mcg_per_ml)
         ):
             tail.volume_ml += volume_ml
         else:
-            self._parcels.append(Parcel(volume_ml, conc_mcg_per_ml))
+            self._parcels.append(Parcel(volume_ml, conc_mcg_per_ml, pk_conc_mcg_per_ml))
         out: list[Parcel] = []
         excess = volume_ml
         while excess > 0 and self._parcels:
@@ -100,6 +127,11 @@ class FluidPath:
                 excess -= head.volume_ml
             else:
                 head.volume_ml -= excess
-                out.append(Parcel(excess, head.conc_mcg_per_ml))
+                out.append(Parcel(excess, head.conc_mcg_per_ml, head.pk_conc_mcg_per_ml))
                 excess = 0.0
         return out
+
+
+def _same_pk(a: float, b: float) -> bool:
+    # Both "all of it" (NaN) or equal shares: such parcels merge.
+    return (a != a and b != b) or a == b

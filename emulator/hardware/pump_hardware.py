@@ -32,12 +32,20 @@ class HardwareListener(Protocol):
     """Receives the truth as it happens (recorder, PK coupling)."""
 
     def on_tip_segment(
-        self, t0_h: float, t1_h: float, csf_mcg_per_h: float, tissue_mcg_per_h: float
+        self,
+        t0_h: float,
+        t1_h: float,
+        csf_mcg_per_h: float,
+        tissue_mcg_per_h: float,
+        pk_csf_mcg_per_h: float,
+        pk_tissue_mcg_per_h: float,
     ) -> None:
-        """Drug left the tip (to CSF) or the path (to tissue) at constant rates over [t0, t1]."""
+        """Drug left the tip (to CSF) or the path (to tissue) at constant rates over [t0, t1];
+        `pk_*` the part of those rates that is the PK-modelled drug."""
 
-    def on_tissue_bolus(self, t_h: float, mass_mcg: float) -> None:
-        """An instantaneous amount reached tissue (pocket fill)."""
+    def on_tissue_bolus(self, t_h: float, mass_mcg: float, pk_mass_mcg: float) -> None:
+        """An instantaneous amount reached tissue (pocket fill), `pk_mass_mcg` of it the
+        PK-modelled drug."""
 
     def on_breakpoint(self, t_h: float) -> None:
         """Rates may change after `t_h`: a good moment to sample state."""
@@ -86,6 +94,8 @@ class PumpHardware:
     # Stroke rate of the last piece of the stroke track (a class default for hardware
     # pickled before it was kept: its next piece then starts a new point).
     _track_rate: float = math.nan
+    # Hardware pickled before the PK-modelled share was tracked: all of it.
+    reservoir_pk_conc_mcg_per_ml = math.nan
 
     def __init__(
         self,
@@ -109,6 +119,8 @@ class PumpHardware:
         self.reservoir_ml = 0.0
         self.reservoir_conc_mcg_per_ml = 0.0
         self.reservoir_drug = ""  # the drug truly in the reservoir ("" before the first fill)
+        # The PK-modelled drug's share of reservoir_conc_mcg_per_ml (NaN: all of it).
+        self.reservoir_pk_conc_mcg_per_ml = math.nan
         self.stroke_position = 0.0  # cumulative strokes since manufacture (fractional)
         self.stroke_rate_per_h = 0.0
         self.faults: dict[FaultKind, Fault] = {}
@@ -177,13 +189,16 @@ class PumpHardware:
         *,
         pocket_fraction: float = 0.0,
         drug: str = "",
+        pk_modelled: bool = True,
     ) -> RefillOutcome:
         """Aspirate the residual (all of it by default), then inject `add_ml` of `drug` through
         the septum. A residual left behind mixes with the new drug: the reservoir's true
         concentration is the mass-weighted mean (and its drug is "mixed" if they differ).
 
         `pocket_fraction` of the injection misses the septum and lands in tissue (a partial
-        pocket fill); with a pocket-fill fault armed, all of it does.
+        pocket fill); with a pocket-fill fault armed, all of it does. `pk_modelled`: whether
+        `drug` is the one the patient's PK model describes (else its mass reaches the patient
+        but not the PK model).
         """
         self.advance_to(t_h)
         take = self.reservoir_ml if aspirate_ml is None else min(aspirate_ml, self.reservoir_ml)
@@ -197,13 +212,26 @@ class PumpHardware:
         space = self.profile.reservoir_capacity_ml - self.reservoir_ml
         if to_reservoir_ml > space + 1e-9:
             raise ValueError(f"add_ml={add_ml:g} exceeds free reservoir space {space:g} mL")
+        new_pk_conc = conc_mcg_per_ml if pk_modelled else 0.0
         if to_pocket_ml > 0:
             self._tissue_mcg += to_pocket_ml * conc_mcg_per_ml
             if self.listener is not None:
-                self.listener.on_tissue_bolus(t_h, to_pocket_ml * conc_mcg_per_ml)
+                self.listener.on_tissue_bolus(
+                    t_h, to_pocket_ml * conc_mcg_per_ml, to_pocket_ml * new_pk_conc
+                )
         if to_reservoir_ml > 0:
             residual_ml = self.reservoir_ml
             total = residual_ml + to_reservoir_ml
+            old_pk = self.reservoir_pk_conc_mcg_per_ml
+            if not (old_pk != old_pk and pk_modelled):
+                # Some drug without a PK model is (or now gets) in the reservoir: track the
+                # modelled share apart. (All-modelled fills keep NaN, "all of it", so their
+                # arithmetic is exactly what it was.)
+                if old_pk != old_pk:
+                    old_pk = self.reservoir_conc_mcg_per_ml
+                self.reservoir_pk_conc_mcg_per_ml = (
+                    residual_ml * old_pk + to_reservoir_ml * new_pk_conc
+                ) / total
             self.reservoir_conc_mcg_per_ml = (
                 residual_ml * self.reservoir_conc_mcg_per_ml + to_reservoir_ml * conc_mcg_per_ml
             ) / total
@@ -481,7 +509,14 @@ class PumpHardware:
                 continue
             seg_end = min(t + parcel.volume_ml / path_flow, t1)
             if listener is not None:
-                listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, 0.0)
+                listener.on_tip_segment(
+                    t,
+                    seg_end,
+                    path_flow * parcel.conc_mcg_per_ml,
+                    0.0,
+                    path_flow * parcel.pk_conc,
+                    0.0,
+                )
             t = seg_end
         if listener is not None:
             listener.on_breakpoint(t1)
@@ -504,6 +539,8 @@ class PumpHardware:
             # on it forever (a valve-gated pump in an MRI field after a refill).
             volume = min(budget, reservoir)
         conc = self.reservoir_conc_mcg_per_ml
+        pk_share = self.reservoir_pk_conc_mcg_per_ml
+        pk_conc = conc if pk_share != pk_share else pk_share
         reservoir -= volume
         self.reservoir_ml = 0.0 if reservoir <= 1e-15 else reservoir
         if valve:
@@ -511,27 +548,35 @@ class PumpHardware:
         listener = self.listener
         if tissue_frac:
             tissue_rate = tissue_frac * flow_ml_per_h * conc
+            pk_tissue_rate = tissue_frac * flow_ml_per_h * pk_conc
             self._tissue_mcg += tissue_frac * volume * conc
             into_path = (1.0 - tissue_frac) * volume
         else:
             # (tissue_frac * ... is an exact 0.0 and 1.0 * volume is volume.)
-            tissue_rate = 0.0
+            tissue_rate = pk_tissue_rate = 0.0
             into_path = volume
         if into_path <= 0:
             if listener is not None:
-                listener.on_tip_segment(t0, t1, 0.0, tissue_rate)
+                listener.on_tip_segment(t0, t1, 0.0, tissue_rate, 0.0, pk_tissue_rate)
                 listener.on_breakpoint(t1)
             return
         path_flow = into_path / dt if dt > 0 else 0.0
         t = t0
-        for parcel in self.path.push(into_path, conc):
+        for parcel in self.path.push(into_path, conc, pk_share):
             mass = parcel.volume_ml * parcel.conc_mcg_per_ml
             self._csf_mcg += mass
             if path_flow <= 0:
                 continue
             seg_end = t + parcel.volume_ml / path_flow
             if listener is not None:
-                listener.on_tip_segment(t, seg_end, path_flow * parcel.conc_mcg_per_ml, tissue_rate)
+                listener.on_tip_segment(
+                    t,
+                    seg_end,
+                    path_flow * parcel.conc_mcg_per_ml,
+                    tissue_rate,
+                    path_flow * parcel.pk_conc,
+                    pk_tissue_rate,
+                )
             t = seg_end
         if listener is not None:
             # Reservoir and ledger are now consistent at t1 (not at the parcel edges above).
