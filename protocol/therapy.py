@@ -340,13 +340,20 @@ class Continuous:
         dose = _required(
             table.dose_mcg_per_day, "dose_mcg_per_day", cls.KIND, "dose_mcg_per_day > 0 (mcg/day)"
         )
-        if not dose > 0:
+        mode = cls(dose)
+        mode.check_positive()
+        return mode
+
+    def check_positive(self) -> None:
+        """Refuse a dose that is 0 on the wire: a continuous program delivers something (no
+        basal is mode "stopped"), whether the dose came from a file, a flag or the wire."""
+        if not ng_from_mcg(self.dose_mcg_per_day) >= 1:
             raise ProgramError(
                 "dose_mcg_per_day",
-                f"{dose:g} mcg/day: mode 'continuous' needs a dose > 0 "
-                '(mode "stopped" delivers no basal)',
+                f"{self.dose_mcg_per_day:g} mcg/day: mode 'continuous' needs a dose > 0 "
+                f"(at least {mcg_from_ng(1):g} mcg/day, the wire's resolution; "
+                'mode "stopped" delivers no basal)',
             )
-        return cls(dose)
 
     def to_wire(self) -> m.ContinuousMode:
         """The wire mode record."""
@@ -365,7 +372,8 @@ class Continuous:
         return self.dose_mcg_per_day
 
     def check_limits(self, conc_mcg_per_ml: float, limits: TherapyLimits) -> None:
-        """The rate must be one the drive delivers."""
+        """The dose must be above zero and its rate one the drive delivers."""
+        self.check_positive()
         _check_rate("dose_mcg_per_day", self.dose_mcg_per_day, conc_mcg_per_ml, limits)
 
     def table_items(self) -> dict[str, Any]:
@@ -377,6 +385,7 @@ class Continuous:
         check_wire_value(
             "dose_mcg_per_day", self.dose_mcg_per_day, m.ContinuousMode, "dose_ng_per_day"
         )
+        self.check_positive()
 
     def __str__(self) -> str:
         return f"continuous {_num(self.dose_mcg_per_day)} mcg/day"

@@ -328,3 +328,36 @@ def test_a_profile_refuses_a_reversed_limit_range(
     assert low in message
     assert high in message
     assert "must not exceed" in message
+
+
+# --- a continuous dose that is 0 on the wire, however it was written (recheck N1) --------------
+
+
+@pytest.mark.parametrize("dose_mcg_per_day", [0.0, 0.0004])
+def test_a_continuous_dose_of_zero_on_the_wire_is_refused_everywhere(
+    dose_mcg_per_day: float,
+) -> None:
+    mode = Continuous(dose_mcg_per_day)
+    with pytest.raises(ProgramError, match="needs a dose > 0"):
+        mode.check_wire()  # what ctl checks before it sends
+    with pytest.raises(ValueError, match="needs a dose > 0"):  # a program document
+        ProgramTable.model_validate({"mode": "continuous", "dose_mcg_per_day": dose_mcg_per_day})
+    # A valve-gated pump has no minimum rate: the pump refuses it itself.
+    fw = Firmware(load_profile("valve-gated-20").firmware_config(), FakeHal(), "SN-1")
+    fw.refill(20.0, "baclofen", 500.0)
+    program = Program(
+        drug="baclofen", concentration_mcg_per_ml=500.0, max_daily_dose_mcg=400.0, mode=mode
+    )
+    for step in (fw.check_program, fw.commit_program):
+        with pytest.raises(Refusal) as info:
+            step(program)
+        assert info.value.code is ResultCode.OUT_OF_RANGE
+        assert "needs a dose > 0" in info.value.detail
+
+
+async def test_ctl_continuous_zero_is_refused_before_the_port_is_opened(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await _ctl(NO_PORT, "program", "--continuous", "0", "--dry-run") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "needs a dose > 0" in line
