@@ -22,6 +22,22 @@ from itpump.protocol.codes import AlarmId, EventCode
 _ALARM_BITS = {int(a): a.name.lower() for a in AlarmId}
 
 
+
+LAST_STAMP = "9999-12-31T23:59:59Z"
+"""What a time beyond the calendar is written as ("at or after"), as the wire saturates its
+dates: a pump projecting its reservoir at 0.001 mcg/day projects past year 9999."""
+
+
+def utc_stamp(start: dt.datetime, t_h: float | None) -> str | None:
+    """ISO 8601 UTC of ``start`` + ``t_h`` hours; None stays None; beyond 9999, LAST_STAMP."""
+    if t_h is None:
+        return None
+    try:
+        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:
+        return LAST_STAMP
+
+
 def sample_times_h(result: RunResult) -> FloatArray:
     """Evenly spaced output times from 0 to the scenario end inclusive."""
     end = result.scenario.end_h
@@ -243,9 +259,7 @@ def exposure(result: RunResult, columns: dict[str, FloatArray] | None = None) ->
     widths = np.diff(times, append=times[-1])
 
     def stamp(t_h: float | None) -> str | None:
-        if t_h is None:
-            return None
-        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_stamp(start, t_h)
 
     def first(mask: npt.NDArray[np.bool_]) -> float | None:
         hits = np.flatnonzero(mask)
@@ -351,9 +365,7 @@ def summary(result: RunResult, columns: dict[str, FloatArray] | None = None) -> 
     start = result.scenario.scenario.start
 
     def stamp(t_h: float | None) -> str | None:
-        if t_h is None:
-            return None
-        return (start + dt.timedelta(hours=t_h)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return utc_stamp(start, t_h)
 
     filled = ledger.filled_mcg
     mass_balance: dict[str, float] = {

@@ -207,3 +207,31 @@ def test_exposure_does_not_depend_on_the_output_sample_interval() -> None:
     assert fine["csf_above_range_h"] > 0
     assert fine["csf_above_range_first_utc"].startswith("2026-01-07T11:")  # the bolus
     assert fine["csf_lumbar_peak_ng_per_ml"] > th.CSF_THERAPEUTIC_HIGH_NG_PER_ML
+
+
+def test_a_projection_beyond_the_calendar_is_written_as_its_last_instant() -> None:
+    # 0.001 mcg/day on a pump without a minimum rate projects its reservoir past year 9999:
+    # the summary writes the last instant ("at or after"), as the wire saturates its dates.
+    from itpump.emulator.outputs import LAST_STAMP
+
+    scenario = parse_scenario(
+        {
+            "scenario": {"name": "slow", "profile": "valve-gated-20", "seed": 1, "duration": "3d"},
+            "actions": [
+                {"at": "0h", "type": "refill", "volume_ml": 20, "concentration_mcg_per_ml": 500},
+                {"at": "0h", "type": "prime"},
+                {
+                    "at": "1h",
+                    "type": "program",
+                    "mode": "continuous",
+                    "max_daily_dose_mcg": 480,
+                    "dose_mcg_per_day": 0.001,
+                },
+            ],
+        }
+    )
+    result = ScenarioRun(scenario).run()
+    after_program = summary(result, timeseries(result))["projections"][-1]
+    assert after_program["after"] == "program"
+    assert after_program["low_reservoir_utc"] == LAST_STAMP
+    assert after_program["empty_utc"] == LAST_STAMP
