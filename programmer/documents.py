@@ -90,7 +90,11 @@ def read_document(
             f"{MAX_TOML_DEPTH} levels allowed"
         )
     try:
-        data = json.loads(text) if json_format else tomllib.loads(text)
+        data = (
+            json.loads(text, object_pairs_hook=_no_duplicate_keys)
+            if json_format
+            else tomllib.loads(text)
+        )
     except ValueError as exc:  # TOMLDecodeError and JSONDecodeError
         kind = "JSON" if json_format else "TOML"
         raise error(f"{what} {path}: not valid {kind}: {exc}") from exc
@@ -101,3 +105,14 @@ def read_document(
     if not isinstance(data, dict):
         raise error(f"{what} {path}: expected a table at the top level")
     return data
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # JSON keeps the last of duplicate keys silently, where TOML refuses them: a program
+    # document must not mean something its reader cannot see (dose written twice).
+    table: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in table:
+            raise ValueError(f"key {key!r} given twice")
+        table[key] = value
+    return table

@@ -361,3 +361,17 @@ async def test_ctl_continuous_zero_is_refused_before_the_port_is_opened(
     assert await _ctl(NO_PORT, "program", "--continuous", "0", "--dry-run") == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert "needs a dose > 0" in line
+
+
+async def test_a_json_program_with_a_key_given_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # JSON would keep the last dose silently (TOML refuses duplicates itself).
+    path = tmp_path / "p.json"
+    path.write_text(
+        '{"mode": "continuous", "dose_mcg_per_day": 100, "dose_mcg_per_day": 1000}',
+        encoding="utf-8",
+    )
+    assert await _ctl(NO_PORT, "program", "--file", str(path), "--dry-run") == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "'dose_mcg_per_day' given twice" in line

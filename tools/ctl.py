@@ -124,7 +124,9 @@ compared with what was sent and shown next to the old settings, then committed (
 --dry-run, discarded). Drug and concentration must match the reservoir (set by refill).
 
 program file (TOML, or JSON if the name ends in .json; the keys of a scenario's program
-action; keys left out keep the pump's values):
+action). `mode` and that mode's keys are required; patient_bolus left out is off; the
+program-wide keys (max_daily_dose_mcg, drug, concentration, patient_id, catheter) left out
+keep the pump's values:
   mode = "flex"                # continuous | flex | periodic_bolus | stopped
   max_daily_dose_mcg = 600
   period = "daily"             # weekly: starts like "Tue 07:00"
