@@ -201,6 +201,13 @@ class DeviceProfile(_Strict):
             raise ValueError("low_reservoir_alarm_default_ml must be below reservoir_capacity_ml")
         if self.empty_reservoir_alarm_ml > self.low_reservoir_alarm_default_ml:
             raise ValueError("empty_reservoir_alarm_ml must not exceed the low-reservoir default")
+        min_refill_ml = self.limits.min_refill_volume_ml
+        if min_refill_ml is not None and min_refill_ml > self.reservoir_capacity_ml:
+            # Every refill would be refused.
+            raise ValueError(
+                f"limits.min_refill_volume_ml ({min_refill_ml:g}) must not exceed "
+                f"reservoir_capacity_ml ({self.reservoir_capacity_ml:g})"
+            )
         return self
 
     def firmware_config(self) -> FirmwareConfig:

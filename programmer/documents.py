@@ -80,8 +80,8 @@ def read_document(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
-            f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files "
-            "must be UTF-8"
+            f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason}); "
+            f"{'JSON' if json_format else 'TOML'} files must be UTF-8"
         ) from None
     depth = _depth(text)
     if depth > MAX_TOML_DEPTH:

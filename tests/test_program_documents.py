@@ -315,6 +315,8 @@ async def test_ctl_program_file_is_read_within_the_bounds(
             "max_conc",
         ),
         ("catheter_min_length_cm = 300", "catheter_min_length_cm", "catheter_max_length_cm"),
+        # A minimum refill above the reservoir would refuse every refill.
+        ("min_refill_volume_ml = 50", "min_refill_volume_ml", "reservoir_capacity_ml"),
     ],
 )
 def test_a_profile_refuses_a_reversed_limit_range(
