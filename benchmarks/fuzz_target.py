@@ -227,8 +227,11 @@ class FuzzTarget:
 
     def _still_answers(self) -> None:
         pc = self._programmer()
-        # A flag first: whatever the input left half-received is closed off.
-        pc.receive_data(self._feed(bytes([FLAG]) + pc.send(m.IdentifyRequest(), 0.0)))
+        # A flag first, on its own: whatever the input left half-received is closed off, and
+        # the pump's answer to it (a half-received frame can be a whole request once closed)
+        # is not taken for the answer to this IDENTIFY.
+        self._feed(bytes([FLAG]))
+        pc.receive_data(self._feed(pc.send(m.IdentifyRequest(), 0.0)))
         event = pc.next_event()
         assert isinstance(event, ResponseReceived), ("deaf after the input", event)
         assert isinstance(event.response, m.IdentifyResponse), event.response

@@ -39,6 +39,13 @@ def test_the_invariants_hold_for_random_and_mutated_inputs(data: bytes) -> None:
     TARGET.one_input(data)
 
 
+def test_a_raw_input_that_ends_in_a_whole_request_is_not_taken_for_the_pumps_answer() -> None:
+    # Found by the coverage-guided run: raw bytes that are a whole IDENTIFY (with a trailing
+    # byte) once the liveness check's flag closes them. The pump rightly answered MALFORMED;
+    # the check took that answer for the one to its own IDENTIFY.
+    FuzzTarget().one_input(bytes.fromhex("007e0101000001000000000101f87200"))
+
+
 def test_the_starting_corpus_reaches_every_mode_and_an_acknowledged_change() -> None:
     # Not vacuous: the SESSION inputs get past the handshake and change the pump, so the
     # invariant "no change without an acknowledged authenticated command" is exercised on
