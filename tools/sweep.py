@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
@@ -163,6 +164,11 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(done - bar.n)
 
+    # Ctrl-C can land inside distributed's `sync` (the client's blocking calls), whose cancel
+    # callback then fails in tornado and is logged as an ERROR with a traceback before the
+    # sweep's own one-line message (distributed's bug, not a failed run: failed runs are
+    # error rows). The sweep's own failures reach the user through its exceptions.
+    logging.getLogger("tornado.application").setLevel(logging.CRITICAL)
     try:
         stats = run_sweep(
             sweep,
