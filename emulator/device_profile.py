@@ -168,6 +168,15 @@ class DeviceProfile(_Strict):
     telemetry: TelemetryProfile
     limits: LimitsProfile = LimitsProfile()
 
+    @field_validator("model", "serial_prefix")
+    @classmethod
+    def _printable(cls, text: str) -> str:
+        # Shown in IDENTIFY, logs and the programmer's display: a NUL or a line break in a
+        # name would cut or forge a line there.
+        if not text.isprintable():
+            raise ValueError("must be printable characters only (no control characters)")
+        return text
+
     @field_validator("model")
     @classmethod
     def _model_fits_the_wire(cls, model: str) -> str:

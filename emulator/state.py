@@ -104,6 +104,13 @@ class StateStore:
         except StateFileError:
             self.close()
             raise
+        # Validated before the file is marked as opened below: a refused file is left as
+        # it was (`serve --state` on a hand-edited clock exited 2 yet cleared clean_stop).
+        try:
+            self.farm_h()
+        except StateFileError:
+            self.close()
+            raise
         #: whether the file was closed by a clean stop (`mark_clean`) when it was opened; a
         #: server killed while it was open leaves it unclean (`itpump serve --unclean-restart`)
         self.was_clean = self._meta("clean_stop") != "0"

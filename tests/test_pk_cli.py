@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,37 @@ def test_help_explains_the_file_format(capsys: pytest.CaptureFixture[str]) -> No
     help_text = capsys.readouterr().out
     for fragment in ("EVID", "CMT", "RATE", "1 = intrathecal", "CSF_LUMBAR_P05", "WT"):
         assert fragment in help_text
+
+
+def test_out_through_a_symlink_keeps_the_link_and_writes_its_target(tmp_path: Path) -> None:
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert main(["pk", str(BOLUS_EXAMPLE), "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert target.read_text().startswith("ID,TIME,")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
+
+
+def test_out_to_a_device_writes_it_and_does_not_replace_it(tmp_path: Path) -> None:
+    link = tmp_path / "null.csv"
+    link.symlink_to("/dev/null")
+    assert main(["pk", str(BOLUS_EXAMPLE), "--out", str(link)]) == 0
+    assert link.is_symlink()
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["null.csv"]
+
+
+def test_out_naming_the_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doses = tmp_path / "doses.csv"
+    original = BOLUS_EXAMPLE.read_text()
+    doses.write_text(original)
+    assert main(["pk", str(doses), "--out", str(doses)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err
+    assert "input file" in err
+    assert len(err.strip().splitlines()) == 1
+    assert doses.read_text() == original

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from itpump.emulator.scenario import load_scenario
 from itpump.emulator.telemetry import TelemetryEndpoint
 from itpump.emulator.transports.base import DEFAULT_MAX_PENDING_BYTES, Connection
 from itpump.emulator.transports.link import LinkConfig, LinkEmulator
+from itpump.emulator.transports.pty import _MAX_BACKLOG, PtyTransport
 from itpump.emulator.transports.rfc2217 import (
     MAX_SUBNEGOTIATION_BYTES,
     Rfc2217Transport,
@@ -523,3 +525,28 @@ async def test_unescaped_iac_bytes_log_one_warning_per_connection_with_a_count(
     assert len(said) == 2, said
     assert "later Telnet warnings on this connection are counted" in said[0]
     assert said[1].startswith("RFC 2217: 4999 more Telnet warnings")
+
+
+async def test_a_pty_client_that_never_reads_is_warned_about_once_then_a_total(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each dropped write was logged: a 20 s flood wrote 54,902 lines.
+    caplog.set_level(logging.WARNING, logger="itpump.emulator.transports.pty")
+    transport = PtyTransport(lambda data: b"")
+    await transport.start()
+    client = os.open(transport.path, os.O_RDWR | os.O_NOCTTY)  # open, never read
+    try:
+        chunk = b"x" * 4096
+        writes = (2 * _MAX_BACKLOG) // len(chunk)
+        for _ in range(writes):
+            transport._write(chunk)
+    finally:
+        await transport.close()
+        os.close(client)
+    said = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "later drops on this link are counted" in said[0]
+    total = int(said[1].split(": ", 1)[1].split()[0])
+    # Everything written beyond the backlog and the PTY's own buffer was dropped.
+    assert _MAX_BACKLOG // 2 < total < writes * len(chunk)
+    assert "in all on this link" in said[1]

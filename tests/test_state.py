@@ -267,6 +267,14 @@ def test_serve_refuses_a_state_file_in_use_through_a_symlink_with_exit_2(
     assert "in use" in err
 
 
+def _meta(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(db)
+    try:
+        return {str(k): str(v) for k, v in con.execute("SELECT key, value FROM meta")}
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("farm_h", ["nan", "1e400", "-5.0", "soon"])
 def test_a_hand_edited_farm_clock_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], farm_h: str
@@ -275,13 +283,19 @@ def test_a_hand_edited_farm_clock_is_refused_in_one_line(
     StateStore(db).close()
     with sqlite3.connect(db) as con:
         con.execute("INSERT OR REPLACE INTO meta VALUES ('farm_h', ?)", (farm_h,))
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('clean_stop', '1')")
     con.close()
+    meta_before = _meta(db)
     assert main(["serve", "--port", "null", "--state", str(db)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "farm_h" in err
     assert "finite number >= 0" in err
-    StateStore(db).close()  # the refusal let the file go
+    # A refused file is left as it was: not even marked as opened (clean_stop stays 1).
+    assert _meta(db) == meta_before
+    # The refusal let the file go: a second open gets past the lock to the same refusal.
+    with pytest.raises(StateFileError, match="farm_h"):
+        StateStore(db)
 
 
 def test_serve_refuses_a_foreign_state_file_with_one_line_and_exit_2(

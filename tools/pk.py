@@ -128,12 +128,15 @@ def _write_outputs(args: argparse.Namespace, text: str, run_result: PredictionRu
     name beside it first and renamed into place only once the predictions are written, so a
     failure of either leaves neither (and a failed plot prints no predictions)."""
     from itpump.emulator.pk.plotting import save_plot
-    from itpump.emulator.pk.records import write_text_atomically
+    from itpump.emulator.pk.records import move_into_place, output_target, write_text_atomically
 
     staged: Path | None = None
     try:
         if args.plot is not None:
-            staged = args.plot.with_name(f".{args.plot.name}.staged{args.plot.suffix}")
+            # Staged beside the final file (a symlink's target), so the rename stays on one
+            # file system.
+            final_plot, _ = output_target(args.plot)
+            staged = final_plot.with_name(f".{final_plot.name}.staged{args.plot.suffix}")
             try:
                 save_plot(run_result, staged, title=f"itpump pk: {args.doses.name}")
             except OSError as exc:
@@ -148,7 +151,7 @@ def _write_outputs(args: argparse.Namespace, text: str, run_result: PredictionRu
             logger.info("wrote %s", args.out)
         if staged is not None:
             try:
-                os.replace(staged, args.plot)
+                move_into_place(staged, args.plot)
             except OSError as exc:
                 raise _cannot_write("--plot", args.plot, exc) from None
             staged = None
@@ -169,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be >= 0 (got {args.seed})")
     _check_destination(args.out, "--out")
     _check_destination(args.plot, "--plot")
+    for option, path in (("--out", args.out), ("--plot", args.plot)):
+        if path is not None and os.path.realpath(path) == os.path.realpath(args.doses):
+            raise UsageError(f"{option}: {path} is the input file; name another file")
     if args.plot is not None:
         require_plotting("--plot", "leave --plot out")
         from itpump.emulator.pk.plotting import supported_plot_suffixes

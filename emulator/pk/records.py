@@ -28,6 +28,7 @@ import csv
 import io
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -321,10 +322,27 @@ def read_dose_file(path: str | os.PathLike[str]) -> list[SubjectRecords]:
     return parse_dose_records(text, source)
 
 
+def output_target(path: str | os.PathLike[str]) -> tuple[Path, bool]:
+    """The file a write to `path` lands in (symlinks followed, so a link stays a link) and
+    whether it must be written in place: an existing device or FIFO is not a file to rename
+    over (`--out /dev/full` as root would otherwise replace the device node)."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target, False
+    return target, not stat.S_ISREG(mode)
+
+
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it into place, so a
-    reader never sees a half-written file and a failure leaves nothing behind."""
-    target = Path(path)
+    reader never sees a half-written file and a failure leaves nothing behind. A symlink is
+    followed (the link is kept); a device or FIFO is written directly, never replaced."""
+    target, in_place = output_target(path)
+    if in_place:
+        with open(target, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+        return
     handle, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path(".")
     )
@@ -336,6 +354,19 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def move_into_place(staged: Path, path: str | os.PathLike[str]) -> None:
+    """Rename `staged` onto `path` as `write_text_atomically` would: symlinks followed, a
+    device or FIFO written to (then `staged` removed) instead of replaced."""
+    target, in_place = output_target(path)
+    if in_place:
+        with open(staged, "rb") as source, open(target, "wb") as sink:
+            while chunk := source.read(1 << 16):
+                sink.write(chunk)
+        staged.unlink()
+        return
+    os.replace(staged, target)
 
 
 def format_csv(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

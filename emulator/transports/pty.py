@@ -140,6 +140,9 @@ class PtyTransport(PumpTransport):
         self._writer_armed = False
         self._retry: asyncio.TimerHandle | None = None
         self._client_seen = False  # bytes came from the client that has the port open now
+        # Reply bytes dropped on the current link: the first drop is logged, the total when
+        # the link resets or closes (one line a write flooded the log: 54,902 in 20 s).
+        self._dropped_bytes = 0
 
     @property
     def path(self) -> str:
@@ -199,6 +202,7 @@ class PtyTransport(PumpTransport):
             self._writer_armed = False
         if self._conn is not None:
             self._conn.close()
+        self._report_drops()
         self._backlog.clear()
         os.close(master)
         if slave is not None:
@@ -238,6 +242,7 @@ class PtyTransport(PumpTransport):
         if self._client_seen:
             self._client_seen = False
             log.info("PTY %s: client closed the port; its session ends", self._path)
+            self._report_drops()
             self._backlog.clear()
             if self._writer_armed:
                 self._loop.remove_writer(self._master)
@@ -246,6 +251,16 @@ class PtyTransport(PumpTransport):
                 self._conn.link_reset()
         self._loop.remove_reader(self._master)
         self._retry = self._loop.call_later(_EIO_RETRY_S, self._resume_reading)
+
+    def _report_drops(self) -> None:
+        """Log the link's total of dropped reply bytes, if any, and start counting anew."""
+        if self._dropped_bytes:
+            log.warning(
+                "PTY %s: %d reply bytes dropped in all on this link (client not reading)",
+                self._path,
+                self._dropped_bytes,
+            )
+            self._dropped_bytes = 0
 
     def _resume_reading(self) -> None:
         self._retry = None
@@ -273,9 +288,14 @@ class PtyTransport(PumpTransport):
     def _queue(self, data: bytes) -> None:
         room = _MAX_BACKLOG - len(self._backlog)
         if len(data) > room:
-            log.warning(
-                "PTY %s: client not reading; %d bytes dropped", self._path, len(data) - room
-            )
+            if self._dropped_bytes == 0:
+                log.warning(
+                    "PTY %s: client not reading; %d bytes dropped (later drops on this link "
+                    "are counted)",
+                    self._path,
+                    len(data) - room,
+                )
+            self._dropped_bytes += len(data) - room
             data = data[:room]
         self._backlog += data
         if not self._writer_armed and self._master is not None and self._loop is not None:
