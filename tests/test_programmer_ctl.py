@@ -222,6 +222,8 @@ def test_nan_is_not_a_number_rather_than_out_of_range(
         (["refill"], "concentration of the drug filled, in mcg/mL"),
         (["bolus", "clinician"], "minutes to deliver the dose over"),
         (["bolus", "clinician"], "bolus dose in mcg"),
+        (["clock"], "the pump clock beside the host clock"),
+        (["alarms"], "silence one or all (they stay active until resolved)"),
     ],
 )
 def test_help_explains_every_value(

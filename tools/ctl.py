@@ -358,7 +358,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--limit", metavar="N", type=positive_int, help="show at most N entries")
 
     p = _command(sub, "clock", cmd_clock, "show or set the pump clock (UTC)")
-    p.add_argument("action", nargs="?", choices=("show", "set"), default="show")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("show", "set"),
+        default="show",
+        help="show (default): the pump clock beside the host clock; set: set it to WHEN",
+    )
     p.add_argument(
         "when",
         nargs="?",
@@ -370,7 +376,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub, "alarms", cmd_alarms, "list, acknowledge, test or set alarm thresholds"
     )
     p.add_argument(
-        "action", nargs="?", choices=("list", "ack", "threshold", "test"), default="list"
+        "action",
+        nargs="?",
+        choices=("list", "ack", "threshold", "test"),
+        default="list",
+        help="list (default): the active alarms; ack: silence one or all (they stay active "
+        "until resolved); threshold: set the low-reservoir alarm volume; test: sound each "
+        "alarm pattern once",
     )
     p.add_argument(
         "value",
