@@ -83,7 +83,7 @@ EXAMPLE_PROGRAM = m.TherapyProgram(
     drug_name="baclofen",
     patient_id="P-0001",
 )
-_STATUS = m.InterrogateResponse(
+EXAMPLE_STATUS = m.InterrogateResponse(
     time_s=_T0,
     therapy_state=m.TherapyState.RUNNING,
     # Below the 2 mL threshold, so the LOW_RESERVOIR alarm below is consistent with it (and
@@ -194,7 +194,7 @@ class _Clinic:
             response, self.override = self.override, None
             return response
         if isinstance(request, m.InterrogateRequest):
-            return _STATUS
+            return EXAMPLE_STATUS
         if isinstance(request, TRANSFER_REQUESTS):
             return self.receiver.handle(request)
         return m.Ack()

@@ -15,29 +15,12 @@ import pytest
 
 from itpump.protocol import messages as m
 from itpump.protocol.codes import AlarmId, ResultCode
-from itpump.protocol.examples import EXAMPLE_PROGRAM
+from itpump.protocol.examples import EXAMPLE_PROGRAM, EXAMPLE_STATUS
 from itpump.protocol.wire import WireError, WireStruct
 
 ALARM = m.Alarm(alarm_id=3, severity=m.AlarmSeverity.CRITICAL, raised_at_s=5, acknowledged=True)
-STATUS = m.InterrogateResponse(
-    time_s=1_767_261_600,
-    therapy_state=m.TherapyState.RUNNING,
-    reservoir_volume_nl=1_850_000,
-    reservoir_capacity_nl=20_000_000,
-    low_reservoir_threshold_nl=2_000_000,
-    rate_nl_per_day=200_000,
-    dose_24h_ng=425_000,
-    patient_boluses_24h=1,
-    battery_per_mille=870,
-    battery_eri=False,
-    battery_eos=False,
-    projected_low_reservoir_s=None,
-    projected_eri_s=1_800_000_000,
-    program=EXAMPLE_PROGRAM,
-    alarms=(ALARM,),
-)
 EXAMPLES: list[WireStruct] = [
-    STATUS,
+    EXAMPLE_STATUS,  # the documented status (docs/protocol.md)
     EXAMPLE_PROGRAM,
     ALARM,
     m.FlexMode(
